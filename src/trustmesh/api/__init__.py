@@ -1,0 +1,3 @@
+"""trustmesh.api (being written)."""
+
+__all__: list[str] = []

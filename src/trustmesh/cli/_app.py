@@ -1,0 +1,26 @@
+"""Assemble the CLI: import every command module so it registers on the root app."""
+
+from __future__ import annotations
+
+import importlib
+
+from trustmesh.cli._root import app
+
+__all__ = ["app", "main"]
+
+# Each module registers its commands on import. Order is the order of `trustmesh --help` groups.
+_COMMAND_MODULES = (
+    "trustmesh.cli.demo",
+    "trustmesh.cli.datasets",
+    "trustmesh.cli.models",
+    "trustmesh.cli.ledger",
+    "trustmesh.cli.respond",
+)
+
+for _name in _COMMAND_MODULES:
+    importlib.import_module(_name)
+
+
+def main() -> None:
+    """Entry point of the ``trustmesh`` console script."""
+    app()

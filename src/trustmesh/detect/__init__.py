@@ -1,0 +1,3 @@
+"""trustmesh.detect (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""trustmesh.evaluate (being written)."""
+
+__all__: list[str] = []

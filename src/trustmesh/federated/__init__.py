@@ -1,0 +1,3 @@
+"""trustmesh.federated (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""trustmesh.flows (being written)."""
+
+__all__: list[str] = []

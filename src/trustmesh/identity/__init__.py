@@ -1,0 +1,3 @@
+"""trustmesh.identity (being written)."""
+
+__all__: list[str] = []

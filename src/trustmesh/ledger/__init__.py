@@ -1,0 +1,3 @@
+"""trustmesh.ledger (being written)."""
+
+__all__: list[str] = []

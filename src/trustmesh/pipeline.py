@@ -1,0 +1,3 @@
+"""The one place that wires flows -> detect -> respond -> ledger (being written)."""
+
+__all__: list[str] = []

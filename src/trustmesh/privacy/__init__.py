@@ -1,0 +1,3 @@
+"""trustmesh.privacy (being written)."""
+
+__all__: list[str] = []

@@ -1,0 +1,3 @@
+"""trustmesh.respond (being written)."""
+
+__all__: list[str] = []
