@@ -15,6 +15,10 @@ _COMMAND_MODULES = (
     "trustmesh.cli.models",
     "trustmesh.cli.ledger",
     "trustmesh.cli.respond",
+    "trustmesh.cli.chain",
+    "trustmesh.cli.identity",
+    "trustmesh.cli.fl",
+    "trustmesh.cli.evaluate",
 )
 
 for _name in _COMMAND_MODULES:
