@@ -1,3 +1,616 @@
-"""The one place that wires flows -> detect -> respond -> ledger (being written)."""
+"""The one place that wires flows -> detect -> respond -> ledger.
 
-__all__: list[str] = []
+A :class:`Pipeline` pulls batches of canonical flows from sources (pcap replay, live interface, Zeek
+or Suricata logs, flow tables), scores them with one detector, turns flows above the threshold into
+:class:`~trustmesh.records.Alert` records, correlates alerts into incidents, lets the responder decide
+(dry-run unless ``enforce``) and appends every alert, incident, proposal, decision and action result
+to the ledger. Each ledger entry references the leaf indices it was based on, so an auditor can walk
+from a block back to the packets' flow records with inclusion proofs.
+
+Memory stays bounded: sources are iterated batch by batch (pull-based, so a slow scorer slows the
+reader — that is the back-pressure), and only per-incident bookkeeping is kept.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import logging
+import math
+import signal
+import threading
+import time
+import tomllib
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from trustmesh.detect import Detector, Manifest, default_pcap_model, load_model
+from trustmesh.errors import ConfigError, InputError, TrustmeshError
+from trustmesh.flows import FlowSource, open_source
+from trustmesh.ledger import Checkpoint, Entry, Ledger
+from trustmesh.records import Alert, FlowId, Incident, ModelId, severity_from_score
+from trustmesh.respond import (
+    Action,
+    Correlator,
+    Guards,
+    LLMTriage,
+    NftablesAction,
+    NotifyAction,
+    PlaybookSet,
+    QuarantineAction,
+    Responder,
+    WebhookAction,
+    expire,
+)
+
+__all__ = [
+    "DEFAULT_PLAYBOOKS",
+    "BatchOutcome",
+    "Pipeline",
+    "PipelineConfig",
+    "RunSummary",
+    "alerts_from_scores",
+]
+
+log = logging.getLogger(__name__)
+
+_INLINE_LIMIT = 48_000  # bytes of JSON kept inline in an entry (the ledger refuses entries over 64 KiB)
+_APPEND_CHUNK = 5_000  # entries per durable transaction
+
+DEFAULT_PLAYBOOKS = Path(__file__).resolve().parent / "default_playbooks.yaml"
+
+
+# --------------------------------------------------------------------------------------------------
+# configuration
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineConfig:
+    """Everything ``trustmesh run`` needs; loadable from one TOML file (see examples/trustmesh.toml)."""
+
+    ledger_dir: Path
+    state_dir: Path
+    origin: str = "trustmesh.local/log"
+    model: Path | None = None  # None: the built-in default pcap model
+    data_dir: Path | None = None  # where the default model's training data lives
+    sources: tuple[str, ...] = ()
+    playbooks: tuple[Path, ...] = ()
+    enforce: bool = False
+    replay: str = "fast"  # "fast" or "recorded" (sleep to the flows' own timing)
+    replay_speed: float = 1.0
+    batch_size: int = 1024
+    checkpoint_every: int = 10_000  # entries; also at the end of each source and at shutdown
+    correlation_window_s: float = 300.0
+    nft_table: str = "trustmesh"
+    nft_set: str = "blocklist"
+    nft_netns: str | None = None
+    webhook_url: str | None = None
+    mqtt_broker: str | None = None
+    mqtt_port: int = 1883
+    mqtt_topic: str = "trustmesh/quarantine"
+    llm_url: str | None = None
+    llm_model: str | None = None
+    guards: Guards = field(default_factory=Guards)
+
+    def __post_init__(self) -> None:
+        if self.replay not in {"fast", "recorded"}:
+            raise ConfigError(f"replay must be 'fast' or 'recorded', got {self.replay!r}")
+        if not self.replay_speed > 0:
+            raise ConfigError(f"replay_speed must be > 0, got {self.replay_speed}")
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.checkpoint_every < 1:
+            raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if (self.llm_url is None) != (self.llm_model is None):
+            raise ConfigError("llm.url and llm.model must be given together")
+
+    @classmethod
+    def load(cls, path: Path | str, **overrides: Any) -> PipelineConfig:
+        """Read ``[pipeline]``, ``[response]``, ``[guards]`` and ``[llm]`` tables from a TOML file.
+
+        Relative paths are taken relative to the file's folder. Unknown keys are refused by name.
+        """
+        path = Path(path)
+        try:
+            doc = tomllib.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            raise ConfigError(f"{path}: configuration file not found") from None
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
+            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        base = path.parent
+        known = {"pipeline", "response", "guards", "llm", "trustmesh"}
+        unknown = sorted(set(doc) - known)
+        if unknown:
+            raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
+        values: dict[str, Any] = {}
+        pipe = dict(doc.get("pipeline", {}))
+        resp = dict(doc.get("response", {}))
+        llm = dict(doc.get("llm", {}))
+
+        def rel(p: str) -> Path:
+            q = Path(p).expanduser()
+            return q if q.is_absolute() else base / q
+
+        simple = {"origin", "replay", "replay_speed", "batch_size", "checkpoint_every", "correlation_window_s"}
+        for key, raw in pipe.items():
+            if key in {"ledger_dir", "state_dir", "model", "data_dir"}:
+                values[key] = rel(str(raw))
+            elif key == "sources":
+                if not isinstance(raw, list):
+                    raise ConfigError(f"{path}: pipeline.sources must be a list of paths or interfaces")
+                values[key] = tuple(str(rel(s)) if not str(s).startswith("iface:") else str(s) for s in raw)
+            elif key in simple:
+                values[key] = raw
+            else:
+                raise ConfigError(f"{path}: unknown key pipeline.{key}")
+        for key, raw in resp.items():
+            if key == "playbooks":
+                values[key] = tuple(rel(str(p)) for p in (raw if isinstance(raw, list) else [raw]))
+            elif key in {"enforce", "nft_table", "nft_set", "nft_netns", "webhook_url", "mqtt_broker",
+                         "mqtt_port", "mqtt_topic"}:
+                values[key] = raw
+            else:
+                raise ConfigError(f"{path}: unknown key response.{key}")
+        for key, raw in llm.items():
+            if key not in {"url", "model"}:
+                raise ConfigError(f"{path}: unknown key llm.{key} (the API key comes from TRUSTMESH_LLM_API_KEY)")
+            values[f"llm_{key}"] = raw
+        if "guards" in doc:
+            try:
+                values["guards"] = Guards.from_dict(dict(doc["guards"]))
+            except (TypeError, ValueError) as exc:
+                raise ConfigError(f"{path}: [guards]: {exc}") from None
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        values.setdefault("ledger_dir", base / "trustmesh-ledger")
+        values.setdefault("state_dir", base / "trustmesh-state")
+        try:
+            return cls(**values)
+        except TypeError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+
+    def summary(self) -> dict[str, Any]:
+        """Return the settings worth recording in the ledger (no secrets: the LLM key is never here)."""
+        doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
+        doc["guards"] = self.guards.to_dict()
+        return json.loads(json.dumps(doc, default=str))
+
+
+# --------------------------------------------------------------------------------------------------
+# flows -> alerts
+
+
+def _opt_int(value: Any) -> int | None:
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(f) else int(f)
+
+
+def _opt_str(value: Any) -> str | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    text = str(value)
+    return None if text in {"", "-", "nan", "<NA>"} else text
+
+
+def alerts_from_scores(
+    flows: pd.DataFrame,
+    scores: np.ndarray,
+    *,
+    threshold: float,
+    model_id: str,
+    source_name: str,
+    classes: Sequence[str | None] | None = None,
+) -> list[Alert]:
+    """Make one Alert per flow whose score is at or above ``threshold``.
+
+    ``flows`` holds canonical flow columns (ts, uid, src_ip, ...); ``classes`` optionally gives the
+    predicted class of each flow. Alert ids are deterministic: the same flow scored by the same model
+    from the same source always gets the same id.
+    """
+    if len(flows) != len(scores):
+        raise ValueError(f"flows and scores differ in length: {len(flows)} != {len(scores)}")
+    hits = np.flatnonzero(np.asarray(scores) >= threshold)
+    alerts: list[Alert] = []
+    for i in hits:
+        row = flows.iloc[int(i)]
+        uid = _opt_str(row.get("uid")) or f"row{int(i)}"
+        score = float(min(1.0, max(0.0, scores[i])))
+        ts = row.get("ts")
+        timestamp = float(ts) if ts is not None and not pd.isna(ts) else 0.0
+        digest = hashlib.sha256(f"{model_id}\x00{source_name}\x00{uid}".encode()).hexdigest()[:20]
+        alerts.append(Alert(
+            alert_id=f"alr-{digest}",
+            timestamp=timestamp,
+            flow_id=FlowId(uid),
+            model_id=ModelId(model_id),
+            score=score,
+            threshold=float(threshold),
+            source_ip=_opt_str(row.get("src_ip")),
+            source_port=_opt_int(row.get("src_port")),
+            destination_ip=_opt_str(row.get("dst_ip")),
+            destination_port=_opt_int(row.get("dst_port")),
+            transport=_opt_str(row.get("proto")),
+            application=_opt_str(row.get("service")),
+            predicted_class=None if classes is None else _opt_str(classes[int(i)]),
+            severity=severity_from_score(score),
+            source_name=source_name,
+        ))
+    return alerts
+
+
+# --------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What one batch produced (for progress displays and tests)."""
+
+    flows: int = 0
+    alerts: list[tuple[int, Alert]] = field(default_factory=list)  # (leaf index, alert)
+    incidents: list[tuple[int, Incident]] = field(default_factory=list)
+    records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # decisions, results, ...
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """Totals of a run, the leaf indices worth proving, and the checkpoints signed."""
+
+    flows: int = 0
+    alerts: int = 0
+    incidents: int = 0
+    decisions: int = 0
+    action_results: int = 0
+    errors: list[str] = field(default_factory=list)
+    checkpoints: list[Checkpoint] = field(default_factory=list)
+    first_index: int = 0
+    last_index: int = 0
+    interrupted: bool = False
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        """Return a JSON-ready summary (checkpoints as size/root)."""
+        return {
+            "flows": self.flows, "alerts": self.alerts, "incidents": self.incidents,
+            "decisions": self.decisions, "action_results": self.action_results, "errors": self.errors,
+            "checkpoints": [{"size": c.size, "root_hash": c.root_hash.hex()} for c in self.checkpoints],
+            "first_index": self.first_index, "last_index": self.last_index,
+            "interrupted": self.interrupted, "seconds": round(self.seconds, 3),
+        }
+
+
+def _record_kind(record: Any) -> str:
+    return str(getattr(record, "record_type", type(record).__name__.lower()))
+
+
+class Pipeline:
+    """Score flows, correlate, respond, and append every step to the ledger.
+
+    Build one with :meth:`from_config`, or pass the parts (tests do). Use as a context manager or
+    call :meth:`close`, which checkpoints whatever was appended since the last checkpoint.
+    """
+
+    def __init__(self, detector: Detector, manifest: Manifest, ledger: Ledger, responder: Responder,
+                 correlator: Correlator, config: PipelineConfig, *,
+                 clock: Callable[[], float] = time.time) -> None:
+        self.detector, self.manifest, self.ledger = detector, manifest, ledger
+        self.responder, self.correlator, self.config = responder, correlator, config
+        self.clock = clock
+        self.model_id = str(getattr(manifest, "model_id", "model"))
+        self._incident_index: dict[str, int] = {}  # incident id -> leaf of its latest version
+        self._decision_index: dict[str, int] = {}
+        self._outbox_seq = self._load_cursor()
+        self._since_checkpoint = 0
+        self.summary = RunSummary(first_index=ledger.size)
+        self.model_index = self._append("model", self._model_payload())
+        self.start_index = self._append("pipeline.start", {"config": config.summary(), "model_id": self.model_id},
+                                        refs=[self.model_index])
+
+    # ----- construction
+
+    @classmethod
+    def from_config(cls, config: PipelineConfig, *, detector: Detector | None = None,
+                    manifest: Manifest | None = None) -> Pipeline:
+        """Open (or create) the ledger, load the model and build the responder described by ``config``."""
+        if detector is None or manifest is None:
+            if config.model is not None:
+                detector, manifest = load_model(config.model)
+            else:
+                detector, manifest = default_pcap_model(config.data_dir)
+        ledger = _open_or_create(Path(config.ledger_dir), config.origin)
+        playbook_files = config.playbooks or (DEFAULT_PLAYBOOKS,)
+        playbooks = PlaybookSet.load(list(playbook_files))
+        responder = Responder(playbooks, _actions(config), config.guards, config.state_dir,
+                              enforce=config.enforce,
+                              llm=LLMTriage(config.llm_url, config.llm_model) if config.llm_url and config.llm_model
+                              else None)
+        return cls(detector, manifest, ledger, responder, Correlator(config.correlation_window_s), config)
+
+    def _model_payload(self) -> dict[str, Any]:
+        doc = self.manifest.to_dict() if hasattr(self.manifest, "to_dict") else dict(vars(self.manifest))
+        return json.loads(json.dumps(doc, default=str))
+
+    # ----- ledger helpers
+
+    def _fit(self, payload: Mapping[str, Any]) -> dict[str, Any]:
+        """Keep entries small: a payload over the entry limit goes to a blob; the entry keeps its digest.
+
+        Incidents and decisions list every alert id they are based on, which grows with a scan; the
+        full document stays provable (the blob's sha256 is in the entry) while the leaf stays small.
+        """
+        doc = dict(payload)
+        raw = json.dumps(doc, sort_keys=True, separators=(",", ":"), default=str).encode()
+        if len(raw) <= _INLINE_LIMIT:
+            return doc
+        digest = self.ledger.put_blob(raw)
+        slim = {k: v for k, v in doc.items() if not isinstance(v, list | dict) or len(json.dumps(v)) < 512}
+        slim["full_document_sha256"] = str(digest)
+        slim["omitted_fields"] = sorted(set(doc) - set(slim))
+        return slim
+
+    def _append_many(self, items: Sequence[tuple[str, Mapping[str, Any], Sequence[int]]]) -> list[int]:
+        """Append (kind, payload, refs) items in durable transactions; return their leaf indices."""
+        indices: list[int] = []
+        now = self.clock()
+        for start in range(0, len(items), _APPEND_CHUNK):
+            chunk = items[start:start + _APPEND_CHUNK]
+            entries = [Entry(kind=k, payload=self._fit(p), time=now, refs=tuple(sorted(set(r))))
+                       for k, p, r in chunk]
+            indices += self.ledger.append(entries)
+        self._since_checkpoint += len(items)
+        return indices
+
+    def _append(self, kind: str, payload: Mapping[str, Any], refs: Sequence[int] = ()) -> int:
+        return self._append_many([(kind, payload, refs)])[0]
+
+    def checkpoint(self) -> Checkpoint:
+        """Sign a checkpoint of everything appended so far."""
+        cp = self.ledger.checkpoint()
+        self.summary.checkpoints.append(cp)
+        self._since_checkpoint = 0
+        return cp
+
+    def _cursor_file(self) -> Path:
+        digest = hashlib.sha256(self.ledger.origin.encode()).hexdigest()[:12]
+        return Path(self.config.state_dir) / f"ledger-cursor-{digest}"
+
+    def _load_cursor(self) -> int:
+        try:
+            return int(self._cursor_file().read_text(encoding="ascii").strip())
+        except (FileNotFoundError, ValueError):
+            return 0
+
+    def _save_cursor(self) -> None:
+        path = self._cursor_file()
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_suffix(".tmp")
+        tmp.write_text(str(self._outbox_seq), encoding="ascii")
+        tmp.replace(path)
+
+    def _drain_responses(self, outcome: BatchOutcome) -> None:
+        """Append every response record the responder (or an operator, in another process) produced.
+
+        Decisions and proposals go first (they cite the incident), then action results (they cite
+        their decision), so every reference points at an earlier leaf.
+        """
+        pending = self.responder.queue.outbox(after=self._outbox_seq)
+        if not pending:
+            return
+        for phase in ("decisions", "results"):
+            items: list[tuple[str, Mapping[str, Any], Sequence[int]]] = []
+            docs: list[tuple[str, dict[str, Any]]] = []
+            for _seq, kind, doc in pending:
+                if (kind == "action_result") != (phase == "results"):
+                    continue
+                refs: list[int] = []
+                inc = doc.get("incident_id")
+                if inc in self._incident_index:
+                    refs.append(self._incident_index[inc])
+                if doc.get("decision_id") in self._decision_index and kind == "action_result":
+                    refs.append(self._decision_index[doc["decision_id"]])
+                items.append((kind, doc, refs))
+                docs.append((kind, doc))
+            for index, (kind, doc) in zip(self._append_many(items), docs, strict=True):
+                if kind == "decision":
+                    self._decision_index[str(doc["decision_id"])] = index
+                    self.summary.decisions += 1
+                elif kind == "action_result":
+                    self.summary.action_results += 1
+                outcome.records.append((index, {"kind": kind, **doc}))
+        self._outbox_seq = pending[-1][0]
+        self._save_cursor()
+
+    # ----- processing
+
+    def process(self, flows: pd.DataFrame, source_name: str) -> BatchOutcome:
+        """Score one batch of canonical flows and carry every alert through response into the ledger."""
+        outcome = BatchOutcome(flows=len(flows))
+        if flows.empty:
+            return outcome
+        scores = np.asarray(self.detector.score(flows, fill_missing=True), dtype=np.float64)
+        outcome.scores = scores
+        classes = None
+        predict_class = getattr(self.detector, "predict_class", None)
+        if callable(predict_class) and len(getattr(self.detector, "classes_", ()) or ()) > 2:
+            hits = scores >= self.detector.threshold
+            if hits.any():
+                classes = np.full(len(flows), None, dtype=object)
+                classes[hits] = np.asarray(predict_class(flows[hits]), dtype=object)
+        alerts = alerts_from_scores(flows, scores, threshold=self.detector.threshold, model_id=self.model_id,
+                                    source_name=source_name, classes=classes)
+        indices = self._append_many([("alert", a.to_dict(), [self.model_index]) for a in alerts])
+        touched: dict[str, Incident] = {}
+        new_alerts: dict[str, list[int]] = {}
+        for index, alert in zip(indices, alerts, strict=True):
+            outcome.alerts.append((index, alert))
+            incident = self.correlator.add(alert)
+            touched[incident.incident_id] = incident
+            new_alerts.setdefault(incident.incident_id, []).append(index)
+        self.summary.flows += len(flows)
+        self.summary.alerts += len(alerts)
+        # one incident entry per touched incident and batch (its latest version), not one per alert
+        items: list[tuple[str, Mapping[str, Any], Sequence[int]]] = []
+        for incident_id, incident in touched.items():
+            refs = list(new_alerts[incident_id])
+            if incident_id in self._incident_index:
+                refs.append(self._incident_index[incident_id])
+            else:
+                self.summary.incidents += 1
+            items.append(("incident", incident.to_dict(), refs))
+        for index, incident in zip(self._append_many(items), touched.values(), strict=True):
+            self._incident_index[incident.incident_id] = index
+            outcome.incidents.append((index, incident))
+        for index, incident in outcome.incidents:
+            try:
+                self.responder.handle(incident)
+            except TrustmeshError as exc:  # a response problem must not lose the alerts already recorded
+                self._record_error(f"response to {incident.incident_id} failed: {exc}", refs=[index])
+        self._drain_responses(outcome)
+        if self._since_checkpoint >= self.config.checkpoint_every:
+            self.checkpoint()
+        return outcome
+
+    def expire_actions(self) -> None:
+        """Record (and, for user-space actions, perform) the end of actions whose TTL passed."""
+        expire(self.responder.queue, actions=self.responder.actions, clock=self.clock)
+        self._drain_responses(BatchOutcome())
+
+    def _record_error(self, message: str, refs: Sequence[int] = ()) -> None:
+        log.warning("%s", message)
+        self.summary.errors.append(message)
+        self._append("pipeline.error", {"message": message, "time": self.clock()}, refs)
+
+    def run(self, sources: Iterable[FlowSource], *, stop: threading.Event | None = None,
+            on_batch: Callable[[str, BatchOutcome], None] | None = None) -> RunSummary:
+        """Stream every source through :meth:`process`; stop cleanly when ``stop`` is set.
+
+        A source that fails (a truncated capture, a log that disappears) is recorded in the ledger as a
+        ``pipeline.error`` and the run goes on with the next one; what was already scored stays.
+        """
+        stop = stop or threading.Event()
+        started = time.perf_counter()
+        with _signals_set(stop):
+            for source in sources:
+                if stop.is_set():
+                    break
+                try:
+                    for batch in self._paced(source.iter_batches(self.config.batch_size), stop):
+                        outcome = self.process(batch, source.name)
+                        if on_batch is not None:
+                            on_batch(source.name, outcome)
+                        self.expire_actions()
+                        if stop.is_set():
+                            break
+                except TrustmeshError as exc:
+                    self._record_error(f"source {source.name}: {exc}")
+                except OSError as exc:
+                    self._record_error(f"source {source.name}: {exc.strerror or exc}")
+                if self._since_checkpoint:
+                    self.checkpoint()
+        self.summary.interrupted = stop.is_set()
+        self.summary.seconds = time.perf_counter() - started
+        return self.summary
+
+    def _paced(self, batches: Iterator[pd.DataFrame], stop: threading.Event) -> Iterator[pd.DataFrame]:
+        if self.config.replay == "fast":
+            yield from batches
+            return
+        wall0: float | None = None
+        ts0 = 0.0
+        for batch in batches:
+            if batch.empty or "ts" not in batch:
+                yield batch
+                continue
+            batch = batch.sort_values("ts", kind="stable")
+            for _, chunk in batch.groupby((batch["ts"] // 1.0), sort=True):  # release second by second
+                first = float(chunk["ts"].iloc[0])
+                if wall0 is None:
+                    wall0, ts0 = time.monotonic(), first
+                due = wall0 + (first - ts0) / self.config.replay_speed
+                while not stop.is_set() and (delay := due - time.monotonic()) > 0:
+                    stop.wait(min(delay, 0.5))
+                if stop.is_set():
+                    return
+                yield chunk
+
+    def close(self) -> RunSummary:
+        """Record the end of the run, checkpoint, and close the ledger."""
+        self._append("pipeline.stop", {k: v for k, v in self.summary.to_dict().items() if k != "checkpoints"},
+                     refs=[self.start_index])
+        self.checkpoint()
+        self.summary.last_index = self.ledger.size - 1
+        self.ledger.close()
+        return self.summary
+
+    def __enter__(self) -> Pipeline:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _open_or_create(directory: Path, origin: str) -> Ledger:
+    try:
+        ledger = Ledger.open(directory)
+    except InputError:
+        return Ledger.create(directory, origin)
+    if ledger.origin != origin:
+        ledger.close()
+        raise ConfigError(f"{directory}: ledger origin is {ledger.origin!r}, configuration says {origin!r}")
+    return ledger
+
+
+def _actions(config: PipelineConfig) -> dict[str, Action]:
+    nft = NftablesAction(config.nft_table, config.nft_set, config.nft_netns)
+    actions: dict[str, Action] = {"nftables": nft, "notify": NotifyAction("log")}
+    if config.webhook_url:
+        actions["webhook"] = WebhookAction(config.webhook_url)
+    if config.mqtt_broker:
+        isolation = NftablesAction(config.nft_table, "quarantine", config.nft_netns)
+        actions["quarantine"] = QuarantineAction(config.mqtt_broker, config.mqtt_port, config.mqtt_topic,
+                                                 isolation=isolation)
+    return actions
+
+
+@contextmanager
+def _signals_set(stop: threading.Event) -> Iterator[None]:
+    """Turn SIGINT/SIGTERM into ``stop.set()`` while a run is in progress (main thread only)."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: object) -> None:
+        log.warning("signal %d: finishing the current batch, then checkpointing", signum)
+        stop.set()
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def open_sources(specs: Sequence[str]) -> list[FlowSource]:
+    """Open each source spec: a path (pcap, Zeek dir/log, EVE file, table) or ``iface:NAME``."""
+    sources: list[FlowSource] = []
+    for spec in specs:
+        if spec.startswith("iface:"):
+            from trustmesh.flows import InterfaceSource
+
+            sources.append(InterfaceSource(spec[len("iface:"):]))
+        else:
+            if not Path(spec).exists():
+                raise InputError(f"{spec}: source not found")
+            sources.append(open_source(spec))
+    return sources

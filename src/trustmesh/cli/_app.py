@@ -11,6 +11,7 @@ __all__ = ["app", "main"]
 # Each module registers its commands on import. Order is the order of `trustmesh --help` groups.
 _COMMAND_MODULES = (
     "trustmesh.cli.demo",
+    "trustmesh.cli.run",
     "trustmesh.cli.datasets",
     "trustmesh.cli.models",
     "trustmesh.cli.ledger",

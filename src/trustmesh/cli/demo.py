@@ -1,5 +1,78 @@
-"""CLI commands: demo (being written)."""
+"""``trustmesh demo``: the main job, end to end on the embedded defaults."""
 
 from __future__ import annotations
 
-from trustmesh.cli._root import app, bench_app  # noqa: F401
+from pathlib import Path
+
+import typer
+from rich.table import Table
+
+from trustmesh.cli._common import console, err_console, guarded, print_json
+from trustmesh.cli._root import app
+
+__all__ = ["demo"]
+
+
+@app.command()
+@guarded
+def demo(
+    out: Path = typer.Option(Path("trustmesh-demo"), "--out", help="Folder for report.html, summary.json, ledger/."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Datasets folder (default: $TRUSTMESH_DATA, "
+                                         "then ../shared/datasets)."),
+    no_anchor: bool = typer.Option(False, "--no-anchor", help="Skip anchoring on the embedded chain."),
+    json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
+) -> None:
+    """Detect, respond (dry-run) and prove it: replay the real attack captures through the trust loop."""
+    from trustmesh.demo import run_demo
+
+    from rich.progress import Progress, SpinnerColumn, TextColumn, TimeElapsedColumn
+
+    with Progress(SpinnerColumn(), TextColumn("{task.description}"), TimeElapsedColumn(),
+                  console=err_console, transient=True, disable=json_out) as bar:
+        task = bar.add_task("starting", total=None)
+
+        def step(message: str) -> None:
+            bar.update(task, description=message)
+            if not json_out:
+                err_console.print(f"[dim]- {message}[/]")
+
+        result = run_demo(out, data_dir, step=step, anchor=not no_anchor)
+    doc = result.summary
+    if json_out:
+        print_json(doc)
+        return
+    t = Table(title="Captures replayed (documented attackers vs what was flagged)")
+    for col in ("capture", "flows", "alerts", "attackers", "flagged?", "other sources flagged"):
+        t.add_column(col)
+    for p in doc["pcaps"]:
+        if p["error"]:
+            t.add_row(p["name"], "-", "-", ", ".join(p["attackers"]), "[yellow]missing[/]", "-")
+            continue
+        flagged = ("[green]yes[/]" if p["attackers_flagged"] else "[red]no[/]") if p["in_ip_flows"] else "n/a (ARP)"
+        t.add_row(p["name"], str(p["flows"]), str(p["alerts"]), ", ".join(p["attackers"]), flagged,
+                  str(p["n_other_sources_flagged"]))
+    console.print(t)
+    it = Table(title=f"Incidents (top 15 of {len(doc['incidents'])})")
+    for col in ("leaf", "ATT&CK", "class", "sev", "conf", "sources", "alerts"):
+        it.add_column(col)
+    for inc in doc["incidents"][:15]:
+        it.add_row(str(inc["index"]), str(inc.get("technique_id") or "-"), str(inc.get("predicted_class") or "-"),
+                   str(inc["severity"]), f"{float(inc['confidence']):.2f}", ", ".join(inc.get("source_ips", [])[:2]),
+                   str(len(inc.get("alert_ids", []))))
+    console.print(it)
+    at = Table(title="Actions it would take (dry-run)")
+    for col in ("leaf", "action", "status", "targets", "why"):
+        at.add_column(col)
+    shown = [a for a in doc["actions"] if a["kind"] == "decision"][:15]
+    for a in shown:
+        at.add_row(str(a["index"]), str(a.get("action") or "-"), str(a.get("status")),
+                   ", ".join(a.get("targets", [])[:2]), str(a.get("reason", ""))[:60])
+    console.print(at)
+    console.print("[bold]Signed checkpoint[/]")
+    console.print(doc["ledger"]["checkpoint"], highlight=False, markup=False)
+    for name, verdict in doc["checks"].items():
+        colour = "green" if verdict.startswith("ok") else "yellow" if verdict.startswith("skipped") else "red"
+        console.print(f"[{colour}]{name}[/]: {verdict}", highlight=False)
+    console.print(f"report: {result.report}   ledger: {result.ledger_dir}")
+    if any(v.startswith("FAILED") for v in doc["checks"].values()):
+        raise typer.Exit(1)

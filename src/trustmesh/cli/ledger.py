@@ -1,5 +1,408 @@
-"""CLI commands: ledger (being written)."""
+"""CLI commands: ``trustmesh ledger ...`` (init, append, checkpoint, prove, consistency, verify,
+witness, serve) and ``trustmesh bench ledger``."""
 
 from __future__ import annotations
 
-from trustmesh.cli._root import app, bench_app  # noqa: F401
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from trustmesh.cli._common import console, guarded, print_json
+from trustmesh.cli._root import app, bench_app
+from trustmesh.errors import InputError
+
+__all__ = ["ledger_app", "witness_app"]
+
+ledger_app = typer.Typer(help="Tamper-evident ledger: RFC 9162 log, C2SP checkpoints, witnesses, tiles.",
+                         no_args_is_help=True)
+witness_app = typer.Typer(help="Run a C2SP tlog-cosignature witness.", no_args_is_help=True)
+ledger_app.add_typer(witness_app, name="witness")
+app.add_typer(ledger_app, name="ledger")
+
+MAX_LINE_BYTES = 1 << 20
+
+
+def _read_entries(source: str) -> list[Any]:
+    """Read and validate JSON-lines entries (every line first, so bad input changes nothing)."""
+    from trustmesh.ledger import Entry
+
+    if source == "-":
+        stream = sys.stdin.buffer
+        name = "<stdin>"
+        lines = stream.read().splitlines()
+    else:
+        path = Path(source)
+        name = str(path)
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        lines = path.read_bytes().splitlines()
+    entries = []
+    for n, raw in enumerate(lines, 1):
+        if not raw.strip():
+            continue
+        if len(raw) > MAX_LINE_BYTES:
+            raise InputError(f"{name}:{n}: line is longer than {MAX_LINE_BYTES} bytes")
+        try:
+            doc = json.loads(raw)
+        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
+            raise InputError(f"{name}:{n}: not valid JSON ({exc})") from None
+        try:
+            entries.append(Entry.from_dict(doc))
+        except InputError as exc:
+            raise InputError(f"{name}:{n}: {exc}") from None
+    if not entries:
+        raise InputError(f"{name}: no entries")
+    return entries
+
+
+@ledger_app.command("init")
+@guarded
+def init_command(
+    directory: Path = typer.Argument(..., help="Folder for the new ledger."),
+    origin: str = typer.Option(..., "--origin", help="Log name: checkpoint origin line and key name, e.g. example.org/log."),
+    synchronous: str = typer.Option("FULL", "--synchronous", help="SQLite durability: FULL (default) or NORMAL."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Create a ledger: database, Ed25519 log key (0600) and public verifier key."""
+    from trustmesh.ledger import Ledger
+
+    with Ledger.create(directory, origin, synchronous=synchronous) as led:
+        info = {"directory": str(directory), "origin": led.origin, "verifier_key": led.verifier_key}
+    if json_out:
+        print_json(info)
+    else:
+        console.print(f"created ledger {directory} (origin {origin})", highlight=False)
+        console.print(f"verifier key: {info['verifier_key']}", highlight=False)
+
+
+@ledger_app.command("append")
+@guarded
+def append_command(
+    directory: Path = typer.Argument(..., help="Ledger folder."),
+    source: str = typer.Argument(None, help="'-' to read JSON lines from stdin."),
+    file: Path | None = typer.Option(None, "--file", "-f", help="JSON-lines file: one {kind, payload, refs?, time?} per line."),
+    checkpoint: bool = typer.Option(False, "--checkpoint", help="Sign a new checkpoint after the batch."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Append entries in one durable batch and print their leaf indices."""
+    from trustmesh.ledger import Ledger
+
+    if (file is None) == (source is None):
+        raise InputError("give exactly one of --file FILE or '-' (stdin)")
+    if source is not None and source != "-":
+        raise InputError(f"unexpected argument {source!r}; use --file FILE or '-' for stdin")
+    entries = _read_entries(str(file) if file is not None else "-")
+    with Ledger.open(directory) as led:
+        indices = led.append(entries)
+        cp = led.checkpoint() if checkpoint else None
+    if json_out:
+        print_json({"indices": indices, "checkpoint": None if cp is None else cp.to_bytes().decode()})
+    else:
+        sys.stdout.write("".join(f"{i}\n" for i in indices))
+
+
+@ledger_app.command("checkpoint")
+@guarded
+def checkpoint_command(
+    directory: Path = typer.Argument(..., help="Ledger folder."),
+    witness: list[Path] = typer.Option([], "--witness", help="Witness folder to ask for a cosignature (repeatable)."),
+    quorum: int = typer.Option(0, "--quorum", help="Fail unless this many witnesses cosign."),
+) -> None:
+    """Sign a checkpoint of the current size (refusing one inconsistent with the last) and print the note."""
+    from trustmesh.ledger import Ledger, Witness
+
+    witnesses = [Witness.open(w) for w in witness]
+    with Ledger.open(directory) as led:
+        cp = led.checkpoint(witnesses=witnesses, quorum=quorum)
+    sys.stdout.write(cp.to_bytes().decode("utf-8"))
+
+
+@ledger_app.command("prove")
+@guarded
+def prove_command(
+    directory: Path = typer.Argument(..., help="Ledger folder."),
+    index: int = typer.Option(..., "--index", help="Leaf index."),
+    size: int | None = typer.Option(None, "--size", help="Tree size (default: current)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Print the inclusion proof of a leaf (leafIdx, treeSize, leafHash, root, proof; base64)."""
+    from trustmesh.ledger import Ledger
+
+    with Ledger.open(directory, read_only=True) as led:
+        proof = led.prove_inclusion(index, size)
+    doc = proof.to_json()
+    if json_out:
+        print_json(doc)
+    else:
+        console.print(f"leaf {doc['leafIdx']} of {doc['treeSize']}: root {doc['root']}", highlight=False)
+        for h in doc["proof"]:
+            console.print(f"  {h}", highlight=False)
+
+
+@ledger_app.command("consistency")
+@guarded
+def consistency_command(
+    directory: Path = typer.Argument(..., help="Ledger folder."),
+    size1: int = typer.Option(..., "--from", help="Older tree size."),
+    size2: int | None = typer.Option(None, "--to", help="Newer tree size (default: current)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Print the consistency proof between two tree sizes (size1, size2, root1, root2, proof; base64)."""
+    from trustmesh.ledger import Ledger
+
+    with Ledger.open(directory, read_only=True) as led:
+        doc = led.prove_consistency(size1, size2).to_json()
+    if json_out:
+        print_json(doc)
+    else:
+        console.print(f"{doc['size1']} -> {doc['size2']}: {doc['root1']} -> {doc['root2']}", highlight=False)
+        for h in doc["proof"]:
+            console.print(f"  {h}", highlight=False)
+
+
+@ledger_app.command("verify")
+@guarded
+def verify_command(
+    directory: Path = typer.Argument(..., help="Ledger folder."),
+    trusted_checkpoint: Path | None = typer.Option(None, "--trusted-checkpoint", help="A checkpoint note you kept earlier."),
+    log_key: str | None = typer.Option(None, "--log-key", help="Pin the log's verifier key (name+hash+base64)."),
+    witness_key: list[str] = typer.Option([], "--witness-key", help="Witness verifier key (repeatable)."),
+    quorum: int = typer.Option(0, "--quorum", help="Witness cosignatures each checkpoint needs."),
+    chain: str | None = typer.Option(None, "--chain", help="Also check the chain anchor ('embedded' or a JSON-RPC URL)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Recompute the whole log and check it against its checkpoints (exit 0 only if everything verifies)."""
+    from trustmesh.ledger import audit
+
+    kept = None
+    if trusted_checkpoint is not None:
+        if not trusted_checkpoint.is_file():
+            raise InputError(f"{trusted_checkpoint}: no such file")
+        kept = trusted_checkpoint.read_bytes()
+    report = audit(directory, kept, log_key=log_key, witness_keys=witness_key, quorum=quorum)
+    doc: dict[str, Any] = report.to_json()
+    if chain is not None:
+        try:
+            from trustmesh.ledger.anchor import verify_anchor
+        except ImportError as exc:
+            raise InputError(f"anchoring not available: cannot import trustmesh.ledger.anchor ({exc})") from None
+        doc["anchor"] = verify_anchor(Path(directory), chain)
+    if json_out:
+        print_json(doc)
+    else:
+        console.print(
+            f"OK {doc['origin']}: {doc['size']} entries, root {doc['root']}, "
+            f"{doc['checkpoints_verified']} checkpoints verified"
+            + (f", trusted checkpoint of size {doc['trusted_checkpoint_size']} consistent" if kept else "")
+            + (", anchor verified" if chain is not None else ""),
+            highlight=False,
+        )
+
+
+@witness_app.command("init")
+@guarded
+def witness_init_command(
+    directory: Path = typer.Argument(..., help="Folder for the witness key and state."),
+    name: str = typer.Option(..., "--name", help="Witness key name, e.g. witness.example.org/w1."),
+    log_key: list[str] = typer.Option([], "--log-key", help="Verifier key of a log to witness (repeatable)."),
+) -> None:
+    """Create a witness (Ed25519 cosignature/v1 key, mode 0600) and print its public key."""
+    from trustmesh.ledger import Witness
+
+    w = Witness.create(directory, name)
+    for k in log_key:
+        w.trust_log(k)
+    sys.stdout.write(w.verifier_key + "\n")
+
+
+@witness_app.command("trust")
+@guarded
+def witness_trust_command(
+    directory: Path = typer.Argument(..., help="Witness folder."),
+    log_key: str = typer.Option(..., "--log-key", help="Verifier key of the log (or @DIR/log.pub)."),
+) -> None:
+    """Add a log the witness will cosign."""
+    from trustmesh.ledger import Witness
+
+    key = Path(log_key[1:]).read_text(encoding="utf-8").strip() if log_key.startswith("@") else log_key
+    Witness.open(directory).trust_log(key)
+
+
+@witness_app.command("cosign")
+@guarded
+def witness_cosign_command(
+    directory: Path = typer.Argument(..., help="Witness folder."),
+    ledger: Path = typer.Option(..., "--ledger", help="Ledger folder whose latest checkpoint to cosign."),
+) -> None:
+    """Verify the ledger's latest checkpoint (with a consistency proof), cosign it, store and print the note."""
+    from trustmesh.ledger import Ledger, Witness
+
+    w = Witness.open(directory)
+    with Ledger.open(ledger) as led:
+        cp = led.latest_checkpoint()
+        if cp is None:
+            raise InputError(f"{ledger}: no checkpoint yet; run `trustmesh ledger checkpoint {ledger}`")
+        old = w.known_size(cp.origin)
+        proof = list(led.prove_consistency(old, cp.size).path) if 0 < old < cp.size else []
+        line = w.add_checkpoint(cp.to_bytes(), old_size=old, proof=proof)
+        merged = led.add_cosignatures(cp.with_signatures((line,)))
+    sys.stdout.write(merged.to_bytes().decode("utf-8"))
+
+
+@ledger_app.command("serve")
+@guarded
+def serve_command(
+    directory: Path = typer.Argument(..., help="Ledger folder."),
+    port: int = typer.Option(8080, "--port", help="TCP port."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: loopback only)."),
+    client_keys: Path | None = typer.Option(None, "--client-keys", help="File of client verifier keys (one per line) allowed to submit."),
+    require_all: bool = typer.Option(False, "--require-all", help="Require both a bearer token and a signature."),
+) -> None:
+    """Serve tlog-tiles, proofs and an authenticated submit endpoint over HTTP.
+
+    Bearer tokens come from the TRUSTMESH_LEDGER_TOKENS environment variable (comma-separated), never
+    from the command line; without tokens or client keys, writes are refused.
+    """
+    try:
+        import uvicorn
+
+        from trustmesh.api import RequestAuth, create_ledger_app
+    except ImportError as exc:
+        from trustmesh.errors import MissingDependencyError
+
+        raise MissingDependencyError(exc.name or "fastapi", "api") from None
+    if not 0 < port < 65536:
+        raise InputError(f"--port must be in 1..65535, got {port}")
+    tokens = [t for t in os.environ.get("TRUSTMESH_LEDGER_TOKENS", "").split(",") if t.strip()]
+    keys: list[str] = []
+    if client_keys is not None:
+        keys = [ln.strip() for ln in client_keys.read_text(encoding="utf-8").splitlines() if ln.strip()]
+    auth = RequestAuth.from_config(tokens, keys, require_all=require_all)
+    server_app = create_ledger_app(directory, auth=auth)
+    console.print(f"serving {directory} on http://{host}:{port} (writes {'enabled' if auth.configured else 'disabled'})",
+                  highlight=False)
+    try:
+        uvicorn.run(server_app, host=host, port=port, log_level="warning")
+    finally:
+        server_app.state.ledger.close()
+
+
+def _run_bench(
+    sizes: list[int], *, batch: int, synchronous: str, proofs: int, directory: Path | None, show_progress: bool
+) -> dict[str, Any]:
+    """Build one log up to max(sizes) in durable batches, timing appends, then proofs at each size."""
+    import platform
+    import random
+    import tempfile
+    import time
+
+    from trustmesh.cli._common import progress
+    from trustmesh.ledger import Entry, Ledger, verify_consistency, verify_inclusion
+
+    rng = random.Random(0)
+    pool_n = min(batch, 50_000)
+    t0 = time.perf_counter()
+    pool = [Entry("alert", {"flow": f"f{i:08d}", "score": round(rng.random(), 4), "src": "10.0.0.1"},
+                  time=1.7e9 + i) for i in range(pool_n)]
+    entry_build_us = (time.perf_counter() - t0) / pool_n * 1e6
+    top = max(sizes)
+    tmp = tempfile.TemporaryDirectory(dir=directory)
+    out: dict[str, Any] = {"machine": f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}",
+                           "batch": batch, "synchronous": synchronous, "sizes": []}
+    try:
+        led = Ledger.create(Path(tmp.name) / "log", "bench.trustmesh/log", synchronous=synchronous)
+        append_s = 0.0
+        with progress(show_progress) as bar:
+            task = bar.add_task("building log", total=top)
+            for target in sizes:
+                while led.size < target:
+                    n = min(batch, target - led.size)
+                    chunk = pool[:n] if n <= pool_n else (pool * (n // pool_n + 1))[:n]
+                    t = time.perf_counter()
+                    led.append(chunk)
+                    append_s += time.perf_counter() - t
+                    bar.update(task, completed=led.size)
+                out["sizes"].append(_bench_proofs(led, target, proofs, rng, verify_inclusion, verify_consistency))
+        out["append"] = {"entries": top, "seconds": round(append_s, 3), "entries_per_s": top / append_s,
+                         "entry_build_us": round(entry_build_us, 2)}
+        led.close()
+    finally:
+        tmp.cleanup()
+    from pymerkle import InmemoryTree
+
+    raws = [e.to_bytes() for e in pool]
+    tree = InmemoryTree(algorithm="sha256")
+    m = min(200_000, top)
+    t = time.perf_counter()
+    for i in range(m):
+        tree.append_entry(raws[i % pool_n])
+    pm_rate = m / (time.perf_counter() - t)
+    out["append"]["pymerkle_entries_per_s"] = pm_rate
+    out["append"]["pymerkle_entries"] = m
+    out["append"]["speedup_vs_pymerkle"] = out["append"]["entries_per_s"] / pm_rate
+    return out
+
+
+def _bench_proofs(led: Any, n: int, count: int, rng: Any, verify_inclusion: Any, verify_consistency: Any) -> dict[str, Any]:
+    import time
+
+    led.store.checkpoint_wal()
+    disk = led.store.disk_bytes()
+    root = led.root(n)
+    idx = [rng.randrange(n) for _ in range(count)]
+    t = time.perf_counter()
+    inc = [led.prove_inclusion(i, n) for i in idx]
+    prove_us = (time.perf_counter() - t) / count * 1e6
+    t = time.perf_counter()
+    for p in inc:
+        verify_inclusion(p, root)
+    verify_us = (time.perf_counter() - t) / count * 1e6
+    olds = [rng.randrange(1, n) if n > 1 else 1 for _ in range(count)]
+    t = time.perf_counter()
+    cons = [led.prove_consistency(m, n) for m in olds]
+    cprove_us = (time.perf_counter() - t) / count * 1e6
+    roots = {m: led.root(m) for m in set(olds)}
+    t = time.perf_counter()
+    for c in cons:
+        verify_consistency(c, roots[c.size1], root)
+    cverify_us = (time.perf_counter() - t) / count * 1e6
+    return {"size": n, "inclusion_prove_us": prove_us, "inclusion_verify_us": verify_us,
+            "consistency_prove_us": cprove_us, "consistency_verify_us": cverify_us,
+            "proofs": count, "disk_bytes": disk, "bytes_per_entry": disk / n}
+
+
+@bench_app.command("ledger")
+@guarded
+def bench_ledger_command(
+    sizes: str = typer.Option("1000000", "--sizes", help="Comma-separated log sizes for proof latency."),
+    max_size: int = typer.Option(1_000_000, "--max-size", help="Largest log to build (caps --sizes)."),
+    batch: int = typer.Option(50_000, "--batch", help="Entries per durable append batch."),
+    synchronous: str = typer.Option("FULL", "--synchronous", help="SQLite durability: FULL or NORMAL."),
+    proofs: int = typer.Option(2000, "--proofs", help="Proofs timed per size."),
+    directory: Path | None = typer.Option(None, "--dir", help="Where to build the logs (default: a temp folder)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Durable append rate (vs pymerkle in memory), proof latency and bytes on disk per entry."""
+    try:
+        size_list = sorted({int(x) for x in sizes.split(",") if x.strip()})
+    except ValueError:
+        raise InputError(f"--sizes must be comma-separated integers, got {sizes!r}") from None
+    if not size_list or min(size_list) < 1 or batch < 1 or proofs < 1:
+        raise InputError("--sizes, --batch and --proofs must be >= 1")
+    report = _run_bench([s for s in size_list if s <= max_size] or [max_size], batch=batch,
+                       synchronous=synchronous, proofs=proofs, directory=directory, show_progress=not json_out)
+    if json_out:
+        print_json(report)
+        return
+    a = report["append"]
+    console.print(f"append: {a['entries_per_s']:,.0f} entries/s durable (batches of {batch}, synchronous={synchronous}); "
+                  f"pymerkle in memory {a['pymerkle_entries_per_s']:,.0f}/s -> {a['speedup_vs_pymerkle']:.1f}x", highlight=False)
+    for row in report["sizes"]:
+        console.print(f"n={row['size']:>10,}: inclusion prove {row['inclusion_prove_us']:.0f} us, verify "
+                      f"{row['inclusion_verify_us']:.0f} us; consistency prove {row['consistency_prove_us']:.0f} us, "
+                      f"verify {row['consistency_verify_us']:.0f} us; {row['bytes_per_entry']:.0f} B/entry on disk",
+                      highlight=False)

@@ -1,5 +1,259 @@
-"""CLI commands: respond (being written)."""
+"""CLI commands: ``incidents list|show|approve|reject|rollback`` and ``playbook validate``."""
 
 from __future__ import annotations
 
-from trustmesh.cli._root import app, bench_app  # noqa: F401
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from trustmesh.cli._common import console, guarded, print_json
+from trustmesh.cli._root import app, bench_app
+
+__all__ = ["incidents_app", "playbook_app"]
+
+incidents_app = typer.Typer(help="Incidents and the response approval queue.", no_args_is_help=True)
+playbook_app = typer.Typer(help="Response playbooks.", no_args_is_help=True)
+app.add_typer(incidents_app, name="incidents")
+app.add_typer(playbook_app, name="playbook")
+
+_STATE_HELP = (
+    "Response state directory (default: $TRUSTMESH_STATE_DIR, else trustmesh-state beside the ledger)."
+)
+
+
+def _queue(state: Path | None) -> Any:
+    from trustmesh.errors import InputError
+    from trustmesh.respond import ApprovalQueue, default_state_dir
+
+    path = state if state is not None else default_state_dir()
+    if not (path / "respond.sqlite3").is_file():
+        raise InputError(f"{path}: no response state here (pass --state DIR or set TRUSTMESH_STATE_DIR)")
+    return ApprovalQueue(path)
+
+
+def _emit(records: list[Any], as_json: bool) -> None:
+    if as_json:
+        print_json([{"record_type": r.record_type, **r.to_dict()} for r in records])
+        return
+    for r in records:
+        d = r.to_dict()
+        what = d.get("reason") or d.get("detail") or ""
+        console.print(f"{r.record_type:<14} {d.get('status', ''):<16} {d.get('action') or '':<11} {what}",
+                      highlight=False, soft_wrap=True)
+
+
+@incidents_app.command("list")
+@guarded
+def list_incidents(
+    state: Path = typer.Option(None, "--state", help=_STATE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """List incidents with their pending approvals and applied actions."""
+    queue = _queue(state)
+    pending: dict[str, int] = {}
+    for item in queue.approvals("pending"):
+        pending[item.incident_id] = pending.get(item.incident_id, 0) + 1
+    active: dict[str, int] = {}
+    for act in queue.actions(status="applied"):
+        active[act.incident_id] = active.get(act.incident_id, 0) + 1
+    rows = [{"incident_id": i.incident_id, "version": i.version, "severity": i.severity,
+             "technique_id": i.technique_id, "predicted_class": i.predicted_class, "alerts": len(i.alert_ids),
+             "sources": list(i.source_ips), "last_seen": i.last_seen,
+             "pending_approvals": pending.get(i.incident_id, 0), "active_actions": active.get(i.incident_id,
+                                                                                              0)}
+            for i in queue.incidents()]
+    if as_json:
+        print_json(rows)
+        return
+    if not rows:
+        console.print("no incidents")
+    for r in rows:
+        console.print(f"{r['incident_id']}  sev {r['severity']}  {r['technique_id'] or '-':<9} "
+                      f"{r['alerts']:>5} alerts  src {','.join(r['sources'][:3]) or '-'}  "
+                      f"pending {r['pending_approvals']}  active {r['active_actions']}", highlight=False)
+
+
+@incidents_app.command("show")
+@guarded
+def show_incident(
+    incident_id: str = typer.Argument(..., help="Incident id (inc-...)."),
+    state: Path = typer.Option(None, "--state", help=_STATE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Show an incident, its records (decisions, results), approvals and actions."""
+    queue = _queue(state)
+    inc = queue.incident(incident_id)
+    doc = {"incident": inc.to_dict(),
+           "records": [{"seq": s, "record_type": t, **d} for s, t,
+                       d in queue.outbox(incident_id=incident_id)],
+           "approvals": [a.to_dict() for a in queue.approvals(None, incident_id)],
+           "actions": [a.to_dict() for a in queue.actions(incident_id=incident_id)]}
+    if as_json:
+        print_json(doc)
+        return
+    console.print(f"[bold]{inc.incident_id}[/] v{inc.version} severity {inc.severity} "
+                  f"{inc.technique_id or '-'} "
+                  f"({inc.technique_name or inc.predicted_class or 'unclassified'})")
+    console.print(f"  sources {', '.join(inc.source_ips) or '-'} -> {', '.join(inc.destination_ips) or '-'}; "
+                  f"{len(inc.alert_ids)} alerts; confidence {inc.confidence:.3f}", highlight=False)
+    for a in doc["approvals"]:
+        console.print(f"  approval {a['approval_id']} {a['status']}: {a['request']['action']} "
+                      f"{','.join(a['request']['targets'])}", highlight=False)
+    for a in doc["actions"]:
+        console.print(f"  action {a['action_id']} {a['kind']} {a['status']} {','.join(a['targets'])}",
+                      highlight=False)
+    for r in doc["records"]:
+        console.print(f"  #{r['seq']} {r['record_type']} {r.get('status', '')} "
+                      f"{r.get('reason') or r.get('detail') or ''}", highlight=False, soft_wrap=True)
+
+
+@incidents_app.command("approve")
+@guarded
+def approve_action(
+    approval_id: str = typer.Argument(..., help="Approval id (apr-...) from `incidents show`."),
+    note: str = typer.Option(None, "--note", help="Why (recorded)."),
+    state: Path = typer.Option(None, "--state", help=_STATE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Approve a queued action and run it now (guards still apply; dry-run unless it was queued enforcing)."""
+    from trustmesh.respond import approve
+
+    _emit(approve(_queue(state), approval_id, note), as_json)
+
+
+@incidents_app.command("reject")
+@guarded
+def reject_action(
+    approval_id: str = typer.Argument(..., help="Approval id (apr-...)."),
+    note: str = typer.Option(None, "--note", help="Why (recorded)."),
+    state: Path = typer.Option(None, "--state", help=_STATE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Reject a queued action."""
+    from trustmesh.respond import reject
+
+    _emit(reject(_queue(state), approval_id, note), as_json)
+
+
+@incidents_app.command("rollback")
+@guarded
+def rollback_incident(
+    incident_id: str = typer.Argument(..., help="Incident id (inc-...)."),
+    action_id: str = typer.Option(None, "--action", help="Roll back only this action (act-...)."),
+    state: Path = typer.Option(None, "--state", help=_STATE_HELP),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Undo an incident's actions (delete nft elements, release quarantined devices)."""
+    from trustmesh.respond import rollback
+
+    _emit(rollback(_queue(state), incident_id, action_id), as_json)
+
+
+@playbook_app.command("validate")
+@guarded
+def validate_playbook(
+    files: list[Path] = typer.Argument(..., help="Playbook YAML file(s) or directories."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Check playbook files; print the first problem as FILE:LINE:COL: field PATH: message."""
+    from trustmesh.respond import PlaybookSet
+
+    pbs = PlaybookSet.load(files)
+    summary = [{"name": pb.name, "match": pb.match.model_dump(exclude_defaults=True),
+                "actions": [{"type": s.type, "ttl_s": s.ttl_s, "approval": s.approval,
+                             "params": s.params.model_dump()} for s in pb.actions]} for pb in pbs]
+    if as_json:
+        print_json({"valid": True, "playbooks": summary})
+        return
+    for pb in summary:
+        steps = ", ".join(f"{s['type']}{' (approval)' if s['approval'] else ''}" for s in pb["actions"])
+        console.print(f"ok  {pb['name']}: {steps}", highlight=False)
+
+
+@bench_app.command("respond")
+@guarded
+def bench_respond(
+    data_dir: Path = typer.Option(None, "--data-dir", help="Datasets folder (default: found like other commands)."),
+    limit: int = typer.Option(0, "--limit", help="Use only the first N attack rows (0 = all)."),
+    handle_limit: int = typer.Option(5000, "--handle-limit", help="Incident updates passed to the responder."),
+    spacing: float = typer.Option(0.01, "--spacing", help="Seconds between consecutive rows (the file has no time)."),
+    window: float = typer.Option(300.0, "--window", help="Correlation window in seconds."),
+    playbooks: Path = typer.Option(Path("examples/playbooks/default.yaml"), "--playbooks", help="Playbook file."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Correlate TON_IoT ground-truth attack flows into incidents and time the dry-run responder."""
+    import statistics
+    import tempfile
+    import time
+
+    import pandas as pd
+
+    from trustmesh.config import DATA_HINT, find_data_dir
+    from trustmesh.errors import DatasetError
+    from trustmesh.records import Alert, FlowId, ModelId
+    from trustmesh.respond import (
+        Correlator,
+        Guards,
+        NftablesAction,
+        NotifyAction,
+        PlaybookSet,
+        QuarantineAction,
+        Responder,
+        WebhookAction,
+    )
+
+    root = find_data_dir(data_dir)
+    path = (root / "ton-iot" / "network" / "train_test_network.csv.gz") if root else None
+    if path is None or not path.is_file():
+        raise DatasetError(f"TON_IoT network file not found ({path}); {DATA_HINT}")
+    usecols = ["src_ip", "src_port", "dst_ip", "dst_port", "proto", "label", "type"]
+    frame = pd.read_csv(path, encoding="utf-8-sig", usecols=usecols, low_memory=False)
+    attacks = frame[frame["label"] == 1].reset_index(drop=True)
+    if limit > 0:
+        attacks = attacks.head(limit)
+    alerts = [
+        Alert(alert_id=f"ton-{i}", timestamp=i * spacing, flow_id=FlowId(f"ton-{i}"), model_id=ModelId("ground-truth"),
+              score=1.0, threshold=0.5, source_ip=str(r.src_ip), source_port=int(r.src_port),
+              destination_ip=str(r.dst_ip), destination_port=int(r.dst_port), transport=str(r.proto),
+              predicted_class=str(r.type), severity=3)
+        for i, r in enumerate(attacks.itertuples(index=False))
+    ]
+    corr = Correlator(window_s=window)
+    t0 = time.perf_counter()
+    updates = [corr.add(a) for a in alerts]
+    corr_s = time.perf_counter() - t0
+    final = {u.incident_id: u for u in updates}
+    by_class: dict[str, dict[str, Any]] = {}
+    for inc in final.values():
+        row = by_class.setdefault(str(inc.predicted_class), {"incidents": 0, "alerts": 0, "technique": set()})
+        row["incidents"] += 1
+        row["alerts"] += len(inc.alert_ids)
+        row["technique"].add(inc.technique_id or "-")
+    pbs = PlaybookSet.load(playbooks)
+    actions = {"nftables": NftablesAction(), "quarantine": QuarantineAction(), "notify": NotifyAction("log"),
+               "webhook": WebhookAction("http://127.0.0.1:9/bench")}
+    latencies: list[float] = []
+    n_records = 0
+    with tempfile.TemporaryDirectory() as tmp:
+        responder = Responder(pbs, actions, Guards(max_blocks_per_minute=10**9), tmp, enforce=False)
+        for inc in updates[:handle_limit]:
+            t1 = time.perf_counter()
+            n_records += len(responder.handle(inc))
+            latencies.append(time.perf_counter() - t1)
+    lat_ms = sorted(x * 1000 for x in latencies)
+    doc = {
+        "dataset": str(path), "attack_rows": len(alerts), "window_s": window, "spacing_s": spacing,
+        "correlate_alerts_per_s": round(len(alerts) / corr_s) if corr_s else None,
+        "incidents": len(final), "alerts_per_incident": round(len(alerts) / max(len(final), 1), 1),
+        "per_class": {k: {"incidents": v["incidents"], "alerts": v["alerts"], "technique": sorted(v["technique"])}
+                      for k, v in sorted(by_class.items())},
+        "handle_calls": len(latencies), "records": n_records,
+        "handle_ms_median": round(statistics.median(lat_ms), 3) if lat_ms else None,
+        "handle_ms_p95": round(lat_ms[int(0.95 * (len(lat_ms) - 1))], 3) if lat_ms else None,
+    }
+    if as_json:
+        print_json(doc)
+        return
+    for key, value in doc.items():
+        console.print(f"{key}: {value}", highlight=False)

@@ -1,3 +1,44 @@
-"""trustmesh.detect (being written)."""
+"""Detectors: the Detector protocol, models, thresholds, metrics and model artifacts.
 
-__all__: list[str] = []
+Models: :class:`GBDTDetector` (LightGBM), :class:`AutoencoderEnsembleDetector` (Kitsune-style),
+:class:`IsolationForestDetector`, :class:`MLPDetector` (torch, federated hooks) and
+:class:`EnsembleDetector` (supervised + anomaly). All score in [0, 1] with a threshold calibrated to a
+target false-positive rate; ``save_model``/``load_model`` write and verify an artifact plus manifest.
+"""
+
+from trustmesh.detect._artifact import MANIFEST_SUFFIX, Manifest, load_model, manifest_path, save_model
+from trustmesh.detect._autoencoder import AutoencoderEnsembleDetector
+from trustmesh.detect._base import BaseDetector, calibrate_threshold
+from trustmesh.detect._default import default_pcap_model, host_summary
+from trustmesh.detect._ensemble import EnsembleDetector
+from trustmesh.detect._gbdt import GBDTDetector
+from trustmesh.detect._iforest import IsolationForestDetector
+from trustmesh.detect._metrics import binary_metrics, evaluate_detector, leakage_audit, per_class_metrics
+from trustmesh.detect._mlp import MLPDetector
+from trustmesh.detect._protocol import BENIGN, Detector
+from trustmesh.detect._registry import DETECTOR_KINDS, make_detector
+
+__all__ = [
+    "AutoencoderEnsembleDetector",
+    "BENIGN",
+    "BaseDetector",
+    "DETECTOR_KINDS",
+    "Detector",
+    "EnsembleDetector",
+    "GBDTDetector",
+    "IsolationForestDetector",
+    "MANIFEST_SUFFIX",
+    "MLPDetector",
+    "Manifest",
+    "binary_metrics",
+    "calibrate_threshold",
+    "default_pcap_model",
+    "evaluate_detector",
+    "host_summary",
+    "leakage_audit",
+    "load_model",
+    "make_detector",
+    "manifest_path",
+    "per_class_metrics",
+    "save_model",
+]

@@ -1,3 +1,98 @@
-"""trustmesh.flows (being written)."""
+"""Flow sources, the canonical flow schema, the dataset registry and labelled-table loaders.
 
-__all__: list[str] = []
+Sources (pcap/pcapng and live interfaces via nfstream, Zeek conn.log, Suricata EVE, flow tables) all
+yield DataFrames with exactly ``CANONICAL_COLUMNS`` (docs/flow-schema.md). ``load_dataset`` loads a
+registered public dataset after verifying every file's sha256; ``load_table`` loads any labelled
+CSV/Parquet table (docs/datasets.md).
+"""
+
+from __future__ import annotations
+
+from trustmesh.flows._connstate import derive_conn_state
+from trustmesh.flows._datasets import (
+    DATASETS,
+    NSL_KDD_CATEGORIES,
+    NSL_KDD_COLUMNS,
+    DatasetFile,
+    DatasetSpec,
+    FileStatus,
+    GroundTruth,
+    check_dataset,
+    dataset_path,
+    load_dataset,
+    verify_dataset,
+)
+from trustmesh.flows._features import FeatureEncoder
+from trustmesh.flows._pcap import check_capture, iter_interface, iter_pcap, nfstream_to_canonical, read_pcap
+from trustmesh.flows._schema import (
+    CANONICAL_COLUMNS,
+    CANONICAL_DTYPES,
+    CANONICAL_FEATURES,
+    CATEGORICAL_FEATURES,
+    IDENTIFIER_COLUMNS,
+    LABEL_COLUMNS,
+    empty_canonical,
+    to_canonical,
+    validate_canonical,
+)
+from trustmesh.flows._sources import (
+    FlowSource,
+    InterfaceSource,
+    PcapSource,
+    SuricataEveSource,
+    TableSource,
+    ZeekConnSource,
+    detect_kind,
+    open_source,
+    read_flows,
+)
+from trustmesh.flows._suricata import iter_suricata_eve, read_suricata_eve
+from trustmesh.flows._tables import LabelledTable, load_table
+from trustmesh.flows._ton import ton_iot_to_canonical
+from trustmesh.flows._zeek import iter_zeek_conn, read_zeek_conn
+
+__all__ = [
+    "CANONICAL_COLUMNS",
+    "CANONICAL_DTYPES",
+    "CANONICAL_FEATURES",
+    "CATEGORICAL_FEATURES",
+    "DATASETS",
+    "DatasetFile",
+    "DatasetSpec",
+    "FeatureEncoder",
+    "FileStatus",
+    "FlowSource",
+    "GroundTruth",
+    "IDENTIFIER_COLUMNS",
+    "InterfaceSource",
+    "LABEL_COLUMNS",
+    "LabelledTable",
+    "NSL_KDD_CATEGORIES",
+    "NSL_KDD_COLUMNS",
+    "PcapSource",
+    "SuricataEveSource",
+    "TableSource",
+    "ZeekConnSource",
+    "check_capture",
+    "check_dataset",
+    "dataset_path",
+    "derive_conn_state",
+    "detect_kind",
+    "empty_canonical",
+    "iter_interface",
+    "iter_pcap",
+    "iter_suricata_eve",
+    "iter_zeek_conn",
+    "load_dataset",
+    "load_table",
+    "nfstream_to_canonical",
+    "open_source",
+    "read_flows",
+    "read_pcap",
+    "read_suricata_eve",
+    "read_zeek_conn",
+    "to_canonical",
+    "ton_iot_to_canonical",
+    "validate_canonical",
+    "verify_dataset",
+]

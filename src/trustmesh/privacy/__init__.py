@@ -1,3 +1,24 @@
-"""trustmesh.privacy (being written)."""
+"""Privacy recipes: differential-privacy accounting, the Gaussian mechanism, CKKS aggregation and
+SecAgg+ settings.
 
-__all__: list[str] = []
+Raw primitives live in :mod:`trustmesh.privacy.hazmat`. Zero-knowledge proofs are in
+:mod:`trustmesh.privacy.zk` (imported on demand, not here). TenSEAL and dp-accounting are imported only
+when a CKKS or accounting call runs.
+"""
+
+from __future__ import annotations
+
+from trustmesh.privacy._ckks import CkksCiphertext, CkksKeyring, add_ciphertexts
+from trustmesh.privacy._dp import Accountant, DPConfig, noise_multiplier_for_epsilon, privatize_mean
+from trustmesh.privacy._secagg import SecAggConfig
+
+__all__ = [
+    "Accountant",
+    "CkksCiphertext",
+    "CkksKeyring",
+    "DPConfig",
+    "SecAggConfig",
+    "add_ciphertexts",
+    "noise_multiplier_for_epsilon",
+    "privatize_mean",
+]

@@ -1,3 +1,61 @@
-"""trustmesh.respond (being written)."""
+"""Incident response: correlate alerts, match playbooks, run guarded actions, queue approvals.
 
-__all__: list[str] = []
+Everything is dry-run unless ``enforce=True``. Every decision, proposal, action result and rollback is
+a record (``trustmesh.records``) that references the incident and alerts it was based on.
+"""
+
+from trustmesh.respond._actions import (
+    Action,
+    ActionRequest,
+    NftablesAction,
+    NotifyAction,
+    Outcome,
+    QuarantineAction,
+    WebhookAction,
+    action_from_spec,
+)
+from trustmesh.respond._correlate import TECHNIQUES, Correlator, technique_for
+from trustmesh.respond._guards import Guarded, Guards
+from trustmesh.respond._llm import LLMTriage
+from trustmesh.respond._playbook import ACTION_TYPES, Match, Playbook, PlaybookSet
+from trustmesh.respond._queue import ApprovalQueue, PendingApproval, StoredAction, default_state_dir
+from trustmesh.respond._responder import (
+    Responder,
+    ResponseRecord,
+    approve,
+    expire,
+    reject,
+    rollback,
+    targets_for,
+)
+
+__all__ = [
+    "ACTION_TYPES",
+    "Action",
+    "ActionRequest",
+    "ApprovalQueue",
+    "Correlator",
+    "Guarded",
+    "Guards",
+    "LLMTriage",
+    "Match",
+    "NftablesAction",
+    "NotifyAction",
+    "Outcome",
+    "PendingApproval",
+    "Playbook",
+    "PlaybookSet",
+    "QuarantineAction",
+    "Responder",
+    "ResponseRecord",
+    "StoredAction",
+    "TECHNIQUES",
+    "WebhookAction",
+    "action_from_spec",
+    "approve",
+    "default_state_dir",
+    "expire",
+    "reject",
+    "rollback",
+    "targets_for",
+]

@@ -1,0 +1,320 @@
+"""Flower 1.41 glue: the site ``ClientApp``, the coordinator ``ServerApp`` and ``simulate``.
+
+Flower's SecAgg+ exists only in its legacy workflow API (``secaggplus_mod`` on the ClientApp,
+``SecAggPlusWorkflow`` inside ``DefaultWorkflow`` on the ServerApp), so every mode here uses that API
+with one legacy ``Strategy`` that delegates to :class:`~trustmesh.federated.Coordinator`: one code path
+for plain, robust, DP, SecAgg+ and CKKS rounds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from trustmesh.errors import FederatedError, PrivacyBudgetExceeded
+from trustmesh.federated._aggregate import flatten, unflatten
+from trustmesh.federated._coordinator import Coordinator, Submission
+from trustmesh.federated._data import FederatedData
+from trustmesh.federated._record import RoundRecorder
+from trustmesh.federated._run import FLConfig, FLResult, Plan, limit_torch_threads, plan_run
+from trustmesh.federated._site import Site
+from trustmesh.federated._validate import commit_arrays
+from trustmesh.privacy import CkksCiphertext, CkksKeyring, add_ciphertexts
+
+__all__ = ["FlowerRun", "build_client_app", "build_server_app", "simulate"]
+
+_log = logging.getLogger(__name__)
+
+# Test/evaluation faults a site can be told to commit: a wrong-shaped update, NaNs, a replay of its
+# round-1 update, or dropping out (raising) during training.
+FAULTS = ("wrong-shape", "nan", "replay", "drop")
+
+
+@dataclass
+class FlowerRun:
+    """Server-side state shared between the ServerApp thread and the caller of :func:`simulate`."""
+
+    coordinator: Coordinator
+    config: FLConfig
+    ckks_public: bytes = b""
+    ckks_sum: bytes | None = None
+    ckks_total: float = 0.0
+    stopped: str | None = None
+    seen_ciphertexts: set[str] = field(default_factory=set)
+    masked_observations: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _site_client(site: Site, faults: dict[int, str], keyring_bytes: bytes | None) -> Any:
+    from flwr.client import NumPyClient
+
+    keyring = CkksKeyring.from_bytes(keyring_bytes) if keyring_bytes else None
+    first: dict[str, list[npt.NDArray[Any]]] = {}
+
+    class _Client(NumPyClient):  # type: ignore[misc]
+        def fit(self, parameters: list[npt.NDArray[Any]], config: dict[str, Any]) -> Any:
+            rnd = int(config.get("round", 0))
+            fault = faults.get(site.site_id)
+            if fault == "drop" and rnd >= int(config.get("drop_from", 1)):
+                raise RuntimeError(f"site {site.site_id} drops out in round {rnd}")
+            global_w = parameters
+            if keyring is not None and "ckks_sum" in config:
+                ct = CkksCiphertext.from_bytes(bytes(config["ckks_sum"]))
+                flat = keyring.decrypt(ct) / float(config["ckks_total"])
+                global_w = unflatten(flat, site.model.get_weights())
+            clip = float(config["clip_norm"]) if "clip_norm" in config else None
+            weights, n, metrics = site.fit(list(global_w), rnd, proximal_mu=float(config.get("proximal_mu", 0.0)),
+                                           clip_norm=clip)
+            if fault == "replay":
+                if "w" in first:
+                    weights = first["w"]
+                else:
+                    first["w"] = [w.copy() for w in weights]
+            elif fault == "nan":
+                weights = [w.copy() for w in weights]
+                weights[0].flat[0] = np.nan
+            elif fault == "wrong-shape":
+                weights = [w.ravel()[:-1].copy() for w in weights]
+            metrics = {**metrics, "site": site.site_id}
+            if keyring is not None:
+                ct_bytes = keyring.encrypt(flatten(weights) * n).to_bytes()
+                return [np.frombuffer(ct_bytes, dtype=np.uint8).copy()], n, metrics
+            return weights, n, metrics
+
+        def evaluate(self, parameters: list[npt.NDArray[Any]], config: dict[str, Any]) -> Any:
+            return 0.0, 1, {}
+
+    return _Client()
+
+
+def build_client_app(
+    plan: Plan, *, faults: dict[int, str] | None = None, keyring_bytes: bytes | None = None,
+    secagg: bool = False, site_of: Callable[[Any], int] | None = None,
+) -> Any:
+    """Build the sites' ``ClientApp``: partition ``partition-id`` of ``plan`` trains locally.
+
+    ``site_of(context)`` maps a Flower context to a site index (default: ``node_config['partition-id']``).
+    """
+    from flwr.app import Context
+    from flwr.client.mod import secaggplus_mod
+    from flwr.clientapp import ClientApp
+
+    fault_map = dict(faults or {})
+    for k, v in fault_map.items():
+        if v not in FAULTS:
+            raise ValueError(f"fault for site {k} must be one of {FAULTS}, got {v!r}")
+    cache: dict[int, Any] = {}
+
+    def client_fn(context: Context) -> Any:
+        limit_torch_threads()
+        k = site_of(context) if site_of is not None else int(context.node_config["partition-id"])
+        if k not in cache:
+            cache[k] = _site_client(plan.site(k), fault_map, keyring_bytes)
+        return cache[k].to_client()
+
+    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secagg else [])
+
+
+def _strategy(run: FlowerRun) -> Any:
+    from flwr.common import FitIns, Parameters, ndarrays_to_parameters, parameters_to_ndarrays
+    from flwr.server.strategy import Strategy
+
+    cfg = run.config
+    coord = run.coordinator
+
+    class TrustmeshStrategy(Strategy):  # type: ignore[misc]
+        """Legacy strategy delegating every decision to the Coordinator."""
+
+        def __init__(self) -> None:
+            self._started = 0.0
+
+        def initialize_parameters(self, client_manager: Any) -> Parameters:
+            return ndarrays_to_parameters(coord.weights)
+
+        def configure_fit(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
+            try:
+                coord.begin_round(server_round)
+            except PrivacyBudgetExceeded as exc:
+                run.stopped = str(exc)
+                _log.warning("stopping: %s", exc)
+                return []
+            if not client_manager.wait_for(cfg.n_sites, timeout=600):
+                raise FederatedError(f"only {client_manager.num_available()} of {cfg.n_sites} sites connected")
+            clients = client_manager.sample(num_clients=cfg.n_sites, min_num_clients=cfg.n_sites)
+            self._started = time.perf_counter()
+            conf: dict[str, Any] = {"round": server_round}
+            if cfg.aggregator == "fedprox":
+                conf["proximal_mu"] = cfg.proximal_mu
+            if cfg.dp is not None and cfg.secure != "none":
+                conf["clip_norm"] = cfg.dp.clip_norm
+            params = ndarrays_to_parameters(coord.weights)
+            if cfg.secure == "ckks" and run.ckks_sum is not None:
+                conf["ckks_sum"] = run.ckks_sum
+                conf["ckks_total"] = run.ckks_total
+                params = ndarrays_to_parameters([np.zeros(1, dtype=np.float32)])
+            return [(c, FitIns(params, dict(conf))) for c in clients]
+
+        def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+            sites = [str(int(res.metrics.get("site", -1))) for _, res in results]
+            if failures:
+                _log.warning("round %d: %d sites failed", server_round, len(failures))
+            if not results:
+                return None, {}
+            if cfg.secure == "secagg+":
+                # every FitRes carries the unmasked aggregate; single updates were never visible
+                agg = parameters_to_ndarrays(results[0][1].parameters)
+                masked = None
+                if run.masked_observations:
+                    masked = run.masked_observations[-1].get("commitment")
+                coord.aggregate_secure(server_round, sites, agg, masked_commitment=masked, started=self._started)
+            elif cfg.secure == "ckks":
+                cts, commits, rejected = [], {}, {}
+                for site, (_, res) in zip(sites, results, strict=True):
+                    raw = bytes(parameters_to_ndarrays(res.parameters)[0].astype(np.uint8).tobytes())
+                    digest = hashlib.sha256(raw).hexdigest()
+                    commits[site] = digest
+                    try:
+                        ct = CkksCiphertext.from_bytes(raw)
+                    except Exception as exc:  # noqa: BLE001 - any parse failure is a rejection
+                        rejected[site] = f"bad ciphertext ({exc})"
+                        continue
+                    if digest in run.seen_ciphertexts:
+                        rejected[site] = "replay of an earlier ciphertext"
+                        continue
+                    run.seen_ciphertexts.add(digest)
+                    cts.append((ct, res.num_examples))
+                if cts:
+                    summed = add_ciphertexts(run.ckks_public, [c for c, _ in cts])
+                    run.ckks_sum = summed.to_bytes()
+                    run.ckks_total = float(sum(n for _, n in cts))
+                    sum_hash = hashlib.sha256(run.ckks_sum).hexdigest()
+                else:
+                    sum_hash = ""
+                coord.aggregate_encrypted(server_round, sites, commits, sum_hash, started=self._started,
+                                          rejected=rejected)
+            else:
+                subs = [Submission(site, parameters_to_ndarrays(res.parameters), int(res.num_examples))
+                        for site, (_, res) in zip(sites, results, strict=True)]
+                coord.aggregate(server_round, subs, started=self._started)
+            return ndarrays_to_parameters(coord.weights), {}
+
+        def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
+            return []
+
+        def aggregate_evaluate(self, server_round: int, results: Any, failures: Any) -> Any:
+            return None, {}
+
+        def evaluate(self, server_round: int, parameters: Parameters) -> Any:
+            return None
+
+    return TrustmeshStrategy()
+
+
+class _ObservingGrid:
+    """Wrap a Grid to commit to what the server receives in SecAgg+'s masked-vector stage."""
+
+    def __init__(self, grid: Any, run: FlowerRun) -> None:
+        self._grid = grid
+        self._run = run
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
+        from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+
+        masked: dict[str, list[npt.NDArray[Any]]] = {}
+        for msg in replies:
+            if msg.has_error():
+                continue
+            rec = msg.content.config_records.get(RECORD_KEY_CONFIGS)
+            if rec is not None and Key.MASKED_PARAMETERS in rec:
+                from flwr.common import bytes_to_ndarray
+
+                masked[str(msg.metadata.src_node_id)] = [bytes_to_ndarray(b) for b in rec[Key.MASKED_PARAMETERS]]
+        if masked:
+            digest = hashlib.sha256(
+                b"".join(bytes.fromhex(commit_arrays(v)) for _, v in sorted(masked.items()))
+            ).hexdigest()
+            self._run.masked_observations.append({"vectors": masked, "commitment": digest})
+        return replies
+
+
+def build_server_app(run: FlowerRun) -> Any:
+    """Build the coordinator's ``ServerApp`` (DefaultWorkflow, with SecAggPlusWorkflow when configured)."""
+    from flwr.app import Context
+    from flwr.server import LegacyContext, ServerConfig
+    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.serverapp import Grid, ServerApp
+
+    app = ServerApp()
+    cfg = run.config
+
+    @app.main()
+    def main(grid: Grid, context: Context) -> None:
+        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=cfg.rounds), strategy=_strategy(run))
+        fit_workflow = None
+        if cfg.secagg is not None:
+            fit_workflow = SecAggPlusWorkflow(
+                num_shares=cfg.secagg.num_shares, reconstruction_threshold=cfg.secagg.reconstruction_threshold,
+                clipping_range=cfg.secagg.clipping_range, quantization_range=cfg.secagg.quantization_range,
+                max_weight=float(max(len(p) for p in run_plan_sizes(run))), timeout=cfg.secagg.timeout,
+            )
+        observed = _ObservingGrid(grid, run) if cfg.secagg is not None else grid
+        DefaultWorkflow(fit_workflow=fit_workflow)(observed, legacy)
+
+    return app
+
+
+def run_plan_sizes(run: FlowerRun) -> Sequence[Sequence[int]]:
+    """Partition sizes are needed for SecAgg+'s max_weight; kept on the run by ``simulate``."""
+    return getattr(run, "_sizes", [[0] * 1000])
+
+
+def simulate(
+    config: FLConfig, data: FederatedData, *, recorder: RoundRecorder | None = None,
+    faults: dict[int, str] | None = None, num_cpus: int | None = None,
+) -> tuple[FLResult, FlowerRun]:
+    """Run ``config`` as a Flower simulation (Ray backend, one virtual SuperNode per site)."""
+    os.environ.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    os.environ.setdefault("RAY_DEDUP_LOGS", "0")
+    from flwr.simulation import run_simulation
+
+    limit_torch_threads()
+    plan = plan_run(config, data)
+    coord = Coordinator(plan.new_model().get_weights(), plan.aggregator(), dp=config.dp, evaluate=plan.evaluate,
+                        recorder=recorder, secure=config.secure)
+    keyring = CkksKeyring.generate() if config.he == "ckks" else None
+    run = FlowerRun(coordinator=coord, config=config, ckks_public=keyring.public_context() if keyring else b"")
+    run._sizes = plan.parts  # type: ignore[attr-defined]
+    client_app = build_client_app(plan, faults=faults, keyring_bytes=keyring.secret_bytes() if keyring else None,
+                                  secagg=config.secagg is not None)
+    server_app = build_server_app(run)
+    cpus = num_cpus or max(1, min(2, os.cpu_count() or 1))
+    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+               "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "ERROR",
+                             "log_to_driver": False}}
+    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=config.n_sites,
+                   backend_config=backend)
+    if keyring is not None and run.ckks_sum is not None:
+        # the driver holds the secret key as a site does: decrypt the last encrypted sum
+        flat = keyring.decrypt(CkksCiphertext.from_bytes(run.ckks_sum)) / run.ckks_total
+        metrics = coord.adopt_decrypted(unflatten(flat, coord.weights))
+    else:
+        metrics = coord.recorder.records[-1].metrics if coord.recorder.records else {}
+    rec = coord.recorder
+    result = FLResult(
+        path="flower-simulation", config=config.describe(), metrics=metrics, rounds=list(rec.records),
+        epsilon=None if coord.accountant is None else coord.accountant.epsilon, round_times=coord.round_times,
+        ledger_indices=list(rec.indices), malicious_sites=sorted(plan.malicious), final_weights=coord.weights,
+        backdoor_success=plan.backdoor_success(coord.weights), stopped=run.stopped,
+    )
+    return result, run

@@ -1,0 +1,147 @@
+"""The federated model: a small torch MLP classifier behind ``get_weights``/``set_weights``.
+
+This mirrors the interface of the detection core's MLP so sites and the coordinator exchange plain
+numpy arrays; the final model is written with the detection core's artifact format when available.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+__all__ = ["MLPModel"]
+
+FloatArrays = list[npt.NDArray[np.float32]]
+
+
+def _torch() -> Any:
+    try:
+        import torch
+    except ImportError as exc:  # pragma: no cover - depends on extras
+        from trustmesh.errors import MissingDependencyError
+
+        raise MissingDependencyError("torch", "ml") from exc
+    return torch
+
+
+class MLPModel:
+    """A ReLU MLP classifier ``n_features -> hidden... -> n_classes`` trained with Adam.
+
+    ``seed`` fixes the initial weights, so every site and the coordinator start from the same model.
+    """
+
+    def __init__(self, n_features: int, n_classes: int, hidden: Sequence[int] = (64, 32), seed: int = 0) -> None:
+        if n_features < 1:
+            raise ValueError(f"n_features must be >= 1, got {n_features}")
+        if n_classes < 2:
+            raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+        torch = _torch()
+        self.n_features = n_features
+        self.n_classes = n_classes
+        self.hidden = tuple(int(h) for h in hidden)
+        self.seed = seed
+        gen = torch.Generator().manual_seed(seed)
+        layers: list[Any] = []
+        width = n_features
+        for h in self.hidden:
+            layers += [torch.nn.Linear(width, h), torch.nn.ReLU()]
+            width = h
+        layers.append(torch.nn.Linear(width, n_classes))
+        self.net = torch.nn.Sequential(*layers)
+        with torch.no_grad():
+            for p in self.net.parameters():
+                # deterministic init from our own generator (torch's default init uses the global RNG)
+                bound = 1.0 / np.sqrt(p.shape[-1] if p.dim() > 1 else max(p.shape[0], 1))
+                p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=gen))
+
+    def get_weights(self) -> FloatArrays:
+        """Return the parameters as float32 numpy arrays (copies)."""
+        return [p.detach().cpu().numpy().astype(np.float32, copy=True) for p in self.net.parameters()]
+
+    def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:
+        """Load parameters from arrays shaped like :meth:`get_weights`."""
+        torch = _torch()
+        params = list(self.net.parameters())
+        if len(weights) != len(params):
+            raise ValueError(f"expected {len(params)} arrays, got {len(weights)}")
+        with torch.no_grad():
+            for p, w in zip(params, weights, strict=True):
+                arr = np.asarray(w, dtype=np.float32)
+                if tuple(arr.shape) != tuple(p.shape):
+                    raise ValueError(f"weight shape {arr.shape} does not match {tuple(p.shape)}")
+                p.copy_(torch.from_numpy(arr.copy()))
+
+    def train_epochs(
+        self, X: npt.ArrayLike, y: npt.ArrayLike, epochs: int = 1, *, batch_size: int = 64, lr: float = 1e-3,
+        seed: int = 0, proximal_mu: float = 0.0, class_weights: npt.ArrayLike | None = None,
+        dp_sgd: dict[str, float] | None = None,
+    ) -> float:
+        """Train in place for ``epochs``; returns the last epoch's mean loss.
+
+        ``proximal_mu > 0`` adds FedProx's ``mu/2 * ||w - w_start||^2`` (Li et al., MLSys 2020).
+        ``dp_sgd`` (keys noise_multiplier, max_grad_norm) runs local DP-SGD with opacus.
+        """
+        torch = _torch()
+        if epochs < 1:
+            raise ValueError(f"epochs must be >= 1, got {epochs}")
+        Xt = torch.from_numpy(np.array(X, dtype=np.float32, copy=True))
+        yt = torch.from_numpy(np.array(y, dtype=np.int64, copy=True))
+        if len(Xt) == 0:
+            return 0.0
+        gen = torch.Generator().manual_seed(seed)
+        start = [p.detach().clone() for p in self.net.parameters()]
+        weight = None if class_weights is None else torch.as_tensor(np.asarray(class_weights, dtype=np.float32))
+        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+        net: Any = self.net
+        opt: Any = torch.optim.Adam(self.net.parameters(), lr=lr)
+        data = torch.utils.data.TensorDataset(Xt, yt)
+        loader: Any = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=gen)
+        if dp_sgd:
+            try:
+                from opacus import PrivacyEngine
+            except ImportError as exc:  # pragma: no cover
+                from trustmesh.errors import MissingDependencyError
+
+                raise MissingDependencyError("opacus", "fl") from exc
+            engine = PrivacyEngine(secure_mode=False)
+            net, opt, loader = engine.make_private(
+                module=self.net, optimizer=opt, data_loader=loader,
+                noise_multiplier=float(dp_sgd["noise_multiplier"]), max_grad_norm=float(dp_sgd["max_grad_norm"]),
+            )
+        net.train()
+        last = 0.0
+        for _ in range(epochs):
+            total, count = 0.0, 0
+            for xb, yb in loader:
+                if len(xb) == 0:
+                    continue
+                opt.zero_grad()
+                loss = loss_fn(net(xb), yb)
+                if proximal_mu > 0:
+                    prox = sum(((p - s) ** 2).sum() for p, s in zip(self.net.parameters(), start, strict=True))
+                    loss = loss + 0.5 * proximal_mu * prox
+                loss.backward()
+                opt.step()
+                total += float(loss.detach()) * len(xb)
+                count += len(xb)
+            last = total / max(count, 1)
+        if dp_sgd:
+            # opacus wraps the module; copy the trained weights back into the plain network
+            inner = net._module if hasattr(net, "_module") else net
+            self.net.load_state_dict(inner.state_dict())
+        return last
+
+    def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float32]:
+        """Return class probabilities, one row per input row."""
+        torch = _torch()
+        self.net.eval()
+        with torch.no_grad():
+            logits = self.net(torch.from_numpy(np.array(X, dtype=np.float32, copy=True)))
+            return torch.softmax(logits, dim=1).numpy().astype(np.float32)
+
+    def predict(self, X: npt.ArrayLike) -> npt.NDArray[np.int64]:
+        """Return the most likely class index per row."""
+        return np.argmax(self.predict_proba(X), axis=1).astype(np.int64)

@@ -1,0 +1,93 @@
+"""One federated site: its local partition, local training, and (for evaluation) its attack."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import numpy.typing as npt
+
+from trustmesh.federated._aggregate import flatten, unflatten
+from trustmesh.federated._attacks import AttackSpec
+from trustmesh.federated._model import MLPModel
+from trustmesh.privacy.hazmat import clip_by_l2_norm
+
+__all__ = ["Site", "TrainConfig"]
+
+
+@dataclass(frozen=True, slots=True)
+class TrainConfig:
+    """Local training settings shared by every site and the coordinator's model."""
+
+    hidden: tuple[int, ...] = (64, 32)
+    local_epochs: int = 1
+    batch_size: int = 128
+    lr: float = 1e-2
+    model_seed: int = 0
+    dp_sgd: tuple[float, float] | None = None  # (noise_multiplier, max_grad_norm) for local DP-SGD
+
+    def __post_init__(self) -> None:
+        if self.local_epochs < 1:
+            raise ValueError(f"local_epochs must be >= 1, got {self.local_epochs}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if not self.lr > 0:
+            raise ValueError(f"lr must be > 0, got {self.lr}")
+
+
+class Site:
+    """Train the global model on a local partition and return the (possibly poisoned) result.
+
+    A malicious site (``attack`` given) poisons its data once at construction (label flip, backdoor)
+    or its update at every round (sign flip, scaling, Gaussian).
+    """
+
+    def __init__(
+        self, site_id: int, X: npt.NDArray[np.float32], y: npt.NDArray[np.int64], n_classes: int,
+        train: TrainConfig, *, attack: AttackSpec | None = None, n_sites: int = 1, seed: int = 0,
+    ) -> None:
+        if len(X) != len(y):
+            raise ValueError(f"site {site_id}: X has {len(X)} rows but y has {len(y)}")
+        self.site_id = site_id
+        self.n_classes = n_classes
+        self.train = train
+        self.attack = attack
+        self.n_sites = n_sites
+        self.seed = seed
+        self._rng = np.random.default_rng([seed, site_id, 17])
+        if attack is not None:
+            X, y = attack.poison_data(X, y, n_classes, self._rng)
+        self.X, self.y = X, y
+        self.model = MLPModel(X.shape[1], n_classes, train.hidden, seed=train.model_seed)
+
+    @property
+    def num_examples(self) -> int:
+        """Rows in the local partition (after any poisoning)."""
+        return int(len(self.y))
+
+    def fit(
+        self, global_weights: list[npt.NDArray[Any]], round_no: int, *, proximal_mu: float = 0.0,
+        clip_norm: float | None = None,
+    ) -> tuple[list[npt.NDArray[np.float32]], int, dict[str, float]]:
+        """Run local epochs from ``global_weights``; return new weights, example count, metrics.
+
+        ``clip_norm`` clips the update (new - global) on the site, for central DP under secure
+        aggregation where the server cannot clip individual updates.
+        """
+        self.model.set_weights(global_weights)
+        dp = None
+        if self.train.dp_sgd is not None:
+            dp = {"noise_multiplier": self.train.dp_sgd[0], "max_grad_norm": self.train.dp_sgd[1]}
+        loss = self.model.train_epochs(
+            self.X, self.y, self.train.local_epochs, batch_size=self.train.batch_size, lr=self.train.lr,
+            seed=self.seed * 100_003 + round_no * 101 + self.site_id, proximal_mu=proximal_mu, dp_sgd=dp,
+        )
+        new = flatten(self.model.get_weights())
+        base = flatten(global_weights)
+        if self.attack is not None:
+            new = self.attack.poison_update(new, base, self.n_sites, self._rng)
+        elif clip_norm is not None:
+            (delta,), _ = clip_by_l2_norm([new - base], clip_norm)
+            new = base + delta
+        return unflatten(new, global_weights), self.num_examples, {"loss": float(loss)}

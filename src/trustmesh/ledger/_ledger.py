@@ -1,0 +1,415 @@
+"""The tamper-evident log: entries, RFC 9162 tree, proofs and signed checkpoints in one folder.
+
+Folder layout::
+
+    DIR/ledger.sqlite   entry bundles, hash tiles, checkpoints (see _store)
+    DIR/log.key         the log's Ed25519 note key, mode 0600 (never printed)
+    DIR/log.pub         its verifier key, name+hash+base64 (the name is the origin)
+    DIR/blobs/ab/abcd.. content-addressed large payloads (sha256 hex)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import tempfile
+import time as _time
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Final, NewType
+
+from trustmesh.errors import (
+    CheckpointError,
+    ConsistencyError,
+    InputError,
+    LogIntegrityError,
+    SignatureError,
+    WitnessError,
+)
+from trustmesh.ledger._checkpoint import Checkpoint
+from trustmesh.ledger._entry import Entry
+from trustmesh.ledger._note import NoteSigner, NoteVerifier
+from trustmesh.ledger._proof import (
+    ConsistencyProof,
+    InclusionProof,
+    NodeRef,
+    consistency_plan,
+    inclusion_plan,
+)
+from trustmesh.ledger._store import TILE_HEIGHT, TILE_WIDTH, TileStore, pack_bundle
+from trustmesh.ledger.hazmat import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
+
+if TYPE_CHECKING:
+    from trustmesh.ledger._witness import Witness
+
+__all__ = ["BlobId", "Ledger"]
+
+log = logging.getLogger(__name__)
+
+BlobId = NewType("BlobId", str)
+DB_NAME: Final = "ledger.sqlite"
+KEY_NAME: Final = "log.key"
+PUB_NAME: Final = "log.pub"
+MAX_BATCH: Final = 1_000_000
+_HEX64 = re.compile(r"[0-9a-f]{64}")
+
+
+class Ledger:
+    """An append-only RFC 9162 log stored in SQLite, with C2SP checkpoints and tlog-tiles.
+
+    Create one with :meth:`create`, reopen with :meth:`open`; use as a context manager or call
+    :meth:`close`. Thread-safe; several processes may open the same folder (SQLite serialises writers).
+    """
+
+    def __init__(self, directory: Path, store: TileStore, signer: NoteSigner | None, verifier: NoteVerifier) -> None:
+        self.directory = directory
+        self._store = store
+        self._signer = signer
+        self.verifier = verifier
+        self._suffixes: dict[int, dict[int, bytes]] = {}
+
+    # ----------------------------------------------------------------------------- lifecycle
+    @classmethod
+    def create(cls, directory: Path | str, origin: str, *, synchronous: str = "FULL") -> Ledger:
+        """Create a new log in ``directory`` (created if missing, must hold no ledger) named ``origin``."""
+        d = Path(directory)
+        if not isinstance(origin, str) or not origin or any(c.isspace() or c == "+" or ord(c) < 0x20 for c in origin):
+            raise InputError(f"origin must be a non-empty name without spaces or '+', got {origin!r}")
+        if (d / DB_NAME).exists() or (d / KEY_NAME).exists():
+            raise InputError(f"{d}: a ledger already exists here")
+        d.mkdir(parents=True, exist_ok=True)
+        (d / "blobs").mkdir(exist_ok=True)
+        signer = NoteSigner.generate(origin)
+        signer.save(d / KEY_NAME)
+        (d / PUB_NAME).write_text(signer.verifier.to_vkey() + "\n", encoding="utf-8")
+        store = TileStore(d / DB_NAME, synchronous=synchronous, create=True)
+        store.set_meta("origin", origin)
+        store.set_meta("format", "1")
+        store.set_meta("size", "0")
+        store.set_meta("verifier_key", signer.verifier.to_vkey())
+        log.info("created ledger %s (origin %s)", d, origin)
+        return cls(d, store, signer, signer.verifier)
+
+    @classmethod
+    def open(cls, directory: Path | str, *, synchronous: str = "FULL", read_only: bool = False) -> Ledger:
+        """Open an existing log; ``read_only`` skips loading the private key (verifiers, servers)."""
+        d = Path(directory)
+        if not (d / DB_NAME).is_file():
+            raise InputError(f"{d}: no ledger here (expected {DB_NAME}; run `trustmesh ledger init`)")
+        store = TileStore(d / DB_NAME, synchronous=synchronous)
+        vkey = store.meta("verifier_key")
+        if vkey is None:
+            store.close()
+            raise LogIntegrityError(f"{d}: ledger database has no verifier key")
+        verifier = NoteVerifier.from_vkey(vkey)
+        pub = d / PUB_NAME
+        if pub.is_file() and pub.read_text(encoding="utf-8").strip() != vkey:
+            store.close()
+            raise SignatureError(f"{pub}: public key file does not match the key recorded in the ledger")
+        signer = None
+        if not read_only and (d / KEY_NAME).is_file():
+            signer = NoteSigner.load(d / KEY_NAME)
+            if signer.verifier != verifier:
+                store.close()
+                raise SignatureError(f"{d / KEY_NAME}: private key does not match the ledger's public key")
+        return cls(d, store, signer, verifier)
+
+    def close(self) -> None:
+        """Close the database."""
+        self._store.close()
+
+    def __enter__(self) -> Ledger:
+        return self
+
+    def __exit__(self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        return f"Ledger({str(self.directory)!r}, origin={self.origin!r}, size={self.size})"
+
+    # ----------------------------------------------------------------------------- properties
+    @property
+    def origin(self) -> str:
+        """The log name: checkpoint origin line and key name."""
+        return self.verifier.name
+
+    @property
+    def verifier_key(self) -> str:
+        """The log's public verifier key (``name+hash+base64``)."""
+        return self.verifier.to_vkey()
+
+    @property
+    def size(self) -> int:
+        """The number of durable entries."""
+        return self._store.size
+
+    @property
+    def store(self) -> TileStore:
+        """The underlying tile store (read access for audit and serving)."""
+        return self._store
+
+    # ----------------------------------------------------------------------------- append
+    def append(self, entries: Sequence[Entry]) -> list[int]:
+        """Append entries in one durable transaction and return their leaf indices.
+
+        Every ``refs`` index must name an earlier entry. When this returns, the entries are on disk.
+        """
+        if isinstance(entries, Entry) or not isinstance(entries, Sequence):
+            raise InputError("append() takes a sequence of Entry objects")
+        if not entries:
+            return []
+        if len(entries) > MAX_BATCH:
+            raise InputError(f"at most {MAX_BATCH} entries per batch, got {len(entries)}")
+        raws: list[bytes] = []
+        for e in entries:
+            if not isinstance(e, Entry):
+                raise InputError(f"append() takes Entry objects, got {type(e).__name__}")
+            raws.append(e.to_bytes())
+        hashes = [leaf_hash(r) for r in raws]
+        with self._store._lock:
+            base = self._store.size  # a lower bound on the first index even if another process appends
+            for i, e in enumerate(entries):
+                for r in e.refs:
+                    if r >= base + i:
+                        raise InputError(f"entry {i} of the batch refers to leaf {r}, which is not earlier than it")
+            first = self._store.append(raws, hashes)
+        return list(range(first, first + len(raws)))
+
+    def append_one(self, kind: str, payload: Mapping[str, Any], refs: Sequence[int] = (), *, time: float | None = None) -> int:
+        """Append one entry now and return its leaf index."""
+        entry = Entry(kind=kind, payload=dict(payload), time=_time.time() if time is None else time, refs=tuple(refs))
+        return self.append([entry])[0]
+
+    # ----------------------------------------------------------------------------- blobs
+    def put_blob(self, data: bytes) -> BlobId:
+        """Store ``data`` content-addressed beside the log and return its sha256 hex digest."""
+        if not isinstance(data, bytes | bytearray | memoryview):
+            raise InputError(f"put_blob() takes bytes, got {type(data).__name__}")
+        digest = hashlib.sha256(data).hexdigest()
+        target = self._blob_path(digest)
+        if target.exists():
+            return BlobId(digest)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(data)
+                fh.flush()
+                os.fsync(fh.fileno())
+            os.replace(tmp, target)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return BlobId(digest)
+
+    def get_blob(self, digest: str) -> bytes:
+        """Return the blob with this sha256, checking its content; raise LogIntegrityError if altered."""
+        data = self._blob_path(digest).read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise LogIntegrityError(f"blob {digest} does not match its sha256")
+        return data
+
+    def _blob_path(self, digest: str) -> Path:
+        if not isinstance(digest, str) or not _HEX64.fullmatch(digest):
+            raise InputError(f"blob id must be 64 lowercase hex digits, got {digest!r}")
+        return self.directory / "blobs" / digest[:2] / digest
+
+    # ----------------------------------------------------------------------------- reads
+    def entry_bytes(self, index: int) -> bytes:
+        """Return the stored bytes of entry ``index``."""
+        self._check_index(index, self.size, "index")
+        return self._store.entry(index)
+
+    def entry(self, index: int) -> Entry:
+        """Return entry ``index`` (parsed and checked; raise LogIntegrityError if it is not canonical)."""
+        raw = self.entry_bytes(index)
+        try:
+            return Entry.from_bytes(raw)
+        except InputError as exc:
+            raise LogIntegrityError(f"stored entry {index} is invalid: {exc}", index=index) from None
+
+    def leaf_hash(self, index: int) -> bytes:
+        """Return the stored leaf hash of entry ``index``."""
+        self._check_index(index, self.size, "index")
+        return self._store.node(0, index)
+
+    def root(self, size: int | None = None) -> bytes:
+        """Return the root hash of the tree of ``size`` entries (default: all)."""
+        n = self.size if size is None else size
+        self._check_size(n)
+        return self._store.root(n)
+
+    @staticmethod
+    def _check_index(index: int, size: int, name: str) -> None:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
+            raise InputError(f"{name} must be an integer in [0, {size}), got {index!r}")
+
+    def _check_size(self, size: int) -> None:
+        cur = self.size
+        if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= cur:
+            raise InputError(f"size must be an integer in [0, {cur}], got {size!r}")
+
+    # ----------------------------------------------------------------------------- proofs
+    def _resolve(self, refs: Sequence[NodeRef], n: int) -> tuple[list[bytes], bytes]:
+        """Look up the hashes named by a proof plan in the tree of size n; also return its root."""
+        store = self._store
+        with store._lock:
+            suffix = self._suffixes.get(n)
+            if suffix is None:
+                # Right-edge hashes MTH(D[x:n]) for each start x of n's binary decomposition; the
+                # complete subtrees never change, so this is cached per size (a few sizes only).
+                chunks: list[tuple[int, bytes]] = []
+                start = 0
+                for b in range(n.bit_length() - 1, -1, -1):
+                    if n >> b & 1:
+                        chunks.append((start, store.node(b, start >> b)))
+                        start += 1 << b
+                suffix = {}
+                acc = b""
+                for st, h in reversed(chunks):
+                    acc = h if not acc else node_hash(h, acc)
+                    suffix[st] = acc
+                if len(self._suffixes) >= 16:
+                    self._suffixes.pop(next(iter(self._suffixes)))
+                self._suffixes[n] = suffix
+            out = []
+            for kind, a, b2 in refs:
+                if kind == "c":
+                    out.append(store.node(a, b2))
+                else:
+                    out.append(suffix[a])
+            return out, suffix[0] if n else EMPTY_ROOT
+
+    def prove_inclusion(self, index: int, size: int | None = None) -> InclusionProof:
+        """Return the inclusion proof of entry ``index`` in the tree of ``size`` entries (default: all)."""
+        n = self.size if size is None else size
+        self._check_size(n)
+        self._check_index(index, n, "index")
+        path, root = self._resolve(inclusion_plan(index, n), n)
+        return InclusionProof(index, n, self._store.node(0, index), root, tuple(path))
+
+    def prove_consistency(self, size1: int, size2: int | None = None) -> ConsistencyProof:
+        """Return the consistency proof between the trees of ``size1`` and ``size2`` entries."""
+        n = self.size if size2 is None else size2
+        self._check_size(n)
+        if isinstance(size1, bool) or not isinstance(size1, int) or not 0 <= size1 <= n:
+            raise InputError(f"size1 must be an integer in [0, {n}], got {size1!r}")
+        path, root2 = self._resolve(consistency_plan(size1, n), n)
+        return ConsistencyProof(size1, n, self._store.root(size1), root2, tuple(path))
+
+    # ----------------------------------------------------------------------------- tiles
+    def tile(self, level: int, index: int, width: int | None = None) -> bytes:
+        """Return tlog-tiles hash tile ``tile/<level>/<index>[.p/<width>]`` (the level-0 hashes only)."""
+        self._check_tile_request(level, index, width)
+        w, data = self._store.tile_raw(level, index)
+        want = TILE_WIDTH if width is None else width
+        if w < want:
+            raise InputError(f"tile {level}/{index} has only {w} hashes")
+        return data[: want * HASH_SIZE]
+
+    def entry_bundle(self, index: int, width: int | None = None) -> bytes:
+        """Return tlog-tiles entry bundle ``tile/entries/<index>[.p/<width>]``."""
+        self._check_tile_request(0, index, width)
+        w, data = self._store.bundle_raw(index)
+        want = TILE_WIDTH if width is None else width
+        if w < want:
+            raise InputError(f"entry bundle {index} has only {w} entries")
+        if w == want:
+            return data
+        return pack_bundle(self._store.bundle_entries(index)[:want])
+
+    def _check_tile_request(self, level: int, index: int, width: int | None) -> None:
+        if not 0 <= level <= 63 or index < 0:
+            raise InputError(f"no tile at level {level} index {index}")
+        if width is not None and not 1 <= width < TILE_WIDTH:
+            raise InputError(f"partial tile width must be in 1..255, got {width}")
+        need = ((index << TILE_HEIGHT) + (TILE_WIDTH if width is None else width)) << (TILE_HEIGHT * level)
+        if need > self.size:
+            raise InputError(f"tile {level}/{index} (width {width or TILE_WIDTH}) is beyond the tree")
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def latest_checkpoint(self) -> Checkpoint | None:
+        """Return the newest checkpoint the log signed (with any cosignatures), or None."""
+        row = self._store.latest_checkpoint()
+        return None if row is None else Checkpoint.from_bytes(row[2])
+
+    def checkpoints(self) -> list[Checkpoint]:
+        """Return every checkpoint the log signed, oldest first."""
+        return [Checkpoint.from_bytes(note) for _, _, note in self._store.checkpoints()]
+
+    def checkpoint(self, witnesses: Sequence[Witness] = (), quorum: int = 0) -> Checkpoint:
+        """Sign, store and return a checkpoint of the current size.
+
+        Refuses (ConsistencyError) to sign if the stored tree does not extend the previous signed
+        checkpoint. With ``witnesses``, asks each to cosign (sending a consistency proof from the size
+        it last saw) and raises WitnessError, after storing what it got, if fewer than ``quorum``
+        cosigned.
+        """
+        if self._signer is None:
+            raise InputError(f"{self.directory}: no signing key (opened read-only or {KEY_NAME} missing)")
+        if quorum < 0 or quorum > len(witnesses):
+            raise ValueError(f"quorum must be in [0, {len(witnesses)}], got {quorum}")
+        with self._store.write_lock() as store:
+            n = store.size
+            root = store.root(n)
+            prev_row = store.latest_checkpoint()
+            cp: Checkpoint | None = None
+            if prev_row is not None:
+                prev = Checkpoint.from_bytes(prev_row[2])
+                try:
+                    prev.verify(self.verifier)
+                except SignatureError as exc:
+                    raise SignatureError(f"previous checkpoint: {exc}", index=prev.size) from None
+                if prev.size > n:
+                    raise ConsistencyError(
+                        f"refusing to sign size {n}: the log already signed size {prev.size} (entries lost)",
+                        index=n,
+                    )
+                if store.root(prev.size) != prev.root_hash:
+                    raise ConsistencyError(
+                        f"refusing to sign: the stored tree no longer matches the checkpoint of size {prev.size}",
+                        index=prev.size,
+                    )
+                if prev.size == n:
+                    cp = prev
+            if cp is None:
+                cp = Checkpoint.signed(self.origin, n, root, self._signer)
+                store.add_checkpoint(n, cp.to_bytes())
+        if witnesses:
+            cp = self._gather_cosignatures(cp, witnesses, quorum)
+        return cp
+
+    def _gather_cosignatures(self, cp: Checkpoint, witnesses: Sequence[Witness], quorum: int) -> Checkpoint:
+        got, errors = [], []
+        for w in witnesses:
+            try:
+                old = w.known_size(self.origin)
+                proof = self.prove_consistency(old, cp.size).path if 0 < old < cp.size else ()
+                got.append(w.add_checkpoint(cp.to_bytes(), old_size=old, proof=list(proof)))
+            except (WitnessError, ConsistencyError, CheckpointError, SignatureError) as exc:
+                errors.append(f"{w.name}: {exc}")
+                log.warning("witness %s refused checkpoint %d: %s", w.name, cp.size, exc)
+        signed = cp.with_signatures(tuple(got))
+        row = self._store.latest_checkpoint()
+        if row is not None and Checkpoint.from_bytes(row[2]).body() == cp.body():
+            self._store.replace_checkpoint_note(row[0], signed.to_bytes())
+        if len(got) < quorum:
+            raise WitnessError(
+                f"only {len(got)} of the required {quorum} witnesses cosigned size {cp.size}: " + "; ".join(errors),
+                index=cp.size,
+            )
+        return signed
+
+    def add_cosignatures(self, checkpoint: Checkpoint) -> Checkpoint:
+        """Merge extra signature lines of ``checkpoint`` into the stored checkpoint with the same body."""
+        with self._store.write_lock() as store:
+            for seq, _size, note in reversed(store.checkpoints()):
+                stored = Checkpoint.from_bytes(note)
+                if stored.body() == checkpoint.body():
+                    merged = stored.with_signatures(checkpoint.signatures)
+                    store.replace_checkpoint_note(seq, merged.to_bytes())
+                    return merged
+        raise CheckpointError("no stored checkpoint has this body", index=checkpoint.size)

@@ -1,0 +1,469 @@
+"""SQLite storage of the log as tlog-tiles: entry bundles and hash tiles, O(log n) reads per proof.
+
+Layout (one SQLite file, WAL journal):
+
+* ``bundles(idx, width, data)`` - tlog-tiles entry bundles: up to 256 entries, each prefixed with its
+  big-endian uint16 length. The rightmost bundle is partial and is rewritten by each append batch.
+* ``tiles(id, width, data)`` - for "stratum" ``s`` (tree levels 8s .. 8s+7) and tile index ``t``
+  (``id = s << 56 | t``), the ``width`` hashes at tree level 8s followed by every complete interior
+  node above them inside the tile (``width >> 1`` hashes at level 8s+1, ... ``width >> 7`` at 8s+7).
+  The first ``width * 32`` bytes are exactly the tlog-tiles hash tile ``tile/<s>/<t>[.p/<width>]``.
+  Storing the interior levels makes every complete-subtree hash one slice of one row, so a proof is
+  O(log n) lookups in at most ``ceil(levels / 8)`` tiles per path and memory stays bounded.
+* ``checkpoints(seq, size, note)`` - every checkpoint the log signed, in order.
+* ``meta(key, value)`` - origin, format version and the committed tree size.
+
+Each append batch is one transaction; with ``synchronous=FULL`` (the default) SQLite fsyncs the WAL
+before COMMIT returns, so an acknowledged append survives a process crash and a power loss.
+``NORMAL`` survives process crashes but may lose the last transactions on power loss.
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import struct
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Final
+
+from trustmesh.errors import InputError, LogIntegrityError
+from trustmesh.ledger.hazmat import EMPTY_ROOT, HASH_SIZE, node_hash
+
+__all__ = ["FORMAT_VERSION", "TileStore", "level_offsets", "pack_bundle", "tile_id", "unpack_bundle"]
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION: Final = 1
+TILE_WIDTH: Final = 256
+TILE_HEIGHT: Final = 8
+_CACHE_TILES: Final = 2048  # at most ~32 MiB of cached full tiles
+_H = HASH_SIZE
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS bundles(idx INTEGER PRIMARY KEY, width INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS tiles(id INTEGER PRIMARY KEY, width INTEGER NOT NULL, data BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS checkpoints(seq INTEGER PRIMARY KEY, size INTEGER NOT NULL, note BLOB NOT NULL);
+"""
+
+
+def tile_id(stratum: int, index: int) -> int:
+    """Return the row id of the tile at tile level ``stratum`` and index ``index``."""
+    return (stratum << 56) | index
+
+
+def level_offsets(width: int) -> list[int]:
+    """Return the hash offset of each of the 8 in-tile levels for a tile of ``width`` leaves."""
+    return _OFFSETS[width]
+
+
+def _level_offsets(width: int) -> list[int]:
+    out, off = [], 0
+    for j in range(TILE_HEIGHT):
+        out.append(off)
+        off += width >> j
+    out.append(off)
+    return out
+
+
+_OFFSETS: Final = [_level_offsets(w) for w in range(TILE_WIDTH + 1)]
+
+
+def build_tile(hashes: Sequence[bytes]) -> bytes:
+    """Return the stored form of a tile: its level-0 hashes and every complete node above them."""
+    parts = list(hashes)
+    cur = parts
+    for _ in range(1, TILE_HEIGHT):
+        cur = [node_hash(cur[i], cur[i + 1]) for i in range(0, len(cur) - 1, 2)]
+        if not cur:
+            break
+        parts.extend(cur)
+    return b"".join(parts)
+
+
+def pack_bundle(entries: Sequence[bytes]) -> bytes:
+    """Return a tlog-tiles entry bundle: each entry prefixed with its big-endian uint16 length."""
+    return b"".join(struct.pack(">H", len(e)) + e for e in entries)
+
+
+def unpack_bundle(data: bytes, index: int = 0) -> list[bytes]:
+    """Split an entry bundle; raise LogIntegrityError (naming the first bad index) if it is malformed."""
+    out, off, n = [], 0, len(data)
+    while off < n:
+        if off + 2 > n:
+            raise LogIntegrityError(f"entry bundle truncated at entry {index + len(out)}", index=index + len(out))
+        length = (data[off] << 8) | data[off + 1]
+        end = off + 2 + length
+        if end > n:
+            raise LogIntegrityError(f"entry bundle truncated at entry {index + len(out)}", index=index + len(out))
+        out.append(bytes(data[off + 2 : end]))
+        off = end
+    return out
+
+
+class TileStore:
+    """The SQLite tile store behind a Ledger (one writer at a time; readers see committed state)."""
+
+    def __init__(self, path: Path, *, synchronous: str = "FULL", create: bool = False) -> None:
+        if synchronous.upper() not in {"FULL", "NORMAL", "EXTRA"}:
+            raise ValueError(f"synchronous must be FULL, EXTRA or NORMAL, got {synchronous!r}")
+        if not create and not Path(path).is_file():
+            raise InputError(f"{path}: no ledger database here (run `trustmesh ledger init` first)")
+        self.path = Path(path)
+        self._lock = threading.RLock()
+        try:
+            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+            if create:
+                self._db.execute("PRAGMA page_size=16384")
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+            if create:
+                self._db.executescript(_SCHEMA)
+            self._check_schema()
+        except sqlite3.DatabaseError as exc:
+            raise LogIntegrityError(f"{path}: not a readable ledger database ({exc})") from None
+        self._size = -1
+        self._cache: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
+        self._edge: list[list[bytes]] = []  # per stratum: level-0 hashes of the partial tile
+        self._bundle_edge: list[bytes] = []
+        self.refresh()
+
+    # ----------------------------------------------------------------------------- basics
+    def _check_schema(self) -> None:
+        names = {r[0] for r in self._db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        missing = {"meta", "bundles", "tiles", "checkpoints"} - names
+        if missing:
+            raise LogIntegrityError(f"{self.path}: ledger tables missing: {sorted(missing)}")
+
+    def close(self) -> None:
+        """Close the database connection."""
+        with self._lock:
+            self._db.close()
+
+    def meta(self, key: str) -> str | None:
+        """Return a meta value or None."""
+        row = self._db.execute("SELECT value FROM meta WHERE key=?", (key,)).fetchone()
+        return None if row is None else str(row[0])
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Set a meta value (in its own transaction)."""
+        with self._lock:  # autocommit (isolation_level=None) unless inside write_lock()
+            self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES(?, ?)", (key, value))
+
+    def _committed_size(self) -> int:
+        raw = self.meta("size")
+        if raw is None:
+            return 0
+        try:
+            value = int(raw)
+        except ValueError:
+            raise LogIntegrityError(f"stored tree size {raw!r} is not an integer") from None
+        if value < 0:
+            raise LogIntegrityError(f"stored tree size {value} is negative")
+        return value
+
+    @property
+    def size(self) -> int:
+        """The committed number of entries."""
+        self.refresh()
+        return self._size
+
+    def refresh(self) -> None:
+        """Pick up appends committed by other connections (and drop cached partial tiles)."""
+        with self._lock:
+            size = self._committed_size()
+            if size != self._size:
+                self._size = size
+                for key in [k for k, (w, _) in self._cache.items() if w < TILE_WIDTH]:
+                    del self._cache[key]
+                self._edge = []
+                self._bundle_edge = []
+                self._edge_loaded = False
+
+    def _load_edge(self) -> None:
+        """Load the right edge (partial tiles and partial bundle) needed to append."""
+        if getattr(self, "_edge_loaded", False):
+            return
+        size = self._size
+        edge: list[list[bytes]] = []
+        s = 0
+        while (size >> (TILE_HEIGHT * s)) > 0:
+            count = size >> (TILE_HEIGHT * s)
+            width, t = count & (TILE_WIDTH - 1), count >> TILE_HEIGHT
+            hashes: list[bytes] = []
+            if width:
+                w, data = self._tile(s, t)
+                if w != width:
+                    raise LogIntegrityError(
+                        f"partial tile {s}/{t} has width {w}, expected {width}", index=(t << (8 * (s + 1)))
+                    )
+                hashes = [data[i * _H : (i + 1) * _H] for i in range(width)]
+            edge.append(hashes)
+            s += 1
+        self._edge = edge
+        bw = size & (TILE_WIDTH - 1)
+        self._bundle_edge = []
+        if bw:
+            first = size - bw
+            self._bundle_edge = self.bundle_entries(size >> TILE_HEIGHT)
+            if len(self._bundle_edge) != bw:
+                raise LogIntegrityError(f"partial entry bundle holds {len(self._bundle_edge)} entries, "
+                                        f"expected {bw}", index=first + min(bw, len(self._bundle_edge)))
+        self._edge_loaded = True
+
+    # ----------------------------------------------------------------------------- reads
+    def _tile(self, stratum: int, index: int) -> tuple[int, bytes]:
+        key = tile_id(stratum, index)
+        hit = self._cache.get(key)
+        if hit is not None:
+            self._cache.move_to_end(key)
+            return hit
+        row = self._db.execute("SELECT width, data FROM tiles WHERE id=?", (key,)).fetchone()
+        if row is None:
+            raise LogIntegrityError(f"hash tile {stratum}/{index} is missing", index=index << (8 * (stratum + 1)))
+        width, data = int(row[0]), bytes(row[1])
+        if not 1 <= width <= TILE_WIDTH or len(data) != level_offsets(width)[-1] * _H:
+            raise LogIntegrityError(f"hash tile {stratum}/{index} is malformed", index=index << (8 * (stratum + 1)))
+        self._cache[key] = (width, data)
+        if len(self._cache) > _CACHE_TILES:
+            self._cache.popitem(last=False)
+        return width, data
+
+    def tile_raw(self, stratum: int, index: int) -> tuple[int, bytes]:
+        """Return (width, stored bytes) of a tile, as stored (audit and serving)."""
+        with self._lock:
+            return self._tile(stratum, index)
+
+    def node(self, level: int, index: int) -> bytes:
+        """Return the hash of the complete subtree at (level, index); it must lie within the tree."""
+        if level < 0 or index < 0 or (index + 1) << level > self._size:
+            raise LogIntegrityError(f"node ({level}, {index}) is not a complete subtree of size {self._size}")
+        s, j = level >> 3, level & 7
+        t = (index << j) >> TILE_HEIGHT
+        pos = index - (t << (TILE_HEIGHT - j))
+        key = (s << 56) | t
+        hit = self._cache.get(key)
+        if hit is None:
+            with self._lock:
+                hit = self._tile(s, t)
+        width, data = hit
+        if pos >= width >> j:
+            raise LogIntegrityError(f"hash tile {s}/{t} lacks node ({level}, {index})", index=index << level)
+        off = (_OFFSETS[width][j] + pos) * _H
+        return data[off : off + _H]
+
+    def root(self, size: int) -> bytes:
+        """Return MTH(D[0:size]) from the stored complete subtrees (O(log size) lookups)."""
+        if size == 0:
+            return EMPTY_ROOT
+        nodes = self.decomposition(size)
+        root = nodes[-1]
+        for h in reversed(nodes[:-1]):
+            root = node_hash(h, root)
+        return root
+
+    def decomposition(self, size: int) -> list[bytes]:
+        """Return the hashes of the complete subtrees that make up [0, size), largest first."""
+        out, start = [], 0
+        for b in range(size.bit_length() - 1, -1, -1):
+            if size >> b & 1:
+                out.append(self.node(b, start >> b))
+                start += 1 << b
+        return out
+
+    def bundle_entries(self, index: int) -> list[bytes]:
+        """Return the entries of bundle ``index`` (full or partial)."""
+        with self._lock:
+            row = self._db.execute("SELECT width, data FROM bundles WHERE idx=?", (index,)).fetchone()
+        if row is None:
+            raise LogIntegrityError(f"entry bundle {index} is missing", index=index << TILE_HEIGHT)
+        entries = unpack_bundle(bytes(row[1]), index << TILE_HEIGHT)
+        if len(entries) != int(row[0]):
+            raise LogIntegrityError(f"entry bundle {index} holds {len(entries)} entries but says {row[0]}",
+                                    index=(index << TILE_HEIGHT) + min(len(entries), int(row[0])))
+        return entries
+
+    def bundle_raw(self, index: int) -> tuple[int, bytes]:
+        """Return (width, bytes) of an entry bundle as stored."""
+        with self._lock:
+            row = self._db.execute("SELECT width, data FROM bundles WHERE idx=?", (index,)).fetchone()
+        if row is None:
+            raise LogIntegrityError(f"entry bundle {index} is missing", index=index << TILE_HEIGHT)
+        return int(row[0]), bytes(row[1])
+
+    def iter_bundles(self) -> Iterator[tuple[int, int, bytes]]:
+        """Yield (index, width, data) of every stored bundle in index order."""
+        cur = self._db.execute("SELECT idx, width, data FROM bundles ORDER BY idx")
+        for idx, width, data in cur:
+            yield int(idx), int(width), bytes(data)
+
+    def iter_tiles(self) -> Iterator[tuple[int, int, int, bytes]]:
+        """Yield (stratum, index, width, data) of every stored tile in id order."""
+        cur = self._db.execute("SELECT id, width, data FROM tiles ORDER BY id")
+        for key, width, data in cur:
+            yield int(key) >> 56, int(key) & ((1 << 56) - 1), int(width), bytes(data)
+
+    def entry(self, index: int) -> bytes:
+        """Return the bytes of entry ``index``."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT data FROM bundles WHERE idx=?", (index >> TILE_HEIGHT,)
+            ).fetchone()
+        if row is None:
+            raise LogIntegrityError(f"entry bundle for entry {index} is missing", index=index)
+        data, off, pos = bytes(row[0]), 0, index & (TILE_WIDTH - 1)
+        for _ in range(pos):
+            if off + 2 > len(data):
+                raise LogIntegrityError(f"entry {index} is missing from its bundle", index=index)
+            off += 2 + ((data[off] << 8) | data[off + 1])
+        if off + 2 > len(data):
+            raise LogIntegrityError(f"entry {index} is missing from its bundle", index=index)
+        length = (data[off] << 8) | data[off + 1]
+        if off + 2 + length > len(data):
+            raise LogIntegrityError(f"entry {index} is truncated in its bundle", index=index)
+        return data[off + 2 : off + 2 + length]
+
+    # ----------------------------------------------------------------------------- writes
+    def append(self, entries: Sequence[bytes], leaf_hashes: Sequence[bytes]) -> int:
+        """Append entries (with their leaf hashes) in one durable transaction; return the first index."""
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self.refresh()
+                self._load_edge()
+                first = self._size
+                tile_rows, bundle_rows = self._stage(entries, leaf_hashes)
+                self._db.executemany("INSERT OR REPLACE INTO bundles(idx, width, data) VALUES(?,?,?)", bundle_rows)
+                self._db.executemany("INSERT OR REPLACE INTO tiles(id, width, data) VALUES(?,?,?)", tile_rows)
+                new_size = first + len(entries)
+                self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('size', ?)", (str(new_size),))
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
+            self._size = new_size
+            for key, width, data in tile_rows:
+                if width == TILE_WIDTH:
+                    self._cache[key] = (width, data)
+                    if len(self._cache) > _CACHE_TILES:
+                        self._cache.popitem(last=False)
+                else:
+                    self._cache.pop(key, None)
+            return first
+
+    def _rollback(self) -> None:
+        try:
+            self._db.execute("ROLLBACK")
+        except sqlite3.Error:  # pragma: no cover - nothing to roll back
+            pass
+        # The in-memory right edge may be half-updated: force a reload from committed state.
+        self._size = -1
+        self.refresh()
+
+    def _stage(self, entries: Sequence[bytes], leaf_hashes: Sequence[bytes]) -> tuple[list[tuple[int, int, bytes]], list[tuple[int, int, bytes]]]:
+        edge, bundle = self._edge, self._bundle_edge
+        tile_rows: list[tuple[int, int, bytes]] = []
+        bundle_rows: list[tuple[int, int, bytes]] = []
+        # Number of hashes ever pushed to each stratum's level 0, to name completed tiles.
+        counts = [self._size >> (TILE_HEIGHT * s) for s in range(max(len(edge), 1) + 8)]
+        nb = self._size >> TILE_HEIGHT
+        for raw, h in zip(entries, leaf_hashes, strict=True):
+            bundle.append(raw)
+            if len(bundle) == TILE_WIDTH:
+                bundle_rows.append((nb, TILE_WIDTH, pack_bundle(bundle)))
+                bundle.clear()
+                nb += 1
+            s, cur = 0, h
+            while True:
+                if len(edge) <= s:
+                    edge.append([])
+                    if len(counts) <= s:
+                        counts.append(0)
+                row = edge[s]
+                row.append(cur)
+                counts[s] += 1
+                if len(row) < TILE_WIDTH:
+                    break
+                data = build_tile(row)
+                t = (counts[s] >> TILE_HEIGHT) - 1
+                tile_rows.append((tile_id(s, t), TILE_WIDTH, data))
+                # the tile's root: hash of the two level-7 nodes (the last two hashes stored)
+                cur = node_hash(data[-2 * _H : -_H], data[-_H:])
+                row.clear()
+                s += 1
+        if bundle:
+            bundle_rows.append((nb, len(bundle), pack_bundle(bundle)))
+        for s, row in enumerate(edge):
+            if row:
+                tile_rows.append((tile_id(s, counts[s] >> TILE_HEIGHT), len(row), build_tile(row)))
+        return tile_rows, bundle_rows
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def checkpoints(self) -> list[tuple[int, int, bytes]]:
+        """Return every stored (seq, size, note) in signing order."""
+        with self._lock:
+            rows = self._db.execute("SELECT seq, size, note FROM checkpoints ORDER BY seq").fetchall()
+        return [(int(a), int(b), bytes(c)) for a, b, c in rows]
+
+    def latest_checkpoint(self) -> tuple[int, int, bytes] | None:
+        """Return the newest stored (seq, size, note) or None."""
+        with self._lock:
+            row = self._db.execute("SELECT seq, size, note FROM checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
+        return None if row is None else (int(row[0]), int(row[1]), bytes(row[2]))
+
+    def add_checkpoint(self, size: int, note: bytes) -> None:
+        """Store a newly signed checkpoint."""
+        with self._lock:  # autocommit unless inside write_lock()
+            self._db.execute("INSERT INTO checkpoints(size, note) VALUES(?, ?)", (size, note))
+
+    def replace_checkpoint_note(self, seq: int, note: bytes) -> None:
+        """Replace the note of checkpoint ``seq`` (same body, more cosignatures)."""
+        with self._lock:  # autocommit unless inside write_lock()
+            self._db.execute("UPDATE checkpoints SET note=? WHERE seq=?", (note, seq))
+
+    def write_lock(self) -> WriteTxn:
+        """Return a context manager holding SQLite's write lock (BEGIN IMMEDIATE ... COMMIT)."""
+        return WriteTxn(self)
+
+    def disk_bytes(self) -> int:
+        """Return the bytes used by the database and its WAL."""
+        total = 0
+        for suffix in ("", "-wal"):
+            p = Path(str(self.path) + suffix)
+            if p.exists():
+                total += p.stat().st_size
+        return total
+
+    def checkpoint_wal(self) -> None:
+        """Fold the WAL into the main database file."""
+        with self._lock:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+
+
+class WriteTxn:
+    """Hold the store's write transaction so a check and a write happen atomically."""
+
+    def __init__(self, store: TileStore) -> None:
+        self.store = store
+
+    def __enter__(self) -> TileStore:
+        self.store._lock.acquire()
+        try:
+            self.store._db.execute("BEGIN IMMEDIATE")
+            self.store.refresh()
+        except BaseException:
+            self.store._lock.release()
+            raise
+        return self.store
+
+    def __exit__(self, exc_type: object, exc: object, tb: object) -> None:
+        try:
+            if exc_type is None:
+                self.store._db.execute("COMMIT")
+            else:
+                self.store._db.execute("ROLLBACK")
+        finally:
+            self.store._lock.release()

