@@ -18,6 +18,7 @@ import hashlib
 import json
 import logging
 import math
+import os
 import signal
 import threading
 import time
@@ -589,7 +590,14 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
         yield
         return
 
+    owner = os.getpid()
+
     def handler(signum: int, frame: object) -> None:
+        if os.getpid() != owner:
+            # a forked helper (nfstream's meter) inherited this handler: let it die as it would by default
+            signal.signal(signum, signal.SIG_DFL)
+            os.kill(os.getpid(), signum)
+            return
         log.warning("signal %d: finishing the current batch, then checkpointing", signum)
         stop.set()
 
@@ -601,16 +609,28 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def open_sources(specs: Sequence[str]) -> list[FlowSource]:
-    """Open each source spec: a path (pcap, Zeek dir/log, EVE file, table) or ``iface:NAME``."""
-    sources: list[FlowSource] = []
-    for spec in specs:
-        if spec.startswith("iface:"):
+class _LazySource:
+    """Open a source only when the run reaches it, so a bad file is recorded and the run goes on."""
+
+    def __init__(self, spec: str) -> None:
+        self.spec = spec
+
+    @property
+    def name(self) -> str:
+        return self.spec
+
+    def iter_batches(self, batch_size: int = 1024) -> Iterator[pd.DataFrame]:
+        if self.spec.startswith("iface:"):
             from trustmesh.flows import InterfaceSource
 
-            sources.append(InterfaceSource(spec[len("iface:"):]))
+            source: FlowSource = InterfaceSource(self.spec[len("iface:"):])
         else:
-            if not Path(spec).exists():
-                raise InputError(f"{spec}: source not found")
-            sources.append(open_source(spec))
-    return sources
+            if not Path(self.spec).exists():
+                raise InputError(f"{self.spec}: source not found")
+            source = open_source(self.spec)
+        yield from source.iter_batches(batch_size)
+
+
+def open_sources(specs: Sequence[str]) -> list[FlowSource]:
+    """Wrap each source spec — a path (pcap, Zeek dir/log, EVE file, table) or ``iface:NAME`` — lazily."""
+    return [_LazySource(spec) for spec in specs]

@@ -112,7 +112,9 @@ class Incident:
     """Alerts correlated by attacker, victim and technique within a time window.
 
     ``version`` grows by one with every alert added; ``alert_ids`` are what the incident is based on
-    (the ledger entry of each alert is found by its id). ``technique_id`` is a MITRE ATT&CK technique
+    (the ledger entry of each alert is found by its id). A long-running incident lists its first
+    ``Correlator(max_alert_ids=...)`` ids and counts all of them in ``alert_count``.
+    ``technique_id`` is a MITRE ATT&CK technique
     (e.g. ``T1046``) when one fits, else None.
     """
 
@@ -133,8 +135,15 @@ class Incident:
     technique_id: str | None = None
     technique_name: str | None = None
     model_ids: tuple[str, ...] = ()
+    alert_count: int = 0  # every alert correlated so far; 0 means len(alert_ids)
 
     def __post_init__(self) -> None:
+        if self.alert_count == 0:
+            object.__setattr__(self, "alert_count", len(self.alert_ids))
+        if self.alert_count < len(self.alert_ids):
+            raise ValueError(
+                f"alert_count ({self.alert_count}) must be >= len(alert_ids) ({len(self.alert_ids)})"
+            )
         _check_severity(self.severity)
         if self.version < 1:
             raise ValueError(f"version must be >= 1, got {self.version}")
@@ -147,7 +156,7 @@ class Incident:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of every field (tuples become lists)."""
-        return _jsonable(dataclasses.asdict(self))
+        return _fields(self)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Incident:
@@ -169,6 +178,7 @@ class Incident:
                 technique_id=doc.get("technique_id"),
                 technique_name=doc.get("technique_name"),
                 model_ids=tuple(str(m) for m in doc.get("model_ids", ())),
+                alert_count=int(doc.get("alert_count", 0)),
             )
         except (KeyError, TypeError, ValueError, IndexError) as exc:
             raise ValueError(f"not an incident document: {exc}") from exc
@@ -203,7 +213,7 @@ class TriageProposal:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of every field (tuples become lists)."""
-        return _jsonable(dataclasses.asdict(self))
+        return _fields(self)
 
 
 DECISION_STATUSES = frozenset(
@@ -246,7 +256,7 @@ class Decision:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of every field (tuples become lists)."""
-        return _jsonable(dataclasses.asdict(self))
+        return _fields(self)
 
 
 ACTION_RESULT_STATUSES = frozenset({"applied", "dry_run", "failed", "rolled_back", "expired", "noop"})
@@ -283,13 +293,16 @@ class ActionResult:
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of every field (tuples become lists)."""
-        return _jsonable(dataclasses.asdict(self))
+        return _fields(self)
 
 
-def _jsonable(value: Any) -> Any:
-    # dataclasses.asdict keeps tuples; JSON (and RFC 8785 hashing) wants lists
-    if isinstance(value, dict):
-        return {k: _jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
-    return value
+def _fields(record: Any) -> dict[str, Any]:
+    # dataclasses.asdict deep-copies (slow for incidents with many alert ids) and keeps tuples;
+    # JSON (and RFC 8785 hashing) wants lists. These records hold only scalars and (nested) tuples.
+    out: dict[str, Any] = {}
+    for f in dataclasses.fields(record):
+        value = getattr(record, f.name)
+        if isinstance(value, tuple):
+            value = [list(v) if isinstance(v, tuple) else v for v in value]
+        out[f.name] = value
+    return out

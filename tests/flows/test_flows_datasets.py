@@ -186,3 +186,35 @@ def test_no_data_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     monkeypatch.setattr("trustmesh.flows._datasets.find_data_dir", lambda explicit=None: None)
     with pytest.raises(DatasetError, match="no dataset directory found"):
         verify_dataset("nsl-kdd")
+
+
+def test_docs_list_every_registered_file_and_ground_truth() -> None:
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "datasets.md").read_text(encoding="utf-8")
+
+    for spec in DATASETS.values():
+        assert f"`{spec.name}`" in doc
+        for f in spec.files:
+            assert f.sha256 in doc, f"docs/datasets.md lacks {f.path}"
+        if spec.ground_truth is not None:
+            for host in spec.ground_truth.attackers + spec.ground_truth.victims:
+                assert host in doc
+
+
+def test_ground_truth_flow_rule() -> None:
+    rat = DATASETS["pcap-ratinfected"].ground_truth
+    c2 = DATASETS["pcap-test7-malicious"].ground_truth
+    arp = DATASETS["pcap-arppoison"].ground_truth
+    beacon = DATASETS["pcap-test-cc-beacon"].ground_truth
+    assert rat is not None and c2 is not None and arp is not None and beacon is not None
+
+    # either direction between attacker and victim, on a documented port
+    assert rat.is_malicious_flow("172.16.0.114", "172.16.0.111", 1042, 4433)
+    assert rat.is_malicious_flow("172.16.0.111", "172.16.0.114", 6645, 1050)
+    assert not rat.is_malicious_flow("172.16.0.114", "172.16.0.111", 1042, 80)
+    assert not rat.is_malicious_flow("172.16.0.114", "8.8.8.8", 1042, 4433)
+    # "many victims": any peer, but only the scanned ports; the infected host's own DNS is benign
+    assert c2.is_malicious_flow("192.168.2.16", "203.0.113.9", 40000, 23)
+    assert not c2.is_malicious_flow("192.168.2.16", "203.0.113.9", 40000, 53)
+    # documented benign hosts never count; link-layer attacks have no malicious IP flow
+    assert not beacon.is_malicious_flow("147.32.80.37", "147.32.80.9", 5000, 443)
+    assert not arp.is_malicious_flow("172.16.0.105", "172.16.0.107", 1, 80)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import os
 import shutil
 from pathlib import Path
 
@@ -312,3 +313,101 @@ def test_zeek_dir_with_rotated_logs(tmp_path: Path, data_dir: Path) -> None:
     flows = read_flows(tmp_path)
 
     assert len(flows) == 2 * 141
+
+
+def test_zeek_iot23_space_joined_label_columns(tmp_path: Path) -> None:
+    fields = ["ts", "uid", "id.orig_h", "id.orig_p", "id.resp_h", "id.resp_p", "proto", "service", "duration",
+              "orig_bytes", "resp_bytes", "conn_state"]  # fmt: skip
+    row = ["1545403816.96", "CrDn63WjJEmrWGjqf", "192.168.1.195", "41040", "185.244.25.235", "80", "tcp", "-",
+           "3.139211", "0", "0", "S0"]  # fmt: skip
+    log = tmp_path / "conn.log.labeled"
+    log.write_text(
+        "#separator \\x09\n#unset_field\t-\n#empty_field\t(empty)\n"
+        "#fields\t" + "\t".join(fields) + "\ttunnel_parents   label   detailed-label\n"
+        + "\t".join(row) + "\t-   Malicious   PartOfAHorizontalPortScan\n"
+        + "\t".join(row).replace("CrDn63WjJEmrWGjqf", "C2") + "\t-   Benign   -\n"
+    )
+
+    flows = read_zeek_conn(log)
+
+    _check(flows, labelled=True)
+    assert flows["label"].tolist() == ["malicious", "benign"]
+    assert flows["attack_type"].tolist() == ["PartOfAHorizontalPortScan", "benign"]
+    assert flows.loc[0, "conn_state"] == "S0" and np.isnan(flows.loc[0, "syn"])
+
+
+def test_zeek_json_iso_timestamps(tmp_path: Path) -> None:
+    log = tmp_path / "conn.json"
+    log.write_text(
+        '{"ts":"2020-10-06T15:32:46.785668Z","uid":"C1","id.orig_h":"10.0.0.1","id.orig_p":5,'
+        '"id.resp_h":"10.0.0.2","id.resp_p":53,"proto":"udp","conn_state":"SF"}\n'
+    )
+
+    flows = read_zeek_conn(log)
+
+    assert flows.loc[0, "ts"] == pytest.approx(1601998366.785668)
+    assert flows.loc[0, "service"] == "-" and np.isnan(flows.loc[0, "duration"])
+
+
+def test_allow_truncated_on_garbage_is_still_a_clean_error(tmp_path: Path) -> None:
+    noise = tmp_path / "noise.pcapng"
+    noise.write_bytes(b"\x0a\x0d\x0d\x0a" + b"\xff" * 300)
+
+    with pytest.raises(InputError, match="noise.pcapng"):
+        read_pcap(noise, allow_truncated=True)
+
+
+def test_live_mapping_equals_nfstream_dataframe_mapping(data_dir: Path) -> None:
+    # Live interfaces use the same nfstream_to_canonical mapping; check it against nfstream's own table.
+    from nfstream import NFStreamer
+
+    path = data_dir / PPA / "http_dvwa_sqlinjection.pcapng"
+    table = NFStreamer(source=str(path), statistical_analysis=True, n_meters=1, accounting_mode=3).to_pandas()
+
+    mapped = nfstream_to_canonical(table).sort_values("ts").reset_index(drop=True)
+
+    pd.testing.assert_frame_equal(mapped, read_pcap(path))
+
+
+def test_stopping_early_leaves_no_meter_process(data_dir: Path) -> None:
+    import multiprocessing
+
+    batches = iter_pcap(data_dir / PPA / "synscan.pcapng", batch_size=10)
+    assert len(next(batches)) == 10
+
+    batches.close()
+
+    assert multiprocessing.active_children() == []
+
+
+@pytest.mark.integration
+@pytest.mark.skipif(not hasattr(os, "geteuid") or os.geteuid() != 0, reason="live capture needs root")
+def test_live_loopback_capture() -> None:
+    import socket
+    import threading
+
+    from trustmesh.flows import iter_interface
+
+    stop = threading.Event()
+
+    def send() -> None:
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            while not stop.is_set():
+                s.sendto(b"x" * 100, ("127.0.0.1", 39_999))
+                stop.wait(0.05)
+
+    sender = threading.Thread(target=send, daemon=True)
+    sender.start()
+    flows = iter_interface("lo", 1, bpf_filter="udp and port 39999", idle_timeout=1, active_timeout=1)
+    try:
+        batch = next(flows)
+    finally:
+        stop.set()
+        flows.close()
+        sender.join()
+
+    validate_canonical(batch)
+    row = batch.iloc[0]
+    assert (row["src_ip"], row["dst_ip"], row["dst_port"], row["proto"]) == ("127.0.0.1", "127.0.0.1", 39_999, "udp")
+    assert row["src_pkts"] >= 2 and row["src_bytes"] == 100 * row["src_pkts"]
+    assert row["conn_state"] == "S0"  # nothing answers on that port

@@ -8,6 +8,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from trustmesh.errors import InputError
 from trustmesh.flows import LabelledTable, load_table
@@ -160,3 +162,27 @@ def test_missing_paths(tmp_path: Path) -> None:
     (tmp_path / "d").mkdir()
     with pytest.raises(InputError, match="holds no CSV"):
         load_table(tmp_path / "d")
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    values=st.lists(
+        st.floats(allow_nan=False, allow_infinity=False, width=32) | st.integers(-(10**9), 10**9),
+        min_size=2, max_size=30,
+    ),
+    bom=st.booleans(),
+    crlf=st.booleans(),
+)
+def test_numeric_columns_round_trip(tmp_path_factory: pytest.TempPathFactory, values: list[float],
+                                    bom: bool, crlf: bool) -> None:  # fmt: skip
+    labels = ["normal" if i % 2 else "attack" for i in range(len(values))]
+    text = "v,label\n" + "".join(f"{v!r},{lab}\n" for v, lab in zip(values, labels, strict=True))
+    if crlf:
+        text = text.replace("\n", "\r\n")
+    path = tmp_path_factory.mktemp("rt") / "t.csv"
+    path.write_bytes(("\ufeff" if bom else "").encode() + text.encode())
+
+    table = load_table(path)
+
+    assert np.allclose(table.features["v"].to_numpy(dtype=float), np.asarray(values, dtype=float), rtol=1e-12)
+    assert table.is_attack.tolist() == [lab == "attack" for lab in labels]

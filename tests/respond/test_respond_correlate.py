@@ -98,3 +98,11 @@ def test_expire_closes_idle_incidents() -> None:
     assert corr.expire(5.0) == []
     assert corr.expire(11.0) == [inc]
     assert corr.open_incidents == []
+
+
+def test_alert_ids_are_capped_but_counted() -> None:
+    corr = Correlator(window_s=600, max_alert_ids=3)
+    incs = [corr.add(_alert(i)) for i in range(5)]
+    assert incs[-1].alert_ids == ("a0", "a1", "a2")
+    assert (incs[-1].alert_count, incs[-1].version) == (5, 5)
+    assert Incident.from_dict(incs[-1].to_dict()) == incs[-1]

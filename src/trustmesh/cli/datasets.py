@@ -7,7 +7,7 @@ from pathlib import Path
 import typer
 
 from trustmesh.cli._common import console, err_console, guarded, print_json
-from trustmesh.cli._root import app, bench_app  # noqa: F401
+from trustmesh.cli._root import app
 
 __all__ = ["datasets_app"]
 

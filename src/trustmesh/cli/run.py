@@ -56,3 +56,5 @@ def run(
             err_console.print(f"[yellow]warning:[/] {e}")
     if doc["interrupted"]:
         raise typer.Exit(130)
+    if doc["errors"]:
+        raise typer.Exit(2)

@@ -98,8 +98,16 @@ def check_config(config: BlueprintConfig, data_dir: Path | None) -> None:
         raise ConfigError(f"data_dir {data_dir}: not a directory")
 
 
+def _cpu_s() -> float:
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_SELF)
+    return ru.ru_utime + ru.ru_stime
+
+
 def _run_one(name: str, title: str, fn: SectionFn, ctx: Context) -> SectionResult:
     t0 = time.perf_counter()
+    c0 = _cpu_s()
     try:
         result = fn(ctx)
     except Skip as exc:
@@ -113,7 +121,8 @@ def _run_one(name: str, title: str, fn: SectionFn, ctx: Context) -> SectionResul
     except Exception as exc:  # a bug in a section must not lose the other sections' results
         log.error("section %s failed:\n%s", name, traceback.format_exc())
         result = SectionResult(name, title, "error", reason=f"{type(exc).__name__}: {exc}")
-    return replace(result, name=name, title=title, seconds=round(time.perf_counter() - t0, 3))
+    return replace(result, name=name, title=title, seconds=round(time.perf_counter() - t0, 3),
+                   cpu_seconds=round(_cpu_s() - c0, 3))
 
 
 def _headline_figures(sections: tuple[SectionResult, ...]) -> dict[str, Any]:

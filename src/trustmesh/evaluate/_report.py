@@ -82,6 +82,7 @@ class SectionResult:
     plots: tuple[Plot, ...] = ()
     notes: tuple[str, ...] = ()
     seconds: float = 0.0
+    cpu_seconds: float = 0.0
 
     @classmethod
     def skipped(cls, name: str, title: str, reason: str) -> SectionResult:
@@ -109,6 +110,7 @@ class SectionResult:
             "plots": plots,
             "notes": list(self.notes),
             "seconds": self.seconds,
+            "cpu_seconds": self.cpu_seconds,
         }
 
     @classmethod
@@ -125,6 +127,7 @@ class SectionResult:
             plots=tuple(Plot(p["id"], p["title"], base64.b64decode(p["png_base64"])) for p in d.get("plots", [])),
             notes=tuple(d.get("notes", [])),
             seconds=float(d.get("seconds", 0.0)),
+            cpu_seconds=float(d.get("cpu_seconds", 0.0)),
         )
 
 
@@ -215,13 +218,14 @@ def render_html(doc: dict[str, Any], sections: Sequence[SectionResult], json_sha
         f'trustmesh {e(str(env.get("trustmesh")))} · commit {e(str(env.get("commit")))} · '
         f'config {e(str(doc.get("config_sha256", ""))[:16])} · report.json sha256 {e(json_sha256[:16])}</p>',
         '<h2 id="summary">Summary</h2>',
-        '<table id="summary-table"><tr><th>section</th><th>status</th><th>headline</th><th>time (s)</th></tr>',
+        '<table id="summary-table"><tr><th>section</th><th>status</th><th>headline</th><th>wall s</th>'
+        "<th>CPU s</th></tr>",
     ]
     for s in sections:
         head = "; ".join(f"{e(k)}: {_fmt(v)}" for k, v in s.headline.items()) or e(s.reason)
         out.append(
             f'<tr><td><a href="#sec-{e(s.name)}">{e(s.title)}</a></td><td class="{s.status}">{s.status}</td>'
-            f"<td>{head}</td><td>{s.seconds:.1f}</td></tr>"
+            f"<td>{head}</td><td>{s.seconds:.1f}</td><td>{s.cpu_seconds:.1f}</td></tr>"
         )
     out.append("</table>")
     for s in sections:

@@ -1,3 +1,87 @@
-"""trustmesh.federated (being written)."""
+"""Federated learning across sites with Flower: partitioners, robust aggregation, attacks, SecAgg+,
+central DP and CKKS, with every round recorded on the ledger.
 
-__all__: list[str] = []
+Entry points: :func:`simulate` (a real Flower simulation), :func:`run_inprocess` (same round logic
+without Flower's transport, for sweeps), :class:`FLConfig`, :class:`Coordinator`.
+"""
+
+from __future__ import annotations
+
+from trustmesh.federated._aggregate import (
+    flatten as flatten_weights,
+    Aggregation,
+    Aggregator,
+    CoordinateMedian,
+    FedAvg,
+    FedProx,
+    FLTrust,
+    MultiKrum,
+    TrimmedMean,
+    make_aggregator,
+)
+from trustmesh.federated._artifact import save_federated_model
+from trustmesh.federated._attacks import ATTACK_KINDS, AttackSpec, apply_trigger, malicious_sites
+from trustmesh.federated._coordinator import Coordinator, Submission
+from trustmesh.federated._data import DATASETS, FederatedData, load_federated_data
+from trustmesh.federated._flower import build_client_app, build_server_app, simulate
+from trustmesh.federated._metrics import classification_metrics
+from trustmesh.federated._model import MLPModel
+from trustmesh.federated._partition import (
+    PartitionSpec,
+    partition,
+    partition_attack_family,
+    partition_dirichlet,
+    partition_groups,
+    partition_iid,
+)
+from trustmesh.federated._record import RoundRecord, RoundRecorder, open_round_ledger
+from trustmesh.federated._run import FLConfig, FLResult, Plan, plan_run, run_inprocess
+from trustmesh.federated._site import Site, TrainConfig
+from trustmesh.federated._validate import Commitment, UpdateValidator, commit_arrays
+
+__all__ = [
+    "ATTACK_KINDS",
+    "Aggregation",
+    "Aggregator",
+    "AttackSpec",
+    "Commitment",
+    "CoordinateMedian",
+    "Coordinator",
+    "DATASETS",
+    "FLConfig",
+    "FLResult",
+    "FLTrust",
+    "FedAvg",
+    "FedProx",
+    "FederatedData",
+    "MLPModel",
+    "MultiKrum",
+    "PartitionSpec",
+    "Plan",
+    "RoundRecord",
+    "RoundRecorder",
+    "Site",
+    "Submission",
+    "TrainConfig",
+    "TrimmedMean",
+    "UpdateValidator",
+    "apply_trigger",
+    "build_client_app",
+    "build_server_app",
+    "classification_metrics",
+    "commit_arrays",
+    "flatten_weights",
+    "load_federated_data",
+    "make_aggregator",
+    "malicious_sites",
+    "open_round_ledger",
+    "partition",
+    "partition_attack_family",
+    "partition_dirichlet",
+    "partition_groups",
+    "partition_iid",
+    "plan_run",
+    "run_inprocess",
+    "save_federated_model",
+    "simulate",
+]

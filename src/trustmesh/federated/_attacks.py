@@ -22,7 +22,7 @@ ATTACK_KINDS = ("label-flip", "sign-flip", "scaling", "gaussian", "backdoor")
 class AttackSpec:
     """Which attack, which fraction of sites run it, and its strength.
 
-    ``scale`` is the sign-flip/scaling factor (scaling defaults to boosting by the number of sites, as
+    ``scale`` is the sign-flip/scaling factor (sign flip defaults to -4x the honest update; scaling defaults to boosting by the number of sites, as
     in model replacement, when ``scale`` is 0); ``noise_std`` the Gaussian attack's standard deviation;
     ``trigger_features``/``trigger_value`` the backdoor pattern; ``poison_rate`` the share of a
     backdoor site's attack rows that get the trigger.
@@ -84,7 +84,7 @@ class AttackSpec:
         """Return the flat model a malicious site submits for model-poisoning kinds; others unchanged."""
         delta = local - global_model
         if self.kind == "sign-flip":
-            return global_model - (self.scale or 1.0) * delta
+            return global_model - (self.scale or 4.0) * delta
         if self.kind == "scaling":
             return global_model + (self.scale or float(n_sites)) * delta
         if self.kind == "gaussian":

@@ -8,7 +8,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-from trustmesh.errors import FederatedError
+from trustmesh.errors import FederatedError, InputError
 
 __all__ = ["RoundLedger", "RoundRecord", "RoundRecorder", "open_round_ledger"]
 
@@ -53,20 +53,17 @@ class RoundLedger(Protocol):
         ...
 
 
-def open_round_ledger(directory: Path | str, origin: str = "trustmesh.fl") -> RoundLedger:
-    """Open (or create) the trustmesh ledger in ``directory``; raise FederatedError if it is unavailable."""
+def open_round_ledger(directory: Path | str, origin: str = "trustmesh.fl") -> Any:
+    """Open the trustmesh ledger in ``directory``, creating it (named ``origin``) when there is none."""
     try:
-        from trustmesh.ledger import Ledger  # type: ignore[attr-defined]
-    except ImportError as exc:
-        raise FederatedError(
-            "--ledger: trustmesh.ledger.Ledger is not available in this build; run without --ledger"
-        ) from exc
+        from trustmesh.ledger import Ledger
+    except ImportError as exc:  # pragma: no cover - the ledger ships with the core package
+        raise FederatedError("--ledger: trustmesh.ledger is not available in this build") from exc
     path = Path(directory)
     try:
-        ledger: RoundLedger = Ledger.open(path) if path.exists() and any(path.iterdir()) else Ledger.create(path, origin)
-    except TypeError:
-        ledger = Ledger.create(path, origin=origin)
-    return ledger
+        return Ledger.open(path)
+    except InputError:
+        return Ledger.create(path, origin)
 
 
 class RoundRecorder:

@@ -16,7 +16,7 @@ import hashlib
 import logging
 import mmap
 import struct
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -230,19 +230,38 @@ def _streamer(source: str, **extra: Any) -> Any:
     )
 
 
-def _iter_streamer(streamer: Any, batch_size: int, source: str) -> Iterator[pd.DataFrame]:
+def _stop(flows: Iterator[Any]) -> None:
+    """Stop nfstream's metering process(es) when the consumer stops early.
+
+    ``NFStreamer.__iter__`` only terminates its meters on ``KeyboardInterrupt``; a plain
+    ``generator.close()`` would leave the meter process capturing until the parent exits.
+    """
+    try:
+        flows.throw(KeyboardInterrupt)  # type: ignore[attr-defined]
+    except (StopIteration, KeyboardInterrupt, ValueError):
+        pass
+
+
+def _iter_streamer(streamer: Any, batch_size: int, source: str) -> Generator[pd.DataFrame, None, None]:
     keys: list[str] | None = None
     rows: list[list[Any]] = []
+    flows = iter(streamer)
+    finished = False
     try:
-        for flow in streamer:
+        for flow in flows:
             if keys is None:
                 keys = list(flow.keys())
             rows.append(flow.values())
             if len(rows) >= batch_size:
                 yield nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source)
                 rows = []
+        finished = True
     except ValueError as exc:  # nfstream: "unknown file format" and similar
+        finished = True
         raise InputError(f"{source}: nfstream cannot read it ({exc})") from exc
+    finally:
+        if not finished:
+            _stop(flows)
     if rows and keys is not None:
         yield nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source)
 
@@ -254,7 +273,7 @@ def _check_batch(batch_size: int) -> None:
 
 def iter_pcap(
     path: Path | str, batch_size: int = 10_000, *, allow_truncated: bool = False, bpf_filter: str | None = None
-) -> Iterator[pd.DataFrame]:
+) -> Generator[pd.DataFrame, None, None]:
     """Yield canonical flow batches from a pcap/pcapng file without loading the whole capture.
 
     Flows are emitted when nfstream expires them (idle 120 s, active 1800 s, or end of file), so a
@@ -269,7 +288,11 @@ def iter_pcap(
         if not allow_truncated:
             raise
         log.warning("%s: capture is truncated or corrupt; metering the readable part", p)
-    yield from _iter_streamer(_streamer(str(p), bpf_filter=bpf_filter), batch_size, str(p))
+    try:
+        streamer = _streamer(str(p), bpf_filter=bpf_filter)
+    except ValueError as exc:  # nfstream: "unknown file format", bad BPF filter, ...
+        raise InputError(f"{p}: nfstream cannot read it ({exc})") from exc
+    yield from _iter_streamer(streamer, batch_size, str(p))
 
 
 def read_pcap(path: Path | str, *, allow_truncated: bool = False, bpf_filter: str | None = None) -> pd.DataFrame:
@@ -288,10 +311,11 @@ def iter_interface(
     bpf_filter: str | None = None,
     idle_timeout: int = 120,
     active_timeout: int = 1800,
-) -> Iterator[pd.DataFrame]:
+) -> Generator[pd.DataFrame, None, None]:
     """Yield canonical flow batches metered live from a network interface (needs capture rights).
 
-    Same mapping as ``iter_pcap``; runs until the caller stops iterating.
+    Same mapping as ``iter_pcap``; runs until the caller stops iterating. Call ``close()`` on the
+    generator (or let it be garbage-collected) to stop nfstream's capture process.
     """
     _check_batch(batch_size)
     if not interface or "/" in interface:

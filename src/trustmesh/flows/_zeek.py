@@ -2,7 +2,8 @@
 
 TSV: header lines (``#separator``, ``#unset_field``, ``#empty_field``, ``#fields``, ``#types``) may
 appear again mid-file (concatenated or rotated logs) and are re-read; leading whitespace before ``#``
-is tolerated (one public Slips sample starts with a stray TAB). Unset (``-``) values become NaN for
+is tolerated (one public Slips sample starts with a stray TAB), and so is IoT-23's habit of joining the
+last three columns with three spaces instead of TABs. Unset (``-``) values become NaN for
 numbers and ``-`` for text; ``(empty)`` becomes ``-``.
 
 Labelled logs (Stratosphere/IoT-23 ``conn.log.labeled``) carry ``label`` and ``detailedlabel`` (or
@@ -13,6 +14,7 @@ Labelled logs (Stratosphere/IoT-23 ``conn.log.labeled``) carry ``label`` and ``d
 from __future__ import annotations
 
 import json
+import re
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +41,8 @@ _RENAME = {
 }
 _REQUIRED = ("id.orig_h", "id.resp_h", "proto")
 _DETAILED = ("detailedlabel", "detailed-label", "detailed_label")
+# IoT-23 labelled logs join "tunnel_parents   label   detailed-label" with 3 spaces instead of TABs
+_IOT23_SPLIT = re.compile(r"\t| {3,}")
 
 
 def _labels(df: pd.DataFrame) -> tuple[pd.Series, pd.Series] | None:
@@ -60,6 +64,18 @@ def _labels(df: pd.DataFrame) -> tuple[pd.Series, pd.Series] | None:
     return label.astype("str"), attack.astype("str")
 
 
+def _ts_seconds(ts: pd.Series, source: str) -> pd.Series:
+    """Return epoch seconds from Zeek ``ts`` given as numbers or ISO 8601 text (JSON_TS_ISO8601)."""
+    num = pd.to_numeric(ts, errors="coerce")
+    if bool(num.notna().any()) or not bool(ts.notna().any()):
+        return num
+    try:
+        parsed = pd.to_datetime(ts, format="ISO8601", utc=True)
+    except (ValueError, TypeError) as exc:
+        raise InputError(f"{source}: unparseable ts values, e.g. {ts.dropna().iloc[0]!r}") from exc
+    return (parsed - pd.Timestamp("1970-01-01", tz="UTC")) / pd.Timedelta(seconds=1)
+
+
 def zeek_to_canonical(df: pd.DataFrame, *, source: str = "zeek conn.log") -> pd.DataFrame:
     """Map a frame with Zeek conn.log field names (``id.orig_h``, ``orig_bytes``, ...) to canonical."""
     if df.empty:
@@ -68,6 +84,8 @@ def zeek_to_canonical(df: pd.DataFrame, *, source: str = "zeek conn.log") -> pd.
     if missing:
         raise InputError(f"{source}: not a Zeek conn.log (missing fields {', '.join(missing)})")
     out = df.rename(columns=_RENAME)
+    if "ts" in out.columns and not pd.api.types.is_numeric_dtype(out["ts"]):
+        out["ts"] = _ts_seconds(out["ts"], source)
     for col in ("service", "conn_state"):
         if col in out.columns:
             s = out[col].astype("str")
@@ -89,6 +107,7 @@ def _iter_tsv(lines: Iterator[str], path: Path, batch_size: int) -> Iterator[pd.
     sep = "\t"
     unset, empty = "-", "(empty)"
     fields: list[str] | None = None
+    iot23 = False
     rows: list[list[str]] = []
     for lineno, raw in enumerate(lines, 1):
         line = raw.rstrip("\r\n")
@@ -108,10 +127,13 @@ def _iter_tsv(lines: Iterator[str], path: Path, batch_size: int) -> Iterator[pd.
                     yield _parse_tsv_batch(rows, fields, unset, empty, str(path))
                     rows = []
                 fields = value.split(sep)
+                iot23 = sep == "\t" and any("   " in f for f in fields)
+                if iot23:
+                    fields = _IOT23_SPLIT.split(value)
             continue
         if fields is None:
             raise InputError(f"{path}:{lineno}: data before any '#fields' header; not a Zeek TSV log")
-        parts = line.split(sep)
+        parts = _IOT23_SPLIT.split(line) if iot23 else line.split(sep)
         if len(parts) != len(fields):
             raise InputError(f"{path}:{lineno}: {len(parts)} fields, the '#fields' header names {len(fields)}")
         rows.append(parts)

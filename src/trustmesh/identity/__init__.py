@@ -20,15 +20,15 @@ from trustmesh.identity._registry import (
 )
 
 __all__ = [
-    "ENROLL",
-    "REVOKE",
-    "ROTATE",
     "DeviceId",
     "DeviceKeys",
     "DeviceRecord",
+    "ENROLL",
     "IdentityRegistry",
     "KeyEpoch",
     "PublicKeys",
+    "REVOKE",
+    "ROTATE",
     "check_device_id",
     "enroll",
     "revoke",

@@ -24,7 +24,6 @@ from trustmesh.ledger._verify import verify_consistency, verify_inclusion
 from trustmesh.ledger._witness import Cosignature, Witness, detect_split_view, verify_cosignatures
 
 __all__ = [
-    "MAX_ENTRY_BYTES",
     "AuditReport",
     "BlobId",
     "Checkpoint",
@@ -33,6 +32,7 @@ __all__ = [
     "Entry",
     "InclusionProof",
     "Ledger",
+    "MAX_ENTRY_BYTES",
     "NoteSigner",
     "NoteVerifier",
     "SignedNote",

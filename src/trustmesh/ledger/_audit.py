@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import time as _time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -15,7 +16,6 @@ from trustmesh.errors import (
     InputError,
     LogIntegrityError,
     SignatureError,
-    VerificationError,
 )
 from trustmesh.ledger._checkpoint import Checkpoint
 from trustmesh.ledger._entry import Entry
@@ -166,6 +166,20 @@ def audit(
     recomputed tree (a truncated log raises LogIntegrityError at the current size). ``log_key`` pins
     the key instead of trusting the one stored beside the log.
     """
+    try:
+        return _audit(directory, trusted_checkpoint, log_key, witness_keys, quorum, check_blobs)
+    except sqlite3.Error as exc:  # a damaged database file is tampering evidence, not a crash
+        raise LogIntegrityError(f"{directory}: the ledger database is damaged ({exc})") from None
+
+
+def _audit(
+    directory: Path | str,
+    trusted_checkpoint: Checkpoint | bytes | None,
+    log_key: NoteVerifier | str | None,
+    witness_keys: Sequence[NoteVerifier | str],
+    quorum: int,
+    check_blobs: bool,
+) -> AuditReport:
     started = _time.perf_counter()
     ledger = Ledger.open(directory, read_only=True)
     try:
@@ -260,8 +274,6 @@ def audit(
         blobs = _check_blobs(ledger.directory) if check_blobs else 0
         return AuditReport(key.name, size, root, n_cp, None if latest is None else latest.size, trusted_size,
                            cosigs, blobs, _time.perf_counter() - started)
-    except VerificationError:
-        raise
     finally:
         ledger.close()
 

@@ -20,6 +20,7 @@ before COMMIT returns, so an acknowledged append survives a process crash and a 
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import sqlite3
 import struct
@@ -41,6 +42,7 @@ TILE_WIDTH: Final = 256
 TILE_HEIGHT: Final = 8
 _CACHE_TILES: Final = 2048  # at most ~32 MiB of cached full tiles
 _H = HASH_SIZE
+_sha256 = hashlib.sha256
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -48,6 +50,21 @@ CREATE TABLE IF NOT EXISTS bundles(idx INTEGER PRIMARY KEY, width INTEGER NOT NU
 CREATE TABLE IF NOT EXISTS tiles(id INTEGER PRIMARY KEY, width INTEGER NOT NULL, data BLOB NOT NULL);
 CREATE TABLE IF NOT EXISTS checkpoints(seq INTEGER PRIMARY KEY, size INTEGER NOT NULL, note BLOB NOT NULL);
 """
+
+
+def _as_bytes(value: object) -> bytes:
+    """Return a stored BLOB as bytes; a tampered row may hold TEXT or a number instead."""
+    if isinstance(value, bytes | bytearray | memoryview):
+        return bytes(value)
+    if isinstance(value, str):
+        return value.encode("utf-8", "surrogateescape")
+    raise LogIntegrityError(f"stored value has the wrong type ({type(value).__name__})")
+
+
+def _as_int(value: object) -> int:
+    if isinstance(value, int):
+        return value
+    raise LogIntegrityError(f"stored integer has the wrong type ({type(value).__name__})")
 
 
 def tile_id(stratum: int, index: int) -> int:
@@ -76,8 +93,9 @@ def build_tile(hashes: Sequence[bytes]) -> bytes:
     """Return the stored form of a tile: its level-0 hashes and every complete node above them."""
     parts = list(hashes)
     cur = parts
+    sha = _sha256
     for _ in range(1, TILE_HEIGHT):
-        cur = [node_hash(cur[i], cur[i + 1]) for i in range(0, len(cur) - 1, 2)]
+        cur = [sha(b"\x01" + cur[i] + cur[i + 1]).digest() for i in range(0, len(cur) - 1, 2)]
         if not cur:
             break
         parts.extend(cur)
@@ -86,7 +104,11 @@ def build_tile(hashes: Sequence[bytes]) -> bytes:
 
 def pack_bundle(entries: Sequence[bytes]) -> bytes:
     """Return a tlog-tiles entry bundle: each entry prefixed with its big-endian uint16 length."""
-    return b"".join(struct.pack(">H", len(e)) + e for e in entries)
+    parts = []
+    for e in entries:
+        parts.append(len(e).to_bytes(2, "big"))
+        parts.append(e)
+    return b"".join(parts)
 
 
 def unpack_bundle(data: bytes, index: int = 0) -> list[bytes]:
@@ -224,7 +246,7 @@ class TileStore:
         row = self._db.execute("SELECT width, data FROM tiles WHERE id=?", (key,)).fetchone()
         if row is None:
             raise LogIntegrityError(f"hash tile {stratum}/{index} is missing", index=index << (8 * (stratum + 1)))
-        width, data = int(row[0]), bytes(row[1])
+        width, data = _as_int(row[0]), _as_bytes(row[1])
         if not 1 <= width <= TILE_WIDTH or len(data) != level_offsets(width)[-1] * _H:
             raise LogIntegrityError(f"hash tile {stratum}/{index} is malformed", index=index << (8 * (stratum + 1)))
         self._cache[key] = (width, data)
@@ -280,7 +302,7 @@ class TileStore:
             row = self._db.execute("SELECT width, data FROM bundles WHERE idx=?", (index,)).fetchone()
         if row is None:
             raise LogIntegrityError(f"entry bundle {index} is missing", index=index << TILE_HEIGHT)
-        entries = unpack_bundle(bytes(row[1]), index << TILE_HEIGHT)
+        entries = unpack_bundle(_as_bytes(row[1]), index << TILE_HEIGHT)
         if len(entries) != int(row[0]):
             raise LogIntegrityError(f"entry bundle {index} holds {len(entries)} entries but says {row[0]}",
                                     index=(index << TILE_HEIGHT) + min(len(entries), int(row[0])))
@@ -292,19 +314,19 @@ class TileStore:
             row = self._db.execute("SELECT width, data FROM bundles WHERE idx=?", (index,)).fetchone()
         if row is None:
             raise LogIntegrityError(f"entry bundle {index} is missing", index=index << TILE_HEIGHT)
-        return int(row[0]), bytes(row[1])
+        return _as_int(row[0]), _as_bytes(row[1])
 
     def iter_bundles(self) -> Iterator[tuple[int, int, bytes]]:
         """Yield (index, width, data) of every stored bundle in index order."""
         cur = self._db.execute("SELECT idx, width, data FROM bundles ORDER BY idx")
         for idx, width, data in cur:
-            yield int(idx), int(width), bytes(data)
+            yield _as_int(idx), _as_int(width), _as_bytes(data)
 
     def iter_tiles(self) -> Iterator[tuple[int, int, int, bytes]]:
         """Yield (stratum, index, width, data) of every stored tile in id order."""
         cur = self._db.execute("SELECT id, width, data FROM tiles ORDER BY id")
         for key, width, data in cur:
-            yield int(key) >> 56, int(key) & ((1 << 56) - 1), int(width), bytes(data)
+            yield _as_int(key) >> 56, _as_int(key) & ((1 << 56) - 1), _as_int(width), _as_bytes(data)
 
     def entry(self, index: int) -> bytes:
         """Return the bytes of entry ``index``."""
@@ -314,7 +336,7 @@ class TileStore:
             ).fetchone()
         if row is None:
             raise LogIntegrityError(f"entry bundle for entry {index} is missing", index=index)
-        data, off, pos = bytes(row[0]), 0, index & (TILE_WIDTH - 1)
+        data, off, pos = _as_bytes(row[0]), 0, index & (TILE_WIDTH - 1)
         for _ in range(pos):
             if off + 2 > len(data):
                 raise LogIntegrityError(f"entry {index} is missing from its bundle", index=index)
@@ -363,39 +385,54 @@ class TileStore:
         self._size = -1
         self.refresh()
 
-    def _stage(self, entries: Sequence[bytes], leaf_hashes: Sequence[bytes]) -> tuple[list[tuple[int, int, bytes]], list[tuple[int, int, bytes]]]:
+    def _stage(
+        self, entries: Sequence[bytes], leaf_hashes: Sequence[bytes]
+    ) -> tuple[list[tuple[int, int, bytes]], list[tuple[int, int, bytes]]]:
+        """Advance the in-memory right edge by a batch; return the tile and bundle rows to write.
+
+        Works tile by tile (slices of up to 256), so the per-entry Python work is one list append.
+        """
+        if len(entries) != len(leaf_hashes):
+            raise ValueError("entries and leaf_hashes differ in length")
         edge, bundle = self._edge, self._bundle_edge
         tile_rows: list[tuple[int, int, bytes]] = []
         bundle_rows: list[tuple[int, int, bytes]] = []
-        # Number of hashes ever pushed to each stratum's level 0, to name completed tiles.
-        counts = [self._size >> (TILE_HEIGHT * s) for s in range(max(len(edge), 1) + 8)]
         nb = self._size >> TILE_HEIGHT
-        for raw, h in zip(entries, leaf_hashes, strict=True):
-            bundle.append(raw)
+        pos, total = 0, len(entries)
+        while pos < total:
+            take = min(TILE_WIDTH - len(bundle), total - pos)
+            bundle.extend(entries[pos : pos + take])
             if len(bundle) == TILE_WIDTH:
                 bundle_rows.append((nb, TILE_WIDTH, pack_bundle(bundle)))
                 bundle.clear()
                 nb += 1
-            s, cur = 0, h
-            while True:
-                if len(edge) <= s:
-                    edge.append([])
-                    if len(counts) <= s:
-                        counts.append(0)
-                row = edge[s]
-                row.append(cur)
-                counts[s] += 1
-                if len(row) < TILE_WIDTH:
-                    break
-                data = build_tile(row)
-                t = (counts[s] >> TILE_HEIGHT) - 1
-                tile_rows.append((tile_id(s, t), TILE_WIDTH, data))
-                # the tile's root: hash of the two level-7 nodes (the last two hashes stored)
-                cur = node_hash(data[-2 * _H : -_H], data[-_H:])
-                row.clear()
-                s += 1
+            pos += take
         if bundle:
             bundle_rows.append((nb, len(bundle), pack_bundle(bundle)))
+        if not edge:
+            edge.append([])
+        # counts[s]: hashes ever pushed to tile level s (names the tile a completed row becomes)
+        counts = [self._size >> (TILE_HEIGHT * s) for s in range(len(edge))]
+        row0 = edge[0]
+        pos = 0
+        while pos < total:
+            take = min(TILE_WIDTH - len(row0), total - pos)
+            row0.extend(leaf_hashes[pos : pos + take])
+            counts[0] += take
+            pos += take
+            s, row = 0, row0
+            while len(row) == TILE_WIDTH:
+                data = build_tile(row)
+                tile_rows.append((tile_id(s, (counts[s] >> TILE_HEIGHT) - 1), TILE_WIDTH, data))
+                root = _sha256(b"\x01" + data[-2 * _H :]).digest()  # the two level-7 nodes end the tile
+                row.clear()
+                s += 1
+                if len(edge) <= s:
+                    edge.append([])
+                    counts.append(0)
+                row = edge[s]
+                row.append(root)
+                counts[s] += 1
         for s, row in enumerate(edge):
             if row:
                 tile_rows.append((tile_id(s, counts[s] >> TILE_HEIGHT), len(row), build_tile(row)))
@@ -406,13 +443,13 @@ class TileStore:
         """Return every stored (seq, size, note) in signing order."""
         with self._lock:
             rows = self._db.execute("SELECT seq, size, note FROM checkpoints ORDER BY seq").fetchall()
-        return [(int(a), int(b), bytes(c)) for a, b, c in rows]
+        return [(_as_int(a), _as_int(b), _as_bytes(c)) for a, b, c in rows]
 
     def latest_checkpoint(self) -> tuple[int, int, bytes] | None:
         """Return the newest stored (seq, size, note) or None."""
         with self._lock:
             row = self._db.execute("SELECT seq, size, note FROM checkpoints ORDER BY seq DESC LIMIT 1").fetchone()
-        return None if row is None else (int(row[0]), int(row[1]), bytes(row[2]))
+        return None if row is None else (_as_int(row[0]), _as_int(row[1]), _as_bytes(row[2]))
 
     def add_checkpoint(self, size: int, note: bytes) -> None:
         """Store a newly signed checkpoint."""

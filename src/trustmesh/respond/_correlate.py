@@ -9,11 +9,11 @@ is then classed as a port scan (T1046).
 
 from __future__ import annotations
 
-import dataclasses
+import bisect
 import hashlib
 import re
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any
 
 from trustmesh.records import Alert, Incident, IncidentId
 
@@ -49,7 +49,6 @@ _CLASS_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 _DOS = {"T1498", "T1499"}
-_T = TypeVar("_T")
 _GENERIC = {"", "attack", "anomaly", "malicious", "unknown", "suspicious", "1", "true"}
 
 
@@ -70,7 +69,12 @@ def technique_for(predicted_class: str | None) -> str | None:
 class _Open:
     incident: Incident
     base_severity: int
-    ports: set[int] = field(default_factory=set)
+    ports: set[int] = field(default_factory=set)  # every distinct port (for the scan heuristic)
+    shown_ports: list[int] = field(default_factory=list)  # the first max_items, sorted, for the record
+    alert_ids: list[str] = field(default_factory=list)
+    # insertion-ordered lists plus sets for O(1) membership (incidents can reach 10^5 alerts)
+    lists: dict[str, list[Any]] = field(default_factory=dict)
+    seen: dict[str, set[Any]] = field(default_factory=dict)
 
 
 class Correlator:
@@ -83,19 +87,25 @@ class Correlator:
     scan_ports:
         Distinct destination ports from one attacker that turn an unlabelled incident into T1046.
     max_items:
-        Cap on the addresses, ports and flows an incident lists (alert ids are never capped).
+        Cap on the addresses, ports and flows an incident lists.
+    max_alert_ids:
+        Cap on the alert ids an incident lists (``alert_count`` keeps counting); bounds the record size.
     """
 
-    def __init__(self, window_s: float = 300.0, *, scan_ports: int = 10, max_items: int = 256) -> None:
+    def __init__(self, window_s: float = 300.0, *, scan_ports: int = 10, max_items: int = 256,
+                 max_alert_ids: int = 1000) -> None:
         if window_s <= 0:
             raise ValueError(f"window_s must be > 0, got {window_s}")
         if scan_ports < 2:
             raise ValueError(f"scan_ports must be >= 2, got {scan_ports}")
         if max_items < 1:
             raise ValueError(f"max_items must be >= 1, got {max_items}")
+        if max_alert_ids < 1:
+            raise ValueError(f"max_alert_ids must be >= 1, got {max_alert_ids}")
         self.window_s = float(window_s)
         self.scan_ports = scan_ports
         self.max_items = max_items
+        self.max_alert_ids = max_alert_ids
         self._open: dict[tuple[str, str, str], _Open] = {}
 
     def _key(self, alert: Alert, technique: str | None) -> tuple[str, str, str]:
@@ -106,63 +116,76 @@ class Correlator:
             return ("attacker", alert.source_ip, tech)
         return ("victim", alert.destination_ip or "-", tech)
 
+    def _merge(self, state: _Open, name: str, items: tuple[Any, ...]) -> tuple[Any, ...]:
+        values = state.lists.setdefault(name, [])
+        seen = state.seen.setdefault(name, set())
+        for item in items:
+            if item not in seen and len(values) < self.max_items:
+                seen.add(item)
+                values.append(item)
+        return tuple(values)
+
     def add(self, alert: Alert) -> Incident:
         """Add one alert; return the incident it opened or updated (a new version)."""
         technique = technique_for(alert.predicted_class)
         key = self._key(alert, technique)
-        current = self._open.get(key)
-        if current is not None and alert.timestamp - current.incident.last_seen > self.window_s:
-            current = None  # window closed: a later alert starts a new incident
-        if current is None:
+        state = self._open.get(key)
+        if state is not None and alert.timestamp - state.incident.last_seen > self.window_s:
+            state = None  # window closed: a later alert starts a new incident
+        if state is None:
             digest = hashlib.sha256("\x00".join((*key, alert.alert_id)).encode()).hexdigest()[:16]
-            ports = {alert.destination_port} if alert.destination_port is not None else set()
-            incident = Incident(
-                incident_id=IncidentId(f"inc-{digest}"),
-                version=1,
-                first_seen=alert.timestamp,
-                last_seen=alert.timestamp,
-                severity=alert.severity,
-                confidence=alert.score,
-                alert_ids=(alert.alert_id,),
-                source_ips=_one(alert.source_ip),
-                destination_ips=_one(alert.destination_ip),
-                destination_ports=tuple(sorted(ports)),
-                flows=_flow(alert),
-                predicted_class=alert.predicted_class,
-                technique_id=technique,
-                technique_name=TECHNIQUES.get(technique or ""),
-                model_ids=(str(alert.model_id),),
-            )
-            current = _Open(incident, alert.severity, ports)
+            first = True
+            state = _Open(incident=None, base_severity=alert.severity)  # type: ignore[arg-type]
+            incident_id, version = IncidentId(f"inc-{digest}"), 1
+            first_seen = last_seen = alert.timestamp
+            confidence, predicted_class = alert.score, alert.predicted_class
         else:
-            inc = current.incident
-            if alert.destination_port is not None:
-                current.ports.add(alert.destination_port)
-            current.base_severity = max(current.base_severity, alert.severity)
-            incident = Incident(
-                incident_id=inc.incident_id,
-                version=inc.version + 1,
-                first_seen=min(inc.first_seen, alert.timestamp),
-                last_seen=max(inc.last_seen, alert.timestamp),
-                severity=current.base_severity,
-                confidence=max(inc.confidence, alert.score),
-                alert_ids=(*inc.alert_ids, alert.alert_id),
-                source_ips=self._merge(inc.source_ips, _one(alert.source_ip)),
-                destination_ips=self._merge(inc.destination_ips, _one(alert.destination_ip)),
-                destination_ports=tuple(sorted(current.ports))[: self.max_items],
-                flows=self._merge(inc.flows, _flow(alert)),
-                predicted_class=inc.predicted_class or alert.predicted_class,
-                technique_id=inc.technique_id,
-                technique_name=inc.technique_name,
-                model_ids=self._merge(inc.model_ids, (str(alert.model_id),)),
-            )
-        if incident.technique_id is None and len(current.ports) >= self.scan_ports:
-            incident = _replace_technique(incident, "T1046")
+            inc = state.incident
+            first = False
+            incident_id, version = inc.incident_id, inc.version + 1
+            first_seen, last_seen = min(inc.first_seen, alert.timestamp), max(inc.last_seen, alert.timestamp)
+            confidence, predicted_class = max(inc.confidence,
+                                              alert.score), inc.predicted_class or alert.predicted_class
+            state.base_severity = max(state.base_severity, alert.severity)
+        port = alert.destination_port
+        if port is not None and port not in state.ports:
+            state.ports.add(port)
+            if len(state.shown_ports) < self.max_items:
+                bisect.insort(state.shown_ports, port)
+        if len(state.alert_ids) < self.max_alert_ids:
+            state.alert_ids.append(alert.alert_id)
+            alert_ids = tuple(state.alert_ids)
+        else:
+            alert_ids = state.incident.alert_ids  # capped: reuse the (identical) tuple
+        count = 1 if first else state.incident.alert_count + 1
+        tech = technique if first else state.incident.technique_id
+        if tech is None and len(state.ports) >= self.scan_ports:
+            tech = "T1046"
+        destinations = self._merge(state, "dst", _one(alert.destination_ip))
+        severity = state.base_severity
         # wide incidents (many alerts across several victims) are one step more severe
-        if len(incident.alert_ids) >= 10 and len(incident.destination_ips) > 1 and incident.severity < 4:
-            incident = _replace_severity(incident, incident.severity + 1)
-        current.incident = incident
-        self._open[key] = current
+        if count >= 10 and len(destinations) > 1 and severity < 4:
+            severity += 1
+        incident = Incident(
+            incident_id=incident_id,
+            version=version,
+            first_seen=first_seen,
+            last_seen=last_seen,
+            severity=severity,
+            confidence=confidence,
+            alert_ids=alert_ids,
+            source_ips=self._merge(state, "src", _one(alert.source_ip)),
+            destination_ips=destinations,
+            destination_ports=tuple(state.shown_ports),
+            flows=self._merge(state, "flows", _flow(alert)),
+            predicted_class=predicted_class,
+            technique_id=tech,
+            technique_name=TECHNIQUES.get(tech or ""),
+            model_ids=self._merge(state, "models", (str(alert.model_id),)),
+            alert_count=count,
+        )
+        state.incident = incident
+        self._open[key] = state
         return incident
 
     def expire(self, now: float) -> list[Incident]:
@@ -175,13 +198,6 @@ class Correlator:
         """The incidents still accepting alerts, oldest first."""
         return sorted((o.incident for o in self._open.values()), key=lambda i: i.first_seen)
 
-    def _merge(self, old: tuple[_T, ...], new: tuple[_T, ...]) -> tuple[_T, ...]:
-        out = list(old)
-        for item in new:
-            if item not in out and len(out) < self.max_items:
-                out.append(item)
-        return tuple(out)
-
 
 def _one(value: str | None) -> tuple[str, ...]:
     return (value,) if value else ()
@@ -191,11 +207,3 @@ def _flow(alert: Alert) -> tuple[tuple[str, str, str, int], ...]:
     if alert.source_ip and alert.destination_ip and alert.transport and alert.destination_port is not None:
         return ((alert.source_ip, alert.destination_ip, alert.transport.lower(), alert.destination_port),)
     return ()
-
-
-def _replace_technique(incident: Incident, technique: str) -> Incident:
-    return dataclasses.replace(incident, technique_id=technique, technique_name=TECHNIQUES[technique])
-
-
-def _replace_severity(incident: Incident, severity: int) -> Incident:
-    return dataclasses.replace(incident, severity=severity)

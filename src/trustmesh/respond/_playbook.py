@@ -126,7 +126,7 @@ class Match(_Strict):
                 return False
         if incident.severity < self.min_severity or incident.confidence < self.min_confidence:
             return False
-        if len(incident.alert_ids) < self.min_alerts:
+        if incident.alert_count < self.min_alerts:
             return False
         if self.source_cidr is not None and not _any_in(incident.source_ips, self.source_cidr):
             return False

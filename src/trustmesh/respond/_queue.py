@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import threading
 import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -108,9 +109,14 @@ class ApprovalQueue:
         except OSError as exc:
             raise InputError(f"{self.state_dir}: cannot create state directory ({exc})") from None
         self.path = self.state_dir / "respond.sqlite3"
+        self._lock = threading.RLock()
+        self._conn: sqlite3.Connection | None = None
         fresh = not self.path.exists()
         try:
             with self._db() as db:
+                # WAL lets the CLI read while the responder writes; with synchronous=NORMAL a commit
+                # does not fsync (a power cut may lose the last commits, never corrupt the file)
+                db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{self.path}: not a usable state database ({exc})") from None
@@ -119,13 +125,26 @@ class ApprovalQueue:
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
-        db = sqlite3.connect(self.path, timeout=30.0)
-        db.row_factory = sqlite3.Row
-        try:
-            with db:
-                yield db
-        finally:
-            db.close()
+        # one connection per queue object, kept open: reopening per call checkpoints the WAL each time
+        with self._lock:
+            if self._conn is None:
+                self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
+                self._conn.row_factory = sqlite3.Row
+                self._conn.execute("PRAGMA synchronous=NORMAL")
+            with self._conn:
+                yield self._conn
+
+    def close(self) -> None:
+        """Close the database connection (it reopens on the next call)."""
+        with self._lock:
+            if self._conn is not None:
+                self._conn.close()
+                self._conn = None
+
+    def __del__(self) -> None:
+        conn = getattr(self, "_conn", None)
+        if conn is not None:
+            conn.close()
 
     # -- incidents and records ---------------------------------------------------------------
     def save_incident(self, incident: Incident) -> None:

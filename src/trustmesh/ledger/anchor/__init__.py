@@ -14,11 +14,11 @@ from trustmesh.ledger.anchor._embedded import EmbeddedChain
 
 __all__ = [
     "ANCHOR_DIR",
-    "EMBEDDED",
     "AnchorClient",
     "AnchorResult",
     "ChainAnchor",
     "ContractArtifact",
+    "EMBEDDED",
     "EmbeddedChain",
     "TxReceipt",
     "anchor_ledger",

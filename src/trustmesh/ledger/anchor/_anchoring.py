@@ -9,13 +9,16 @@ on chain before anchoring, and :func:`verify_anchor` proves it again when verify
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import logging
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-from trustmesh.errors import AnchorError, ChainError, InputError
+from trustmesh.errors import AnchorError, ChainError, InputError, LogIntegrityError
 from trustmesh.ledger.anchor._client import EMBEDDED, AnchorClient
 from trustmesh.ledger.anchor._embedded import write_json_atomic
 
@@ -103,6 +106,19 @@ def _check_extends(ledger: Any, anchored_size: int, anchored_root: bytes, label:
     return {"local_size": n, "local_root": root_n.hex(), "proof_hashes": len(proof.path)}
 
 
+@contextlib.contextmanager
+def _locked(ledger_dir: Path) -> Iterator[None]:
+    """Serialise anchoring processes on one folder (the embedded chain record is read-modify-write)."""
+    folder = ledger_dir / ANCHOR_DIR
+    folder.mkdir(parents=True, exist_ok=True)
+    with open(folder / ".lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
+
+
 def _client(ledger_dir: Path, chain: str) -> AnchorClient:
     return AnchorClient.connect(chain, ledger_dir / ANCHOR_DIR)
 
@@ -121,11 +137,13 @@ def anchor_ledger(
     contract's code hash, and proves that the checkpoint extends what is already anchored.
     """
     ledger_dir = Path(ledger_dir)
-    with _open_ledger(ledger_dir, read_only=True) as ledger:
+    with _open_ledger(ledger_dir, read_only=True) as ledger, _locked(ledger_dir):
         cp = ledger.latest_checkpoint()
         if cp is None:
             raise InputError(f"{ledger_dir}: no checkpoint to anchor; run `trustmesh ledger checkpoint {ledger_dir}` first")
         cp.verify(ledger.verifier)
+        if cp.size > ledger.size or ledger.root(cp.size) != cp.root_hash:
+            raise LogIntegrityError(f"{ledger_dir}: the stored tree does not match its latest signed checkpoint", index=cp.size)
         origin = ledger.origin
         state = _load_state(ledger_dir)
         client = _client(ledger_dir, chain)
@@ -162,10 +180,10 @@ def anchor_ledger(
             log.info("size %d is already anchored on %s", cp.size, chain)
             return AnchorResult(chain, client.chain_id, contract, origin, cp.size, cp.root_hash.hex(), None, on_chain.block_number, 0)
         receipt = client.anchor(contract, account, origin, cp.size, cp.root_hash)
-    record["anchors"].append(
-        {"size": cp.size, "root": cp.root_hash.hex(), "tx": receipt.tx_hash, "block": receipt.block_number, "gas_used": receipt.gas_used}
-    )
-    write_json_atomic(_state_path(ledger_dir), state)
+        record["anchors"].append(
+            {"size": cp.size, "root": cp.root_hash.hex(), "tx": receipt.tx_hash, "block": receipt.block_number, "gas_used": receipt.gas_used}
+        )
+        write_json_atomic(_state_path(ledger_dir), state)
     return AnchorResult(chain, client.chain_id, contract, origin, cp.size, cp.root_hash.hex(), receipt.tx_hash, receipt.block_number, receipt.gas_used)
 
 

@@ -26,7 +26,11 @@ def bench_zk(
     workers: int = 2,
     seed: int = 0,
 ) -> dict[str, Any]:
-    """Return timings (seconds) and sizes (bytes) for range proofs and one L-infinity proof."""
+    """Return timings (seconds) and sizes (bytes) for range proofs and one L-infinity proof.
+
+    ``*_cpu_s`` is process CPU time (all threads): on a shared machine it shows the work done
+    independently of how many cores were actually free; ``load_average_1m`` tells how busy it was.
+    """
     if reps < 1 or coordinates < 1:
         raise ValueError("reps and coordinates must be >= 1")
     rng = np.random.default_rng(seed)
@@ -48,26 +52,29 @@ def bench_zk(
         ranges.append({"bits": bits, "prove_s": statistics.median(prove_s), "verify_s": statistics.median(verify_s),
                        "proof_bytes": size, "commitment_bytes": 32, "reps": reps})
     values = rng.integers(-bound, bound + 1, size=coordinates)
-    t0 = time.perf_counter()
+    c0, t0 = time.process_time(), time.perf_counter()
     commitments, proof = prove_linf_bound(values, bound, ctx, workers=workers)
-    t1 = time.perf_counter()
+    c1, t1 = time.process_time(), time.perf_counter()
     data = proof.to_bytes()
     t2 = time.perf_counter()
     parsed = LinfBoundProof.from_bytes(data)
-    t3 = time.perf_counter()
+    c3, t3 = time.process_time(), time.perf_counter()
     verify_linf_bound(commitments, parsed, bound, ctx, workers=workers)
-    t4 = time.perf_counter()
+    c4, t4 = time.process_time(), time.perf_counter()
     return {
         "scheme": "bit-decomposition CDS OR-proofs on ristretto255 (rbcl/libsodium), Fiat-Shamir",
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "workers": workers},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "workers": workers,
+                    "load_average_1m": os.getloadavg()[0]},
         "range": ranges,
         "linf": {
             "coordinates": coordinates,
             "bound": bound,
             "bits_per_coordinate": (2 * bound).bit_length(),
             "prove_s": t1 - t0,
+            "prove_cpu_s": c1 - c0,
             "parse_s": t3 - t2,
             "verify_s": t4 - t3,
+            "verify_cpu_s": c4 - c3,
             "proof_bytes": len(data),
             "commitments_bytes": 32 * coordinates,
         },
