@@ -89,6 +89,8 @@ class PipelineConfig:
     batch_size: int = 1024
     checkpoint_every: int = 10_000  # entries; also at the end of each source and at shutdown
     correlation_window_s: float = 300.0
+    live_idle_timeout: int = 1  # s; live flows are emitted after this much silence (fast containment)
+    live_active_timeout: int = 30  # s; long-lived live flows are emitted at least this often
     nft_table: str = "trustmesh"
     nft_set: str = "blocklist"
     nft_netns: str | None = None
@@ -139,7 +141,8 @@ class PipelineConfig:
             q = Path(p).expanduser()
             return q if q.is_absolute() else base / q
 
-        simple = {"origin", "replay", "replay_speed", "batch_size", "checkpoint_every", "correlation_window_s"}
+        simple = {"origin", "replay", "replay_speed", "batch_size", "checkpoint_every", "correlation_window_s",
+                  "live_idle_timeout", "live_active_timeout"}
         for key, raw in pipe.items():
             if key in {"ledger_dir", "state_dir", "model", "data_dir"}:
                 values[key] = rel(str(raw))
@@ -612,8 +615,8 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
 class _LazySource:
     """Open a source only when the run reaches it, so a bad file is recorded and the run goes on."""
 
-    def __init__(self, spec: str) -> None:
-        self.spec = spec
+    def __init__(self, spec: str, idle_timeout: int = 1, active_timeout: int = 30) -> None:
+        self.spec, self.idle_timeout, self.active_timeout = spec, idle_timeout, active_timeout
 
     @property
     def name(self) -> str:
@@ -623,7 +626,8 @@ class _LazySource:
         if self.spec.startswith("iface:"):
             from trustmesh.flows import InterfaceSource
 
-            source: FlowSource = InterfaceSource(self.spec[len("iface:"):])
+            source: FlowSource = InterfaceSource(self.spec[len("iface:"):], idle_timeout=self.idle_timeout,
+                                                 active_timeout=self.active_timeout)
         else:
             if not Path(self.spec).exists():
                 raise InputError(f"{self.spec}: source not found")
@@ -631,6 +635,8 @@ class _LazySource:
         yield from source.iter_batches(batch_size)
 
 
-def open_sources(specs: Sequence[str]) -> list[FlowSource]:
+def open_sources(specs: Sequence[str], config: PipelineConfig | None = None) -> list[FlowSource]:
     """Wrap each source spec — a path (pcap, Zeek dir/log, EVE file, table) or ``iface:NAME`` — lazily."""
-    return [_LazySource(spec) for spec in specs]
+    idle = config.live_idle_timeout if config else 1
+    active = config.live_active_timeout if config else 30
+    return [_LazySource(spec, idle, active) for spec in specs]

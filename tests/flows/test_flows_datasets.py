@@ -218,3 +218,15 @@ def test_ground_truth_flow_rule() -> None:
     # documented benign hosts never count; link-layer attacks have no malicious IP flow
     assert not beacon.is_malicious_flow("147.32.80.37", "147.32.80.9", 5000, 443)
     assert not arp.is_malicious_flow("172.16.0.105", "172.16.0.107", 1, 80)
+
+
+def test_damaged_parquet_cache_is_rebuilt(data_dir: Path, _isolated_cache: Path) -> None:
+    first = load_dataset("nsl-kdd", split="test-21", data_dir=data_dir)
+    (entry,) = (_isolated_cache / "datasets").glob("nsl-kdd-test-21-*.parquet")
+    entry.write_bytes(entry.read_bytes()[:-100] + b"\0" * 100)
+
+    again = load_dataset("nsl-kdd", split="test-21", data_dir=data_dir)
+
+    assert again.features.equals(first.features) and again.labels.equals(first.labels)
+    assert again.attack_category is not None and first.attack_category is not None
+    assert again.attack_category.equals(first.attack_category)

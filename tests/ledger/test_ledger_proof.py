@@ -102,3 +102,14 @@ def test_proof_requests_out_of_range_are_input_errors(small_ledger: Ledger) -> N
         small_ledger.prove_consistency(10, 701)
     with pytest.raises(InputError):
         small_ledger.prove_consistency(11, 10)
+
+
+def test_closed_form_inclusion_plan_equals_the_rfc_recursion() -> None:
+    from trustmesh.ledger._proof import _inclusion_plan_recursive, inclusion_plan
+
+    for size in range(1, 300):
+        for index in range(size):
+            assert inclusion_plan(index, size) == _inclusion_plan_recursive(index, size)
+    for size in (2**40 + 12345, 10**8, 2**62 - 1):
+        for index in (0, size // 3, size - 1):
+            assert inclusion_plan(index, size) == _inclusion_plan_recursive(index, size)

@@ -148,3 +148,26 @@ def test_checkpoint_root_base64_matches_tree(small_ledger: Ledger) -> None:
     cp = small_ledger.latest_checkpoint()
     assert cp is not None and cp.size == 700
     assert cp.body().split("\n")[2] == base64.b64encode(small_ledger.root()).decode()
+
+
+def test_read_only_refuses_appends_and_sequence_checkpoints_each_batch(ledger_dir: Path) -> None:
+    with Ledger.create(ledger_dir, ORIGIN) as led:
+        indices, cp = led.sequence(make_entries(5))
+        assert indices == [0, 1, 2, 3, 4] and cp.size == 5 and cp.root_hash == led.root()
+        indices, cp = led.sequence(make_entries(3, 5))
+        assert cp.size == 8 and len(led.checkpoints()) == 2
+    with Ledger.open(ledger_dir, read_only=True) as ro, pytest.raises(InputError, match="read-only"):
+        ro.append(make_entries(1))
+
+
+def test_memory_stays_bounded_while_the_log_grows(ledger_dir: Path) -> None:
+    from trustmesh.ledger._store import _CACHE_TILES
+
+    with Ledger.create(ledger_dir, ORIGIN) as led:
+        for k in range(6):
+            led.append(make_entries(20_000, 20_000 * k))
+        store = led.store
+        # the right edge holds < 256 hashes per tile level and < 256 entries; the tile cache is capped
+        assert all(len(row) < 256 for row in store._edge) and len(store._edge) <= 3
+        assert len(store._bundle_edge) < 256 and len(store._cache) <= _CACHE_TILES
+        assert led.root() == root_from_leaf_hashes([leaf_hash(e.to_bytes()) for e in make_entries(120_000)])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 
@@ -29,7 +30,7 @@ def list_datasets(data_dir: Path | None = _DATA_DIR, as_json: bool = _JSON) -> N
 
     root = find_data_dir(data_dir)
     have_root = root is not None and root.is_dir()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for name, spec in sorted(DATASETS.items()):
         statuses = check_dataset(name, root, hash_files=False) if have_root else []
         present = sum(1 for s in statuses if s.status != "missing")
@@ -59,7 +60,7 @@ def list_datasets(data_dir: Path | None = _DATA_DIR, as_json: bool = _JSON) -> N
         table.add_column(col, justify="right" if col in ("files", "rows") else "left")
     for r in rows:
         table.add_row(
-            str(r["name"]), str(r["kind"]), str(len(r["files"])),  # type: ignore[arg-type]
+            str(r["name"]), str(r["kind"]), str(len(r["files"])),
             "-" if r["rows"] is None else f"{r['rows']:,}", str(r["status"]),
         )  # fmt: skip
     console.print(table)

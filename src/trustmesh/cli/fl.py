@@ -39,9 +39,21 @@ def _config(
         if dp_sgd:
             parsed = dict(kv.split("=", 1) for kv in dp_sgd.split(",") if kv)
             sgd = (float(parsed["noise"]), float(parsed["clip"]))
+        dp_cfg = None
+        if dp:
+            # epsilon=E calibrates the noise so that all rounds together spend at most E
+            parts = dict(kv.split("=", 1) for kv in dp.split(",") if "=" in kv)
+            if "epsilon" in parts:
+                from trustmesh.privacy import noise_multiplier_for_epsilon
+
+                eps = float(parts.pop("epsilon"))
+                z = noise_multiplier_for_epsilon(eps, float(parts.get("delta", 1e-5)), rounds)
+                parts["noise"] = str(z)
+                parts.setdefault("budget", str(eps))
+            dp_cfg = DPConfig.parse(",".join(f"{k}={v}" for k, v in parts.items()))
         return FLConfig(
             n_sites=sites, rounds=rounds, partition=PartitionSpec.parse(partition), aggregator=aggregator,
-            secagg=sa, dp=DPConfig.parse(dp) if dp else None, he=he,
+            secagg=sa, dp=dp_cfg, he=he,
             attack=AttackSpec.parse(attack) if attack else None, seed=seed,
             train=TrainConfig(local_epochs=local_epochs, dp_sgd=sgd),
         )
@@ -61,7 +73,8 @@ def simulate_cmd(
     secagg: bool = typer.Option(False, "--secagg", help="Flower SecAgg+ (the server sees only masked updates)."),
     secagg_shares: int | None = typer.Option(None, "--secagg-shares", help="SecAgg+ shares per site."),
     secagg_threshold: int | None = typer.Option(None, "--secagg-threshold", help="SecAgg+ reconstruction threshold."),
-    dp: str | None = typer.Option(None, "--dp", help="Central DP: noise=Z,clip=C,delta=D[,budget=EPS][,method=pld]"),
+    dp: str | None = typer.Option(None, "--dp", help="Central DP: noise=Z,clip=C,delta=D[,budget=EPS][,method=pld]; "
+                                  "or epsilon=E,clip=C,delta=D to calibrate the noise to E over all rounds"),
     dp_sgd: str | None = typer.Option(None, "--dp-sgd", help="Local DP-SGD with opacus: noise=Z,clip=C"),
     he: str | None = typer.Option(None, "--he", help="Homomorphic aggregation: ckks"),
     attack: str | None = typer.Option(None, "--attack", help="KIND:FRACTION with KIND in label-flip, sign-flip, "
@@ -74,6 +87,8 @@ def simulate_cmd(
     out: Path | None = typer.Option(None, "--out", help="Write the final model (.npz + .manifest.json)."),
     in_process: bool = typer.Option(False, "--in-process",
                                     help="Run the same round logic without Flower/Ray (fast sweeps; no SecAgg+)."),
+    centralized: bool = typer.Option(False, "--centralized",
+                                     help="Also train the same model centrally (rounds x local epochs) as a baseline."),
     data_dir: Path | None = typer.Option(None, "--data-dir"),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
@@ -86,6 +101,7 @@ def simulate_cmd(
         run_inprocess,
         save_federated_model,
         simulate,
+        train_centralized,
     )
 
     cfg = _config(sites=sites, rounds=rounds, partition=partition, aggregator=aggregator, secagg=secagg,
@@ -104,6 +120,8 @@ def simulate_cmd(
     doc["dataset"] = {"name": dataset, "train_rows": int(len(data.y_train)), "test_rows": int(len(data.y_test)),
                       "digest": data.digest}
     doc["wall_seconds"] = round(time.perf_counter() - t0, 3)
+    if centralized:
+        doc["centralized"] = train_centralized(cfg, data)
     if out is not None:
         manifest = save_federated_model(out, result.final_weights, classes=data.classes,
                                         feature_names=data.feature_names, hidden=cfg.train.hidden,

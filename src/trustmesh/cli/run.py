@@ -29,7 +29,7 @@ def run(
                               sources=tuple(source) if source else None)
     if not cfg.sources:
         raise typer.BadParameter("no sources: give --source or pipeline.sources in the config")
-    sources = open_sources(cfg.sources)
+    sources = open_sources(cfg.sources, cfg)
     pipeline = Pipeline.from_config(cfg)
     if not json_out:
         err_console.print(f"[dim]model {pipeline.model_id}, ledger {cfg.ledger_dir}, "

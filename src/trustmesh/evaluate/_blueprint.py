@@ -79,6 +79,9 @@ def check_config(config: BlueprintConfig, data_dir: Path | None) -> None:
         unknown = [d for d in config.datasets if d not in DATASETS]
         if unknown:
             raise ConfigError(f"blueprint config: unknown dataset(s) {unknown}; known: {', '.join(sorted(DATASETS))}")
+        bad_sources = [d for d in config.transfer_sources if d not in DATASETS or DATASETS[d].kind not in ("zeek", "pcap")]
+        if bad_sources:
+            raise ConfigError(f"blueprint config: transfer_sources {bad_sources} are not registered pcap/zeek datasets")
         not_tables = [d for d in config.datasets if DATASETS[d].kind != "table"]
         if not_tables:
             raise ConfigError(

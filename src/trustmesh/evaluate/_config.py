@@ -57,6 +57,8 @@ class BlueprintConfig:
     max_test_rows: int = 4000
     target_fpr: float = 0.01
     fixed_recall: float = 0.95
+    # canonical-schema sources for the transfer section (empty = every labelled capture and Zeek log)
+    transfer_sources: tuple[str, ...] = ()
     # spiking detector
     snn_hidden: tuple[int, ...] = (64, 32)
     snn_steps: int = 16
@@ -185,6 +187,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "detectors": ["gbdt", "mlp", "snn"],
         "max_train_rows": 600,
         "max_test_rows": 300,
+        "transfer_sources": ["zeek-ctu-sme-11", "pcap-ssh-bruteforce", "pcap-synscan"],
         "snn_hidden": [16, 8],
         "snn_steps": 6,
         "snn_epochs": 2,

@@ -176,6 +176,11 @@ def run_transfer(ctx: Context) -> SectionResult:
     notes: list[str] = []
     # canonical-schema sources (labelled Zeek conn.log, pcaps labelled by documented ground truth)
     canonical = [n for n, s in DATASETS.items() if s.kind in ("zeek", "pcap") and (s.kind == "pcap" or s.splits)]
+    if cfg.transfer_sources:
+        unknown = [n for n in cfg.transfer_sources if n not in canonical]
+        if unknown:
+            raise Skip(f"transfer_sources {unknown} are not labelled canonical-schema sources; known: {canonical}")
+        canonical = list(cfg.transfer_sources)
     tables: dict[str, Any] = {}
     for name in canonical:
         try:

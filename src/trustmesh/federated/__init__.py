@@ -35,7 +35,7 @@ from trustmesh.federated._partition import (
     partition_iid,
 )
 from trustmesh.federated._record import RoundRecord, RoundRecorder, open_round_ledger
-from trustmesh.federated._run import FLConfig, FLResult, Plan, plan_run, run_inprocess
+from trustmesh.federated._run import FLConfig, FLResult, Plan, plan_run, run_inprocess, train_centralized
 from trustmesh.federated._site import Site, TrainConfig
 from trustmesh.federated._validate import Commitment, UpdateValidator, commit_arrays
 
@@ -84,4 +84,5 @@ __all__ = [
     "run_inprocess",
     "save_federated_model",
     "simulate",
+    "train_centralized",
 ]

@@ -52,11 +52,11 @@ class FlowerRun:
     masked_observations: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _site_client(site: Site, faults: dict[int, str], keyring_bytes: bytes | None) -> Any:
+def _site_client(site: Site, faults: dict[int, str], keyring_bytes: bytes | None,
+                 initial: list[npt.NDArray[Any]]) -> Any:
     from flwr.client import NumPyClient
 
     keyring = CkksKeyring.from_bytes(keyring_bytes) if keyring_bytes else None
-    first: dict[str, list[npt.NDArray[Any]]] = {}
 
     class _Client(NumPyClient):  # type: ignore[misc]
         def fit(self, parameters: list[npt.NDArray[Any]], config: dict[str, Any]) -> Any:
@@ -72,11 +72,10 @@ def _site_client(site: Site, faults: dict[int, str], keyring_bytes: bytes | None
             clip = float(config["clip_norm"]) if "clip_norm" in config else None
             weights, n, metrics = site.fit(list(global_w), rnd, proximal_mu=float(config.get("proximal_mu", 0.0)),
                                            clip_norm=clip)
-            if fault == "replay":
-                if "w" in first:
-                    weights = first["w"]
-                else:
-                    first["w"] = [w.copy() for w in weights]
+            if fault == "replay" and rnd >= 2:
+                # resend the round-1 update; recomputed (training is seeded and deterministic) because
+                # simulated clients keep no Python state between rounds
+                weights = site.fit(list(initial), 1)[0]
             elif fault == "nan":
                 weights = [w.copy() for w in weights]
                 weights[0].flat[0] = np.nan
@@ -116,7 +115,7 @@ def build_client_app(
         limit_torch_threads()
         k = site_of(context) if site_of is not None else int(context.node_config["partition-id"])
         if k not in cache:
-            cache[k] = _site_client(plan.site(k), fault_map, keyring_bytes)
+            cache[k] = _site_client(plan.site(k), fault_map, keyring_bytes, plan.new_model().get_weights())
         return cache[k].to_client()
 
     return ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secagg else [])

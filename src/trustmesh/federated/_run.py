@@ -27,7 +27,7 @@ from trustmesh.federated._record import RoundRecord, RoundRecorder
 from trustmesh.federated._site import Site, TrainConfig
 from trustmesh.privacy import CkksCiphertext, CkksKeyring, DPConfig, SecAggConfig, add_ciphertexts
 
-__all__ = ["FLConfig", "FLResult", "Plan", "plan_run", "run_inprocess"]
+__all__ = ["FLConfig", "FLResult", "Plan", "plan_run", "run_inprocess", "train_centralized"]
 
 AGGREGATORS = ("fedavg", "fedprox", "median", "trimmed-mean", "multikrum", "fltrust")
 
@@ -216,6 +216,20 @@ def limit_torch_threads(n: int = 1) -> None:
     except ImportError:  # pragma: no cover
         return
     torch.set_num_threads(n)
+
+
+def train_centralized(config: FLConfig, data: FederatedData) -> dict[str, Any]:
+    """Train the same model on all training rows for ``rounds * local_epochs`` epochs (the baseline)."""
+    limit_torch_threads()
+    plan = plan_run(FLConfig(n_sites=1, rounds=config.rounds, seed=config.seed, train=config.train), data)
+    model = plan.new_model()
+    t = config.train
+    t0 = time.perf_counter()
+    for epoch in range(config.rounds * t.local_epochs):
+        model.train_epochs(data.X_train, data.y_train, 1, batch_size=t.batch_size, lr=t.lr,
+                           seed=config.seed * 100_003 + epoch)
+    return {"path": "centralized", "metrics": plan.evaluate(model.get_weights()),
+            "epochs": config.rounds * t.local_epochs, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def run_inprocess(config: FLConfig, data: FederatedData, *, recorder: RoundRecorder | None = None) -> FLResult:

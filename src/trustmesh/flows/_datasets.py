@@ -7,6 +7,9 @@ mtime, see ``_hashing``), so a model is never trained on a silently corrupted co
 
 Parsed tables are cached as Parquet under ``Settings().cache_dir / "datasets"``, keyed by the sha256
 of the input files and a format version; a changed file changes the key, so the cache cannot go stale.
+The sidecar JSON records the Parquet file's own sha256, so a damaged cache entry is rebuilt. The cache
+directory is trusted like the user's home (whoever can write it can also edit the installed code);
+pass ``use_cache=False`` to parse from the verified source files.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
@@ -518,9 +521,7 @@ def verify_dataset(name: str, data_dir: Path | str | None = None, *, split: str 
     statuses = check_dataset(name, data_dir, split=split)
     problems = [s.problem() for s in statuses if s.status != "ok"]
     if problems:
-        err = DatasetError("; ".join(problems))
-        err.problems = problems  # type: ignore[attr-defined]
-        raise err
+        raise DatasetError("; ".join(problems))
     return tuple(s.path for s in statuses)
 
 
@@ -541,11 +542,17 @@ def _cache_load(key: str, name: str, files: tuple[Path, ...], digest: str) -> La
         return None
     try:
         meta = json.loads(paths[1].read_text(encoding="utf-8"))
+        if not isinstance(meta, dict):
+            return None
         frame = pd.read_parquet(paths[0])
     except Exception as exc:  # a damaged cache entry is ignored and rebuilt
         log.info("ignoring damaged dataset cache %s: %s", paths[0], exc)
         return None
-    if meta.get("digest") != digest or len(frame) != meta.get("rows"):
+    if (
+        meta.get("digest") != digest
+        or len(frame) != meta.get("rows")
+        or meta.get("parquet_sha256") != sha256_file(paths[0])
+    ):
         return None
     labels = frame.pop("__label__").astype(str)
     is_attack = frame.pop("__is_attack__").to_numpy(dtype=bool)
@@ -565,13 +572,16 @@ def _cache_store(key: str, table: LabelledTable) -> None:
     frame["__is_attack__"] = table.is_attack
     if table.attack_category is not None:
         frame["__category__"] = table.attack_category.to_numpy()
-    meta = {"digest": table.digest, "rows": len(table), "dropped_columns": list(table.dropped_columns)}
+    meta: dict[str, Any] = {"digest": table.digest, "rows": len(table), "dropped_columns": list(table.dropped_columns)}
     try:
         paths[0].parent.mkdir(parents=True, exist_ok=True)
         tmp = paths[0].with_suffix(f".{os.getpid()}.tmp")
         frame.to_parquet(tmp, index=False)
+        meta["parquet_sha256"] = sha256_file(tmp)
         os.replace(tmp, paths[0])
-        paths[1].write_text(json.dumps(meta), encoding="utf-8")
+        tmp_meta = paths[1].with_suffix(f".{os.getpid()}.tmp")
+        tmp_meta.write_text(json.dumps(meta), encoding="utf-8")
+        os.replace(tmp_meta, paths[1])
     except Exception as exc:  # read-only cache dir, or a type pyarrow cannot store: skip caching
         log.info("cannot cache dataset %s: %s", key, exc)
 

@@ -8,7 +8,7 @@ import zlib
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from trustmesh.errors import InputError
 
@@ -37,7 +37,7 @@ def head_bytes(path: Path, n: int = 8192) -> bytes:
 def open_text(path: Path) -> Iterator[IO[str]]:
     """Open a text log (plain or gzip) for reading as UTF-8 (undecodable bytes replaced)."""
     try:
-        raw: IO[bytes] = gzip.open(path, "rb") if is_gzip(path) else path.open("rb")
+        raw: Any = gzip.open(path, "rb") if is_gzip(path) else path.open("rb")
     except OSError as exc:
         raise InputError(f"{path}: cannot open ({exc.strerror or exc})") from exc
     text = io.TextIOWrapper(raw, encoding="utf-8", errors="replace", newline=None)

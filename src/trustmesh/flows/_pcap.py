@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import time
 import mmap
 import struct
 from collections.abc import Generator, Iterator
@@ -242,17 +243,29 @@ def _stop(flows: Iterator[Any]) -> None:
         pass
 
 
-def _iter_streamer(streamer: Any, batch_size: int, source: str) -> Generator[pd.DataFrame, None, None]:
+def _iter_streamer(
+    streamer: Any, batch_size: int, source: str, max_delay_s: float | None = None
+) -> Generator[pd.DataFrame, None, None]:
+    """Group nfstream's flows into canonical batches of ``batch_size``.
+
+    With ``max_delay_s`` (live capture) a batch is also released once its oldest flow has waited
+    that long, so a quiet link does not hold an attack's first flows back until the batch fills.
+    """
     keys: list[str] | None = None
     rows: list[list[Any]] = []
     flows = iter(streamer)
     finished = False
+    first_at = 0.0
     try:
         for flow in flows:
             if keys is None:
                 keys = list(flow.keys())
+            if not rows:
+                first_at = time.monotonic()
             rows.append(flow.values())
-            if len(rows) >= batch_size:
+            if len(rows) >= batch_size or (
+                max_delay_s is not None and time.monotonic() - first_at >= max_delay_s
+            ):
                 yield nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source)
                 rows = []
         finished = True
@@ -311,11 +324,15 @@ def iter_interface(
     bpf_filter: str | None = None,
     idle_timeout: int = 120,
     active_timeout: int = 1800,
+    max_delay_s: float | None = 0.0,
 ) -> Generator[pd.DataFrame, None, None]:
     """Yield canonical flow batches metered live from a network interface (needs capture rights).
 
     Same mapping as ``iter_pcap``; runs until the caller stops iterating. Call ``close()`` on the
-    generator (or let it be garbage-collected) to stop nfstream's capture process.
+    generator (or let it be garbage-collected) to stop nfstream's capture process. A flow is
+    emitted when it has been idle ``idle_timeout`` seconds (or ran ``active_timeout``); a batch is
+    released when full or when its oldest flow has waited ``max_delay_s`` (0: every flow at once,
+    the lowest latency; None: only full batches).
     """
     _check_batch(batch_size)
     if not interface or "/" in interface:
@@ -326,4 +343,4 @@ def iter_interface(
         )
     except (ValueError, OSError, PermissionError) as exc:
         raise InputError(f"interface {interface!r}: cannot capture ({exc})") from exc
-    yield from _iter_streamer(streamer, batch_size, f"interface {interface}")
+    yield from _iter_streamer(streamer, batch_size, f"interface {interface}", max_delay_s)

@@ -76,6 +76,9 @@ class InterfaceSource:
 
     interface: str
     bpf_filter: str | None = None
+    idle_timeout: int = 120  # seconds a flow must be idle before it is emitted (1 for fast containment)
+    active_timeout: int = 1800
+    max_delay_s: float | None = 0.0
 
     @property
     def name(self) -> str:
@@ -84,7 +87,9 @@ class InterfaceSource:
 
     def iter_batches(self, batch_size: int = 1_000) -> Iterator[pd.DataFrame]:
         """Yield canonical flow batches as flows expire; never ends on its own."""
-        return iter_interface(self.interface, batch_size, bpf_filter=self.bpf_filter)
+        return iter_interface(self.interface, batch_size, bpf_filter=self.bpf_filter,
+                              idle_timeout=self.idle_timeout, active_timeout=self.active_timeout,
+                              max_delay_s=self.max_delay_s)
 
 
 @dataclass(frozen=True, slots=True)

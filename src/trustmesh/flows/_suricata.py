@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pandas as pd
 
 from trustmesh.errors import InputError
@@ -32,7 +33,7 @@ _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 _APP = {"failed": "-", "tls": "ssl", "": "-"}
 
 
-def _flags(hexes: pd.Series, bit: int) -> np.ndarray:
+def _flags(hexes: pd.Series, bit: int) -> npt.NDArray[np.float64]:
     def one(v: Any) -> float:
         if not isinstance(v, str) or not v:
             return 0.0

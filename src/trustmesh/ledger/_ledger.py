@@ -40,7 +40,7 @@ from trustmesh.ledger._proof import (
     inclusion_plan,
 )
 from trustmesh.ledger._store import FORMAT_VERSION, TILE_HEIGHT, TILE_WIDTH, TileStore, pack_bundle
-from trustmesh.ledger.hazmat import EMPTY_ROOT, HASH_SIZE, leaf_hash, node_hash
+from trustmesh.ledger.hazmat import EMPTY_ROOT, HASH_SIZE, node_hash
 
 if TYPE_CHECKING:
     from trustmesh.ledger._witness import Witness
@@ -64,8 +64,12 @@ class Ledger:
     :meth:`close`. Thread-safe; several processes may open the same folder (SQLite serialises writers).
     """
 
-    def __init__(self, directory: Path, store: TileStore, signer: NoteSigner | None, verifier: NoteVerifier) -> None:
+    def __init__(
+        self, directory: Path, store: TileStore, signer: NoteSigner | None, verifier: NoteVerifier,
+        *, read_only: bool = False,
+    ) -> None:
         self.directory = directory
+        self.read_only = read_only
         self._store = store
         self._signer = signer
         self.verifier = verifier
@@ -95,7 +99,7 @@ class Ledger:
 
     @classmethod
     def open(cls, directory: Path | str, *, synchronous: str = "FULL", read_only: bool = False) -> Ledger:
-        """Open an existing log; ``read_only`` skips loading the private key (verifiers, servers)."""
+        """Open an existing log; ``read_only`` skips the private key and refuses appends (auditors, anchors)."""
         d = Path(directory)
         if not (d / DB_NAME).is_file():
             raise InputError(f"{d}: no ledger here (expected {DB_NAME}; run `trustmesh ledger init`)")
@@ -119,7 +123,7 @@ class Ledger:
             if signer.verifier != verifier:
                 store.close()
                 raise SignatureError(f"{d / KEY_NAME}: private key does not match the ledger's public key")
-        return cls(d, store, signer, verifier)
+        return cls(d, store, signer, verifier, read_only=read_only)
 
     def close(self) -> None:
         """Close the database."""
@@ -161,27 +165,34 @@ class Ledger:
 
         Every ``refs`` index must name an earlier entry. When this returns, the entries are on disk.
         """
+        if self.read_only:
+            raise InputError(f"{self.directory}: ledger opened read-only; appends are refused")
         if isinstance(entries, Entry) or not isinstance(entries, Sequence):
             raise InputError("append() takes a sequence of Entry objects")
         if not entries:
             return []
         if len(entries) > MAX_BATCH:
             raise InputError(f"at most {MAX_BATCH} entries per batch, got {len(entries)}")
-        raws: list[bytes] = []
-        for e in entries:
-            if not isinstance(e, Entry):
-                raise InputError(f"append() takes Entry objects, got {type(e).__name__}")
-            raws.append(e.to_bytes())
+        if not all(isinstance(e, Entry) for e in entries):
+            bad = next(e for e in entries if not isinstance(e, Entry))
+            raise InputError(f"append() takes Entry objects, got {type(bad).__name__}")
+        raws = [e.to_bytes() for e in entries]
         sha = hashlib.sha256
         hashes = [sha(b"\x00" + r).digest() for r in raws]  # RFC 6962 leaf hash, inlined for speed
         with self._store._lock:
             base = self._store.size  # a lower bound on the first index even if another process appends
             for i, e in enumerate(entries):
-                for r in e.refs:
-                    if r >= base + i:
-                        raise InputError(f"entry {i} of the batch refers to leaf {r}, which is not earlier than it")
+                if e.refs and max(e.refs) >= base + i:
+                    raise InputError(
+                        f"entry {i} of the batch refers to leaf {max(e.refs)}, which is not earlier than it"
+                    )
             first = self._store.append(raws, hashes)
         return list(range(first, first + len(raws)))
+
+    def sequence(self, entries: Sequence[Entry]) -> tuple[list[int], Checkpoint]:
+        """Append one batch durably and sign the checkpoint that covers it (one batch, one checkpoint)."""
+        indices = self.append(entries)
+        return indices, self.checkpoint()
 
     def append_one(self, kind: str, payload: Mapping[str, Any], refs: Sequence[int] = (), *, time: float | None = None) -> int:
         """Append one entry now and return its leaf index."""
@@ -252,8 +263,8 @@ class Ledger:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < size:
             raise InputError(f"{name} must be an integer in [0, {size}), got {index!r}")
 
-    def _check_size(self, size: int) -> None:
-        cur = self.size
+    def _check_size(self, size: int, current: int | None = None) -> None:
+        cur = self.size if current is None else current
         if isinstance(size, bool) or not isinstance(size, int) or not 0 <= size <= cur:
             raise InputError(f"size must be an integer in [0, {cur}], got {size!r}")
 
@@ -280,26 +291,30 @@ class Ledger:
                 if len(self._suffixes) >= 16:
                     self._suffixes.pop(next(iter(self._suffixes)))
                 self._suffixes[n] = suffix
-            out = []
-            for kind, a, b2 in refs:
+            complete = store.nodes([(a, b2) for kind, a, b2 in refs if kind == "c"])
+            out, k = [], 0
+            for kind, a, _ in refs:
                 if kind == "c":
-                    out.append(store.node(a, b2))
+                    out.append(complete[k])
+                    k += 1
                 else:
                     out.append(suffix[a])
             return out, suffix[0] if n else EMPTY_ROOT
 
     def prove_inclusion(self, index: int, size: int | None = None) -> InclusionProof:
         """Return the inclusion proof of entry ``index`` in the tree of ``size`` entries (default: all)."""
-        n = self.size if size is None else size
-        self._check_size(n)
+        cur = self.size
+        n = cur if size is None else size
+        self._check_size(n, cur)
         self._check_index(index, n, "index")
         path, root = self._resolve(inclusion_plan(index, n), n)
         return InclusionProof(index, n, self._store.node(0, index), root, tuple(path))
 
     def prove_consistency(self, size1: int, size2: int | None = None) -> ConsistencyProof:
         """Return the consistency proof between the trees of ``size1`` and ``size2`` entries."""
-        n = self.size if size2 is None else size2
-        self._check_size(n)
+        cur = self.size
+        n = cur if size2 is None else size2
+        self._check_size(n, cur)
         if isinstance(size1, bool) or not isinstance(size1, int) or not 0 <= size1 <= n:
             raise InputError(f"size1 must be an integer in [0, {n}], got {size1!r}")
         path, root2 = self._resolve(consistency_plan(size1, n), n)

@@ -158,7 +158,33 @@ def _range_ref(start: int, end: int, n: int) -> NodeRef:
 
 
 def inclusion_plan(index: int, size: int) -> list[NodeRef]:
-    """Return the audit path of leaf ``index`` in tree ``size`` as node references (RFC 9162 PATH)."""
+    """Return the audit path of leaf ``index`` in tree ``size`` as node references (RFC 9162 PATH).
+
+    Closed form of the RFC recursion: below level ``inner`` (where the paths to ``index`` and to
+    ``size - 1`` meet) the siblings are ``(level, (index >> level) ^ 1)``, the topmost of which may
+    be the right edge; above it come the left siblings on the right border.
+    """
+    if not 0 <= index < size:
+        raise ValueError(f"index must be in [0, size), got index={index} size={size}")
+    inner = (index ^ (size - 1)).bit_length()
+    path: list[NodeRef] = []
+    for level in range(inner):
+        sib = (index >> level) ^ 1
+        if (sib + 1) << level <= size:
+            path.append(("c", level, sib))
+        else:  # only the topmost inner sibling can run past the end: it is MTH(D[start:size])
+            path.append(_range_ref(sib << level, size, size))
+    rest, level = index >> inner, inner
+    while rest:
+        if rest & 1:
+            path.append(("c", level, rest ^ 1))
+        rest >>= 1
+        level += 1
+    return path
+
+
+def _inclusion_plan_recursive(index: int, size: int) -> list[NodeRef]:
+    """Return the audit path by the RFC 9162 PATH recursion (the reference for the closed form)."""
     if not 0 <= index < size:
         raise ValueError(f"index must be in [0, size), got index={index} size={size}")
     path: list[NodeRef] = []

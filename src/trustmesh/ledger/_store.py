@@ -22,8 +22,8 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import sqlite3
 import struct
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -43,6 +43,7 @@ TILE_HEIGHT: Final = 8
 _CACHE_TILES: Final = 2048  # at most ~32 MiB of cached full tiles
 _H = HASH_SIZE
 _sha256 = hashlib.sha256
+_U16 = struct.Struct(">H")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta(key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -104,11 +105,8 @@ def build_tile(hashes: Sequence[bytes]) -> bytes:
 
 def pack_bundle(entries: Sequence[bytes]) -> bytes:
     """Return a tlog-tiles entry bundle: each entry prefixed with its big-endian uint16 length."""
-    parts = []
-    for e in entries:
-        parts.append(len(e).to_bytes(2, "big"))
-        parts.append(e)
-    return b"".join(parts)
+    pack = _U16.pack
+    return b"".join([pack(len(e)) + e for e in entries])
 
 
 def unpack_bundle(data: bytes, index: int = 0) -> list[bytes]:
@@ -276,6 +274,28 @@ class TileStore:
             raise LogIntegrityError(f"hash tile {s}/{t} lacks node ({level}, {index})", index=index << level)
         off = (_OFFSETS[width][j] + pos) * _H
         return data[off : off + _H]
+
+    def nodes(self, refs: Sequence[tuple[int, int]]) -> list[bytes]:
+        """Return the hashes of several complete subtrees (level, index) - the proof fast path."""
+        size = self._size
+        cache = self._cache
+        out = []
+        for level, index in refs:
+            if index < 0 or (index + 1) << level > size:
+                raise LogIntegrityError(f"node ({level}, {index}) is not a complete subtree of size {size}")
+            s, j = level >> 3, level & 7
+            t = (index << j) >> 8
+            hit = cache.get((s << 56) | t)
+            if hit is None:
+                with self._lock:
+                    hit = self._tile(s, t)
+            width, data = hit
+            pos = index - (t << (8 - j))
+            if pos >= width >> j:
+                raise LogIntegrityError(f"hash tile {s}/{t} lacks node ({level}, {index})", index=index << level)
+            off = (_OFFSETS[width][j] + pos) << 5
+            out.append(data[off : off + 32])
+        return out
 
     def root(self, size: int) -> bytes:
         """Return MTH(D[0:size]) from the stored complete subtrees (O(log size) lookups)."""

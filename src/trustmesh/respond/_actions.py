@@ -126,6 +126,7 @@ class NftablesAction:
             raise ValueError(f"netns must match {_NETNS.pattern}, got {netns!r}")
         self.table, self.set, self.netns = table, set, netns
         self.nft, self.ip, self.priority = nft, ip, priority
+        self._ready = False  # table known to exist (skips the probe on later applies)
 
     def spec(self) -> dict[str, Any]:
         """Return the config to rebuild this action."""
@@ -167,11 +168,13 @@ class NftablesAction:
         """Create the table once (idempotent: an existing table is left as it is)."""
         probe = self._argv("list", "table", "inet", self.table)
         if _run(probe).returncode == 0:
+            self._ready = True
             return []
         argv = self._argv("-f", "-")
         done = _run(argv, stdin=self.ruleset())
         if done.returncode != 0:
             raise ActionError(f"nft could not create table inet {self.table}: {done.stderr.strip()}")
+        self._ready = True
         return [" ".join(argv) + " <<< (table definition)"]
 
     def elements(self, request: ActionRequest) -> list[tuple[str, str]]:
@@ -191,7 +194,10 @@ class NftablesAction:
         return out
 
     def apply(self, request: ActionRequest, *, enforce: bool) -> Outcome:
-        """Add one set element per target, with ``timeout TTLs`` when the request has a TTL."""
+        """Add one set element per target, with ``timeout TTLs`` when the request has a TTL.
+
+        ``commands`` lists one ``nft add element`` per target; they run as one ``nft -f -`` script.
+        """
         try:
             elements = self.elements(request)
         except ActionError as exc:
@@ -206,13 +212,17 @@ class NftablesAction:
             return Outcome("dry_run", f"would add {len(cmds)} element(s) to inet {self.table}",
                            request.targets,
                            shown, state)
+        # all elements go in one `nft -f -` run: one transaction (all or none) and one process
+        script = "".join(f"add element inet {self.table} {s} {{ {e}{ttl} }}\n" for s, e in elements)
         try:
-            setup = self._ensure()
-            for argv in cmds:
-                done = _run(argv)
-                if done.returncode != 0:
-                    return Outcome("failed", f"nft failed: {done.stderr.strip() or done.returncode}",
-                                   request.targets, tuple(setup) + shown, state)
+            setup = [] if self._ready else self._ensure()
+            done = _run(self._argv("-f", "-"), stdin=script)
+            if done.returncode != 0 and "No such file or directory" in done.stderr:
+                setup = self._ensure()  # the table was deleted behind our back: recreate, retry once
+                done = _run(self._argv("-f", "-"), stdin=script)
+            if done.returncode != 0:
+                return Outcome("failed", f"nft failed: {done.stderr.strip() or done.returncode}",
+                               request.targets, tuple(setup) + shown, state)
         except FileNotFoundError as exc:
             return Outcome("failed", f"cannot run {exc.filename!r}: not installed or not on PATH",
                            request.targets, shown, state)
@@ -260,6 +270,7 @@ class NftablesAction:
 
     def delete_table(self) -> None:
         """Remove the whole table (used by tests and ``teardown``)."""
+        self._ready = False
         done = _run(self._argv("delete", "table", "inet", self.table))
         if done.returncode != 0 and "No such file or directory" not in done.stderr:
             raise ActionError(f"nft delete table inet {self.table} failed: {done.stderr.strip()}")
