@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 
 from trustmesh.ledger import Ledger
@@ -10,15 +9,7 @@ from trustmesh.ledger import Ledger
 
 def make_ledger(directory: Path, origin: str, entries: list[dict[str, int]]) -> None:
     """Create a ledger with ``entries`` and a signed checkpoint of all of them."""
-    while True:
-        ledger = Ledger.create(directory, origin)
-        # Work around NoteVerifier.from_vkey splitting on every '+' (base64 keys may contain '+'),
-        # reported to the ledger owner: recreate until the key reopens.
-        if ledger.verifier_key.count("+") == 2:
-            break
-        ledger.close()
-        shutil.rmtree(directory)
-    with ledger:
+    with Ledger.create(directory, origin) as ledger:
         for payload in entries:
             ledger.append_one("test", payload, time=0.0)
         ledger.checkpoint()

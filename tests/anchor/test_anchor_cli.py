@@ -44,3 +44,17 @@ def test_bench_anchor_json() -> None:
     assert gas[0] > gas[1] > 21000  # first anchor pays for fresh storage
     assert abs(gas[2] - gas[1]) < 1000  # later anchors cost the same whatever the batch size
     assert doc["anchors"][2]["gas_per_entry"] < doc["anchors"][1]["gas_per_entry"]
+
+
+def test_dry_run_sends_nothing(tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    make_ledger(d, "trustmesh.test-anchor-cli", [{"i": 0}, {"i": 1}])
+    result = runner.invoke(app, ["ledger", "anchor", str(d), "--dry-run"])
+    assert result.exit_code == 0 and "would anchor" in result.output and "new LogAnchor" in result.output
+    assert not (d / "anchor" / "anchors.json").exists()
+    assert runner.invoke(app, ["ledger", "anchor", str(d)]).exit_code == 0
+    extend_ledger(d, [{"i": 2}])
+    result = runner.invoke(app, ["ledger", "anchor", str(d), "--dry-run", "--json"])
+    doc = json.loads(result.output)
+    assert doc["dry_run"] and doc["size"] == 3 and doc["tx_hash"] is None
+    assert verify_anchor(d, "embedded")["anchored_size"] == 2  # the dry run changed nothing on chain

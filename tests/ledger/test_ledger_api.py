@@ -164,3 +164,44 @@ def test_private_key_never_served(served: tuple[TestClient, NoteSigner, Ledger],
     secret = (ledger_dir / "log.key").read_text().strip().split("+", 4)[4]
     for path in ["/log.pub", "/checkpoint", "/log.key", "/tile/../log.key"]:
         assert secret not in client.get(path).text
+
+
+@pytest.mark.integration
+def test_ledger_serve_runs_a_real_server(ledger_dir: Path, tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    with Ledger.create(ledger_dir, ORIGIN) as led:
+        led.sequence(make_entries(10))
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "TRUSTMESH_LEDGER_TOKENS": TOKEN}
+    exe = Path(sys.executable).with_name("trustmesh")
+    proc = subprocess.Popen([str(exe), "ledger", "serve", str(ledger_dir), "--port", str(port)],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(100):
+            try:
+                r = httpx.get(base + "/checkpoint", timeout=1)
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        else:
+            raise AssertionError("server did not start")
+        assert Checkpoint.from_bytes(r.content).size == 10
+        body = json.dumps({"entries": [{"kind": "alert", "payload": {"x": 1}}]})
+        ok = httpx.post(base + "/add-entries", content=body, headers={"Authorization": f"Bearer {TOKEN}"}, timeout=5)
+        assert ok.status_code == 200 and ok.json()["indices"] == [10]
+        assert httpx.post(base + "/add-entries", content=body, timeout=5).status_code == 401
+    finally:
+        proc.terminate()
+        out, _ = proc.communicate(timeout=10)
+    secret = (ledger_dir / "log.key").read_text().strip().split("+", 4)[4]
+    assert TOKEN not in out and secret not in out

@@ -116,3 +116,75 @@ def test_verify_with_chain_reports_missing_anchoring_cleanly(tmp_path: Path, mon
     monkeypatch.setitem(sys.modules, "trustmesh.ledger.anchor", None)  # simulate the package being absent
     r = runner.invoke(app, ["ledger", "verify", str(d), "--chain", "embedded"])
     assert r.exit_code == 2 and "anchoring not available" in r.output
+
+
+def test_check_proof_accepts_real_and_rejects_forged_proofs(tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    _init(d)
+    runner.invoke(app, ["ledger", "append", str(d), "--file", str(_jsonl(tmp_path / "a.jsonl", 20)), "--checkpoint"])
+    old_note = tmp_path / "old.note"
+    old_note.write_text(runner.invoke(app, ["ledger", "checkpoint", str(d)]).output)
+    runner.invoke(app, ["ledger", "append", str(d), "--file", str(_jsonl(tmp_path / "b.jsonl", 9, 20))])
+    note = tmp_path / "cp.note"
+    note.write_text(runner.invoke(app, ["ledger", "checkpoint", str(d)]).output)
+    proof = json.loads(runner.invoke(app, ["ledger", "prove", str(d), "--index", "3", "--json"]).output)
+    with Ledger.open(d, read_only=True) as led:
+        (tmp_path / "entry.bin").write_bytes(led.entry_bytes(3))
+    key = f"@{d / 'log.pub'}"
+    base = ["ledger", "check-proof", str(tmp_path / "p.json"), "--checkpoint", str(note), "--log-key", key]
+    (tmp_path / "p.json").write_text(json.dumps(proof))
+    assert runner.invoke(app, [*base, "--entry", str(tmp_path / "entry.bin")]).exit_code == 0
+    forged = {**proof, "proof": list(reversed(proof["proof"]))}
+    (tmp_path / "p.json").write_text(json.dumps(forged))
+    r = runner.invoke(app, base)
+    assert r.exit_code == 1 and "InclusionProofError" in r.output
+    (tmp_path / "p.json").write_text(json.dumps({**proof, "leafIdx": "three"}))
+    assert runner.invoke(app, base).exit_code == 2
+    cons = json.loads(runner.invoke(app, ["ledger", "consistency", str(d), "--from", "20", "--json"]).output)
+    (tmp_path / "p.json").write_text(json.dumps(cons))
+    assert runner.invoke(app, [*base, "--old-checkpoint", str(old_note)]).exit_code == 0
+    (tmp_path / "p.json").write_text(json.dumps({**cons, "proof": cons["proof"][:-1]}))
+    assert runner.invoke(app, [*base, "--old-checkpoint", str(old_note)]).exit_code == 1
+
+
+def test_bench_ledger_reports_sane_numbers() -> None:
+    r = runner.invoke(app, ["bench", "ledger", "--sizes", "1500", "--max-size", "1500", "--proofs", "20",
+                            "--batch", "500", "--json"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.output)
+    assert doc["append"]["entries"] == 1500 and doc["append"]["entries_per_s"] > 0
+    assert doc["append"]["pymerkle_entries_per_s"] > 0
+    (row,) = doc["sizes"]
+    assert row["size"] == 1500 and 64 < row["bytes_per_entry"] < 10_000
+    assert row["inclusion_prove_us"] > 0 and row["consistency_verify_us"] > 0
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ["ledger", "checkpoint", "{d}", "--witness", "{tmp}/no-witness"],
+        ["ledger", "checkpoint", "{d}", "--quorum", "1"],
+        ["ledger", "witness", "init", "{tmp}/w", "--name", "bad name"],
+        ["ledger", "witness", "trust", "{tmp}/no-witness", "--log-key", "x+y+z"],
+        ["ledger", "witness", "cosign", "{tmp}/no-witness", "--ledger", "{d}"],
+        ["ledger", "serve", "{d}", "--port", "0"],
+        ["ledger", "init", "{tmp}/new", "--origin", "o.example/l", "--synchronous", "OFF"],
+        ["ledger", "verify", "{d}", "--trusted-checkpoint", "{tmp}/missing.note"],
+        ["ledger", "verify", "{d}", "--log-key", "not-a-key"],
+        ["ledger", "append", "{d}"],
+        ["ledger", "append", "{d}", "--file", "{tmp}/missing.jsonl"],
+        ["ledger", "check-proof", "{tmp}/missing.json", "--checkpoint", "{tmp}/x", "--log-key", "@{d}/log.pub"],
+    ],
+)
+def test_bad_arguments_give_one_line_and_change_nothing(tmp_path: Path, args: list[str]) -> None:
+    d = tmp_path / "log"
+    _init(d)
+    runner.invoke(app, ["ledger", "append", str(d), "--file", str(_jsonl(tmp_path / "a.jsonl", 4)), "--checkpoint"])
+    before = (d / "ledger.sqlite").read_bytes(), sorted(p.name for p in d.iterdir())
+    r = runner.invoke(app, [a.format(d=d, tmp=tmp_path) for a in args])
+    assert r.exit_code == 2, r.output
+    assert "error" in r.output and "Traceback" not in r.output
+    assert r.exception is None or isinstance(r.exception, SystemExit)
+    with Ledger.open(d, read_only=True) as led:
+        assert led.size == 4 and len(led.checkpoints()) == 1
+    assert sorted(p.name for p in d.iterdir()) == before[1]

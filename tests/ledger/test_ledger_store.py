@@ -163,11 +163,12 @@ def test_read_only_refuses_appends_and_sequence_checkpoints_each_batch(ledger_di
 def test_memory_stays_bounded_while_the_log_grows(ledger_dir: Path) -> None:
     from trustmesh.ledger._store import _CACHE_TILES
 
+    entries = make_entries(70_000)
     with Ledger.create(ledger_dir, ORIGIN) as led:
-        for k in range(6):
-            led.append(make_entries(20_000, 20_000 * k))
+        for k in range(7):
+            led.append(entries[10_000 * k : 10_000 * (k + 1)])
         store = led.store
         # the right edge holds < 256 hashes per tile level and < 256 entries; the tile cache is capped
         assert all(len(row) < 256 for row in store._edge) and len(store._edge) <= 3
         assert len(store._bundle_edge) < 256 and len(store._cache) <= _CACHE_TILES
-        assert led.root() == root_from_leaf_hashes([leaf_hash(e.to_bytes()) for e in make_entries(120_000)])
+        assert led.root() == root_from_leaf_hashes([leaf_hash(e.to_bytes()) for e in entries])

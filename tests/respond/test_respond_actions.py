@@ -190,3 +190,9 @@ def test_specs_round_trip() -> None:
                                                                                              514))]
     for action in actions:
         assert action_from_spec(action.spec()).spec() == action.spec()
+
+
+def test_notify_syslog_missing_socket_is_a_clear_failure(tmp_path: Path) -> None:
+    out = NotifyAction("syslog", syslog_address=str(tmp_path / "no-log-socket")).apply(
+        _req("notify", message="x"), enforce=True)
+    assert out.status == "failed" and "syslog unavailable" in out.detail

@@ -290,3 +290,19 @@ def test_incident_records_are_stored_for_cli(tmp_path: Path) -> None:
     responder.handle(inc)
     assert responder.queue.incident(inc.incident_id) == inc
     assert isinstance(responder.queue.incidents()[0], Incident)
+
+
+def test_low_confidence_denial_is_retried_when_confidence_rises(tmp_path: Path) -> None:
+    # Arrange: an incident that starts below the confidence floor
+    responder = _responder(tmp_path, guards=Guards(min_confidence=0.9), clock=lambda: 1000.0)
+    corr = Correlator()
+
+    # Act
+    low = responder.handle(corr.add(_alert(1, score=0.6)))
+    same = responder.handle(corr.add(_alert(2, score=0.6)))
+    high = responder.handle(corr.add(_alert(3, score=0.95)))
+
+    # Assert: denied once (not on every alert), then blocked once confidence is high enough
+    assert [s for s in _statuses(low) if s[0] == "decision"][0] == ("decision", "denied")
+    assert not any(r.to_dict()["action"] == "nftables" for r in same if r.record_type == "decision")
+    assert _statuses(high)[:2] == [("decision", "taken"), ("action_result", "dry_run")]

@@ -25,16 +25,20 @@ def anchor_command(
     chain: str = typer.Option("embedded", "--chain", help="'embedded' (in-process EVM kept in DIR/anchor) or an http(s):// JSON-RPC URL."),
     account: Path | None = typer.Option(None, "--account", help="File holding the hex private key that pays and signs (required for an RPC chain)."),
     contract: str | None = typer.Option(None, "--contract", help="Use this deployed LogAnchor instead of deploying one."),
+    dry_run: bool = typer.Option(False, "--dry-run", help="Check everything, send nothing; show what would be anchored."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Anchor the ledger's latest signed checkpoint (tree size, root hash) on an Ethereum chain."""
     from trustmesh.ledger.anchor import anchor_ledger
 
-    result = anchor_ledger(directory, chain, account_key=account, contract=contract)
+    result = anchor_ledger(directory, chain, account_key=account, contract=contract, dry_run=dry_run)
     if json_out:
         print_json(result.to_dict())
         return
-    if result.tx_hash is None:
+    if result.dry_run:
+        where = f"contract {result.contract}" if result.contract else "a new LogAnchor contract"
+        console.print(f"dry run: would anchor {result.origin} size {result.size} root {result.root[:16]}… on {result.chain} ({where})")
+    elif result.tx_hash is None:
         console.print(f"size {result.size} of {result.origin} is already anchored on {result.chain} at {result.contract}")
     else:
         console.print(

@@ -19,46 +19,10 @@ fl_app = typer.Typer(help="Federated learning across sites (Flower): simulate, s
 app.add_typer(fl_app, name="fl")
 
 
-def _config(
-    *, sites: int, rounds: int, partition: str, aggregator: str, secagg: bool, secagg_shares: int | None,
-    secagg_threshold: int | None, dp: str | None, he: str | None, attack: str | None, seed: int,
-    local_epochs: int, dp_sgd: str | None,
-) -> Any:
-    from trustmesh.errors import ConfigError
-    from trustmesh.federated import AttackSpec, FLConfig, PartitionSpec, TrainConfig
-    from trustmesh.privacy import DPConfig, SecAggConfig
+def _config(**options: Any) -> Any:
+    from trustmesh.federated import config_from_options
 
-    try:
-        sa = None
-        if secagg:
-            sa = SecAggConfig.for_sites(sites)
-            if secagg_shares is not None or secagg_threshold is not None:
-                sa = SecAggConfig(num_shares=secagg_shares or sa.num_shares,
-                                  reconstruction_threshold=secagg_threshold or sa.reconstruction_threshold)
-        sgd = None
-        if dp_sgd:
-            parsed = dict(kv.split("=", 1) for kv in dp_sgd.split(",") if kv)
-            sgd = (float(parsed["noise"]), float(parsed["clip"]))
-        dp_cfg = None
-        if dp:
-            # epsilon=E calibrates the noise so that all rounds together spend at most E
-            parts = dict(kv.split("=", 1) for kv in dp.split(",") if "=" in kv)
-            if "epsilon" in parts:
-                from trustmesh.privacy import noise_multiplier_for_epsilon
-
-                eps = float(parts.pop("epsilon"))
-                z = noise_multiplier_for_epsilon(eps, float(parts.get("delta", 1e-5)), rounds)
-                parts["noise"] = str(z)
-                parts.setdefault("budget", str(eps))
-            dp_cfg = DPConfig.parse(",".join(f"{k}={v}" for k, v in parts.items()))
-        return FLConfig(
-            n_sites=sites, rounds=rounds, partition=PartitionSpec.parse(partition), aggregator=aggregator,
-            secagg=sa, dp=dp_cfg, he=he,
-            attack=AttackSpec.parse(attack) if attack else None, seed=seed,
-            train=TrainConfig(local_epochs=local_epochs, dp_sgd=sgd),
-        )
-    except (ValueError, KeyError) as exc:
-        raise ConfigError(str(exc)) from exc
+    return config_from_options(**options)
 
 
 @fl_app.command("simulate")
@@ -199,3 +163,190 @@ def bench_fl(
         print_json(doc)
     else:
         console.print(json.dumps(doc, indent=2))
+
+
+def _venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """Environment for Flower's processes: this interpreter's bin first on PATH (SuperLink spawns
+    ``flwr-serverapp``, SuperNodes spawn ``flwr-clientapp`` by name)."""
+    import os
+    import sys
+
+    env = dict(os.environ)
+    env["PATH"] = str(Path(sys.executable).parent) + os.pathsep + env.get("PATH", "")
+    env.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
+    env.update(extra or {})
+    return env
+
+
+def _wait_port(host: str, port: int, timeout: float, proc: Any) -> None:
+    import socket
+
+    from trustmesh.errors import FederatedError
+
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise FederatedError(f"flower-superlink exited with code {proc.returncode} before listening on {port}")
+        with socket.socket() as s:
+            s.settimeout(0.5)
+            if s.connect_ex((host, port)) == 0:
+                return
+        time.sleep(0.3)
+    raise FederatedError(f"flower-superlink did not listen on {host}:{port} within {timeout:.0f}s")
+
+
+def _write_app(app_dir: Path, spec: dict[str, Any]) -> None:
+    import tomli_w
+
+    app_dir.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
+        "project": {"name": "trustmesh-fl", "version": "1.0.0", "description": "trustmesh federated run",
+                    "license": "Apache-2.0", "dependencies": []},
+        "tool": {"flwr": {"app": {
+            "publisher": "trustmesh",
+            "components": {"serverapp": "trustmesh.federated._deploy:server_app",
+                           "clientapp": "trustmesh.federated._deploy:client_app"},
+            "config": {"spec": json.dumps(spec, sort_keys=True)},
+        }}},
+    }
+    (app_dir / "pyproject.toml").write_text(tomli_w.dumps(doc), encoding="utf-8")
+
+
+@fl_app.command("serve")
+@guarded
+def serve_cmd(
+    dataset: str = typer.Option("ton-iot-network", "--dataset"),
+    sites: int = typer.Option(3, "--sites", help="Sites to wait for (each runs `trustmesh fl site`)."),
+    rounds: int = typer.Option(3, "--rounds"),
+    partition: str = typer.Option("iid", "--partition"),
+    aggregator: str = typer.Option("fedavg", "--aggregator"),
+    secagg: bool = typer.Option(False, "--secagg"),
+    dp: str | None = typer.Option(None, "--dp"),
+    attack: str | None = typer.Option(None, "--attack"),
+    seed: int = typer.Option(0, "--seed"),
+    local_epochs: int = typer.Option(1, "--local-epochs"),
+    max_rows: int = typer.Option(20000, "--max-rows"),
+    max_test: int = typer.Option(5000, "--max-test"),
+    ledger: Path | None = typer.Option(None, "--ledger"),
+    out: Path | None = typer.Option(None, "--out"),
+    host: str = typer.Option("127.0.0.1", "--host", help="SuperLink address (loopback by default)."),
+    port: int = typer.Option(9092, "--port", help="SuperLink HTTP port (Fleet + Control API)."),
+    work_dir: Path | None = typer.Option(None, "--work-dir", help="Where the app, FLWR_HOME and logs go."),
+    timeout: float = typer.Option(900.0, "--timeout", help="Give up after this many seconds."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Run the coordinator as a real Flower SuperLink and submit the run; sites join with `fl site`."""
+    import subprocess
+    import sys
+    import tempfile
+
+    from trustmesh.errors import FederatedError
+
+    options = {"dataset": dataset, "sites": sites, "rounds": rounds, "partition": partition,
+               "aggregator": aggregator, "secagg": secagg, "dp": dp, "attack": attack, "seed": seed,
+               "local_epochs": local_epochs, "max_rows": max_rows, "max_test": max_test}
+    _config(**options)  # validate before starting any process
+    work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="trustmesh-fl-"))
+    work.mkdir(parents=True, exist_ok=True)
+    result_path = work / "result.json"
+    spec = {**options, "ledger": str(ledger.resolve()) if ledger else None, "out": str(out.resolve()) if out else None,
+            "result_path": str(result_path.resolve())}
+    from trustmesh.config import find_data_dir
+
+    found = find_data_dir()
+    spec["data_dir"] = str(found) if found else None
+    _write_app(work / "app", spec)
+    home = work / "flwr-home"
+    home.mkdir(exist_ok=True)
+    (home / "config.toml").write_text(
+        f'[superlink]\ndefault = "trustmesh"\n\n[superlink.trustmesh]\naddress = "{host}:{port}"\ninsecure = true\n',
+        encoding="utf-8")
+    env = _venv_env({"FLWR_HOME": str(home)})
+    bindir = Path(sys.executable).parent
+    link_log = (work / "superlink.log").open("wb")
+    link = subprocess.Popen(
+        [str(bindir / "flower-superlink"), "--insecure", "--host", host, "--port", str(port),
+         "--disable-runtime-dependency-installation", "--database", str(work / "superlink.db")],
+        env=env, stdout=link_log, stderr=subprocess.STDOUT, cwd=work, start_new_session=True,
+    )
+    try:
+        _wait_port(host, port, 60.0, link)
+        run_log = (work / "flwr-run.log").open("wb")
+        proc = subprocess.run(
+            [str(bindir / "flwr"), "run", str(work / "app"), "trustmesh", "--stream"],
+            env=env, stdout=run_log, stderr=subprocess.STDOUT, cwd=work, timeout=timeout, check=False,
+        )
+        if not result_path.exists():
+            tail = (work / "flwr-run.log").read_text(errors="replace")[-1500:]
+            raise FederatedError(f"the run ended (flwr exit {proc.returncode}) without a result; log tail:\n{tail}")
+    except subprocess.TimeoutExpired as exc:
+        raise FederatedError(f"the federated run did not finish within {timeout:.0f}s (logs in {work})") from exc
+    finally:
+        import os
+        import signal
+
+        # the SuperLink runs flwr-serverapp/superexec children in its own session: stop the group
+        os.killpg(link.pid, signal.SIGTERM)
+        try:
+            link.wait(timeout=15)
+        except subprocess.TimeoutExpired:
+            os.killpg(link.pid, signal.SIGKILL)
+            link.wait()
+        link_log.close()
+    doc = json.loads(result_path.read_text(encoding="utf-8"))
+    doc["work_dir"] = str(work)
+    if json_out:
+        print_json(doc)
+    else:
+        console.print(f"flower-deployment: macro_f1={doc['metrics'].get('macro_f1')} rounds={len(doc['rounds'])} "
+                      f"(logs in {work})")
+
+
+@fl_app.command("site")
+@guarded
+def site_cmd(
+    partition_id: int = typer.Option(..., "--partition-id", help="This site's partition (0-based)."),
+    superlink: str = typer.Option("127.0.0.1:9092", "--superlink", help="SuperLink host:port."),
+    port: int = typer.Option(9094, "--port", help="Local port of this SuperNode's ClientApp runtime API."),
+    sites: int | None = typer.Option(None, "--sites", help="Total sites (informational, sent as num-partitions)."),
+) -> None:
+    """Run one site as a Flower SuperNode until interrupted; the run's spec comes from the coordinator."""
+    import subprocess
+    import sys
+
+    if partition_id < 0:
+        from trustmesh.errors import ConfigError
+
+        raise ConfigError(f"--partition-id must be >= 0, got {partition_id}")
+    import os
+    import signal
+    import tempfile
+
+    node_config = f"partition-id={partition_id}" + (f" num-partitions={sites}" if sites else "")
+    bindir = Path(sys.executable).parent
+    cmd = [str(bindir / "flower-supernode"), "--insecure", "--superlink", superlink, "--node-config", node_config,
+           "--port", str(port)]
+    home = tempfile.mkdtemp(prefix=f"trustmesh-site{partition_id}-")  # installed apps stay out of ~/.flwr
+
+    def _stop(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, _stop)
+    # own session: the SuperNode's helpers (superexec, clientapp) are stopped with it as one group
+    proc = subprocess.Popen(cmd, env=_venv_env({"FLWR_HOME": home}), start_new_session=True)
+    try:
+        proc.wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+        import shutil
+
+        shutil.rmtree(home, ignore_errors=True)

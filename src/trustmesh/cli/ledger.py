@@ -26,6 +26,12 @@ app.add_typer(ledger_app, name="ledger")
 MAX_LINE_BYTES = 1 << 20
 
 
+def _check_sync(value: str) -> str:
+    if value.upper() not in {"FULL", "EXTRA", "NORMAL"}:
+        raise InputError(f"--synchronous must be FULL, EXTRA or NORMAL, got {value!r}")
+    return value.upper()
+
+
 def _read_entries(source: str) -> list[Any]:
     """Read and validate JSON-lines entries (every line first, so bad input changes nothing)."""
     from trustmesh.ledger import Entry
@@ -70,7 +76,7 @@ def init_command(
     """Create a ledger: database, Ed25519 log key (0600) and public verifier key."""
     from trustmesh.ledger import Ledger
 
-    with Ledger.create(directory, origin, synchronous=synchronous) as led:
+    with Ledger.create(directory, origin, synchronous=_check_sync(synchronous)) as led:
         info = {"directory": str(directory), "origin": led.origin, "verifier_key": led.verifier_key}
     if json_out:
         print_json(info)
@@ -115,6 +121,8 @@ def checkpoint_command(
     """Sign a checkpoint of the current size (refusing one inconsistent with the last) and print the note."""
     from trustmesh.ledger import Ledger, Witness
 
+    if not 0 <= quorum <= len(witness):
+        raise InputError(f"--quorum must be between 0 and the number of --witness folders ({len(witness)}), got {quorum}")
     witnesses = [Witness.open(w) for w in witness]
     with Ledger.open(directory) as led:
         cp = led.checkpoint(witnesses=witnesses, quorum=quorum)
@@ -162,6 +170,51 @@ def consistency_command(
         console.print(f"{doc['size1']} -> {doc['size2']}: {doc['root1']} -> {doc['root2']}", highlight=False)
         for h in doc["proof"]:
             console.print(f"  {h}", highlight=False)
+
+
+@ledger_app.command("check-proof")
+@guarded
+def check_proof_command(
+    proof_file: Path = typer.Argument(..., help="JSON from `ledger prove --json` or `ledger consistency --json`."),
+    checkpoint: Path = typer.Option(..., "--checkpoint", help="Signed checkpoint note the proof must lead to."),
+    log_key: str = typer.Option(..., "--log-key", help="Log verifier key (name+hash+base64) or @FILE (e.g. @DIR/log.pub)."),
+    entry: Path | None = typer.Option(None, "--entry", help="File holding the exact entry bytes (inclusion proofs)."),
+    old_checkpoint: Path | None = typer.Option(None, "--old-checkpoint", help="Older signed checkpoint (consistency proofs)."),
+) -> None:
+    """Check a proof offline against signed checkpoints (exit 0 verified, 1 rejected, 2 bad input)."""
+    from trustmesh.ledger import (
+        Checkpoint,
+        ConsistencyProof,
+        InclusionProof,
+        NoteVerifier,
+        verify_consistency,
+        verify_inclusion,
+    )
+
+    def _read(path: Path) -> bytes:
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        return path.read_bytes()
+
+    key = NoteVerifier.from_vkey(_read(Path(log_key[1:])).decode().strip() if log_key.startswith("@") else log_key)
+    cp = Checkpoint.from_bytes(_read(checkpoint))
+    cp.verify(key)
+    try:
+        doc = json.loads(_read(proof_file))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{proof_file}: not valid JSON ({exc})") from None
+    if isinstance(doc, dict) and "leafIdx" in doc:
+        inc = InclusionProof.from_json(doc)
+        verify_inclusion(inc, cp, None if entry is None else _read(entry))
+        console.print(f"OK: leaf {inc.leaf_index} is in {cp.origin} at size {cp.size}", highlight=False)
+        return
+    cons = ConsistencyProof.from_json(doc)
+    if old_checkpoint is None:
+        raise InputError("a consistency proof needs --old-checkpoint")
+    old = Checkpoint.from_bytes(_read(old_checkpoint))
+    old.verify(key)
+    verify_consistency(cons, old, cp)
+    console.print(f"OK: size {old.size} is a prefix of size {cp.size} in {cp.origin}", highlight=False)
 
 
 @ledger_app.command("verify")
@@ -315,19 +368,21 @@ def _run_bench(
                            "batch": batch, "synchronous": synchronous, "sizes": []}
     try:
         led = Ledger.create(Path(tmp.name) / "log", "bench.trustmesh/log", synchronous=synchronous)
-        append_s = 0.0
+        append_s = append_cpu = 0.0
         with progress(show_progress) as bar:
             task = bar.add_task("building log", total=top)
             for target in sizes:
                 while led.size < target:
                     n = min(batch, target - led.size)
                     chunk = pool[:n] if n <= pool_n else (pool * (n // pool_n + 1))[:n]
-                    t = time.perf_counter()
+                    t, c = time.perf_counter(), time.process_time()
                     led.append(chunk)
                     append_s += time.perf_counter() - t
+                    append_cpu += time.process_time() - c
                     bar.update(task, completed=led.size)
                 out["sizes"].append(_bench_proofs(led, target, proofs, rng, verify_inclusion, verify_consistency))
         out["append"] = {"entries": top, "seconds": round(append_s, 3), "entries_per_s": top / append_s,
+                         "cpu_seconds": round(append_cpu, 3), "entries_per_cpu_s": top / max(append_cpu, 1e-9),
                          "entry_build_us": round(entry_build_us, 2)}
         led.close()
     finally:
@@ -337,13 +392,15 @@ def _run_bench(
     raws = [e.to_bytes() for e in pool]
     tree = InmemoryTree(algorithm="sha256")
     m = min(200_000, top)
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     for i in range(m):
         tree.append_entry(raws[i % pool_n])
     pm_rate = m / (time.perf_counter() - t)
+    out["append"]["pymerkle_entries_per_cpu_s"] = m / max(time.process_time() - c, 1e-9)
     out["append"]["pymerkle_entries_per_s"] = pm_rate
     out["append"]["pymerkle_entries"] = m
     out["append"]["speedup_vs_pymerkle"] = out["append"]["entries_per_s"] / pm_rate
+    out["load_average"] = os.getloadavg()
     return out
 
 
@@ -354,24 +411,30 @@ def _bench_proofs(led: Any, n: int, count: int, rng: Any, verify_inclusion: Any,
     disk = led.store.disk_bytes()
     root = led.root(n)
     idx = [rng.randrange(n) for _ in range(count)]
-    t = time.perf_counter()
+    t, c = time.perf_counter(), time.process_time()
     inc = [led.prove_inclusion(i, n) for i in idx]
     prove_us = (time.perf_counter() - t) / count * 1e6
-    t = time.perf_counter()
+    prove_cpu_us = (time.process_time() - c) / count * 1e6
+    t, c = time.perf_counter(), time.process_time()
     for p in inc:
         verify_inclusion(p, root)
     verify_us = (time.perf_counter() - t) / count * 1e6
+    verify_cpu_us = (time.process_time() - c) / count * 1e6
     olds = [rng.randrange(1, n) if n > 1 else 1 for _ in range(count)]
-    t = time.perf_counter()
+    t, c0 = time.perf_counter(), time.process_time()
     cons = [led.prove_consistency(m, n) for m in olds]
     cprove_us = (time.perf_counter() - t) / count * 1e6
+    cprove_cpu_us = (time.process_time() - c0) / count * 1e6
     roots = {m: led.root(m) for m in set(olds)}
-    t = time.perf_counter()
+    t, c0 = time.perf_counter(), time.process_time()
     for c in cons:
         verify_consistency(c, roots[c.size1], root)
     cverify_us = (time.perf_counter() - t) / count * 1e6
+    cverify_cpu_us = (time.process_time() - c0) / count * 1e6
     return {"size": n, "inclusion_prove_us": prove_us, "inclusion_verify_us": verify_us,
+            "inclusion_prove_cpu_us": prove_cpu_us, "inclusion_verify_cpu_us": verify_cpu_us,
             "consistency_prove_us": cprove_us, "consistency_verify_us": cverify_us,
+            "consistency_prove_cpu_us": cprove_cpu_us, "consistency_verify_cpu_us": cverify_cpu_us,
             "proofs": count, "disk_bytes": disk, "bytes_per_entry": disk / n}
 
 
@@ -394,7 +457,7 @@ def bench_ledger_command(
     if not size_list or min(size_list) < 1 or batch < 1 or proofs < 1:
         raise InputError("--sizes, --batch and --proofs must be >= 1")
     report = _run_bench([s for s in size_list if s <= max_size] or [max_size], batch=batch,
-                       synchronous=synchronous, proofs=proofs, directory=directory, show_progress=not json_out)
+                       synchronous=_check_sync(synchronous), proofs=proofs, directory=directory, show_progress=not json_out)
     if json_out:
         print_json(report)
         return

@@ -46,7 +46,7 @@ def _emit(records: list[Any], as_json: bool) -> None:
 @incidents_app.command("list")
 @guarded
 def list_incidents(
-    state: Path = typer.Option(None, "--state", help=_STATE_HELP),
+    state: Path | None = typer.Option(None, "--state", help=_STATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """List incidents with their pending approvals and applied actions."""
@@ -78,7 +78,7 @@ def list_incidents(
 @guarded
 def show_incident(
     incident_id: str = typer.Argument(..., help="Incident id (inc-...)."),
-    state: Path = typer.Option(None, "--state", help=_STATE_HELP),
+    state: Path | None = typer.Option(None, "--state", help=_STATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Show an incident, its records (decisions, results), approvals and actions."""
@@ -112,8 +112,8 @@ def show_incident(
 @guarded
 def approve_action(
     approval_id: str = typer.Argument(..., help="Approval id (apr-...) from `incidents show`."),
-    note: str = typer.Option(None, "--note", help="Why (recorded)."),
-    state: Path = typer.Option(None, "--state", help=_STATE_HELP),
+    note: str | None = typer.Option(None, "--note", help="Why (recorded)."),
+    state: Path | None = typer.Option(None, "--state", help=_STATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Approve a queued action and run it now (guards still apply; dry-run unless it was queued enforcing)."""
@@ -126,8 +126,8 @@ def approve_action(
 @guarded
 def reject_action(
     approval_id: str = typer.Argument(..., help="Approval id (apr-...)."),
-    note: str = typer.Option(None, "--note", help="Why (recorded)."),
-    state: Path = typer.Option(None, "--state", help=_STATE_HELP),
+    note: str | None = typer.Option(None, "--note", help="Why (recorded)."),
+    state: Path | None = typer.Option(None, "--state", help=_STATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Reject a queued action."""
@@ -140,8 +140,8 @@ def reject_action(
 @guarded
 def rollback_incident(
     incident_id: str = typer.Argument(..., help="Incident id (inc-...)."),
-    action_id: str = typer.Option(None, "--action", help="Roll back only this action (act-...)."),
-    state: Path = typer.Option(None, "--state", help=_STATE_HELP),
+    action_id: str | None = typer.Option(None, "--action", help="Roll back only this action (act-...)."),
+    state: Path | None = typer.Option(None, "--state", help=_STATE_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Undo an incident's actions (delete nft elements, release quarantined devices)."""
@@ -174,13 +174,16 @@ def validate_playbook(
 @bench_app.command("respond")
 @guarded
 def bench_respond(
-    data_dir: Path = typer.Option(None, "--data-dir", help="Datasets folder (default: found like other commands)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir",
+                                         help="Datasets folder (default: found like other commands)."),
     limit: int = typer.Option(0, "--limit", help="Use only the first N attack rows (0 = all)."),
     handle_limit: int = typer.Option(
         5000, "--handle-limit", help="Incident updates (an evenly strided sample) passed to the responder."),
-    spacing: float = typer.Option(0.01, "--spacing", help="Seconds between consecutive rows (the file has no time)."),
+    spacing: float = typer.Option(0.01, "--spacing",
+                                  help="Seconds between consecutive rows (the file has no time)."),
     window: float = typer.Option(300.0, "--window", help="Correlation window in seconds."),
-    playbooks: Path = typer.Option(Path("examples/playbooks/default.yaml"), "--playbooks", help="Playbook file."),
+    playbooks: Path = typer.Option(Path("examples/playbooks/default.yaml"), "--playbooks",
+                                   help="Playbook file."),
     nft_rounds: int = typer.Option(
         0, "--nft-rounds", help="Also time N enforced nft add/delete rounds in a temporary netns (root)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -216,7 +219,8 @@ def bench_respond(
     if limit > 0:
         attacks = attacks.head(limit)
     alerts = [
-        Alert(alert_id=f"ton-{i}", timestamp=i * spacing, flow_id=FlowId(f"ton-{i}"), model_id=ModelId("ground-truth"),
+        Alert(alert_id=f"ton-{i}", timestamp=i * spacing, flow_id=FlowId(f"ton-{i}"),
+              model_id=ModelId("ground-truth"),
               score=1.0, threshold=0.5, source_ip=str(r.src_ip), source_port=int(r.src_port),
               destination_ip=str(r.dst_ip), destination_port=int(r.dst_port), transport=str(r.proto),
               predicted_class=str(r.type), severity=3)
@@ -256,7 +260,8 @@ def bench_respond(
         "dataset": str(path), "attack_rows": len(alerts), "window_s": window, "spacing_s": spacing,
         "correlate_alerts_per_s": round(len(alerts) / corr_s) if corr_s else None,
         "incidents": len(final), "alerts_per_incident": round(len(alerts) / max(len(final), 1), 1),
-        "per_class": {k: {"incidents": v["incidents"], "alerts": v["alerts"], "technique": sorted(v["technique"])}
+        "per_class": {k: {"incidents": v["incidents"], "alerts": v["alerts"],
+                          "technique": sorted(v["technique"])}
                       for k, v in sorted(by_class.items())},
         "handle_calls": len(latencies), "records": n_records, "record_types": record_types,
         "handle_ms_median": round(statistics.median(lat_ms), 3) if lat_ms else None,

@@ -187,7 +187,7 @@ PROFILES: dict[str, dict[str, Any]] = {
         "detectors": ["gbdt", "mlp", "snn"],
         "max_train_rows": 600,
         "max_test_rows": 300,
-        "transfer_sources": ["zeek-ctu-sme-11", "pcap-ssh-bruteforce", "pcap-synscan"],
+        "transfer_sources": ["zeek-ctu-sme-11", "pcap-test7-malicious", "pcap-ssh-bruteforce"],
         "snn_hidden": [16, 8],
         "snn_steps": 6,
         "snn_epochs": 2,

@@ -37,6 +37,7 @@ from trustmesh.federated._partition import (
 from trustmesh.federated._record import RoundRecord, RoundRecorder, open_round_ledger
 from trustmesh.federated._run import FLConfig, FLResult, Plan, plan_run, run_inprocess, train_centralized
 from trustmesh.federated._site import Site, TrainConfig
+from trustmesh.federated._spec import config_from_options
 from trustmesh.federated._validate import Commitment, UpdateValidator, commit_arrays
 
 __all__ = [
@@ -70,6 +71,7 @@ __all__ = [
     "build_server_app",
     "classification_metrics",
     "commit_arrays",
+    "config_from_options",
     "flatten_weights",
     "load_federated_data",
     "make_aggregator",

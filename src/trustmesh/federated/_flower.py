@@ -29,7 +29,7 @@ from trustmesh.federated._site import Site
 from trustmesh.federated._validate import commit_arrays
 from trustmesh.privacy import CkksCiphertext, CkksKeyring, add_ciphertexts
 
-__all__ = ["FlowerRun", "build_client_app", "build_server_app", "simulate"]
+__all__ = ["FlowerRun", "build_client_app", "build_server_app", "run_server_workflow", "simulate"]
 
 _log = logging.getLogger(__name__)
 
@@ -247,35 +247,36 @@ class _ObservingGrid:
         return replies
 
 
-def build_server_app(run: FlowerRun) -> Any:
-    """Build the coordinator's ``ServerApp`` (DefaultWorkflow, with SecAggPlusWorkflow when configured)."""
-    from flwr.app import Context
+def run_server_workflow(grid: Any, context: Any, run: FlowerRun, max_weight: float) -> None:
+    """Run all rounds on ``grid``: DefaultWorkflow, with SecAggPlusWorkflow as fit workflow when configured."""
     from flwr.server import LegacyContext, ServerConfig
     from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+
+    cfg = run.config
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=cfg.rounds), strategy=_strategy(run))
+    fit_workflow = None
+    if cfg.secagg is not None:
+        fit_workflow = SecAggPlusWorkflow(
+            num_shares=cfg.secagg.num_shares, reconstruction_threshold=cfg.secagg.reconstruction_threshold,
+            clipping_range=cfg.secagg.clipping_range, quantization_range=cfg.secagg.quantization_range,
+            max_weight=max_weight, timeout=cfg.secagg.timeout,
+        )
+    observed = _ObservingGrid(grid, run) if cfg.secagg is not None else grid
+    DefaultWorkflow(fit_workflow=fit_workflow)(observed, legacy)
+
+
+def build_server_app(run: FlowerRun, max_weight: float = 1e6) -> Any:
+    """Build the coordinator's ``ServerApp`` around ``run`` (``max_weight``: SecAgg+'s largest example count)."""
+    from flwr.app import Context
     from flwr.serverapp import Grid, ServerApp
 
     app = ServerApp()
-    cfg = run.config
 
     @app.main()
     def main(grid: Grid, context: Context) -> None:
-        legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=cfg.rounds), strategy=_strategy(run))
-        fit_workflow = None
-        if cfg.secagg is not None:
-            fit_workflow = SecAggPlusWorkflow(
-                num_shares=cfg.secagg.num_shares, reconstruction_threshold=cfg.secagg.reconstruction_threshold,
-                clipping_range=cfg.secagg.clipping_range, quantization_range=cfg.secagg.quantization_range,
-                max_weight=float(max(len(p) for p in run_plan_sizes(run))), timeout=cfg.secagg.timeout,
-            )
-        observed = _ObservingGrid(grid, run) if cfg.secagg is not None else grid
-        DefaultWorkflow(fit_workflow=fit_workflow)(observed, legacy)
+        run_server_workflow(grid, context, run, max_weight)
 
     return app
-
-
-def run_plan_sizes(run: FlowerRun) -> Sequence[Sequence[int]]:
-    """Partition sizes are needed for SecAgg+'s max_weight; kept on the run by ``simulate``."""
-    return getattr(run, "_sizes", [[0] * 1000])
 
 
 def simulate(
@@ -293,10 +294,9 @@ def simulate(
                         recorder=recorder, secure=config.secure)
     keyring = CkksKeyring.generate() if config.he == "ckks" else None
     run = FlowerRun(coordinator=coord, config=config, ckks_public=keyring.public_context() if keyring else b"")
-    run._sizes = plan.parts  # type: ignore[attr-defined]
     client_app = build_client_app(plan, faults=faults, keyring_bytes=keyring.secret_bytes() if keyring else None,
                                   secagg=config.secagg is not None)
-    server_app = build_server_app(run)
+    server_app = build_server_app(run, max_weight=float(max(len(p) for p in plan.parts)))
     cpus = num_cpus or max(1, min(2, os.cpu_count() or 1))
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "ERROR",

@@ -88,6 +88,9 @@ class Entry:
         # Keep a private copy so later mutation of the caller's dict cannot desynchronise the bytes.
         object.__setattr__(self, "payload", json.loads(raw)["payload"])
 
+    def __hash__(self) -> int:
+        return hash(self._bytes)  # the payload dict is unhashable; the canonical bytes identify the entry
+
     def to_bytes(self) -> bytes:
         """Return the RFC 8785 canonical JSON bytes that the log hashes."""
         return self._bytes

@@ -196,7 +196,10 @@ class Ledger:
 
     def append_one(self, kind: str, payload: Mapping[str, Any], refs: Sequence[int] = (), *, time: float | None = None) -> int:
         """Append one entry now and return its leaf index."""
-        entry = Entry(kind=kind, payload=dict(payload), time=_time.time() if time is None else time, refs=tuple(refs))
+        if not isinstance(payload, Mapping):
+            raise InputError(f"payload must be a mapping, got {type(payload).__name__}")
+        when = _time.time() if time is None else time
+        entry = Entry(kind=kind, payload=dict(payload), time=when, refs=refs)  # type: ignore[arg-type]
         return self.append([entry])[0]
 
     # ----------------------------------------------------------------------------- blobs
@@ -216,6 +219,11 @@ class Ledger:
                 fh.flush()
                 os.fsync(fh.fileno())
             os.replace(tmp, target)
+            dir_fd = os.open(target.parent, os.O_RDONLY)
+            try:
+                os.fsync(dir_fd)  # make the rename itself durable
+            finally:
+                os.close(dir_fd)
         except BaseException:
             Path(tmp).unlink(missing_ok=True)
             raise
@@ -277,12 +285,12 @@ class Ledger:
             if suffix is None:
                 # Right-edge hashes MTH(D[x:n]) for each start x of n's binary decomposition; the
                 # complete subtrees never change, so this is cached per size (a few sizes only).
-                chunks: list[tuple[int, bytes]] = []
-                start = 0
+                starts, start = [], 0
                 for b in range(n.bit_length() - 1, -1, -1):
                     if n >> b & 1:
-                        chunks.append((start, store.node(b, start >> b)))
+                        starts.append(start)
                         start += 1 << b
+                chunks = list(zip(starts, store.decomposition(n), strict=True))
                 suffix = {}
                 acc = b""
                 for st, h in reversed(chunks):

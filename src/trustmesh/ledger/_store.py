@@ -259,21 +259,7 @@ class TileStore:
 
     def node(self, level: int, index: int) -> bytes:
         """Return the hash of the complete subtree at (level, index); it must lie within the tree."""
-        if level < 0 or index < 0 or (index + 1) << level > self._size:
-            raise LogIntegrityError(f"node ({level}, {index}) is not a complete subtree of size {self._size}")
-        s, j = level >> 3, level & 7
-        t = (index << j) >> TILE_HEIGHT
-        pos = index - (t << (TILE_HEIGHT - j))
-        key = (s << 56) | t
-        hit = self._cache.get(key)
-        if hit is None:
-            with self._lock:
-                hit = self._tile(s, t)
-        width, data = hit
-        if pos >= width >> j:
-            raise LogIntegrityError(f"hash tile {s}/{t} lacks node ({level}, {index})", index=index << level)
-        off = (_OFFSETS[width][j] + pos) * _H
-        return data[off : off + _H]
+        return self.nodes([(level, index)])[0]
 
     def nodes(self, refs: Sequence[tuple[int, int]]) -> list[bytes]:
         """Return the hashes of several complete subtrees (level, index) - the proof fast path."""
@@ -309,12 +295,12 @@ class TileStore:
 
     def decomposition(self, size: int) -> list[bytes]:
         """Return the hashes of the complete subtrees that make up [0, size), largest first."""
-        out, start = [], 0
+        refs, start = [], 0
         for b in range(size.bit_length() - 1, -1, -1):
             if size >> b & 1:
-                out.append(self.node(b, start >> b))
+                refs.append((b, start >> b))
                 start += 1 << b
-        return out
+        return self.nodes(refs)
 
     def bundle_entries(self, index: int) -> list[bytes]:
         """Return the entries of bundle ``index`` (full or partial)."""

@@ -264,8 +264,7 @@ class Witness:
             ts = int(_time.time()) if timestamp is None else timestamp
             line = _cosign_line(self._signer, cp, ts)
             entry["size"] = cp.size
-            entry["note"] = base64.b64encode(Checkpoint(cp.origin, cp.size, cp.root_hash, cp.extensions,
-                                                         cp.signatures).to_bytes()).decode("ascii")
+            entry["note"] = base64.b64encode(cp.to_bytes()).decode("ascii")
             self._save()
             return line
 

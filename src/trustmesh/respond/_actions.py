@@ -13,11 +13,13 @@ import json
 import logging
 import re
 import shutil
+import socket
 import subprocess
 import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -106,9 +108,10 @@ def _run(argv: list[str], stdin: str | None = None,
 class NftablesAction:
     """Block addresses or flows with elements in nftables sets that carry a per-element ``timeout``.
 
-    The table ``inet TABLE`` holds, for each verdict (``drop``, ``reject``), an IPv4 set ``SET``, an
-    IPv6 set ``SET6`` and a flow set ``SET_flow`` (saddr . daddr . l4proto . dport), all with
-    ``flags timeout``; the ``input`` and ``forward`` base chains match them. The kernel removes an
+    The table ``inet TABLE`` holds, for each verdict (``drop``, ``reject``: suffix ``_rej``), an IPv4
+    set ``SET``, an IPv6 set ``SET6`` and a flow set ``SET_flow`` (saddr . daddr . l4proto . dport),
+    all with ``flags timeout``; base chains ``SET_input`` and ``SET_forward`` match them, so several
+    actions (a blocklist, a quarantine set) can share one table. The kernel removes an
     element when its TTL ends (nft(8), "SETS"); rollback deletes the element early. ``netns`` runs
     every command through ``ip netns exec NETNS``, which is how tests act inside a namespace.
     """
@@ -120,8 +123,8 @@ class NftablesAction:
                  *, nft: str = "nft", ip: str = "ip", priority: int = -10) -> None:
         if not _NAME.match(table):
             raise ValueError(f"table must match {_NAME.pattern}, got {table!r}")
-        if not _NAME.match(set):
-            raise ValueError(f"set must match {_NAME.pattern}, got {set!r}")
+        if not _NAME.match(set) or len(set) > 20:
+            raise ValueError(f"set must match {_NAME.pattern} and be at most 20 characters, got {set!r}")
         if netns is not None and not _NETNS.match(netns):
             raise ValueError(f"netns must match {_NETNS.pattern}, got {netns!r}")
         self.table, self.set, self.netns = table, set, netns
@@ -157,16 +160,17 @@ class NftablesAction:
                           f"    ip6 saddr @{v6} {verdict}", f"    ip6 daddr @{v6} {verdict}",
                           f"    ip saddr . ip daddr . meta l4proto . th dport @{fl} {verdict}"]
         hook = "type filter hook {} priority " + str(self.priority) + "; policy accept;"
+        # chains are named after the set so several actions (blocklist, quarantine) share one table
         return "\n".join([
             f"table inet {self.table} {{", *sets,
-            "  chain input {", "    " + hook.format("input"), *rules_in, "  }",
-            "  chain forward {", "    " + hook.format("forward"), *rules_fwd, "  }",
+            f"  chain {self.set}_input {{", "    " + hook.format("input"), *rules_in, "  }",
+            f"  chain {self.set}_forward {{", "    " + hook.format("forward"), *rules_fwd, "  }",
             "}", "",
         ])
 
     def _ensure(self) -> list[str]:
-        """Create the table once (idempotent: an existing table is left as it is)."""
-        probe = self._argv("list", "table", "inet", self.table)
+        """Create this action's sets and chains once (an existing set is left as it is)."""
+        probe = self._argv("list", "set", "inet", self.table, self.set)
         if _run(probe).returncode == 0:
             self._ready = True
             return []
@@ -303,7 +307,7 @@ class QuarantineAction:
 
     def __init__(self, broker: str = "127.0.0.1", port: int = 1883, topic: str = "trustmesh/quarantine",
                  *, isolation: NftablesAction | None = None, client_id: str = "trustmesh-responder",
-                 timeout_s: float = 5.0) -> None:
+                 timeout_s: float = 5.0, clock: Callable[[], float] = time.time) -> None:
         if not 0 < port < 65536:
             raise ValueError(f"port must be 1..65535, got {port}")
         if not _TOPIC.match(topic):
@@ -312,6 +316,7 @@ class QuarantineAction:
             raise ValueError(f"timeout_s must be > 0, got {timeout_s}")
         self.broker, self.port, self.topic = broker, port, topic.rstrip("/")
         self.isolation, self.client_id, self.timeout_s = isolation, client_id, timeout_s
+        self.clock = clock  # stamps issued_at; a parameter so output is reproducible in tests
 
     def spec(self) -> dict[str, Any]:
         """Return the config to rebuild this action."""
@@ -321,7 +326,7 @@ class QuarantineAction:
 
     def _messages(self, devices: tuple[str, ...], command: str, incident_id: str,
                   ttl_s: int | None) -> list[tuple[str, bytes]]:
-        now = time.time()
+        now = self.clock()
         return [(f"{self.topic}/{d}", json.dumps(
             {"command": command, "device": d, "incident_id": incident_id, "ttl_s": ttl_s, "issued_at": now},
             sort_keys=True).encode()) for d in devices]
@@ -380,6 +385,10 @@ class QuarantineAction:
         try:
             self.publish(msgs)
         except (ActionError, MissingDependencyError) as exc:
+            if self.isolation is not None:
+                # the devices ARE isolated: report applied so the block is kept for rollback and expiry
+                return Outcome("applied", f"isolated {len(devices)} device(s) in the isolation set, but the "
+                               f"gateways were not told: {exc}", devices, nft_cmds + tuple(shown), state)
             return Outcome("failed", str(exc), devices, nft_cmds + tuple(shown), state)
         return Outcome("applied", f"isolated {len(devices)} device(s) and notified {self.topic}", devices,
                        nft_cmds + tuple(shown), state)
@@ -405,6 +414,10 @@ class QuarantineAction:
             if done.status == "failed":
                 return Outcome("failed", f"isolation set: {done.detail}", (), cmds)
         out = self._release(state, enforce=enforce, status="rolled_back")
+        if out.status == "failed" and cmds and enforce:
+            # the isolation is lifted even though the gateways could not be told: say both
+            return Outcome("rolled_back", f"isolation removed, but the gateways were not told: {out.detail}",
+                           out.targets, cmds + out.commands)
         return Outcome(out.status, out.detail, out.targets, cmds + out.commands)
 
     def expire(self, state: dict[str, Any], *, enforce: bool) -> Outcome:
@@ -463,7 +476,7 @@ class WebhookAction:
 
 
 class NotifyAction:
-    """Write a one-line notice to stdout, syslog (RFC 5424 via ``/dev/log`` or UDP) or the logger."""
+    """Write a one-line notice to stdout, syslog (RFC 3164 via ``/dev/log`` or UDP) or the logger."""
 
     kind = "notify"
     blocks = False
@@ -504,17 +517,17 @@ class NotifyAction:
         return Outcome("applied", f"wrote to {self.channel}", (), shown)
 
     def _syslog(self, line: str) -> None:
-        import logging.handlers
-
-        handler = logging.handlers.SysLogHandler(address=self.syslog_address)
-        try:
-            record = logging.LogRecord("trustmesh", logging.WARNING, __file__, 0, line, None, None)
-            handler.emit(record)
-            # SysLogHandler.emit swallows errors into handleError; check the socket was usable
-            if handler.socket is None:
-                raise OSError(f"no syslog socket at {self.syslog_address}")
-        finally:
-            handler.close()
+        # RFC 3164 framing, facility user (1) and severity warning (4): PRI = 1 * 8 + 4 = 12.
+        # Written by hand because logging's SysLogHandler swallows send errors into stderr.
+        data = f"<12>{line}".encode("utf-8", "replace")
+        if isinstance(self.syslog_address, str):
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM) as sock:
+                sock.connect(self.syslog_address)
+                sock.send(data)
+        else:
+            host, port = self.syslog_address
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as sock:
+                sock.sendto(data, (host, int(port)))
 
     def rollback(self, state: dict[str, Any], *, enforce: bool) -> Outcome:
         """A notice cannot be taken back."""

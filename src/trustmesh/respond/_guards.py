@@ -42,6 +42,9 @@ class Guards:
         Blocking actions are refused for incidents whose confidence is below this ...
     allow_low_confidence:
         ... unless this is True.
+    protect_link_local:
+        Never block link-local, multicast, broadcast or unspecified addresses: they are neighbour
+        discovery, DHCP and routing protocol traffic, and blocking them cuts the segment off.
     """
 
     allowlist: tuple[str, ...] = ()
@@ -50,6 +53,7 @@ class Guards:
     max_hosts_per_incident: int = 16
     min_confidence: float = 0.8
     allow_low_confidence: bool = False
+    protect_link_local: bool = True
 
     def __post_init__(self) -> None:
         for item in self.allowlist:
@@ -88,7 +92,13 @@ class Guards:
         if self.protect_controller:
             nets += [ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128")]
             nets += [ipaddress.ip_network(a) for a in _own_addresses()]
+        if self.protect_link_local:
+            nets += [ipaddress.ip_network(n) for n in _LINK_LOCAL]
         return nets
+
+
+_LINK_LOCAL = ("169.254.0.0/16", "224.0.0.0/4", "255.255.255.255/32", "0.0.0.0/32",
+               "fe80::/10", "ff00::/8", "::/128")
 
 
 def _own_addresses() -> set[str]:

@@ -111,7 +111,9 @@ class ApprovalQueue:
         self.path = self.state_dir / "respond.sqlite3"
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
-        fresh = not self.path.exists()
+        if not self.path.exists():
+            # create the file 0600 before SQLite does: its -wal/-shm files copy the database's mode
+            os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
         try:
             with self._db() as db:
                 # WAL lets the CLI read while the responder writes; with synchronous=NORMAL a commit
@@ -120,8 +122,6 @@ class ApprovalQueue:
                 db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
             raise InputError(f"{self.path}: not a usable state database ({exc})") from None
-        if fresh:
-            os.chmod(self.path, 0o600)
 
     @contextmanager
     def _db(self) -> Iterator[sqlite3.Connection]:
@@ -310,6 +310,12 @@ class ApprovalQueue:
         with self._db() as db:
             db.executemany("INSERT OR IGNORE INTO handled VALUES (?,?,?)",
                            [(incident_id, step_key, t) for t in (targets or [""])])
+
+    def unmark_handled(self, incident_id: str, step_key: str, targets: Sequence[str]) -> None:
+        """Forget targets of a step (a denied step may be retried later)."""
+        with self._db() as db:
+            db.executemany("DELETE FROM handled WHERE incident_id=? AND step_key=? AND target=?",
+                           [(incident_id, step_key, t) for t in targets])
 
     def handled(self, incident_id: str, step_key: str) -> set[str]:
         """Return the targets this step was already decided for."""

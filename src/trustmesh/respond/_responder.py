@@ -141,8 +141,8 @@ class Responder:
             pid = next((p[9:] for p in prior if p.startswith("proposal:")), None)
             if "accepted" in prior:
                 chosen = {p[5:] for p in prior if p.startswith("step:")}
-                steps = [(pb,
-                          i) for pb in matching for i in range(len(pb.actions)) if pb.step_id(i) in chosen]
+                steps = [(pb, i) for pb in matching for i in range(len(pb.actions))
+                         if pb.step_id(i) in chosen]
                 return steps, "llm", pid, []
             return default, "playbook", pid, []
         allowed = [{"id": pb.step_id(i), "playbook": pb.name, "type": st.type,
@@ -207,6 +207,11 @@ class Responder:
                                                   action=step.type, decided_by=decided_by,
                                                   proposal_id=proposal_id))
                 continue
+            # a guard denial is retried when the incident changes (confidence, severity) or a minute
+            # later (rate limit), but is recorded at most once per such state
+            denied_mark = f"denied|{inc.confidence:.3f}|{inc.severity}|{int(self.clock() // 60)}"
+            if targets and denied_mark in done:
+                continue
             self.queue.mark_handled(inc.incident_id, step_key, new)
             action_id = _id("act", inc.incident_id, step_key, ",".join(sorted(new)))
             request = ActionRequest(action_id=action_id, incident=inc, action=step.type, targets=tuple(new),
@@ -229,9 +234,12 @@ class Responder:
                                    self.guards.to_dict(), self.enforce, decision.decision_id)
                 records.append(decision)
                 continue
-            records += _execute(self.queue, action, request, self.guards, enforce=self.enforce,
-                                decided_by=decided_by, reason=reason, clock=self.clock,
-                                proposal_id=proposal_id)
+            made = _execute(self.queue, action, request, self.guards, enforce=self.enforce,
+                            decided_by=decided_by, reason=reason, clock=self.clock, proposal_id=proposal_id)
+            if targets and made and made[0].to_dict()["status"] == "denied":
+                self.queue.unmark_handled(inc.incident_id, step_key, new)
+                self.queue.mark_handled(inc.incident_id, step_key, [denied_mark])
+            records += made
         return self._persist(records)
 
     def _persist(self, records: list[ResponseRecord]) -> list[ResponseRecord]:

@@ -40,9 +40,10 @@ class AnchorResult:
     origin: str
     size: int
     root: str
-    tx_hash: str | None  # None when this (size, root) was already anchored
+    tx_hash: str | None  # None when this (size, root) was already anchored, or on a dry run
     block_number: int
     gas_used: int
+    dry_run: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict."""
@@ -129,12 +130,15 @@ def anchor_ledger(
     *,
     account_key: Path | None = None,
     contract: str | None = None,
+    dry_run: bool = False,
 ) -> AnchorResult:
     """Anchor the ledger's latest signed checkpoint on ``chain`` and record it in ``DIR/anchor``.
 
     Deploys LogAnchor (and registers the account for the log's origin) on first use of a chain
     unless ``contract`` names an existing deployment. Before sending, checks the chain id and the
-    contract's code hash, and proves that the checkpoint extends what is already anchored.
+    contract's code hash, and proves that the checkpoint extends what is already anchored. With
+    ``dry_run`` it does every check it can without sending a transaction and returns what it would
+    anchor (``tx_hash`` None, ``dry_run`` True).
     """
     ledger_dir = Path(ledger_dir)
     with _open_ledger(ledger_dir, read_only=True) as ledger, _locked(ledger_dir):
@@ -160,6 +164,8 @@ def anchor_ledger(
                 raise InputError(f"{_state_path(ledger_dir)}: this log is already anchored on {chain} at {record['contract']}, not {contract}")
             contract = str(record["contract"])
         if contract is None:
+            if dry_run:
+                return AnchorResult(chain, client.chain_id, "", origin, cp.size, cp.root_hash.hex(), None, 0, 0, dry_run=True)
             contract = client.deploy(account).contract_address
             assert contract is not None
         client.check_contract(contract)
@@ -170,7 +176,8 @@ def anchor_ledger(
         if not client.is_registered(contract, origin, account.address):
             if client.owner(contract).lower() != account.address.lower():
                 raise ChainError(f"{chain}: account {account.address} is not registered for origin {origin!r} and is not the contract owner")
-            client.set_key(contract, account, origin, account.address, True)
+            if not dry_run:
+                client.set_key(contract, account, origin, account.address, True)
         on_chain = client.latest(contract, origin)
         if on_chain.size > cp.size:
             raise ChainError(f"{chain}: size {on_chain.size} is already anchored, larger than the checkpoint's {cp.size}")
@@ -179,6 +186,8 @@ def anchor_ledger(
         if on_chain.size == cp.size and on_chain.root == cp.root_hash:
             log.info("size %d is already anchored on %s", cp.size, chain)
             return AnchorResult(chain, client.chain_id, contract, origin, cp.size, cp.root_hash.hex(), None, on_chain.block_number, 0)
+        if dry_run:
+            return AnchorResult(chain, client.chain_id, contract, origin, cp.size, cp.root_hash.hex(), None, 0, 0, dry_run=True)
         receipt = client.anchor(contract, account, origin, cp.size, cp.root_hash)
         record["anchors"].append(
             {"size": cp.size, "root": cp.root_hash.hex(), "tx": receipt.tx_hash, "block": receipt.block_number, "gas_used": receipt.gas_used}

@@ -1,0 +1,53 @@
+"""Build an :class:`FLConfig` from CLI-style option strings (shared by the CLI and deployed apps)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from trustmesh.errors import ConfigError
+from trustmesh.federated._attacks import AttackSpec
+from trustmesh.federated._partition import PartitionSpec
+from trustmesh.federated._run import FLConfig
+from trustmesh.federated._site import TrainConfig
+from trustmesh.privacy import DPConfig, SecAggConfig, noise_multiplier_for_epsilon
+
+__all__ = ["config_from_options"]
+
+
+def config_from_options(
+    *, sites: int, rounds: int, partition: str = "iid", aggregator: str = "fedavg", secagg: bool = False,
+    secagg_shares: int | None = None, secagg_threshold: int | None = None, dp: str | None = None,
+    he: str | None = None, attack: str | None = None, seed: int = 0, local_epochs: int = 1,
+    dp_sgd: str | None = None, **_: Any,
+) -> FLConfig:
+    """Parse option strings (``--partition dirichlet:0.5``, ``--dp epsilon=3,clip=1``, ...) into a config.
+
+    ``--dp`` takes ``noise=Z,clip=C,delta=D[,budget=E][,method=pld]`` or ``epsilon=E,clip=C,delta=D``;
+    the latter calibrates the noise so all ``rounds`` together spend at most ``E`` (and sets the budget).
+    """
+    try:
+        sa = None
+        if secagg:
+            sa = SecAggConfig.for_sites(sites)
+            if secagg_shares or secagg_threshold:
+                sa = SecAggConfig(num_shares=secagg_shares or sa.num_shares,
+                                  reconstruction_threshold=secagg_threshold or sa.reconstruction_threshold)
+        sgd = None
+        if dp_sgd:
+            parsed = dict(kv.split("=", 1) for kv in dp_sgd.split(",") if kv)
+            sgd = (float(parsed["noise"]), float(parsed["clip"]))
+        dp_cfg = None
+        if dp:
+            parts = dict(kv.strip().split("=", 1) for kv in dp.split(",") if "=" in kv)
+            if "epsilon" in parts:
+                eps = float(parts.pop("epsilon"))
+                parts["noise"] = repr(noise_multiplier_for_epsilon(eps, float(parts.get("delta", 1e-5)), rounds))
+                parts.setdefault("budget", repr(eps))
+            dp_cfg = DPConfig.parse(",".join(f"{k}={v}" for k, v in parts.items()))
+        return FLConfig(
+            n_sites=sites, rounds=rounds, partition=PartitionSpec.parse(partition), aggregator=aggregator,
+            secagg=sa, dp=dp_cfg, he=he or None, attack=AttackSpec.parse(attack) if attack else None, seed=seed,
+            train=TrainConfig(local_epochs=local_epochs, dp_sgd=sgd),
+        )
+    except (ValueError, KeyError) as exc:
+        raise ConfigError(str(exc)) from exc
