@@ -38,6 +38,7 @@ from trustmesh.flows import FlowSource, open_source
 from trustmesh.ledger import Checkpoint, Entry, Ledger
 from trustmesh.records import Alert, FlowId, Incident, ModelId, severity_from_score
 from trustmesh.respond import (
+    DEFAULT_PLAYBOOKS,
     Action,
     Correlator,
     Guards,
@@ -52,7 +53,6 @@ from trustmesh.respond import (
 )
 
 __all__ = [
-    "DEFAULT_PLAYBOOKS",
     "BatchOutcome",
     "Pipeline",
     "PipelineConfig",
@@ -65,7 +65,6 @@ log = logging.getLogger(__name__)
 _INLINE_LIMIT = 48_000  # bytes of JSON kept inline in an entry (the ledger refuses entries over 64 KiB)
 _APPEND_CHUNK = 5_000  # entries per durable transaction
 
-DEFAULT_PLAYBOOKS = Path(__file__).resolve().parent / "default_playbooks.yaml"
 
 
 # --------------------------------------------------------------------------------------------------

@@ -8,7 +8,7 @@ import pytest
 
 from trustmesh.errors import PlaybookError
 from trustmesh.records import Incident, IncidentId
-from trustmesh.respond import Playbook, PlaybookSet
+from trustmesh.respond import DEFAULT_PLAYBOOKS, Playbook, PlaybookSet
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,8 +21,8 @@ def _inc(**kw: object) -> Incident:
     return Incident(**base)  # type: ignore[arg-type]
 
 
-def test_example_playbook_loads_and_first_match_decides() -> None:
-    pbs = PlaybookSet.load(REPO / "examples" / "playbooks" / "default.yaml")
+def test_shipped_playbooks_load_and_first_match_decides() -> None:
+    pbs = PlaybookSet.load(DEFAULT_PLAYBOOKS)
     assert [pb.name for pb in pbs][:2] == ["block-port-scanner", "block-brute-force"]
     assert pbs.matching(_inc())[0].name == "block-port-scanner"
     assert pbs.matching(_inc(technique_id=None))[0].name == "log-everything-else"

@@ -13,6 +13,7 @@ from respond_fakes import ChatServer, HTTPReceiver
 
 from trustmesh.records import ActionResult, Alert, Decision, FlowId, Incident, ModelId, TriageProposal
 from trustmesh.respond import (
+    DEFAULT_PLAYBOOKS,
     ActionRequest,
     ApprovalQueue,
     Correlator,
@@ -269,7 +270,7 @@ def test_unreachable_llm_falls_back(tmp_path: Path) -> None:
 def test_playbook_validate_cli(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: x\nactions:\n  - type: nftables\n    params: {target: everyone}\n")
-    good = subprocess.run([TRUSTMESH, "playbook", "validate", "examples/playbooks/default.yaml", "--json"],
+    good = subprocess.run([TRUSTMESH, "playbook", "validate", str(DEFAULT_PLAYBOOKS), "--json"],
                           capture_output=True, text=True, check=False,
                           cwd=Path(__file__).resolve().parents[2])
     wrong = subprocess.run([TRUSTMESH, "playbook", "validate", str(bad)], capture_output=True, text=True,

@@ -23,10 +23,10 @@ app.add_typer(eval_app, name="eval")
 @guarded
 def blueprint(
     out: Path = typer.Option(..., "--out", help="Output folder: report.json, report.html, plots/, .cache/."),
-    profile: str = typer.Option("quick", "--profile", help="quick (minutes, subsampled), full, or test (seconds)."),
-    config: Path | None = typer.Option(None, "--config", help="TOML file overriding profile settings ([blueprint])."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (default: TRUSTMESH_DATA or ../shared/datasets)."),
-    ledger: Path | None = typer.Option(None, "--ledger", help="Ledger folder for the evaluation record (default: the settings' ledger_dir)."),
+    profile: str = typer.Option("quick", "--profile", help="quick (minutes, subsampled), full, or test."),
+    config: Path | None = typer.Option(None, "--config", help="TOML file overriding profile settings."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (default: TRUSTMESH_DATA)."),
+    ledger: Path | None = typer.Option(None, "--ledger", help="Ledger for the evaluation record (default: settings)."),
     no_ledger: bool = typer.Option(False, "--no-ledger", help="Do not append the evaluation record to a ledger."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary document."),
 ) -> None:
@@ -66,4 +66,5 @@ def blueprint(
         console.print(f"{s.name:12s} {s.status:8s} {s.seconds:7.1f}s{extra}", highlight=False, soft_wrap=True)
     console.print(f"report: {outcome.report_html}  (sha256 of report.json {outcome.report_sha256[:16]}…)")
     if outcome.ledger:
-        console.print(f"ledger: evaluation record at index {outcome.ledger['index']} in {outcome.ledger['ledger_dir']}")
+        rec = outcome.ledger
+        console.print(f"ledger: evaluation record at index {rec['index']} in {rec['ledger_dir']}")

@@ -182,8 +182,8 @@ def bench_respond(
     spacing: float = typer.Option(0.01, "--spacing",
                                   help="Seconds between consecutive rows (the file has no time)."),
     window: float = typer.Option(300.0, "--window", help="Correlation window in seconds."),
-    playbooks: Path = typer.Option(Path("examples/playbooks/default.yaml"), "--playbooks",
-                                   help="Playbook file."),
+    playbooks: Path | None = typer.Option(None, "--playbooks",
+                                          help="Playbook file (default: the shipped playbooks)."),
     nft_rounds: int = typer.Option(
         0, "--nft-rounds", help="Also time N enforced nft add/delete rounds in a temporary netns (root)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
@@ -199,6 +199,7 @@ def bench_respond(
     from trustmesh.errors import DatasetError
     from trustmesh.records import Alert, FlowId, ModelId
     from trustmesh.respond import (
+        DEFAULT_PLAYBOOKS,
         Correlator,
         Guards,
         NftablesAction,
@@ -237,7 +238,7 @@ def bench_respond(
         row["incidents"] += 1
         row["alerts"] += inc.alert_count
         row["technique"].add(inc.technique_id or "-")
-    pbs = PlaybookSet.load(playbooks)
+    pbs = PlaybookSet.load(playbooks or DEFAULT_PLAYBOOKS)
     actions = {"nftables": NftablesAction(), "quarantine": QuarantineAction(), "notify": NotifyAction("log"),
                "webhook": WebhookAction("http://127.0.0.1:9/bench")}
     latencies: list[float] = []

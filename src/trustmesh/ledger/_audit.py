@@ -140,7 +140,7 @@ def _check_tiles(ledger: Ledger, size: int) -> None:
                     index=_first_bad_in_tile(s, t, width, data, want),
                 )
         s += 1
-    for st, ix, _w, _d in store.iter_tiles():
+    for st, ix in store.iter_tile_ids():
         if st >= len(tiles_per_level) or ix >= tiles_per_level[st]:
             raise LogIntegrityError(f"unexpected hash tile {st}/{ix} beyond the tree of size {size}", index=size)
 

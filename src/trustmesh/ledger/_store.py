@@ -328,11 +328,10 @@ class TileStore:
         for idx, width, data in cur:
             yield _as_int(idx), _as_int(width), _as_bytes(data)
 
-    def iter_tiles(self) -> Iterator[tuple[int, int, int, bytes]]:
-        """Yield (stratum, index, width, data) of every stored tile in id order."""
-        cur = self._db.execute("SELECT id, width, data FROM tiles ORDER BY id")
-        for key, width, data in cur:
-            yield _as_int(key) >> 56, _as_int(key) & ((1 << 56) - 1), _as_int(width), _as_bytes(data)
+    def iter_tile_ids(self) -> Iterator[tuple[int, int]]:
+        """Yield (stratum, index) of every stored tile in id order."""
+        for (key,) in self._db.execute("SELECT id FROM tiles ORDER BY id"):
+            yield _as_int(key) >> 56, _as_int(key) & ((1 << 56) - 1)
 
     def entry(self, index: int) -> bytes:
         """Return the bytes of entry ``index``."""

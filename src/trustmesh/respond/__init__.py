@@ -17,7 +17,7 @@ from trustmesh.respond._actions import (
 from trustmesh.respond._correlate import TECHNIQUES, Correlator, technique_for
 from trustmesh.respond._guards import Guarded, Guards
 from trustmesh.respond._llm import LLMTriage
-from trustmesh.respond._playbook import ACTION_TYPES, Match, Playbook, PlaybookSet
+from trustmesh.respond._playbook import ACTION_TYPES, DEFAULT_PLAYBOOKS, Match, Playbook, PlaybookSet
 from trustmesh.respond._queue import ApprovalQueue, PendingApproval, StoredAction, default_state_dir
 from trustmesh.respond._responder import (
     Responder,
@@ -35,6 +35,7 @@ __all__ = [
     "ActionRequest",
     "ApprovalQueue",
     "Correlator",
+    "DEFAULT_PLAYBOOKS",
     "Guarded",
     "Guards",
     "LLMTriage",

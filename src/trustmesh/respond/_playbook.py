@@ -18,7 +18,11 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from trustmesh.errors import PlaybookError
 from trustmesh.records import Incident
 
-__all__ = ["ACTION_TYPES", "ActionStep", "Match", "Playbook", "PlaybookSet"]
+__all__ = [
+    "ACTION_TYPES", "DEFAULT_PLAYBOOKS", "ActionStep", "Match", "Playbook", "PlaybookSet"]
+
+#: The playbooks shipped with trustmesh (used when a configuration names none).
+DEFAULT_PLAYBOOKS = Path(__file__).resolve().parent / "default_playbooks.yaml"
 
 ACTION_TYPES = ("nftables", "quarantine", "webhook", "notify")
 _MAX_TTL_S = 7 * 24 * 3600
