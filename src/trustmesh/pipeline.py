@@ -631,7 +631,54 @@ class _LazySource:
             if not Path(self.spec).exists():
                 raise InputError(f"{self.spec}: source not found")
             source = open_source(self.spec)
-        yield from source.iter_batches(batch_size)
+        batches = source.iter_batches(batch_size)
+        if self.spec.startswith("iface:"):
+            batches = _adaptive(batches, batch_size)
+        yield from batches
+
+
+_DONE = object()
+
+
+def _adaptive(batches: Iterator[pd.DataFrame], max_rows: int) -> Iterator[pd.DataFrame]:
+    """Read a live source on a thread; hand over everything that queued up while the last batch ran.
+
+    When scoring and recording keep up, each flow is handled the moment it arrives (lowest time to
+    contain); when they fall behind, batches grow so the per-batch costs (fsyncs) are shared. The
+    queue is bounded, so a reader that gets too far ahead waits: memory stays bounded.
+    """
+    import queue
+
+    q: queue.Queue[object] = queue.Queue(maxsize=256)
+
+    def reader() -> None:
+        try:
+            for batch in batches:
+                q.put(batch)
+        except BaseException as exc:  # handed to the consumer, which raises it in the pipeline's thread
+            q.put(exc)
+        q.put(_DONE)
+
+    threading.Thread(target=reader, name="trustmesh-live-reader", daemon=True).start()
+    while True:
+        item = q.get()
+        if item is _DONE:
+            return
+        if isinstance(item, BaseException):
+            raise item
+        parts = [item]
+        rows = len(item)  # type: ignore[arg-type]
+        while rows < max_rows:
+            try:
+                more = q.get_nowait()
+            except queue.Empty:
+                break
+            if more is _DONE or isinstance(more, BaseException):
+                q.put(more)  # deliver after this batch
+                break
+            parts.append(more)
+            rows += len(more)  # type: ignore[arg-type]
+        yield parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)  # type: ignore[arg-type]
 
 
 def open_sources(specs: Sequence[str], config: PipelineConfig | None = None) -> list[FlowSource]:

@@ -24,6 +24,7 @@ def _data(n: int = 300, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
     return X, attack
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("kind", ["mlp", "snn"])
 def test_pgd_respects_feature_constraints(kind: str) -> None:
     # Arrange

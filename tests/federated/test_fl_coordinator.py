@@ -121,3 +121,12 @@ def test_rounds_and_model_go_on_the_ledger_with_provable_lineage(tmp_path: Path)
     for index in (0, 1, 2):
         proof = ledger.prove_inclusion(index)
         verify_inclusion(proof, ledger.root(), ledger.entry_bytes(index))
+
+
+def test_local_dp_sgd_with_opacus_trains() -> None:
+    from trustmesh.federated import TrainConfig
+
+    result = run_inprocess(FLConfig(n_sites=2, rounds=2, train=TrainConfig(dp_sgd=(0.5, 1.0))), DATA)
+
+    assert result.config["train"]["dp_sgd"] == [0.5, 1.0]
+    assert result.metrics["macro_f1"] > 0.5

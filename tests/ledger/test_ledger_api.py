@@ -61,8 +61,8 @@ def test_tiles_checkpoint_and_proofs_verify(served: tuple[TestClient, NoteSigner
     assert full.status_code == 200 and len(full.content) == 8192
     part = client.get("/" + tile_path(0, 1, 44))
     assert part.status_code == 200 and len(part.content) == 44 * 32
-    bundle = client.get("/" + tile_path("entries", 1, 44))
-    assert len(unpack_bundle(bundle.content)) == 44
+    bundle = client.get("/" + tile_path("entries", 1, 44), headers={"Accept-Encoding": "gzip"})
+    assert bundle.headers["content-encoding"] == "gzip" and len(unpack_bundle(bundle.content)) == 44
     assert client.get("/tile/0/002").status_code == 404
     assert client.get("/tile/0/1").status_code == 404
     proof = InclusionProof.from_json(client.get("/proof/inclusion", params={"index": 7}).json())

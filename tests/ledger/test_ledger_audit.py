@@ -27,7 +27,7 @@ from trustmesh.ledger._store import level_offsets, pack_bundle, unpack_bundle
 
 SIZE = 530  # two full level-0 tiles, a partial one, and a partial level-1 tile
 CHECKPOINTS = (200, SIZE)
-TRIALS = 100  # per kind
+TRIALS = 200  # per kind
 
 
 @pytest.fixture(scope="module")

@@ -188,3 +188,14 @@ def test_bad_arguments_give_one_line_and_change_nothing(tmp_path: Path, args: li
     with Ledger.open(d, read_only=True) as led:
         assert led.size == 4 and len(led.checkpoints()) == 1
     assert sorted(p.name for p in d.iterdir()) == before[1]
+
+
+def test_damaged_database_file_is_a_one_line_integrity_error(tmp_path: Path) -> None:
+    d = tmp_path / "log"
+    _init(d)
+    runner.invoke(app, ["ledger", "append", str(d), "--file", str(_jsonl(tmp_path / "a.jsonl", 4)), "--checkpoint"])
+    (d / "ledger.sqlite").write_bytes(b"this is not an SQLite file" * 100)
+    for args in (["ledger", "prove", str(d), "--index", "0"], ["ledger", "verify", str(d)],
+                 ["ledger", "append", str(d), "--file", str(tmp_path / "a.jsonl")]):
+        r = runner.invoke(app, args)
+        assert r.exit_code == 1 and "LogIntegrityError" in r.output and "Traceback" not in r.output

@@ -102,6 +102,8 @@ def test_proof_requests_out_of_range_are_input_errors(small_ledger: Ledger) -> N
         small_ledger.prove_consistency(10, 701)
     with pytest.raises(InputError):
         small_ledger.prove_consistency(11, 10)
+    with pytest.raises(InputError, match="empty tree"):
+        small_ledger.prove_consistency(0, 10)
 
 
 def test_closed_form_inclusion_plan_equals_the_rfc_recursion() -> None:

@@ -11,10 +11,12 @@ from __future__ import annotations
 
 import json
 import logging
+import sqlite3
 from pathlib import Path
 from typing import Any, Final
 
 from fastapi import FastAPI, Query, Request
+from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
@@ -49,6 +51,8 @@ def create_ledger_app(
     ledger = Ledger.open(ledger_dir)
     guard = auth or RequestAuth()
     app = FastAPI(title="trustmesh ledger", docs_url=None, redoc_url=None, openapi_url=None)
+    # tlog-tiles: entry bundles SHOULD be compressed at the HTTP layer (gzip when the client accepts it)
+    app.add_middleware(GZipMiddleware, minimum_size=1024)
     app.state.ledger = ledger
 
     @app.exception_handler(InputError)
@@ -59,6 +63,11 @@ def create_ledger_app(
     async def _verification_error(_: Request, exc: VerificationError) -> JSONResponse:
         log.error("ledger verification failed while serving: %s", exc)
         return _error(409 if not isinstance(exc, LogIntegrityError) else 500, f"{type(exc).__name__}: {exc}")
+
+    @app.exception_handler(sqlite3.Error)
+    async def _db_error(_: Request, exc: sqlite3.Error) -> JSONResponse:
+        log.error("ledger database error while serving: %s", exc)
+        return _error(500, "the ledger database is damaged or unavailable")
 
     @app.exception_handler(TrustmeshError)
     async def _other_error(_: Request, exc: TrustmeshError) -> JSONResponse:

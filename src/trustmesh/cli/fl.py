@@ -45,6 +45,8 @@ def simulate_cmd(
                                       "scaling, gaussian, backdoor"),
     seed: int = typer.Option(0, "--seed"),
     local_epochs: int = typer.Option(1, "--local-epochs"),
+    lr: float = typer.Option(3e-3, "--lr", help="Local Adam learning rate."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Local batch size."),
     max_rows: int | None = typer.Option(20000, "--max-rows", help="Subsample the training split (0 = all)."),
     max_test: int | None = typer.Option(5000, "--max-test", help="Subsample the test split (0 = all)."),
     ledger: Path | None = typer.Option(None, "--ledger", help="Ledger directory: each round is appended."),
@@ -70,7 +72,7 @@ def simulate_cmd(
 
     cfg = _config(sites=sites, rounds=rounds, partition=partition, aggregator=aggregator, secagg=secagg,
                   secagg_shares=secagg_shares, secagg_threshold=secagg_threshold, dp=dp, he=he, attack=attack,
-                  seed=seed, local_epochs=local_epochs, dp_sgd=dp_sgd)
+                  seed=seed, local_epochs=local_epochs, dp_sgd=dp_sgd, lr=lr, batch_size=batch_size)
     if in_process and cfg.secagg is not None:
         raise ConfigError("--in-process cannot run SecAgg+ (it is Flower's protocol); drop one of them")
     data = load_federated_data(dataset, data_dir, max_train=max_rows or None, max_test=max_test or None, seed=seed)
@@ -114,6 +116,7 @@ def bench_fl(
     modes: str = typer.Option("plain,secagg,dp,ckks", "--modes", help="Subset of plain,secagg,dp,ckks."),
     rounds: int = typer.Option(3, "--rounds", help="Rounds per run; round 1 (actor start-up) is excluded."),
     rows_per_site: int = typer.Option(200, "--rows-per-site"),
+    local_epochs: int = typer.Option(1, "--local-epochs"),
     dataset: str = typer.Option("ton-iot-network", "--dataset"),
     in_process: bool = typer.Option(False, "--in-process", help="Time the in-process loop instead of Flower."),
     seed: int = typer.Option(0, "--seed"),
@@ -121,7 +124,7 @@ def bench_fl(
 ) -> None:
     """Time federated rounds for several site counts, with and without SecAgg+, DP and CKKS."""
     from trustmesh.errors import ConfigError
-    from trustmesh.federated import FLConfig, load_federated_data, run_inprocess, simulate
+    from trustmesh.federated import FLConfig, TrainConfig, load_federated_data, run_inprocess, simulate
     from trustmesh.privacy import DPConfig, SecAggConfig
 
     counts = [int(s) for s in sites.split(",") if s.strip()]
@@ -144,7 +147,7 @@ def bench_fl(
                 kw["dp"] = DPConfig(noise_multiplier=1.0, clip_norm=1.0, delta=1e-5)
             elif mode == "ckks":
                 kw["he"] = "ckks"
-            cfg = FLConfig(n_sites=n, rounds=rounds, seed=seed, **kw)
+            cfg = FLConfig(n_sites=n, rounds=rounds, seed=seed, train=TrainConfig(local_epochs=local_epochs), **kw)
             t0 = time.perf_counter()
             result = run_inprocess(cfg, data) if in_process else simulate(cfg, data)[0]
             steady = result.round_times[1:]
@@ -158,6 +161,7 @@ def bench_fl(
         if base and base["round_seconds_median"] > 0:
             row["vs_plain"] = round(row["round_seconds_median"] / base["round_seconds_median"], 3)
     doc = {"benchmark": "fl-round-time", "dataset": dataset, "rows_per_site": rows_per_site, "rounds": rounds,
+           "local_epochs": local_epochs,
            "results": rows}
     if json_out:
         print_json(doc)

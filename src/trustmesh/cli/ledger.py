@@ -3,11 +3,13 @@ witness, serve) and ``trustmesh bench ledger``."""
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import typer
 
@@ -17,6 +19,9 @@ from trustmesh.errors import InputError
 
 __all__ = ["ledger_app", "witness_app"]
 
+P = ParamSpec("P")
+R = TypeVar("R")
+
 ledger_app = typer.Typer(help="Tamper-evident ledger: RFC 9162 log, C2SP checkpoints, witnesses, tiles.",
                          no_args_is_help=True)
 witness_app = typer.Typer(help="Run a C2SP tlog-cosignature witness.", no_args_is_help=True)
@@ -24,6 +29,24 @@ ledger_app.add_typer(witness_app, name="witness")
 app.add_typer(ledger_app, name="ledger")
 
 MAX_LINE_BYTES = 1 << 20
+APPEND_CHUNK = 100_000  # entries per durable transaction when appending a large file
+
+
+def _db_errors(func: Callable[P, R]) -> Callable[P, R]:
+    """Report a damaged SQLite file as LogIntegrityError (exit 1) instead of a traceback."""
+
+    @functools.wraps(func)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        import sqlite3
+
+        from trustmesh.errors import LogIntegrityError
+
+        try:
+            return func(*args, **kwargs)
+        except sqlite3.Error as exc:
+            raise LogIntegrityError(f"the ledger database is damaged or locked ({exc})") from None
+
+    return wrapper
 
 
 def _check_sync(value: str) -> str:
@@ -67,6 +90,7 @@ def _read_entries(source: str) -> list[Any]:
 
 @ledger_app.command("init")
 @guarded
+@_db_errors
 def init_command(
     directory: Path = typer.Argument(..., help="Folder for the new ledger."),
     origin: str = typer.Option(..., "--origin", help="Log name: checkpoint origin line and key name, e.g. example.org/log."),
@@ -87,6 +111,7 @@ def init_command(
 
 @ledger_app.command("append")
 @guarded
+@_db_errors
 def append_command(
     directory: Path = typer.Argument(..., help="Ledger folder."),
     source: str = typer.Argument(None, help="'-' to read JSON lines from stdin."),
@@ -94,16 +119,18 @@ def append_command(
     checkpoint: bool = typer.Option(False, "--checkpoint", help="Sign a new checkpoint after the batch."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Append entries in one durable batch and print their leaf indices."""
+    """Append entries (durable batches of up to 100,000) and print their leaf indices."""
     from trustmesh.ledger import Ledger
 
     if (file is None) == (source is None):
         raise InputError("give exactly one of --file FILE or '-' (stdin)")
     if source is not None and source != "-":
         raise InputError(f"unexpected argument {source!r}; use --file FILE or '-' for stdin")
-    entries = _read_entries(str(file) if file is not None else "-")
+    entries = _read_entries(str(file) if file is not None else "-")  # all validated before any write
     with Ledger.open(directory) as led:
-        indices = led.append(entries)
+        indices = []
+        for start in range(0, len(entries), APPEND_CHUNK):
+            indices.extend(led.append(entries[start : start + APPEND_CHUNK]))
         cp = led.checkpoint() if checkpoint else None
     if json_out:
         print_json({"indices": indices, "checkpoint": None if cp is None else cp.to_bytes().decode()})
@@ -113,6 +140,7 @@ def append_command(
 
 @ledger_app.command("checkpoint")
 @guarded
+@_db_errors
 def checkpoint_command(
     directory: Path = typer.Argument(..., help="Ledger folder."),
     witness: list[Path] = typer.Option([], "--witness", help="Witness folder to ask for a cosignature (repeatable)."),
@@ -131,6 +159,7 @@ def checkpoint_command(
 
 @ledger_app.command("prove")
 @guarded
+@_db_errors
 def prove_command(
     directory: Path = typer.Argument(..., help="Ledger folder."),
     index: int = typer.Option(..., "--index", help="Leaf index."),
@@ -153,6 +182,7 @@ def prove_command(
 
 @ledger_app.command("consistency")
 @guarded
+@_db_errors
 def consistency_command(
     directory: Path = typer.Argument(..., help="Ledger folder."),
     size1: int = typer.Option(..., "--from", help="Older tree size."),
@@ -174,6 +204,7 @@ def consistency_command(
 
 @ledger_app.command("check-proof")
 @guarded
+@_db_errors
 def check_proof_command(
     proof_file: Path = typer.Argument(..., help="JSON from `ledger prove --json` or `ledger consistency --json`."),
     checkpoint: Path = typer.Option(..., "--checkpoint", help="Signed checkpoint note the proof must lead to."),
@@ -219,6 +250,7 @@ def check_proof_command(
 
 @ledger_app.command("verify")
 @guarded
+@_db_errors
 def verify_command(
     directory: Path = typer.Argument(..., help="Ledger folder."),
     trusted_checkpoint: Path | None = typer.Option(None, "--trusted-checkpoint", help="A checkpoint note you kept earlier."),
@@ -258,6 +290,7 @@ def verify_command(
 
 @witness_app.command("init")
 @guarded
+@_db_errors
 def witness_init_command(
     directory: Path = typer.Argument(..., help="Folder for the witness key and state."),
     name: str = typer.Option(..., "--name", help="Witness key name, e.g. witness.example.org/w1."),
@@ -274,6 +307,7 @@ def witness_init_command(
 
 @witness_app.command("trust")
 @guarded
+@_db_errors
 def witness_trust_command(
     directory: Path = typer.Argument(..., help="Witness folder."),
     log_key: str = typer.Option(..., "--log-key", help="Verifier key of the log (or @DIR/log.pub)."),
@@ -287,6 +321,7 @@ def witness_trust_command(
 
 @witness_app.command("cosign")
 @guarded
+@_db_errors
 def witness_cosign_command(
     directory: Path = typer.Argument(..., help="Witness folder."),
     ledger: Path = typer.Option(..., "--ledger", help="Ledger folder whose latest checkpoint to cosign."),
@@ -308,6 +343,7 @@ def witness_cosign_command(
 
 @ledger_app.command("serve")
 @guarded
+@_db_errors
 def serve_command(
     directory: Path = typer.Argument(..., help="Ledger folder."),
     port: int = typer.Option(8080, "--port", help="TCP port."),

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -108,6 +109,16 @@ def prepare_labels(
     return is_attack, index, classes
 
 
+def nan_median(X: np.ndarray) -> np.ndarray:
+    """Column medians ignoring NaN; all-NaN (or empty) columns give 0."""
+    if X.shape[0] == 0:
+        return np.zeros(X.shape[1], dtype=np.float32)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN columns are expected (absent fields)
+        med = np.nanmedian(X, axis=0)
+    return np.where(np.isfinite(med), med, 0.0).astype(np.float32)
+
+
 def _signed_log(x: np.ndarray) -> np.ndarray:
     # Byte and packet counts span many orders of magnitude; a signed log keeps neural nets stable.
     return np.sign(x) * np.log1p(np.abs(x))
@@ -126,9 +137,7 @@ class Preprocessor:
         """Learn fill values and scaling from an encoded training matrix."""
         if mode not in {"zscore", "minmax"}:
             raise ValueError(f"mode must be 'zscore' or 'minmax', got {mode!r}")
-        with np.errstate(all="ignore"):
-            fill = np.nanmedian(X, axis=0) if X.size else np.zeros(X.shape[1])
-        fill = np.where(np.isfinite(fill), fill, 0.0).astype(np.float32)
+        fill = nan_median(X)
         Z = _signed_log(np.where(np.isnan(X), fill, X))
         if mode == "zscore":
             lo = Z.mean(axis=0)

@@ -39,7 +39,7 @@ class GBDTDetector(BaseDetector):
         multiclass: bool = False,
         n_estimators: int = 63,
         num_leaves: int = 31,
-        learning_rate: float = 0.15,
+        learning_rate: float = 0.1,
         min_child_samples: int = 20,
         feature_fraction: float = 0.9,
         num_threads: int = 2,

@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from trustmesh.detect._base import BaseDetector, npy_bytes, npy_load, register
+from trustmesh.detect._base import BaseDetector, nan_median, npy_bytes, npy_load, register
 from trustmesh.errors import ModelError
 
 __all__ = ["IsolationForestDetector"]
@@ -72,9 +72,7 @@ class IsolationForestDetector(BaseDetector):
         from sklearn.ensemble import IsolationForest
 
         rows = X[~is_attack] if self.benign_only else X
-        with np.errstate(all="ignore"):
-            fill = np.nanmedian(rows, axis=0)
-        self._fill = np.where(np.isfinite(fill), fill, 0.0).astype(np.float32)
+        self._fill = nan_median(rows)
         data = np.where(np.isnan(rows), self._fill, rows)
         forest = IsolationForest(
             n_estimators=self.n_estimators,

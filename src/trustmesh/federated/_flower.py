@@ -81,6 +81,10 @@ def _site_client(site: Site, faults: dict[int, str], keyring_bytes: bytes | None
                 weights[0].flat[0] = np.nan
             elif fault == "wrong-shape":
                 weights = [w.ravel()[:-1].copy() for w in weights]
+            if clip is not None:
+                # DP under SecAgg+: the protocol weights by example count; equal weights keep the
+                # sensitivity of the mean at C/n, which is what the accountant assumes
+                n = 1
             metrics = {**metrics, "site": site.site_id}
             if keyring is not None:
                 ct_bytes = keyring.encrypt(flatten(weights) * n).to_bytes()

@@ -6,6 +6,9 @@ numpy arrays; the final model is written with the detection core's artifact form
 
 from __future__ import annotations
 
+import contextlib
+import secrets
+import warnings
 from collections.abc import Sequence
 from typing import Any
 
@@ -106,12 +109,34 @@ class MLPModel:
                 from trustmesh.errors import MissingDependencyError
 
                 raise MissingDependencyError("opacus", "fl") from exc
-            engine = PrivacyEngine(secure_mode=False)
+            with warnings.catch_warnings():
+                # opacus' secure_mode needs torchcsprng (not installable here); we pass our own noise
+                # generator seeded from the OS CSPRNG instead, so its "secure RNG off" notice is moot
+                warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
+                engine = PrivacyEngine(secure_mode=False)
+            noise_gen = torch.Generator().manual_seed(secrets.randbits(63))
             net, opt, loader = engine.make_private(
-                module=self.net, optimizer=opt, data_loader=loader,
+                module=self.net, optimizer=opt, data_loader=loader, noise_generator=noise_gen,
                 noise_multiplier=float(dp_sgd["noise_multiplier"]), max_grad_norm=float(dp_sgd["max_grad_norm"]),
             )
         net.train()
+        quiet: Any = warnings.catch_warnings() if dp_sgd else contextlib.nullcontext()
+        with quiet:
+            if dp_sgd:
+                # opacus' per-sample-gradient hooks fire on the first layer, whose input needs no grad;
+                # torch notes this on every backward pass - expected with opacus, nothing to fix here
+                warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
+            last = self._epochs(net, opt, loader, loss_fn, epochs, proximal_mu, start)
+        if dp_sgd:
+            # opacus wraps the module; copy the trained weights back into the plain network
+            inner = net._module if hasattr(net, "_module") else net
+            if hasattr(net, "remove_hooks"):
+                net.remove_hooks()  # the next round wraps the same network again
+            self.net.load_state_dict(inner.state_dict())
+        return last
+
+    def _epochs(self, net: Any, opt: Any, loader: Any, loss_fn: Any, epochs: int, proximal_mu: float,
+                start: list[Any]) -> float:
         last = 0.0
         for _ in range(epochs):
             total, count = 0.0, 0
@@ -128,10 +153,6 @@ class MLPModel:
                 total += float(loss.detach()) * len(xb)
                 count += len(xb)
             last = total / max(count, 1)
-        if dp_sgd:
-            # opacus wraps the module; copy the trained weights back into the plain network
-            inner = net._module if hasattr(net, "_module") else net
-            self.net.load_state_dict(inner.state_dict())
         return last
 
     def predict_proba(self, X: npt.ArrayLike) -> npt.NDArray[np.float32]:

@@ -22,8 +22,8 @@ class TrainConfig:
 
     hidden: tuple[int, ...] = (64, 32)
     local_epochs: int = 1
-    batch_size: int = 128
-    lr: float = 1e-2
+    batch_size: int = 64
+    lr: float = 3e-3
     model_seed: int = 0
     dp_sgd: tuple[float, float] | None = None  # (noise_multiplier, max_grad_norm) for local DP-SGD
 

@@ -18,7 +18,7 @@ def config_from_options(
     *, sites: int, rounds: int, partition: str = "iid", aggregator: str = "fedavg", secagg: bool = False,
     secagg_shares: int | None = None, secagg_threshold: int | None = None, dp: str | None = None,
     he: str | None = None, attack: str | None = None, seed: int = 0, local_epochs: int = 1,
-    dp_sgd: str | None = None, **_: Any,
+    dp_sgd: str | None = None, lr: float = 3e-3, batch_size: int = 64, **_: Any,
 ) -> FLConfig:
     """Parse option strings (``--partition dirichlet:0.5``, ``--dp epsilon=3,clip=1``, ...) into a config.
 
@@ -47,7 +47,7 @@ def config_from_options(
         return FLConfig(
             n_sites=sites, rounds=rounds, partition=PartitionSpec.parse(partition), aggregator=aggregator,
             secagg=sa, dp=dp_cfg, he=he or None, attack=AttackSpec.parse(attack) if attack else None, seed=seed,
-            train=TrainConfig(local_epochs=local_epochs, dp_sgd=sgd),
+            train=TrainConfig(local_epochs=local_epochs, dp_sgd=sgd, lr=lr, batch_size=batch_size),
         )
     except (ValueError, KeyError) as exc:
         raise ConfigError(str(exc)) from exc

@@ -77,17 +77,13 @@ def _entries(ledger: Ledger, size: int) -> Iterator[tuple[int, bytes]]:
         expect_idx += 1
 
 
-def _stored_leaf(ledger: Ledger, index: int, size: int) -> bytes | None:
-    if index >= size:
-        return None
+def _level0(ledger: Ledger, tile_index: int) -> bytes:
+    """Return the stored leaf hashes of a level-0 tile (empty if it is missing or malformed)."""
     try:
-        w, data = ledger.store.tile_raw(0, index >> TILE_HEIGHT)
+        w, data = ledger.store.tile_raw(0, tile_index)
     except LogIntegrityError:
-        return None
-    pos = index & (TILE_WIDTH - 1)
-    if pos >= w:
-        return None
-    return data[pos * _H : (pos + 1) * _H]
+        return b""
+    return data[: w * _H]
 
 
 def _first_bad_in_tile(stratum: int, index: int, width: int, got: bytes, want: bytes) -> int:
@@ -192,6 +188,7 @@ def _audit(
 
         # 1. entries -> leaf hashes, compared with the stored level-0 tiles, leaf by leaf.
         count = 0
+        tile_index, tile_data = -1, b""
         for index, raw in _entries(ledger, size):
             if index >= size:
                 raise LogIntegrityError(f"entry {index} is beyond the committed size {size}", index=index)
@@ -199,9 +196,13 @@ def _audit(
                 entry = Entry.from_bytes(raw)
             except InputError as exc:
                 raise LogIntegrityError(f"entry {index} is invalid: {exc}", index=index) from None
-            if any(r >= index for r in entry.refs):
+            if entry.refs and max(entry.refs) >= index:
                 raise LogIntegrityError(f"entry {index} refers to a leaf that is not earlier", index=index)
-            if _stored_leaf(ledger, index, size) != leaf_hash(raw):
+            if index >> TILE_HEIGHT != tile_index:  # one level-0 tile read per 256 entries
+                tile_index = index >> TILE_HEIGHT
+                tile_data = _level0(ledger, tile_index)
+            pos = (index & (TILE_WIDTH - 1)) * _H
+            if tile_data[pos : pos + _H] != leaf_hash(raw):
                 raise LogIntegrityError(f"entry {index} does not match its committed leaf hash", index=index)
             count += 1
         if count != size:

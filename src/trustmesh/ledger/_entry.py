@@ -126,7 +126,21 @@ class Entry:
             raise InputError(f"entry is not valid JSON: {exc}") from None
         if not isinstance(doc, dict) or set(doc) != _FIELDS:
             raise InputError(f"entry must be an object with exactly the fields {sorted(_FIELDS)}")
-        entry = cls(kind=doc["kind"], payload=doc["payload"], time=doc["time"], refs=doc["refs"])
-        if entry.to_bytes() != bytes(raw):
+        _check_kind(doc["kind"])
+        if not isinstance(doc["payload"], dict):
+            raise InputError("entry.payload must be a JSON object")
+        if not isinstance(doc["refs"], list):
+            raise InputError("entry.refs must be a list")
+        when, refs = _check_time(doc["time"]), _check_refs(doc["refs"])
+        try:
+            canonical = rfc8785.dumps(doc)
+        except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+            raise InputError(f"entry is not canonical-JSON representable: {exc}") from None
+        if canonical != bytes(raw):
             raise InputError("entry bytes are not RFC 8785 canonical JSON")
+        # Valid and canonical: build without re-encoding (doc is a fresh object nobody else holds).
+        entry = object.__new__(cls)
+        for name, value in (("kind", doc["kind"]), ("payload", doc["payload"]), ("time", when),
+                            ("refs", refs), ("_bytes", canonical)):
+            object.__setattr__(entry, name, value)
         return entry

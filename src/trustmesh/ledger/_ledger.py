@@ -90,10 +90,11 @@ class Ledger:
         signer.save(d / KEY_NAME)
         (d / PUB_NAME).write_text(signer.verifier.to_vkey() + "\n", encoding="utf-8")
         store = TileStore(d / DB_NAME, synchronous=synchronous, create=True)
-        store.set_meta("origin", origin)
-        store.set_meta("format", str(FORMAT_VERSION))
-        store.set_meta("size", "0")
-        store.set_meta("verifier_key", signer.verifier.to_vkey())
+        with store.write_lock():  # one transaction: a crash leaves no half-initialised ledger
+            store.set_meta("origin", origin)
+            store.set_meta("format", str(FORMAT_VERSION))
+            store.set_meta("size", "0")
+            store.set_meta("verifier_key", signer.verifier.to_vkey())
         log.info("created ledger %s (origin %s)", d, origin)
         return cls(d, store, signer, signer.verifier)
 
@@ -325,6 +326,8 @@ class Ledger:
         self._check_size(n, cur)
         if isinstance(size1, bool) or not isinstance(size1, int) or not 0 <= size1 <= n:
             raise InputError(f"size1 must be an integer in [0, {n}], got {size1!r}")
+        if size1 == 0 and n > 0:
+            raise InputError("size1 must be >= 1: RFC 9162 defines no proof from the empty tree (every tree extends it)")
         path, root2 = self._resolve(consistency_plan(size1, n), n)
         return ConsistencyProof(size1, n, self._store.root(size1), root2, tuple(path))
 

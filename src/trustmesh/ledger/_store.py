@@ -142,14 +142,19 @@ class TileStore:
             self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
             if create:
                 self._db.executescript(_SCHEMA)
-            self._check_schema()
         except sqlite3.DatabaseError as exc:
             raise LogIntegrityError(f"{path}: not a readable ledger database ({exc})") from None
         self._size = -1
         self._cache: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._edge: list[list[bytes]] = []  # per stratum: level-0 hashes of the partial tile
         self._bundle_edge: list[bytes] = []
-        self.refresh()
+        self._edge_loaded = False
+        try:
+            self._check_schema()
+            self.refresh()
+        except sqlite3.DatabaseError as exc:
+            self._db.close()
+            raise LogIntegrityError(f"{path}: not a readable ledger database ({exc})") from None
 
     # ----------------------------------------------------------------------------- basics
     def _check_schema(self) -> None:
@@ -205,7 +210,7 @@ class TileStore:
 
     def _load_edge(self) -> None:
         """Load the right edge (partial tiles and partial bundle) needed to append."""
-        if getattr(self, "_edge_loaded", False):
+        if self._edge_loaded:
             return
         size = self._size
         edge: list[list[bytes]] = []

@@ -1,0 +1,82 @@
+"""Tests for `trustmesh fl simulate` and `trustmesh bench fl` (real data, small sizes)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from trustmesh.cli._app import app
+
+pytestmark = [
+    pytest.mark.needs_data,
+    pytest.mark.filterwarnings("ignore::FutureWarning:ray.*"),  # Ray's own GPU env-var notice
+    pytest.mark.filterwarnings("ignore::DeprecationWarning"),
+    pytest.mark.filterwarnings("ignore::ResourceWarning"),
+]
+
+runner = CliRunner()
+
+
+def _json(result: object) -> dict:  # type: ignore[type-arg]
+    out = result.stdout  # type: ignore[attr-defined]
+    return json.loads(out[out.index("{"):])
+
+
+def test_simulate_in_process_writes_ledger_and_model(tmp_path: Path, data_dir: Path) -> None:
+    result = runner.invoke(app, [
+        "fl", "simulate", "--dataset", "nsl-kdd", "--sites", "3", "--rounds", "2", "--max-rows", "3000",
+        "--max-test", "1000", "--in-process", "--partition", "dirichlet:0.5", "--ledger", str(tmp_path / "l"),
+        "--out", str(tmp_path / "m.npz"), "--data-dir", str(data_dir), "--json",
+    ])
+
+    assert result.exit_code == 0, result.output
+    doc = _json(result)
+    assert doc["path"] == "in-process"
+    assert doc["ledger_indices"] == [0, 1] and doc["model_ledger_index"] == 2
+    assert set(doc["metrics"]) == {"macro_f1", "accuracy", "per_class_recall"}
+    manifest = json.loads((tmp_path / "m.npz.manifest.json").read_text())
+    assert manifest["ledger_rounds"] == [0, 1]
+    assert manifest["classes"][0] == "benign"
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--aggregator", "median", "--he", "ckks"], "reveal only the sum"),
+        (["--partition", "bogus"], "partition kind"),
+        (["--attack", "sign-flip"], "KIND:FRACTION"),
+        (["--dp", "noise=1"], "clip"),
+    ],
+)
+def test_bad_options_give_one_line_and_exit_2(args: list[str], message: str) -> None:
+    result = runner.invoke(app, ["fl", "simulate", "--in-process", *args])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+@pytest.mark.slow
+def test_simulate_runs_a_real_flower_simulation_with_ckks(tmp_path: Path, data_dir: Path) -> None:
+    result = runner.invoke(app, [
+        "fl", "simulate", "--dataset", "ton-iot-network", "--sites", "3", "--rounds", "2", "--max-rows", "1500",
+        "--max-test", "500", "--he", "ckks", "--ledger", str(tmp_path / "l"), "--data-dir", str(data_dir), "--json",
+    ])
+
+    assert result.exit_code == 0, result.output
+    doc = _json(result)
+    assert doc["path"] == "flower-simulation"
+    assert doc["config"]["secure_aggregation"] == "ckks"
+    assert len(doc["round_times"]) == 2 and doc["ledger_indices"] == [0, 1]
+    assert doc["metrics"]["macro_f1"] > 0.1  # decrypted by the key-holding driver after the run
+
+
+def test_bench_fl_in_process_reports_each_mode(data_dir: Path) -> None:
+    result = runner.invoke(app, ["bench", "fl", "--sites", "3", "--modes", "plain,dp,ckks", "--rounds", "2",
+                                 "--rows-per-site", "100", "--in-process", "--json"])
+    assert result.exit_code == 0, result.output
+    doc = _json(result)
+    assert [r["mode"] for r in doc["results"]] == ["plain", "dp", "ckks"]
+    assert all(r["round_seconds_median"] > 0 and "vs_plain" in r for r in doc["results"])
