@@ -173,3 +173,38 @@ def test_loaded_model_scores_canonical_flows_from_any_source(model_path: Path, d
         batch = next(open_source(data_dir / rel).iter_batches(200))
         scores = detector.score(batch, fill_missing=True)
         assert len(scores) == len(batch) and ((scores >= 0) & (scores <= 1)).all(), rel
+
+
+def test_following_a_zeek_log_scores_rows_as_they_arrive(tmp_path: Path, model_path: Path, data_dir: Path) -> None:
+    import gzip
+    import threading
+
+    raw = gzip.open(data_dir / "logs/zeek/slips-test10-mixed/conn.log.gz", "rt", encoding="utf-8").read()
+    lines = [ln + "\n" for ln in raw.splitlines() if not ln.startswith("#close")]
+    header = [ln for ln in lines if ln.lstrip(" \t").startswith("#")]
+    body = [ln for ln in lines if not ln.lstrip(" \t").startswith("#")]
+    zeek = tmp_path / "zeek"
+    zeek.mkdir()
+    (zeek / "conn.log").write_text("".join(header) + "".join(body[:5]), encoding="utf-8")
+    pipeline = Pipeline.from_config(_config(tmp_path, model_path))
+    stop = threading.Event()
+
+    def grow() -> None:
+        time.sleep(0.5)
+        with (zeek / "conn.log").open("a", encoding="utf-8") as fh:
+            fh.writelines(body[5:])
+
+    def seen(_name: str, _batch: object) -> None:
+        if pipeline.summary.flows >= len(body):
+            stop.set()
+
+    writer = threading.Thread(target=grow)
+    writer.start()
+    timer = threading.Timer(60, stop.set)  # bound the test even if rows went missing
+    timer.start()
+    pipeline.run(open_sources([f"follow:{zeek}"]), stop=stop, on_batch=seen)
+    timer.cancel()
+    writer.join()
+    summary = pipeline.close()
+    assert summary.flows == len(body) and summary.interrupted
+    audit(tmp_path / "ledger")

@@ -148,7 +148,7 @@ class PipelineConfig:
             elif key == "sources":
                 if not isinstance(raw, list):
                     raise ConfigError(f"{path}: pipeline.sources must be a list of paths or interfaces")
-                values[key] = tuple(str(rel(s)) if not str(s).startswith("iface:") else str(s) for s in raw)
+                values[key] = tuple(_source_spec(str(s), rel) for s in raw)
             elif key in simple:
                 values[key] = raw
             else:
@@ -183,6 +183,14 @@ class PipelineConfig:
         doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         doc["guards"] = self.guards.to_dict()
         return json.loads(json.dumps(doc, default=str))
+
+
+def _source_spec(spec: str, rel: Callable[[str], Path]) -> str:
+    if spec.startswith("iface:"):
+        return spec
+    if spec.startswith("follow:"):
+        return "follow:" + str(rel(spec[len("follow:"):]))
+    return str(rel(spec))
 
 
 # --------------------------------------------------------------------------------------------------
@@ -627,12 +635,16 @@ class _LazySource:
 
             source: FlowSource = InterfaceSource(self.spec[len("iface:"):], idle_timeout=self.idle_timeout,
                                                  active_timeout=self.active_timeout)
+        elif self.spec.startswith("follow:"):
+            from trustmesh.flows import follow_source
+
+            source = follow_source(self.spec[len("follow:"):])
         else:
             if not Path(self.spec).exists():
                 raise InputError(f"{self.spec}: source not found")
             source = open_source(self.spec)
         batches = source.iter_batches(batch_size)
-        if self.spec.startswith("iface:"):
+        if self.spec.startswith(("iface:", "follow:")):
             batches = _adaptive(batches, batch_size)
         yield from batches
 
@@ -682,7 +694,8 @@ def _adaptive(batches: Iterator[pd.DataFrame], max_rows: int) -> Iterator[pd.Dat
 
 
 def open_sources(specs: Sequence[str], config: PipelineConfig | None = None) -> list[FlowSource]:
-    """Wrap each source spec — a path (pcap, Zeek dir/log, EVE file, table) or ``iface:NAME`` — lazily."""
+    """Wrap each source spec lazily: a path (pcap, Zeek dir/log, EVE file, table), ``iface:NAME`` (live
+    capture) or ``follow:PATH`` (tail a growing Zeek conn.log, Zeek log folder or Suricata EVE file)."""
     idle = config.live_idle_timeout if config else 1
     active = config.live_active_timeout if config else 30
     return [_LazySource(spec, idle, active) for spec in specs]

@@ -60,10 +60,9 @@ def test_bad_options_give_one_line_and_exit_2(args: list[str], message: str) -> 
 
 @pytest.mark.slow
 def test_simulate_runs_a_real_flower_simulation_with_ckks(tmp_path: Path, data_dir: Path) -> None:
-    result = runner.invoke(app, [
-        "fl", "simulate", "--dataset", "ton-iot-network", "--sites", "3", "--rounds", "2", "--max-rows", "1500",
-        "--max-test", "500", "--he", "ckks", "--ledger", str(tmp_path / "l"), "--data-dir", str(data_dir), "--json",
-    ])
+    args = ["fl", "simulate", "--dataset", "ton-iot-network", "--sites", "3", "--rounds", "2", "--max-rows", "1500",
+            "--max-test", "500", "--he", "ckks", "--data-dir", str(data_dir), "--json"]
+    result = runner.invoke(app, [*args, "--ledger", str(tmp_path / "l")])
 
     assert result.exit_code == 0, result.output
     doc = _json(result)
@@ -71,6 +70,10 @@ def test_simulate_runs_a_real_flower_simulation_with_ckks(tmp_path: Path, data_d
     assert doc["config"]["secure_aggregation"] == "ckks"
     assert len(doc["round_times"]) == 2 and doc["ledger_indices"] == [0, 1]
     assert doc["metrics"]["macro_f1"] > 0.1  # decrypted by the key-holding driver after the run
+    # the in-process driver runs the same Site/Coordinator code: same model up to CKKS rounding
+    again = runner.invoke(app, [*args, "--in-process"])
+    assert again.exit_code == 0, again.output
+    assert abs(_json(again)["metrics"]["macro_f1"] - doc["metrics"]["macro_f1"]) < 0.01
 
 
 def test_bench_fl_in_process_reports_each_mode(data_dir: Path) -> None:

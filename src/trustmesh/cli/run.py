@@ -16,8 +16,9 @@ __all__ = ["run"]
 @guarded
 def run(
     config: Path = typer.Option(..., "--config", "-c", help="Pipeline TOML (see examples/trustmesh.toml)."),
-    source: list[str] = typer.Option([], "--source", "-s", help="Add a source: a pcap, Zeek dir/log, EVE file, "
-                                      "flow table, or iface:NAME (repeatable; replaces the config's sources)."),
+    source: list[str] = typer.Option([], "--source", "-s", help="Add a source: a pcap, Zeek dir/log, EVE file, flow "
+                                      "table, iface:NAME (live) or follow:PATH (tail a Zeek/EVE log); repeatable, "
+                                      "replaces the config's sources."),
     enforce: bool = typer.Option(False, "--enforce", help="Apply actions (default: dry-run)."),
     replay: str | None = typer.Option(None, "--replay", help="fast | recorded (pcap/log timing)."),
     json_out: bool = typer.Option(False, "--json", help="Print the run summary as JSON."),

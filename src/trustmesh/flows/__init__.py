@@ -43,13 +43,14 @@ from trustmesh.flows._sources import (
     TableSource,
     ZeekConnSource,
     detect_kind,
+    follow_source,
     open_source,
     read_flows,
 )
-from trustmesh.flows._suricata import iter_suricata_eve, read_suricata_eve
+from trustmesh.flows._suricata import follow_suricata_eve, iter_suricata_eve, read_suricata_eve
 from trustmesh.flows._tables import LabelledTable, load_table
 from trustmesh.flows._ton import ton_iot_to_canonical
-from trustmesh.flows._zeek import iter_zeek_conn, read_zeek_conn
+from trustmesh.flows._zeek import follow_zeek_conn, iter_zeek_conn, read_zeek_conn
 
 __all__ = [
     "CANONICAL_COLUMNS",
@@ -79,6 +80,9 @@ __all__ = [
     "derive_conn_state",
     "detect_kind",
     "empty_canonical",
+    "follow_source",
+    "follow_suricata_eve",
+    "follow_zeek_conn",
     "iter_interface",
     "iter_pcap",
     "iter_suricata_eve",

@@ -19,10 +19,10 @@ from trustmesh.errors import InputError
 from trustmesh.flows._io import head_bytes, is_gzip
 from trustmesh.flows._pcap import CAPTURE_MAGICS, iter_interface, iter_pcap
 from trustmesh.flows._schema import CANONICAL_COLUMNS, empty_canonical, to_canonical
-from trustmesh.flows._suricata import iter_suricata_eve
+from trustmesh.flows._suricata import follow_suricata_eve, iter_suricata_eve
 from trustmesh.flows._tables import read_frame
 from trustmesh.flows._ton import TON_REQUIRED, ton_iot_to_canonical
-from trustmesh.flows._zeek import iter_zeek_conn
+from trustmesh.flows._zeek import follow_zeek_conn, iter_zeek_conn
 
 __all__ = [
     "FlowSource",
@@ -32,6 +32,7 @@ __all__ = [
     "TableSource",
     "ZeekConnSource",
     "detect_kind",
+    "follow_source",
     "open_source",
     "read_flows",
 ]
@@ -97,6 +98,7 @@ class ZeekConnSource:
     """One or more Zeek conn.log files (TSV or JSON lines, plain or gzip), read in order."""
 
     paths: tuple[Path, ...]
+    follow: bool = False  # tail the (single) log as it grows, across rotation; never ends
 
     @property
     def name(self) -> str:
@@ -104,7 +106,10 @@ class ZeekConnSource:
         return f"zeek:{self.paths[0].parent.name}/{self.paths[0].name}"
 
     def iter_batches(self, batch_size: int = 10_000) -> Iterator[pd.DataFrame]:
-        """Yield canonical flow batches, file by file."""
+        """Yield canonical flow batches, file by file (or, following, as lines are appended)."""
+        if self.follow:
+            yield from follow_zeek_conn(self.paths[-1], batch_size)
+            return
         for p in self.paths:
             yield from iter_zeek_conn(p, batch_size)
 
@@ -114,6 +119,7 @@ class SuricataEveSource:
     """A Suricata EVE JSON file; only ``flow`` events become flows."""
 
     path: Path
+    follow: bool = False  # tail the file as it grows, across rotation; never ends
 
     @property
     def name(self) -> str:
@@ -121,7 +127,9 @@ class SuricataEveSource:
         return f"suricata:{self.path.name}"
 
     def iter_batches(self, batch_size: int = 10_000) -> Iterator[pd.DataFrame]:
-        """Yield canonical flow batches from flow events."""
+        """Yield canonical flow batches from flow events (following the file when ``follow``)."""
+        if self.follow:
+            return follow_suricata_eve(self.path, batch_size)
         return iter_suricata_eve(self.path, batch_size)
 
 
@@ -210,6 +218,26 @@ def _zeek_dir(p: Path) -> ZeekConnSource:
     if rotated:
         return ZeekConnSource(tuple(rotated))
     raise InputError(f"{p}: directory holds no conn.log (looked for {', '.join(_CONN_NAMES)}, conn.*.log*)")
+
+
+def follow_source(path: Path | str) -> FlowSource:
+    """Return a source that tails a growing Zeek conn.log (or a Zeek log folder) or Suricata EVE file.
+
+    The file must already hold its first record (or header), so its kind can be told; after that
+    it is followed across rotation until the caller stops iterating.
+    """
+    p = Path(path).expanduser()
+    if p.is_dir():
+        for name in ("conn.log", "conn.log.json"):
+            if (p / name).exists():
+                return ZeekConnSource((p / name,), follow=True)
+        raise InputError(f"{p}: no conn.log to follow in this folder")
+    kind = detect_kind(p)
+    if kind == "zeek":
+        return ZeekConnSource((p,), follow=True)
+    if kind == "suricata":
+        return SuricataEveSource(p, follow=True)
+    raise InputError(f"{p}: only Zeek conn.log and Suricata EVE files can be followed (this is {kind})")
 
 
 def open_source(path: Path | str, *, allow_truncated: bool = False) -> FlowSource:

@@ -22,12 +22,14 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
+from trustmesh.flows._follow import follow_lines
 from trustmesh.errors import InputError
 from trustmesh.flows._connstate import derive_conn_state
 from trustmesh.flows._io import open_text
 from trustmesh.flows._schema import empty_canonical, to_canonical
 
-__all__ = ["iter_suricata_eve", "read_suricata_eve", "suricata_flows_to_canonical"]
+__all__ = [
+    "follow_suricata_eve", "iter_suricata_eve", "read_suricata_eve", "suricata_flows_to_canonical"]
 
 _EPOCH = pd.Timestamp("1970-01-01", tz="UTC")
 _APP = {"failed": "-", "tls": "ssl", "": "-"}
@@ -130,6 +132,38 @@ def iter_suricata_eve(path: Path | str, batch_size: int = 10_000) -> Iterator[pd
         raise InputError(f"{p}: log is empty")
     if records:
         yield suricata_flows_to_canonical(records, source=str(p))
+
+
+def follow_suricata_eve(path: Path | str, batch_size: int = 10_000, *, poll_s: float = 0.2) -> Iterator[pd.DataFrame]:
+    """Follow a growing EVE file (``tail -F``, across rotation); yield its ``flow`` events as batches.
+
+    Batches are released when full or when the file has been quiet for ``poll_s`` seconds. Lines
+    that are not EVE JSON are refused with the line number, as in :func:`iter_suricata_eve`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    p = Path(path)
+    records: list[dict[str, Any]] = []
+    for lineno, raw in enumerate(follow_lines(p, poll_s=poll_s), 1):
+        if raw is None:
+            if records:
+                yield suricata_flows_to_canonical(records, source=str(p))
+                records = []
+            continue
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{p}:{lineno}: not JSON ({exc.msg})") from exc
+        if not isinstance(rec, dict) or "event_type" not in rec:
+            raise InputError(f"{p}:{lineno}: not a Suricata EVE record (no event_type)")
+        if rec["event_type"] == "flow":
+            records.append(rec)
+            if len(records) >= batch_size:
+                yield suricata_flows_to_canonical(records, source=str(p))
+                records = []
 
 
 def read_suricata_eve(path: Path | str) -> pd.DataFrame:

@@ -23,11 +23,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from trustmesh.flows._follow import follow_lines
 from trustmesh.errors import InputError
 from trustmesh.flows._io import open_text
 from trustmesh.flows._schema import empty_canonical, to_canonical
 
-__all__ = ["iter_zeek_conn", "read_zeek_conn", "zeek_to_canonical"]
+__all__ = [
+    "follow_zeek_conn", "iter_zeek_conn", "read_zeek_conn", "zeek_to_canonical"]
 
 _RENAME = {
     "id.orig_h": "src_ip",
@@ -103,13 +105,18 @@ def _parse_tsv_batch(rows: list[list[str]], fields: list[str], unset: str, empty
     return zeek_to_canonical(df, source=source)
 
 
-def _iter_tsv(lines: Iterator[str], path: Path, batch_size: int) -> Iterator[pd.DataFrame]:
+def _iter_tsv(lines: Iterator[str | None], path: Path, batch_size: int) -> Iterator[pd.DataFrame]:
     sep = "\t"
     unset, empty = "-", "(empty)"
     fields: list[str] | None = None
     iot23 = False
     rows: list[list[str]] = []
     for lineno, raw in enumerate(lines, 1):
+        if raw is None:  # a follow-mode idle tick: release what we hold
+            if rows and fields is not None:
+                yield _parse_tsv_batch(rows, fields, unset, empty, str(path))
+                rows = []
+            continue
         line = raw.rstrip("\r\n")
         stripped = line.lstrip(" \t")
         if not stripped:
@@ -144,9 +151,14 @@ def _iter_tsv(lines: Iterator[str], path: Path, batch_size: int) -> Iterator[pd.
         yield _parse_tsv_batch(rows, fields, unset, empty, str(path))
 
 
-def _iter_json(lines: Iterator[str], path: Path, batch_size: int) -> Iterator[pd.DataFrame]:
+def _iter_json(lines: Iterator[str | None], path: Path, batch_size: int) -> Iterator[pd.DataFrame]:
     records: list[dict[str, Any]] = []
     for lineno, raw in enumerate(lines, 1):
+        if raw is None:  # a follow-mode idle tick: release what we hold
+            if records:
+                yield zeek_to_canonical(pd.DataFrame.from_records(records), source=str(path))
+                records = []
+            continue
         line = raw.strip()
         if not line:
             continue
@@ -188,7 +200,28 @@ def iter_zeek_conn(path: Path | str, batch_size: int = 10_000) -> Iterator[pd.Da
         raise InputError(f"{p}: corrupt gzip data ({exc})") from exc
 
 
-def _chain(first: str, rest: Iterator[str]) -> Iterator[str]:
+def follow_zeek_conn(path: Path | str, batch_size: int = 10_000, *, poll_s: float = 0.2) -> Iterator[pd.DataFrame]:
+    """Follow a growing Zeek conn.log (``tail -F``, across rotation); never ends on its own.
+
+    Batches are released when full or when the log has been quiet for ``poll_s`` seconds.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    p = Path(path)
+    lines = follow_lines(p, poll_s=poll_s)
+    first: str | None = None
+    for first in lines:
+        if first is not None and first.strip():
+            break
+    assert first is not None
+    rest = _chain(first, lines)
+    if first.lstrip().startswith("{"):
+        yield from _iter_json(rest, p, batch_size)
+    else:
+        yield from _iter_tsv(rest, p, batch_size)
+
+
+def _chain(first: str, rest: Iterator[str | None]) -> Iterator[str | None]:
     yield first
     yield from rest
 
