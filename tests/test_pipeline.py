@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -68,6 +69,19 @@ def test_pcap_run_links_every_step_in_the_ledger(tmp_path: Path, model_path: Pat
         assert alert_refs and all(r < incident for r in entries[incident].refs)
         assert any(entries[r].payload["source_ip"] == SCANNER for r in alert_refs)
         assert all(entries[r].refs == (0,) for r in alert_refs), "alerts cite the model entry"
+
+    # the auditor's view: one command proves the action and everything it was based on
+    from typer.testing import CliRunner
+
+    from trustmesh.cli import app
+
+    out = CliRunner().invoke(app, ["ledger", "prove", str(tmp_path / "ledger"), "--index", str(start),
+                                   "--with-refs", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.output)
+    kinds = [item["kind"] for item in doc["lineage"]]
+    assert set(kinds[:2]) == {"decision", "incident"} and "alert" in kinds and kinds[-1] == "model"
+    assert all(item["proof"]["treeSize"] == doc["treeSize"] for item in doc["lineage"])
 
 
 def test_alerts_only_above_threshold_with_ecs_fields() -> None:

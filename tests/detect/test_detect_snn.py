@@ -37,7 +37,8 @@ def _small(**kw: object) -> SpikingDetector:
 
 def test_snn_passes_the_detector_conformance_suite() -> None:
     X, y = _data(120)
-    check_detector(lambda: SpikingDetector(hidden=(8,), steps=4, epochs=2, batch_size=32, seed=2), X, y)  # raises AssertionError naming the first failing property
+    # raises AssertionError naming the first failing property
+    check_detector(lambda: SpikingDetector(hidden=(8,), steps=4, epochs=2, batch_size=32, seed=2), X, y)
 
 
 def test_snn_learns_a_separable_task() -> None:

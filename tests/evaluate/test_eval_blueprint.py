@@ -58,7 +58,8 @@ def test_sane_floors_on_the_numbers(report: tuple[Path, Path, float]) -> None:
     adv = sec["adversarial"]["metrics"]["mlp/FGSM"]["accuracy"]
     assert adv[0] >= adv[-1]  # eps=0 is the clean accuracy; a larger budget cannot help the detector much
     snn = sec["spiking"]["metrics"]["nsl-kdd"]["snn"]
-    assert snn["ops_per_inference"]["sops"] > 0 and snn["spike_stats"]["layer_sizes"][1:] == [16, 8, snn["spike_stats"]["layer_sizes"][-1]]
+    sizes = snn["spike_stats"]["layer_sizes"]
+    assert snn["ops_per_inference"]["sops"] > 0 and sizes[1:] == [16, 8, sizes[-1]]
     energy = sec["energy"]["metrics"]
     assert energy["method"]["method"] in ("rapl", "cpu-time-model")
     assert all(v["joules_per_inference"] > 0 for v in energy["inference"].values())
@@ -98,7 +99,8 @@ def test_cli_rejects_a_bad_config_before_any_work(tmp_path: Path) -> None:
     cfg.write_text('detectors = ["gbdt", "telepathy"]\n')
     out = tmp_path / "out"
     # Act
-    result = CliRunner().invoke(app, ["eval", "blueprint", "--profile", "test", "--config", str(cfg), "--out", str(out)])
+    args = ["eval", "blueprint", "--profile", "test", "--config", str(cfg), "--out", str(out)]
+    result = CliRunner().invoke(app, args)
     # Assert
     assert result.exit_code == 2
     assert "telepathy" in result.output

@@ -69,7 +69,7 @@ def demo(
                    ", ".join(a.get("targets", [])[:2]), str(a.get("reason", ""))[:60])
     console.print(at)
     console.print("[bold]Signed checkpoint[/]")
-    console.print(doc["ledger"]["checkpoint"], highlight=False, markup=False)
+    console.print(doc["ledger"]["checkpoint"].strip(), highlight=False, markup=False, soft_wrap=True)
     for name, verdict in doc["checks"].items():
         colour = "green" if verdict.startswith("ok") else "yellow" if verdict.startswith("skipped") else "red"
         console.print(f"[{colour}]{name}[/]: {verdict}", highlight=False)

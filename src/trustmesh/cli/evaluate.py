@@ -25,9 +25,10 @@ def blueprint(
     out: Path = typer.Option(..., "--out", help="Output folder: report.json, report.html, plots/, .cache/."),
     profile: str = typer.Option("quick", "--profile", help="quick (minutes, subsampled), full, or test."),
     config: Path | None = typer.Option(None, "--config", help="TOML file overriding profile settings."),
-    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (default: TRUSTMESH_DATA)."),
-    ledger: Path | None = typer.Option(None, "--ledger", help="Ledger for the evaluation record (default: settings)."),
-    no_ledger: bool = typer.Option(False, "--no-ledger", help="Do not append the evaluation record to a ledger."),
+    data_dir: Path | None = typer.Option(None, "--data-dir",
+                                         help="Dataset folder (default: TRUSTMESH_DATA)."),
+    ledger: Path | None = typer.Option(None, "--ledger", help="Ledger for the evaluation record."),
+    no_ledger: bool = typer.Option(False, "--no-ledger", help="Do not append the evaluation record."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON summary document."),
 ) -> None:
     """Run the evaluation suite with fixed seeds; finished sections are reused from OUT/.cache."""
@@ -50,7 +51,7 @@ def blueprint(
             bar.update(task, description=message[:60])
 
         outcome = run_blueprint(cfg, out, data_dir=root, ledger_dir=ledger_dir, on_section=on_section,
-                                on_progress=on_progress)  # fmt: skip
+                                on_progress=on_progress)
     summary = {
         "report_json": str(outcome.report_json),
         "report_html": str(outcome.report_html),

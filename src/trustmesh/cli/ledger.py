@@ -164,20 +164,55 @@ def prove_command(
     directory: Path = typer.Argument(..., help="Ledger folder."),
     index: int = typer.Option(..., "--index", help="Leaf index."),
     size: int | None = typer.Option(None, "--size", help="Tree size (default: current)."),
+    with_refs: bool = typer.Option(False, "--with-refs", help="Also prove every entry this one is based on, "
+                                   "transitively (action -> decision -> incident -> alerts -> model)."),
+    max_refs: int = typer.Option(500, "--max-refs", help="Stop following references after this many entries."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Print the inclusion proof of a leaf (leafIdx, treeSize, leafHash, root, proof; base64)."""
-    from trustmesh.ledger import Ledger
+    """Print the inclusion proof of a leaf (leafIdx, treeSize, leafHash, root, proof; base64).
+
+    With --with-refs, print the lineage: each referenced entry's kind, a short summary and its own
+    inclusion proof against the same tree size, each verified before it is printed.
+    """
+    from trustmesh.ledger import Ledger, verify_inclusion
 
     with Ledger.open(directory, read_only=True) as led:
         proof = led.prove_inclusion(index, size)
-    doc = proof.to_json()
+        doc = proof.to_json()
+        lineage: list[dict[str, object]] = []
+        if with_refs:
+            seen = {index}
+            frontier = list(led.entry(index).refs)
+            while frontier and len(lineage) < max_refs:
+                ref = frontier.pop(0)
+                if ref in seen:
+                    continue
+                seen.add(ref)
+                entry = led.entry(ref)
+                ref_proof = led.prove_inclusion(ref, proof.tree_size)
+                verify_inclusion(ref_proof, proof.root_hash, led.entry_bytes(ref))
+                lineage.append({"index": ref, "kind": entry.kind, "summary": _summary(entry.payload),
+                                "refs": list(entry.refs), "proof": ref_proof.to_json()})
+                frontier.extend(r for r in entry.refs if r not in seen)
+            doc = {**doc, "entry": {"kind": led.entry(index).kind, "summary": _summary(led.entry(index).payload),
+                                    "refs": list(led.entry(index).refs)}, "lineage": lineage}
     if json_out:
         print_json(doc)
-    else:
-        console.print(f"leaf {doc['leafIdx']} of {doc['treeSize']}: root {doc['root']}", highlight=False)
-        for h in doc["proof"]:
-            console.print(f"  {h}", highlight=False)
+        return
+    console.print(f"leaf {doc['leafIdx']} of {doc['treeSize']}: root {doc['root']}", highlight=False)
+    for h in doc["proof"]:
+        console.print(f"  {h}", highlight=False)
+    for item in lineage:
+        console.print(f"  <- leaf {item['index']} {item['kind']}: {item['summary']} (inclusion verified)",
+                      highlight=False)
+
+
+def _summary(payload: dict[str, object]) -> str:
+    """One line naming what an entry is about (ids, addresses, status) for lineage listings."""
+    keys = ("status", "action", "targets", "incident_id", "technique_id", "source_ip", "destination_ip",
+            "destination_port", "score", "model_id", "kind", "message")
+    parts = [f"{k}={payload[k]}" for k in keys if k in payload and payload[k] not in (None, [], "")]
+    return ", ".join(parts)[:200]
 
 
 @ledger_app.command("consistency")

@@ -1,5 +1,522 @@
-"""CLI commands: models (being written)."""
+"""CLI commands: train, evaluate, detect, bench detect (docs/detectors.md)."""
 
 from __future__ import annotations
 
-from trustmesh.cli._root import app, bench_app  # noqa: F401
+import hashlib
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from trustmesh.cli._common import console, err_console, guarded, print_json, progress
+from trustmesh.cli._root import app, bench_app
+from trustmesh.errors import InputError
+
+_VALIDATION_SIZE = 0.2  # share of the TRAINING rows held out to calibrate the threshold
+
+
+def _check_fraction(name: str, value: float) -> None:
+    if not 0.0 < value < 1.0:
+        raise InputError(f"{name} must be in (0, 1), got {value}")
+
+
+def _stratify_labels(labels: Any) -> Any:
+    """Class names when every class has >= 2 rows, else the attack/benign view (so splitting works)."""
+    import numpy as np
+
+    names = np.asarray(labels).astype(str)
+    _, counts = np.unique(names, return_counts=True)
+    if counts.min() >= 2:
+        return names
+    return names != "benign"
+
+
+def _split(n: int, labels: Any, test_size: float, seed: int) -> tuple[Any, Any]:
+    import numpy as np
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(n)
+    try:
+        tr, te = train_test_split(idx, test_size=test_size, stratify=_stratify_labels(labels), random_state=seed)
+    except ValueError as exc:
+        raise InputError(f"cannot split {n} rows with test size {test_size}: {exc}") from None
+    return np.sort(tr), np.sort(te)
+
+
+def _index_digest(idx: Any) -> str:
+    import numpy as np
+
+    return hashlib.sha256(np.asarray(idx, dtype="<i8").tobytes()).hexdigest()
+
+
+def _load_source_table(dataset: str | None, input_path: Path | None, split: str | None, data_dir: Path | None,
+                       label_column: str | None = None, benign_label: str | None = None,
+                       keep_columns: tuple[str, ...] = ()) -> Any:
+    from trustmesh.flows import load_dataset, load_table
+
+    if (dataset is None) == (input_path is None):
+        raise InputError("give exactly one of --dataset NAME or --input PATH")
+    if dataset is not None:
+        return load_dataset(dataset, split=split, data_dir=data_dir)
+    assert input_path is not None
+    return load_table(input_path, label_column=label_column, benign_label=benign_label, keep_columns=keep_columns)
+
+
+def _fit_calibrated(kind: str, params: dict[str, Any], train: Any, target_fpr: float, seed: int) -> tuple[Any, Any]:
+    """Fit on training rows minus a stratified validation share; calibrate the threshold on that share."""
+    from trustmesh.detect import binary_metrics, make_detector
+
+    labels = train.labels.to_numpy()
+    fit_idx, val_idx = _split(len(train), labels, _VALIDATION_SIZE, seed)
+    det = make_detector(kind, **params)
+    fit = train.subset(fit_idx)
+    det.fit(fit.features, fit.labels.to_numpy())
+    val = train.subset(val_idx)
+    det.calibrate(val.features, val.is_attack, target_fpr)
+    metrics = binary_metrics(val.is_attack, det.score(val.features), det.threshold)
+    return det, metrics
+
+
+@app.command("train")
+@guarded
+def train(
+    dataset: str | None = typer.Option(None, "--dataset", help="Registered dataset (trustmesh datasets list)."),
+    input_path: Path | None = typer.Option(None, "--input", help="Labelled CSV/Parquet table (or glob)."),
+    label_column: str | None = typer.Option(None, "--label-column", help="Label column of --input."),
+    benign_label: str | None = typer.Option(None, "--benign-label", help="Benign value of the label column."),
+    keep_column: list[str] = typer.Option([], "--keep-column", help="Keep a column flows would drop as an id."),
+    model: str = typer.Option(..., "--model", help="gbdt | autoencoder | iforest | ensemble | mlp"),
+    multiclass: bool = typer.Option(False, "--multiclass", help="Predict attack classes, not just attack/benign."),
+    seed: int = typer.Option(0, "--seed", help="Seed for splits and model randomness."),
+    target_fpr: float = typer.Option(0.01, "--target-fpr", help="False-positive rate the threshold aims at."),
+    test_size: float = typer.Option(0.3, "--test-size", help="Held-out share for datasets without a split."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (default: auto)."),
+    out: Path = typer.Option(..., "--out", help="Model file to write (plus OUT.manifest.json)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Train a detector; the threshold is calibrated on a validation share of the training rows."""
+    from trustmesh.detect import DETECTOR_KINDS, save_model
+
+    if model not in DETECTOR_KINDS:
+        raise InputError(f"--model must be one of {', '.join(DETECTOR_KINDS)}, got {model!r}")
+    _check_fraction("--target-fpr", target_fpr)
+    _check_fraction("--test-size", test_size)
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    started = time.perf_counter()
+    official = dataset == "nsl-kdd"
+    with progress(not json_out and sys.stderr.isatty()) as bar:
+        task = bar.add_task("loading data", total=None)
+        table = _load_source_table(dataset, input_path, "train" if official else None, data_dir,
+                                   label_column, benign_label, tuple(keep_column))  # fmt: skip
+        if len(table) < 10:
+            raise InputError(f"{input_path or dataset}: only {len(table)} labelled rows; need at least 10")
+        if official:
+            split: dict[str, Any] = {"kind": "official", "train": "KDDTrain+", "evaluate_with": ["test", "test-21"]}
+            train_table = table
+        else:
+            tr, te = _split(len(table), table.labels.to_numpy(), test_size, seed)
+            split = {"kind": "stratified", "test_size": test_size, "seed": seed, "n_rows": len(table),
+                     "n_test": int(te.size), "test_index_sha256": _index_digest(te)}  # fmt: skip
+            train_table = table.subset(tr)
+        bar.update(task, description=f"fitting {model}")
+        params: dict[str, Any] = {"seed": seed}
+        if multiclass:
+            if model in ("iforest", "autoencoder"):
+                raise InputError(f"--multiclass needs a supervised model (gbdt, mlp, ensemble), not {model}")
+            params["multiclass"] = True
+        det, val_metrics = _fit_calibrated(model, params, train_table, target_fpr, seed)
+    manifest = save_model(
+        det,
+        out,
+        data_digest=table.digest,
+        metrics={"validation": val_metrics},
+        training={
+            "dataset": dataset,
+            "input": None if input_path is None else str(input_path),
+            "label_column": label_column,
+            "benign_label": benign_label,
+            "keep_columns": list(keep_column),
+            "split": split,
+            "validation_size": _VALIDATION_SIZE,
+            "n_train": len(train_table),
+            "target_fpr": target_fpr,
+            "fit_seconds": round(time.perf_counter() - started, 2),
+        },
+    )
+    doc = {
+        "model": str(out),
+        "model_id": manifest.model_id,
+        "kind": manifest.kind,
+        "classes": list(manifest.classes),
+        "threshold": manifest.threshold,
+        "n_train": len(train_table),
+        "features": len(manifest.features),
+        "validation": val_metrics,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+    if json_out:
+        print_json(doc)
+        return
+    console.print(f"[bold]{manifest.model_id}[/] {manifest.kind} -> {out}  threshold {manifest.threshold:.6f}")
+    console.print(f"validation: accuracy {val_metrics['accuracy']:.4f}  recall {val_metrics['recall']:.4f}  "
+                  f"fpr {val_metrics['fpr']:.4f}  ({doc['seconds']} s)")  # fmt: skip
+
+
+def _training_rows(manifest: Any, table: Any) -> tuple[Any, Any]:
+    """Return (train_table, test_table) re-creating the held-out rows recorded in the manifest."""
+    info = manifest.training.get("split", {})
+    if table.digest != manifest.data_digest:
+        raise InputError("the data differs from what the model was trained on (digest mismatch)")
+    tr, te = _split(int(info["n_rows"]), table.labels.to_numpy(), float(info["test_size"]), int(info["seed"]))
+    if _index_digest(te) != info.get("test_index_sha256"):
+        raise InputError("re-created held-out rows do not match the manifest's test_index_sha256")
+    return table.subset(tr), table.subset(te)
+
+
+def _cross_validate(manifest: Any, table: Any, folds: int) -> dict[str, Any]:
+    import numpy as np
+    from sklearn.model_selection import StratifiedKFold
+
+    from trustmesh.detect import evaluate_detector
+
+    params = dict(manifest.params)
+    seed = int(manifest.seed)
+    target_fpr = float(manifest.training.get("target_fpr", 0.01))
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    results = []
+    for tr, te in skf.split(np.zeros(len(table)), _stratify_labels(table.labels.to_numpy())):
+        train = table.subset(tr)
+        det, _ = _fit_calibrated(manifest.kind, params, train, target_fpr, seed)
+        results.append(evaluate_detector(det, table.subset(te), train=train))
+    summary: dict[str, Any] = {"folds": folds, "kind": manifest.kind, "params": params, "target_fpr": target_fpr}
+    for key in ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "pr_auc", "fpr"):
+        vals = [r[key] for r in results if r[key] is not None]
+        summary[key] = {"mean": float(np.mean(vals)), "std": float(np.std(vals))} if vals else None
+    summary["leakage"] = {k: int(sum((r["leakage"][k] or 0) for r in results)) for k in results[0]["leakage"]}
+    summary["per_fold"] = [{k: r[k] for k in ("accuracy", "f1", "macro_f1", "roc_auc", "fpr")} for r in results]
+    return summary
+
+
+@app.command("evaluate")
+@guarded
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Model file written by `trustmesh train`."),
+    dataset: str | None = typer.Option(None, "--dataset", help="Registered dataset."),
+    split: str | None = typer.Option(None, "--split", help="Dataset split (nsl-kdd: test | test-21)."),
+    input_path: Path | None = typer.Option(None, "--input", help="Labelled table to evaluate on."),
+    cv: int = typer.Option(0, "--cv", help="K-fold stratified CV with the model's kind/params/seed (K >= 2)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (default: auto)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document (always JSON)."),
+) -> None:
+    """Evaluate a model; prints one JSON object with the metrics and the leakage audit."""
+    from trustmesh.detect import evaluate_detector, load_model
+    from trustmesh.flows import load_dataset
+
+    det, manifest = load_model(model)
+    info = manifest.training
+    if cv:
+        if cv < 2:
+            raise InputError(f"--cv must be >= 2, got {cv}")
+        table = _load_source_table(dataset, input_path, split, data_dir, info.get("label_column"),
+                                   info.get("benign_label"), tuple(info.get("keep_columns", ())))  # fmt: skip
+        doc = _cross_validate(manifest, table, cv)
+        doc.update(model_id=manifest.model_id, dataset=dataset or str(input_path), n_rows=len(table))
+        print_json(doc)
+        return
+    train_table = None
+    if dataset == "nsl-kdd" or (dataset is None and info.get("dataset") == "nsl-kdd" and input_path is None):
+        used_split = split or "test"
+        table = load_dataset("nsl-kdd", split=used_split, data_dir=data_dir)
+        if info.get("dataset") == "nsl-kdd":
+            train_table = load_dataset("nsl-kdd", split="train", data_dir=data_dir)
+        test_table = table
+    else:
+        if dataset is None and input_path is None:
+            dataset, input_path = info.get("dataset"), None if info.get("input") is None else Path(info["input"])
+        table = _load_source_table(dataset, input_path, split, data_dir, info.get("label_column"),
+                                   info.get("benign_label"), tuple(info.get("keep_columns", ())))  # fmt: skip
+        used_split = split
+        same_source = (dataset is not None and dataset == info.get("dataset")) or (
+            input_path is not None and info.get("input") is not None and table.digest == manifest.data_digest
+        )
+        if same_source and info.get("split", {}).get("kind") == "stratified" and split is None:
+            train_table, test_table = _training_rows(manifest, table)
+            used_split = "held-out (manifest)"
+        else:
+            test_table = table
+    doc = evaluate_detector(det, test_table, train=train_table)
+    doc.update(model_id=manifest.model_id, kind=manifest.kind, dataset=dataset or str(input_path), split=used_split)
+    print_json(doc)
+
+
+# ---------------------------------------------------------------------------------------------- detect
+
+
+def _stix_bundle(alerts: list[Any], model_id: str) -> str:
+    import datetime as dt
+    import ipaddress
+
+    import stix2
+
+    def when(ts: float) -> dt.datetime:
+        return dt.datetime.fromtimestamp(max(ts, 0.0), tz=dt.UTC)
+
+    def addr(ip: str | None) -> Any:
+        if not ip:
+            return None
+        try:
+            version = ipaddress.ip_address(ip).version
+        except ValueError:
+            return None
+        return stix2.IPv4Address(value=ip) if version == 4 else stix2.IPv6Address(value=ip)
+
+    identity = stix2.Identity(name="trustmesh", identity_class="system")
+    objects: list[Any] = [identity]
+    by_host: dict[str, list[Any]] = {}
+    host_addr: dict[str, Any] = {}
+    for a in alerts:
+        src, dst = addr(a.source_ip), addr(a.destination_ip)
+        if src is None:
+            continue
+        traffic = stix2.NetworkTraffic(
+            src_ref=src.id, dst_ref=None if dst is None else dst.id,
+            src_port=a.source_port, dst_port=a.destination_port,
+            protocols=[a.transport or "unknown"],
+        )  # fmt: skip
+        observed = stix2.ObservedData(
+            created_by_ref=identity.id, first_observed=when(a.timestamp), last_observed=when(a.timestamp),
+            number_observed=1, object_refs=[traffic.id, src.id] + ([] if dst is None else [dst.id]),
+            labels=[f"trustmesh-score-{a.score:.3f}"], external_references=[
+                {"source_name": "trustmesh", "external_id": a.alert_id, "description": f"flow {a.flow_id}"}],
+        )  # fmt: skip
+        objects += [o for o in (src, dst, traffic, observed) if o is not None]
+        by_host.setdefault(a.source_ip, []).append(observed)
+        host_addr[a.source_ip] = src
+    for host, observed in by_host.items():
+        kind = "ipv4-addr" if host_addr[host].type == "ipv4-addr" else "ipv6-addr"
+        indicator = stix2.Indicator(
+            created_by_ref=identity.id, name=f"trustmesh: suspicious host {host}",
+            pattern=f"[{kind}:value = '{host}']", pattern_type="stix", valid_from=observed[0].first_observed,
+            indicator_types=["anomalous-activity"], description=f"{len(observed)} flow(s) scored above the "
+            f"threshold of model {model_id}",
+        )  # fmt: skip
+        sighting = stix2.Sighting(
+            created_by_ref=identity.id, sighting_of_ref=indicator.id, count=len(observed),
+            observed_data_refs=[o.id for o in observed[:1000]],
+        )  # fmt: skip
+        objects += [indicator, sighting]
+    return str(stix2.Bundle(objects=objects, allow_custom=False).serialize(pretty=False))
+
+
+def _read_table_frame(path: Path) -> Any:
+    import pandas as pd
+
+    try:
+        if path.suffix == ".parquet":
+            return pd.read_parquet(path)
+        return pd.read_csv(path, encoding="utf-8-sig", low_memory=False)
+    except (ValueError, OSError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path}: cannot read the table ({exc})") from None
+
+
+@app.command("detect")
+@guarded
+def detect(
+    input_path: Path = typer.Option(..., "--input", help="PCAP, Zeek dir/conn.log, Suricata EVE JSON or flow table."),
+    out: Path = typer.Option(..., "--out", help="Alerts file (JSON lines or a STIX 2.1 bundle)."),
+    model: Path | None = typer.Option(None, "--model", help="Model file (default: the built-in pcap model)."),
+    fmt: str = typer.Option("jsonl", "--format", help="jsonl | stix"),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder for the default model."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON summary instead of the host table."),
+) -> None:
+    """Score every flow of an input and write one alert per flow above the model's threshold."""
+    import numpy as np
+    import pandas as pd
+
+    from trustmesh.detect import default_pcap_model, host_summary, load_model
+    from trustmesh.flows import CANONICAL_COLUMNS, detect_kind, open_source
+    from trustmesh.pipeline import alerts_from_scores
+
+    if fmt not in ("jsonl", "stix"):
+        raise InputError(f"--format must be jsonl or stix, got {fmt!r}")
+    det, manifest = load_model(model) if model is not None else default_pcap_model(data_dir)
+    needed = set(det.feature_names)
+    kind = detect_kind(input_path)
+    canonical = needed <= set(CANONICAL_COLUMNS)
+    started = time.perf_counter()
+    if kind == "table" and not canonical:
+        batches = [_read_table_frame(input_path)]
+    else:
+        batches = list(open_source(input_path).iter_batches(50_000))
+    frames, all_scores, alerts = [], [], []
+    for batch in batches:
+        if len(batch) == 0:
+            continue
+        present = needed & {str(c) for c in batch.columns}
+        if len(present) < max(1, len(needed) // 2):
+            raise InputError(f"{input_path}: provides only {len(present)} of the {len(needed)} features model "
+                             f"{manifest.model_id} needs")  # fmt: skip
+        scores = det.score(batch, fill_missing=True)
+        classes = det.predict_class(batch.assign(**{c: np.nan for c in needed - present})) \
+            if len(det.classes_) > 2 else None
+        alerts += alerts_from_scores(batch, scores, threshold=det.threshold, model_id=manifest.model_id,
+                                     source_name=input_path.name, classes=None if classes is None else list(classes))
+        frames.append(batch)
+        all_scores.append(scores)
+    flows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CANONICAL_COLUMNS))
+    scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        with out.open("w", encoding="utf-8") as fh:
+            for a in alerts:
+                fh.write(json.dumps(a.to_ecs(), sort_keys=True) + "\n")
+    else:
+        out.write_text(_stix_bundle(alerts, manifest.model_id) + "\n", encoding="utf-8")
+    hosts = host_summary(flows, scores, det.threshold) if "src_ip" in flows.columns and len(flows) else None
+    doc = {
+        "input": str(input_path),
+        "kind": kind,
+        "model_id": manifest.model_id,
+        "threshold": det.threshold,
+        "flows": int(len(flows)),
+        "alerts": len(alerts),
+        "out": str(out),
+        "format": fmt,
+        "seconds": round(time.perf_counter() - started, 3),
+        "hosts": [] if hosts is None else json.loads(hosts.to_json(orient="records")),
+    }
+    if json_out:
+        print_json(doc)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{input_path.name}: {len(alerts)} alert(s) in {len(flows)} flow(s), model {manifest.model_id}")
+    for col in ("host", "flows", "alerts", "max score", "dst hosts", "dst ports", "flagged"):
+        table.add_column(col, justify="left" if col == "host" else "right")
+    for row in ([] if hosts is None else hosts.head(50).itertuples()):
+        table.add_row(str(row.host), str(row.flows), str(row.alerts), f"{row.max_score:.3f}", str(row.dst_hosts),
+                      str(row.dst_ports), "[bold red]yes[/]" if row.flagged else "no")  # fmt: skip
+    console.print(table)
+    err_console.print(f"wrote {len(alerts)} alert(s) to {out}", highlight=False)
+
+
+# ----------------------------------------------------------------------------------------------- bench
+
+
+def _latency(fn: Any, rows: list[Any], repeats: int) -> dict[str, float]:
+    import numpy as np
+
+    times = []
+    for i in range(repeats):
+        row = rows[i % len(rows)]
+        t = time.perf_counter()
+        fn(row)
+        times.append(time.perf_counter() - t)
+    arr = np.asarray(times) * 1000.0
+    return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
+
+
+@bench_app.command("detect")
+@guarded
+def bench_detect(
+    rows: int = typer.Option(1_000_000, "--rows", help="Rows in the batch-scoring matrix."),
+    train_rows: int = typer.Option(30_000, "--train-rows", help="TON_IoT rows each detector is trained on."),
+    latency_repeats: int = typer.Option(300, "--latency-repeats", help="Single-flow calls per detector."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (default: auto)."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Batch flows/s and per-flow latency of every detector vs. RandomForest; pcap->flow packets/s."""
+    import os
+
+    import numpy as np
+
+    from trustmesh.detect import DETECTOR_KINDS, make_detector
+    from trustmesh.flows import DATASETS, dataset_path, load_dataset, read_flows
+
+    if rows < 1000 or train_rows < 1000:
+        raise InputError("--rows and --train-rows must be >= 1000")
+    table = load_dataset("ton-iot-network", data_dir=data_dir)
+    rng = np.random.default_rng(0)
+    sub = table.subset(np.sort(rng.choice(len(table), min(train_rows, len(table)), replace=False)))
+    X, y = sub.features, sub.labels.to_numpy()
+    results: dict[str, Any] = {}
+    single = [X.iloc[[i]] for i in range(min(200, len(X)))]
+    with progress(not json_out and sys.stderr.isatty()) as bar:
+        task = bar.add_task("detectors", total=len(DETECTOR_KINDS) + 2)
+        matrix = None
+        for kind in DETECTOR_KINDS:
+            bar.update(task, description=f"bench {kind}")
+            det = make_detector(kind, seed=0)
+            t = time.perf_counter()
+            det.fit(X, y if det.supervised else None)
+            fit_s = time.perf_counter() - t
+            enc = det.encode(X)
+            big = np.ascontiguousarray(np.resize(enc, (rows, enc.shape[1])))
+            if kind == "gbdt":
+                matrix = big
+            det.score_matrix(big[:10_000])  # warm-up
+            t = time.perf_counter()
+            det.score_matrix(big)
+            batch_s = time.perf_counter() - t
+            results[kind] = {"fit_seconds": round(fit_s, 2), "batch_flows_per_s": round(rows / batch_s),
+                             **_latency(det.score, single, latency_repeats)}  # fmt: skip
+            bar.advance(task)
+        from sklearn.ensemble import RandomForestClassifier
+
+        bar.update(task, description="bench random forest")
+        assert matrix is not None
+        enc_gbdt = make_detector("gbdt").fit(X, y).encode(X)
+        t = time.perf_counter()
+        rf = RandomForestClassifier(n_estimators=100, n_jobs=2, random_state=0).fit(
+            np.nan_to_num(enc_gbdt, nan=-1.0), sub.is_attack)
+        fit_s = time.perf_counter() - t
+        rf_matrix = np.nan_to_num(matrix, nan=-1.0)
+        t = time.perf_counter()
+        rf.predict_proba(rf_matrix)
+        batch_s = time.perf_counter() - t
+        rf_rows = [rf_matrix[[i]] for i in range(200)]
+        results["sklearn-random-forest"] = {"fit_seconds": round(fit_s, 2), "batch_flows_per_s": round(rows / batch_s),
+                                            **_latency(rf.predict_proba, rf_rows, latency_repeats)}  # fmt: skip
+        bar.advance(task)
+        bar.update(task, description="bench pcap -> flows")
+        pcaps: dict[str, Any] = {}
+        total_pk, total_s = 0.0, 0.0
+        for name, spec in sorted(DATASETS.items()):
+            if spec.kind != "pcap":
+                continue
+            path = dataset_path(name, data_dir)
+            t = time.perf_counter()
+            flows = read_flows(path)
+            dt_s = time.perf_counter() - t
+            packets = float((flows["src_pkts"].fillna(0) + flows["dst_pkts"].fillna(0)).sum())
+            pcaps[name] = {"flows": len(flows), "packets_in_flows": int(packets),
+                           "packets_per_s": round(packets / dt_s)}  # fmt: skip
+            total_pk += packets
+            total_s += dt_s
+        bar.advance(task)
+    doc = {
+        "rows": rows,
+        "train_rows": len(X),
+        "features": X.shape[1],
+        "threads": 2,
+        "cpu_count": os.cpu_count(),
+        "detectors": results,
+        "pcap": {"files": pcaps, "packets_per_s": round(total_pk / total_s) if total_s else None},
+    }
+    if json_out:
+        print_json(doc)
+        return
+    from rich.table import Table
+
+    table_out = Table(title=f"batch of {rows} TON_IoT flows, 2 threads")
+    for col in ("detector", "fit s", "flows/s", "p50 ms", "p99 ms"):
+        table_out.add_column(col, justify="left" if col == "detector" else "right")
+    for name, r in results.items():
+        table_out.add_row(name, str(r["fit_seconds"]), f"{r['batch_flows_per_s']:,}", f"{r['p50_ms']:.3f}",
+                          f"{r['p99_ms']:.3f}")  # fmt: skip
+    console.print(table_out)
+    console.print(f"pcap -> flows: {doc['pcap']['packets_per_s']} packets/s over {len(pcaps)} captures")

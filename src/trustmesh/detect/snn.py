@@ -74,14 +74,14 @@ class SpikeEncoding:
         pre = Preprocessor.fit(sub.astype(np.float32), mode="minmax")
         filled = np.where(np.isnan(sub), pre.fill, sub)
         integer = [bool(np.all(filled[:, k] >= 0) and np.all(filled[:, k] == np.round(filled[:, k])))
-                   for k in range(len(numeric))]  # fmt: skip
+                   for k in range(len(numeric))]
         onehot = []
         for j in cats:
             codes = matrix[:, j]
             top = int(np.nanmax(codes)) if np.isfinite(codes).any() else 0
             onehot.append((j, min(top, _MAX_ONEHOT) + 1))
         return cls(tuple(numeric), tuple(map(float, pre.fill)), tuple(map(float, pre.lo)),
-                   tuple(map(float, pre.scale)), tuple(integer), tuple(onehot))  # fmt: skip
+                   tuple(map(float, pre.scale)), tuple(integer), tuple(onehot))
 
     @property
     def width(self) -> int:
@@ -186,7 +186,8 @@ def _build_net(sizes: Sequence[int], n_classes: int, beta: float, seed: int) -> 
 
         def __init__(self) -> None:
             super().__init__()
-            self.fcs = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in zip(sizes[:-1], sizes[1:], strict=True))
+            pairs = zip(sizes[:-1], sizes[1:], strict=True)
+            self.fcs = torch.nn.ModuleList(torch.nn.Linear(a, b) for a, b in pairs)
             grad = surrogate.fast_sigmoid(slope=25)
             self.lifs = torch.nn.ModuleList(snn.Leaky(beta=beta, spike_grad=grad) for _ in sizes[1:])
             self.readout = torch.nn.Linear(sizes[-1], n_classes)
@@ -305,7 +306,8 @@ class SpikingDetector(BaseDetector):
         """Turn [0, 1] inputs [B, F] into spikes [T, B, F]."""
         torch = _torch()
         if self.encoding == "rate":
-            return torch.bernoulli(x.unsqueeze(0).expand(self.steps, *x.shape).contiguous(), generator=generator)
+            return torch.bernoulli(x.unsqueeze(0).expand(self.steps, *x.shape).contiguous(),
+                                   generator=generator)
         t_fire = torch.round((1.0 - x) * (self.steps - 1)).long()
         spikes = torch.zeros(self.steps, *x.shape)
         spikes.scatter_(0, t_fire.unsqueeze(0), 1.0)
@@ -406,7 +408,8 @@ class SpikingDetector(BaseDetector):
         if not isinstance(names, list):
             raise ModelError("snn state: 'tensors' must be a list")
         weights = {str(k): torch.from_numpy(npy_load(blobs[f"{k}.npy"], f"{k}.npy").copy()) for k in names}
-        self.net = _build_net((self.spike_encoding.width, *self.hidden), len(self.classes_), self.beta, self.seed)
+        self.net = _build_net((self.spike_encoding.width, *self.hidden), len(self.classes_), self.beta,
+                              self.seed)
         try:
             self.net.load_state_dict(weights)
         except RuntimeError as exc:

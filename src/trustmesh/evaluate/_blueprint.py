@@ -138,7 +138,7 @@ def _headline_figures(sections: tuple[SectionResult, ...]) -> dict[str, Any]:
 
 
 def _append_to_ledger(ledger_dir: Path, report_sha256: str, doc: dict[str, Any],
-                      sections: tuple[SectionResult, ...]) -> dict[str, Any]:  # fmt: skip
+                      sections: tuple[SectionResult, ...]) -> dict[str, Any]:
     """Append the signed evaluation record and checkpoint; return a receipt."""
     from trustmesh.ledger import Ledger
 
@@ -164,9 +164,8 @@ def _append_to_ledger(ledger_dir: Path, report_sha256: str, doc: dict[str, Any],
             "ledger_dir": str(ledger_dir),
             "origin": ledger.origin,
             "index": index,
-            "tree_size": getattr(cp, "size", None),
-            "root_hash": getattr(cp, "root_hash", b"").hex() if isinstance(getattr(cp, "root_hash", None), bytes)
-            else str(getattr(cp, "root_hash", "")),
+            "tree_size": cp.size,
+            "root_hash": cp.root_hash.hex(),
             "report_sha256": report_sha256,
         }
 
@@ -220,7 +219,7 @@ def run_blueprint(
         "environment": environment(),
         "energy_method": ctx.meter.describe(),
         "summary": [{"section": s.name, "title": s.title, "status": s.status, "reason": s.reason,
-                     "headline": s.headline} for s in sections],  # fmt: skip
+                     "headline": s.headline} for s in sections],
     }
     json_path, html_path, digest = write_report(out_dir, doc, sections)
     receipt = None

@@ -77,14 +77,14 @@ class SectionCache:
 def _git_commit(root: Path) -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             timeout=10, check=False)  # fmt: skip
+                             timeout=10, check=False)
     except (OSError, subprocess.SubprocessError):
         return None
     commit = out.stdout.strip()
     if out.returncode != 0 or not commit:
         return None
     dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                           capture_output=True, text=True, timeout=10, check=False)  # fmt: skip
+                           capture_output=True, text=True, timeout=10, check=False)
     return commit + ("-dirty" if dirty.stdout.strip() else "")
 
 
@@ -102,14 +102,14 @@ def environment() -> dict[str, Any]:
     """Return versions, CPU, memory and commit of the machine running the blueprint."""
     versions: dict[str, Any] = {}
     for pkg in ("trustmesh", "numpy", "pandas", "scikit-learn", "lightgbm", "torch", "snntorch",
-                "adversarial-robustness-toolbox", "flwr", "matplotlib"):  # fmt: skip
+                "adversarial-robustness-toolbox", "flwr", "matplotlib"):
         try:
             versions[pkg] = metadata.version(pkg)
         except metadata.PackageNotFoundError:
             versions[pkg] = None
     try:
         mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal"))  # fmt: skip
+                      if line.startswith("MemTotal"))
         mem_gib: float | None = round(mem_kb / 2**20, 2)
     except (OSError, StopIteration, ValueError):
         mem_gib = None

@@ -101,27 +101,28 @@ class BlueprintConfig:
                 raise ConfigError(f"blueprint config: {name} must be {rule}, got {value!r}")
 
         need(self.profile in PROFILES or self.profile == "custom", "profile",
-             f"one of {', '.join(sorted(PROFILES))}", self.profile)  # fmt: skip
+             f"one of {', '.join(sorted(PROFILES))}", self.profile)
         need(bool(self.datasets), "datasets", "a non-empty list", list(self.datasets))
         need(bool(self.detectors), "detectors", "a non-empty list", list(self.detectors))
         unknown = [d for d in self.detectors if d not in KNOWN_DETECTORS]
         need(not unknown, "detectors", f"drawn from {', '.join(KNOWN_DETECTORS)} (unknown: {unknown})",
-             list(self.detectors))  # fmt: skip
+             list(self.detectors))
         bad_sections = [s for s in self.sections if s not in SECTION_NAMES]
         need(not bad_sections, "sections", f"drawn from {', '.join(SECTION_NAMES)} (unknown: {bad_sections})",
-             list(self.sections))  # fmt: skip
+             list(self.sections))
         need(self.max_train_rows >= 50, "max_train_rows", ">= 50", self.max_train_rows)
         need(self.max_test_rows >= 20, "max_test_rows", ">= 20", self.max_test_rows)
         need(0.0 < self.target_fpr < 1.0, "target_fpr", "in (0, 1)", self.target_fpr)
         need(0.0 < self.fixed_recall <= 1.0, "fixed_recall", "in (0, 1]", self.fixed_recall)
         need(bool(self.snn_hidden) and all(h >= 1 for h in self.snn_hidden), "snn_hidden",
-             "non-empty widths >= 1", list(self.snn_hidden))  # fmt: skip
+             "non-empty widths >= 1", list(self.snn_hidden))
         need(1 <= self.snn_steps <= 256, "snn_steps", "in 1..256", self.snn_steps)
         need(self.snn_epochs >= 1, "snn_epochs", ">= 1", self.snn_epochs)
-        need(self.snn_encoding in ("rate", "latency"), "snn_encoding", "'rate' or 'latency'", self.snn_encoding)
+        need(self.snn_encoding in ("rate", "latency"), "snn_encoding", "'rate' or 'latency'",
+             self.snn_encoding)
         # perturbation budgets live in the detectors' [0, 1] feature space: above 1 is meaningless
         need(bool(self.adv_epsilons) and all(0.0 <= e <= 1.0 for e in self.adv_epsilons), "adv_epsilons",
-             "non-empty, each in [0, 1] (L-inf budget in scaled feature space)", list(self.adv_epsilons))  # fmt: skip
+             "non-empty, each in [0, 1] (L-inf budget in scaled feature space)", list(self.adv_epsilons))
         need(self.adv_samples >= 2, "adv_samples", ">= 2", self.adv_samples)
         need(self.adv_pgd_steps >= 1, "adv_pgd_steps", ">= 1", self.adv_pgd_steps)
         need(self.hsj_samples >= 0, "hsj_samples", ">= 0", self.hsj_samples)
@@ -130,18 +131,18 @@ class BlueprintConfig:
         need(self.fl_sites >= 2, "fl_sites", ">= 2", self.fl_sites)
         need(self.fl_rounds >= 1, "fl_rounds", ">= 1", self.fl_rounds)
         need(0.0 <= self.fl_malicious_fraction < 0.5, "fl_malicious_fraction", "in [0, 0.5)",
-             self.fl_malicious_fraction)  # fmt: skip
+             self.fl_malicious_fraction)
         need(bool(self.fl_attacks), "fl_attacks", "a non-empty list", list(self.fl_attacks))
         need(bool(self.fl_defences), "fl_defences", "a non-empty list", list(self.fl_defences))
         need(self.fl_max_train >= 100, "fl_max_train", ">= 100", self.fl_max_train)
         need(self.tamper_trials >= 1, "tamper_trials", ">= 1", self.tamper_trials)
         need(self.integrity_entries >= 8, "integrity_entries", ">= 8", self.integrity_entries)
         need(bool(self.batch_sizes) and all(b >= 1 for b in self.batch_sizes), "batch_sizes",
-             "non-empty, each >= 1", list(self.batch_sizes))  # fmt: skip
+             "non-empty, each >= 1", list(self.batch_sizes))
         need(bool(self.ledger_sizes) and all(1 <= n <= _MAX_LEDGER_SIZE for n in self.ledger_sizes),
-             "ledger_sizes", f"non-empty, each in 1..{_MAX_LEDGER_SIZE}", list(self.ledger_sizes))  # fmt: skip
+             "ledger_sizes", f"non-empty, each in 1..{_MAX_LEDGER_SIZE}", list(self.ledger_sizes))
         need(bool(self.fl_site_counts) and all(n >= 2 for n in self.fl_site_counts), "fl_site_counts",
-             "non-empty, each >= 2", list(self.fl_site_counts))  # fmt: skip
+             "non-empty, each >= 2", list(self.fl_site_counts))
         need(self.latency_repeats >= 1, "latency_repeats", ">= 1", self.latency_repeats)
         need(0.0 < self.watts_per_core <= 500.0, "watts_per_core", "in (0, 500]", self.watts_per_core)
         need(self.energy_flows >= 10, "energy_flows", ">= 10", self.energy_flows)
@@ -149,7 +150,7 @@ class BlueprintConfig:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict (tuples as lists)."""
         return {f.name: (list(v) if isinstance(v := getattr(self, f.name), tuple) else v)
-                for f in dataclasses.fields(self)}  # fmt: skip
+                for f in dataclasses.fields(self)}
 
     def digest(self) -> str:
         """Return the sha256 of the canonical JSON of the config."""

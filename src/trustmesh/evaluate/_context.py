@@ -111,7 +111,7 @@ class Context:
         n_val = max(1, len(train) // 5)
         val, train = train.subset(np.sort(perm[:n_val])), train.subset(np.sort(perm[n_val:]))
         provenance += (f"; subsampled to {len(train)} train / {len(val)} validation / {len(test)} test rows "
-                       f"from {len(full_train)} / {len(full_test)}")  # fmt: skip
+                       f"from {len(full_train)} / {len(full_test)}")
         result = Split(dataset, train, val, test, provenance)
         self._splits[dataset] = result
         return result
@@ -124,13 +124,15 @@ class Context:
             from trustmesh.detect.snn import SpikingDetector
 
             return SpikingDetector(seed=cfg.seed, hidden=cfg.snn_hidden, steps=cfg.snn_steps,
-                                   epochs=cfg.snn_epochs, encoding=cfg.snn_encoding)  # type: ignore[arg-type]  # fmt: skip
+                                   epochs=cfg.snn_epochs, encoding=cfg.snn_encoding)  # type: ignore[arg-type]
         from trustmesh.detect import make_detector
 
         params: dict[str, Any] = {"seed": cfg.seed}
         if kind == "mlp":
-            # the MLP has the SNN's hidden sizes so the spiking comparison is like for like
-            params.update(hidden=tuple(cfg.snn_hidden), multiclass=True, epochs=max(3, cfg.snn_epochs))
+            # same hidden sizes, epochs, batch size and learning rate as the SNN: a like-for-like comparison
+            params.update(hidden=tuple(cfg.snn_hidden), multiclass=True, epochs=cfg.snn_epochs,
+                          batch_size=256,
+                          learning_rate=2e-3)
         if kind in ("autoencoder",) and cfg.profile == "test":
             params.update(epochs=2)
         return make_detector(kind, **params)

@@ -139,7 +139,7 @@ class EnergyMeter:
         """Return a JSON-ready description of the method, for the report."""
         if self._domains:
             return {"method": "rapl", "domains": [str(d.parent.name) for d in self._domains],
-                    "note": "measured package energy (includes any concurrent load on the machine)"}  # fmt: skip
+                    "note": "measured package energy (includes any concurrent load on the machine)"}
         return {
             "method": "cpu-time-model",
             "watts_per_core": self.watts_per_core,
@@ -179,9 +179,11 @@ class EnergyMeter:
             out.append(self._model(wall, cpu))
 
     def _model(self, wall: float, cpu: float, note: str = "") -> EnergyReading:
-        return EnergyReading(cpu * self.watts_per_core, "cpu-time-model", wall, cpu, self.watts_per_core, note)
+        return EnergyReading(cpu * self.watts_per_core, "cpu-time-model", wall, cpu, self.watts_per_core,
+                             note)
 
-    def run(self, fn: Callable[[], Any], *, min_wall_s: float = 0.2, max_repeats: int = 1000) -> EnergyReading:
+    def run(self, fn: Callable[[], Any], *, min_wall_s: float = 0.2,
+            max_repeats: int = 1000) -> EnergyReading:
         """Call ``fn`` repeatedly until ``min_wall_s`` passes; return the reading per call."""
         if min_wall_s < 0:
             raise ValueError(f"min_wall_s must be >= 0, got {min_wall_s}")
@@ -195,7 +197,7 @@ class EnergyMeter:
                     break
         r = box[0]
         return EnergyReading(r.joules / calls, r.method, r.wall_s / calls, r.cpu_s / calls,
-                             r.watts_per_core, f"mean of {calls} calls" + (f"; {r.note}" if r.note else ""))  # fmt: skip
+                             r.watts_per_core, f"mean of {calls} calls" + (f"; {r.note}" if r.note else ""))
 
 
 def cpu_count() -> int:

@@ -67,4 +67,4 @@ def fit_growth(x: Sequence[float] | np.ndarray, y: Sequence[float] | np.ndarray)
     slope, intercept = np.polyfit(lx, ys, 1)
     r2_log = _r2(ys, intercept + slope * lx)
     return GrowthFit(float(b), float(a), r2_pow, float(slope), float(intercept), r2_log,
-                     "power" if r2_pow >= r2_log else "log")  # fmt: skip
+                     "power" if r2_pow >= r2_log else "log")

@@ -124,7 +124,8 @@ class SectionResult:
             headline=dict(d.get("headline", {})),
             metrics=dict(d.get("metrics", {})),
             tables=tuple(Table.from_dict(t) for t in d.get("tables", [])),
-            plots=tuple(Plot(p["id"], p["title"], base64.b64decode(p["png_base64"])) for p in d.get("plots", [])),
+            plots=tuple(Plot(p["id"], p["title"], base64.b64decode(p["png_base64"])) for p in d.get("plots",
+                                                                                                    [])),
             notes=tuple(d.get("notes", [])),
             seconds=float(d.get("seconds", 0.0)),
             cpu_seconds=float(d.get("cpu_seconds", 0.0)),
@@ -255,7 +256,8 @@ def render_html(doc: dict[str, Any], sections: Sequence[SectionResult], json_sha
     out.append("</table>")
     if doc.get("ledger"):
         out.append('<h2 id="ledger">Ledger record</h2><table>')
-        out.extend(f"<tr><td>{e(str(k))}</td><td>{_fmt(v)}</td></tr>" for k, v in sorted(doc["ledger"].items()))
+        out.extend(f"<tr><td>{e(str(k))}</td><td>{_fmt(v)}</td></tr>"
+                   for k, v in sorted(doc["ledger"].items()))
         out.append("</table>")
     # Mark every figure with its decoded size once the page has loaded, and warn visibly about a
     # figure the browser could not decode (headless-browser tests read these attributes too).

@@ -109,7 +109,7 @@ def _logit_fn(det: Any, space: ConstrainedSpace, base: np.ndarray) -> Any:
 
 
 def _gradient_attack(det: Any, space: ConstrainedSpace, base: np.ndarray, y: np.ndarray, eps: float,
-                     steps: int) -> np.ndarray:  # fmt: skip
+                     steps: int) -> np.ndarray:
     """Return adversarial matrices for ``base`` rows (FGSM when steps == 1, else PGD with projection)."""
     import torch
     from art.attacks.evasion import FastGradientMethod
@@ -120,7 +120,7 @@ def _gradient_attack(det: Any, space: ConstrainedSpace, base: np.ndarray, y: np.
         return space.to_matrix(u0, base)
     model = _logit_fn(det, space, base)
     clf = PyTorchClassifier(model=model, loss=torch.nn.CrossEntropyLoss(), input_shape=(u0.shape[1],),
-                            nb_classes=2, clip_values=(0.0, 1.0), device_type="cpu")  # fmt: skip
+                            nb_classes=2, clip_values=(0.0, 1.0), device_type="cpu")
     step = eps if steps == 1 else 2.5 * eps / steps  # Madry et al.'s step size rule
     labels = np.eye(2, dtype=np.float32)[y.astype(int)]
     u = u0.copy()
@@ -136,7 +136,7 @@ def _gradient_attack(det: Any, space: ConstrainedSpace, base: np.ndarray, y: np.
 
 
 def _hsj_attack(det: Any, space: ConstrainedSpace, base: np.ndarray, benign_u: np.ndarray, cfg: Any,
-                seed: int) -> list[dict[str, Any]]:  # fmt: skip
+                seed: int) -> list[dict[str, Any]]:
     """Run HopSkipJump (black box, decision only) on each detected attack row; return per-row results.
 
     The attack starts from the closest benign test flow (in ``u``) that the detector, given this row's
@@ -162,14 +162,16 @@ def _hsj_attack(det: Any, space: ConstrainedSpace, base: np.ndarray, benign_u: n
 
             start_ok = predict(benign_u)[:, 1] == 0
             if not start_ok.any():
-                results.append({"evaded": False, "linf": None, "l2": None, "queries": len(benign_u), "seconds": 0.0,
-                                "note": "no benign starting point under this row's categorical fields"})  # fmt: skip
+                results.append({"evaded": False, "linf": None, "l2": None, "queries": len(benign_u),
+                                "seconds": 0.0,
+                                "note": "no benign starting point under this row's categorical fields"})
                 continue
             cands = benign_u[start_ok]
             init = cands[np.argmin(np.abs(cands - u0).max(axis=1))][None, :]
-            clf = BlackBoxClassifier(predict, input_shape=(u0.shape[1],), nb_classes=2, clip_values=(0.0, 1.0))
+            clf = BlackBoxClassifier(predict, input_shape=(u0.shape[1],), nb_classes=2,
+                                     clip_values=(0.0, 1.0))
             attack = HopSkipJump(clf, targeted=False, norm=np.inf, max_iter=cfg.hsj_max_iter,
-                                 max_eval=cfg.hsj_max_eval, init_eval=10, init_size=100, verbose=False)  # fmt: skip
+                                 max_eval=cfg.hsj_max_eval, init_eval=10, init_size=100, verbose=False)
             queries = [len(benign_u)]
             original = clf.predict
 
@@ -186,7 +188,7 @@ def _hsj_attack(det: Any, space: ConstrainedSpace, base: np.ndarray, benign_u: n
             evaded = bool(det.score_matrix(space.to_matrix(u_adv, row))[0] < det.threshold)
             results.append({"evaded": evaded, "linf": float(np.abs(u_adv - u0).max()),
                             "l2": float(np.linalg.norm(u_adv - u0)), "queries": queries[0],
-                            "seconds": time.perf_counter() - t0})  # fmt: skip
+                            "seconds": time.perf_counter() - t0})
     finally:
         np.random.set_state(saved)
     return results
@@ -213,9 +215,11 @@ def run_adversarial(ctx: Context) -> SectionResult:
     att = np.flatnonzero(test.is_attack)
     ben = np.flatnonzero(~test.is_attack)
     n_half = min(cfg.adv_samples // 2, len(att), len(ben))
-    idx = np.sort(np.concatenate([rng.choice(att, n_half, replace=False), rng.choice(ben, n_half, replace=False)]))
+    idx = np.sort(np.concatenate([rng.choice(att, n_half, replace=False),
+                                  rng.choice(ben, n_half, replace=False)]))
     y = test.is_attack[idx]
-    metrics: dict[str, Any] = {"dataset": dataset, "samples": int(len(idx)), "epsilons": list(cfg.adv_epsilons)}
+    metrics: dict[str, Any] = {"dataset": dataset, "samples": int(len(idx)),
+                               "epsilons": list(cfg.adv_epsilons)}
     rows: list[tuple[Any, ...]] = []
     fig, ax = plt.subplots(figsize=(6, 4))
     for kind in neural:
@@ -239,7 +243,8 @@ def run_adversarial(ctx: Context) -> SectionResult:
         det = ctx.detector("gbdt", dataset)
         base_all = det.encode(test.features.iloc[att])
         detected = np.flatnonzero(det.score_matrix(base_all) >= det.threshold)
-        pick = rng.choice(detected, size=min(cfg.hsj_samples, len(detected)), replace=False) if len(detected) else []
+        pick = rng.choice(detected, size=min(cfg.hsj_samples, len(detected)),
+                          replace=False) if len(detected) else []
         space = ConstrainedSpace(det, det.encode(split.train.features))
         ctx.step(f"HopSkipJump on gbdt ({len(pick)} rows)")
         benign_rows = rng.choice(ben, size=min(200, len(ben)), replace=False)
@@ -255,15 +260,16 @@ def run_adversarial(ctx: Context) -> SectionResult:
                                        "success_rate": float(np.mean([r["evaded"] for r in res])) if res else None,
                                        "median_linf_evaded": float(np.median([r["linf"] for r in res if r["evaded"]]))
                                        if any(r["evaded"] for r in res) else None,
-                                       "median_queries": float(np.median([r["queries"] for r in res])) if res else None}  # fmt: skip
+                                       "median_queries": float(np.median([r["queries"] for r in res])) if res else None}
         if res:
             ax.plot(cfg.adv_epsilons, still, marker="s", ls="--", label="gbdt HopSkipJump (detection rate)")
-    ax.set(xlabel="L-inf budget ε (scaled feature units)", ylabel="accuracy / detection rate", ylim=(-0.02, 1.02),
-           title=f"Robustness vs budget — {dataset}")  # fmt: skip
+    ax.set(xlabel="L-inf budget ε (scaled feature units)", ylabel="accuracy / detection rate",
+           ylim=(-0.02, 1.02),
+           title=f"Robustness vs budget — {dataset}")
     ax.legend(fontsize=7)
     plot = Plot("adversarial-budget", f"Accuracy vs perturbation budget on {dataset}", figure_png(fig))
     table = Table("Evasion results (balanced test sample; HopSkipJump rows: detection rate of attacked attack rows)",
-                  ("detector", "attack", "epsilon", "accuracy", "attack detection rate"), tuple(rows))  # fmt: skip
+                  ("detector", "attack", "epsilon", "accuracy", "attack detection rate"), tuple(rows))
     headline: dict[str, Any] = {}
     eps_max = max(cfg.adv_epsilons)
     for key, m in metrics.items():
@@ -279,7 +285,7 @@ def run_adversarial(ctx: Context) -> SectionResult:
     notes = ("Budgets are L-inf in the [0, 1] signed-log min-max space of numeric features; categorical fields are "
              "frozen; counts are rounded to non-negative integers after every step (projection).",)
     return SectionResult("adversarial", "", "ok", headline=headline, metrics=metrics, tables=(table,),
-                         plots=(plot,), notes=notes)  # fmt: skip
+                         plots=(plot,), notes=notes)
 
 
 def run_poisoning(ctx: Context) -> SectionResult:

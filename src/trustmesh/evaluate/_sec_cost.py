@@ -39,7 +39,8 @@ def _median_time(fn: Any, repeats: int) -> float:
     return float(statistics.median(times))
 
 
-def scoring_scaling(det: Any, features: Any, batch_sizes: tuple[int, ...], repeats: int) -> list[dict[str, float]]:
+def scoring_scaling(det: Any, features: Any, batch_sizes: tuple[int, ...],
+                    repeats: int) -> list[dict[str, float]]:
     """Return latency per batch and flows/s for each batch size (rows repeated when the sample is short)."""
     out = []
     for b in batch_sizes:
@@ -52,7 +53,8 @@ def scoring_scaling(det: Any, features: Any, batch_sizes: tuple[int, ...], repea
     return out
 
 
-def ledger_scaling(work: Path, sizes: tuple[int, ...], repeats: int, on_step: Any = None) -> list[dict[str, Any]]:
+def ledger_scaling(work: Path, sizes: tuple[int, ...], repeats: int,
+                   on_step: Any = None) -> list[dict[str, Any]]:
     """Grow one ledger through ``sizes``; at each size time appends, proofs and verification."""
     from trustmesh.ledger import Entry, Ledger, verify_inclusion
 
@@ -90,9 +92,8 @@ def ledger_scaling(work: Path, sizes: tuple[int, ...], repeats: int, on_step: An
             rows.append({
                 "size": ledger.size, "append_s": append_s, "prove_s": prove_s, "verify_s": verify_s,
                 "proof_bytes": 32 * float(np.mean([len(p.audit_path) for p in proofs])),
-                "consistency_s": cons_s, "consistency_bytes": 32 * len(getattr(cons, "path", ()) or
-                                                                         getattr(cons, "audit_path", ()) or ()),
-            })  # fmt: skip
+                "consistency_s": cons_s, "consistency_bytes": 32 * len(cons.path),
+            })
     shutil.rmtree(root, ignore_errors=True)
     return rows
 
@@ -111,8 +112,9 @@ def _ingest(ctx: Context) -> dict[str, Any]:
     t0 = time.perf_counter()
     n = sum(len(batch) for batch in open_source(path).iter_batches())
     wall = time.perf_counter() - t0
-    return {"source": _INGEST_DATASET, "flows": n, "seconds": wall, "flows_per_s": n / wall if wall > 0 else None,
-            "bytes": path.stat().st_size}  # fmt: skip
+    return {"source": _INGEST_DATASET, "flows": n, "seconds": wall,
+            "flows_per_s": n / wall if wall > 0 else None,
+            "bytes": path.stat().st_size}
 
 
 def _fl_round_times(ctx: Context) -> list[dict[str, Any]]:
@@ -136,8 +138,9 @@ def run_cost(ctx: Context) -> SectionResult:
     try:
         ingest = _ingest(ctx)
         metrics["ingest"] = ingest
-        rows.append(("ingest (pcap -> flows, nfstream)", ingest["flows_per_s"], ingest["seconds"] / max(ingest["flows"], 1),
-                     f"{ingest['flows']} flows from {ingest['source']}"))  # fmt: skip
+        rows.append(("ingest (pcap -> flows, nfstream)", ingest["flows_per_s"],
+                     ingest["seconds"] / max(ingest["flows"], 1),
+                     f"{ingest['flows']} flows from {ingest['source']}"))
     except Exception as exc:  # a missing capture or meter is reported in place, other stages still run
         notes.append(f"ingest stage skipped: {type(exc).__name__}: {exc}")
     # score -------------------------------------------------------------------------------------
@@ -150,13 +153,15 @@ def run_cost(ctx: Context) -> SectionResult:
         fit = _fit([r["batch"] for r in res], [r["latency_s"] for r in res])
         metrics["score"][kind] = {"points": res, "latency_growth": fit}
         ax.loglog([r["batch"] for r in res], [r["flows_per_s"] for r in res], marker="o",
-                  label=f"{kind} (latency ∝ n^{fit['power_law']['b']:.2f})" if fit else kind)  # fmt: skip
+                  label=f"{kind} (latency ∝ n^{fit['power_law']['b']:.2f})" if fit else kind)
         big = res[-1]
-        rows.append((f"score ({kind})", big["flows_per_s"], big["latency_s"] / big["batch"], f"batch {big['batch']}"))
+        rows.append((f"score ({kind})", big["flows_per_s"], big["latency_s"] / big["batch"],
+                     f"batch {big['batch']}"))
         headline[f"score {kind} flows/s @batch {big['batch']}"] = round(big["flows_per_s"], 1)
     ax.set(xlabel="batch size (flows)", ylabel="flows / s", title=f"Scoring throughput vs batch — {dataset}")
     ax.legend(fontsize=6)
-    plots.append(Plot("cost-score-batch", "Scoring throughput vs batch size (fitted latency exponent)", figure_png(fig)))
+    plots.append(Plot("cost-score-batch", "Scoring throughput vs batch size (fitted latency exponent)",
+                      figure_png(fig)))
     # respond -----------------------------------------------------------------------------------
     try:
         from trustmesh.evaluate._sec_integrity import pipeline_run
@@ -166,25 +171,28 @@ def run_cost(ctx: Context) -> SectionResult:
         for stage in ("score", "respond", "append"):
             if run.get(f"{stage}_s") is not None and run.get(f"{stage}_items"):
                 rows.append((f"{stage} (pipeline)", run[f"{stage}_items"] / max(run[f"{stage}_s"], 1e-9),
-                             run[f"{stage}_s"] / run[f"{stage}_items"], f"{run[f'{stage}_items']} items"))  # fmt: skip
+                             run[f"{stage}_s"] / run[f"{stage}_items"], f"{run[f'{stage}_items']} items"))
     except Exception as exc:
         notes.append(f"respond stage (pipeline) skipped: {type(exc).__name__}: {exc}")
     # ledger scaling ----------------------------------------------------------------------------
     lrows = ledger_scaling(ctx.work_dir, cfg.ledger_sizes, cfg.latency_repeats * 4, ctx.step)
     sizes = [r["size"] for r in lrows]
-    growth = {k: _fit(sizes, [max(r[k], 1e-9) for r in lrows]) for k in ("append_s", "prove_s", "verify_s", "proof_bytes")}
+    growth = {k: _fit(sizes, [max(r[k], 1e-9) for r in lrows]) for k in ("append_s", "prove_s", "verify_s",
+                                                                         "proof_bytes")}
     metrics["ledger"] = {"points": lrows, "growth": growth}
     last = lrows[-1]
     rows.append(("append (ledger, durable single entry)", 1.0 / max(last["append_s"], 1e-9), last["append_s"],
-                 f"log size {last['size']}"))  # fmt: skip
+                 f"log size {last['size']}"))
     fig, ax = plt.subplots(figsize=(5.5, 4))
-    for k, label in (("append_s", "append"), ("prove_s", "prove inclusion"), ("verify_s", "verify inclusion")):
+    for k, label in (("append_s", "append"), ("prove_s", "prove inclusion"),
+                     ("verify_s", "verify inclusion")):
         g = growth[k]
         ax.loglog(sizes, [r[k] for r in lrows], marker="o",
-                  label=f"{label} (∝ n^{g['power_law']['b']:.2f}, best fit: {g['model']})" if g else label)  # fmt: skip
+                  label=f"{label} (∝ n^{g['power_law']['b']:.2f}, best fit: {g['model']})" if g else label)
     ax.set(xlabel="log size (entries)", ylabel="seconds", title="Ledger time vs log size")
     ax.legend(fontsize=6)
-    plots.append(Plot("cost-ledger-size", "Ledger append / proof / verify time vs log size (fitted)", figure_png(fig)))
+    plots.append(Plot("cost-ledger-size", "Ledger append / proof / verify time vs log size (fitted)",
+                      figure_png(fig)))
     headline["proof bytes at largest log"] = last["proof_bytes"]
     if growth["prove_s"]:
         headline["proof time growth"] = f"{growth['prove_s']['model']} (power exponent {growth['prove_s']['power_law']['b']:.2f})"
@@ -195,19 +203,22 @@ def run_cost(ctx: Context) -> SectionResult:
         metrics["federated"] = {"points": fl, "growth": gfl}
         fig, ax = plt.subplots(figsize=(5, 3.6))
         ax.plot([r["sites"] for r in fl], [r["round_s"] for r in fl], marker="o",
-                label=f"∝ n^{gfl['power_law']['b']:.2f}" if gfl else "round time")  # fmt: skip
+                label=f"∝ n^{gfl['power_law']['b']:.2f}" if gfl else "round time")
         ax.set(xlabel="sites", ylabel="seconds per round", title="Federated round time vs sites")
         ax.legend(fontsize=7)
-        plots.append(Plot("cost-fl-sites", "Federated round time vs number of sites (fitted)", figure_png(fig)))
+        plots.append(Plot("cost-fl-sites", "Federated round time vs number of sites (fitted)",
+                          figure_png(fig)))
         if gfl:
             headline["FL round time exponent"] = round(gfl["power_law"]["b"], 3)
     except Exception as exc:
         notes.append(f"federated round-time scaling skipped: {type(exc).__name__}: {exc}")
-    table = Table("Throughput and latency per stage", ("stage", "items / s", "seconds / item", "condition"), tuple(rows))
+    table = Table("Throughput and latency per stage", ("stage", "items / s", "seconds / item", "condition"),
+                  tuple(rows))
     ltable = Table("Ledger cost vs log size", ("size", "append s", "prove s", "verify s", "proof bytes"),
-                   tuple((r["size"], r["append_s"], r["prove_s"], r["verify_s"], r["proof_bytes"]) for r in lrows))  # fmt: skip
+                   tuple((r["size"], r["append_s"], r["prove_s"], r["verify_s"],
+                          r["proof_bytes"]) for r in lrows))
     return SectionResult("cost", "", "ok", headline=headline, metrics=metrics, tables=(table, ltable),
-                         plots=tuple(plots), notes=tuple(notes))  # fmt: skip
+                         plots=tuple(plots), notes=tuple(notes))
 
 
 def _torch_macs(det: Any) -> int | None:
@@ -221,7 +232,8 @@ def _torch_macs(det: Any) -> int | None:
             nets.extend(x for x in v if isinstance(x, torch.nn.Module))
     if not nets:
         return None
-    return int(sum(m.in_features * m.out_features for n in nets for m in n.modules() if isinstance(m, torch.nn.Linear)))
+    linear = [m for n in nets for m in n.modules() if isinstance(m, torch.nn.Linear)]
+    return int(sum(m.in_features * m.out_features for m in linear))
 
 
 def run_energy(ctx: Context) -> SectionResult:
@@ -286,9 +298,10 @@ def run_energy(ctx: Context) -> SectionResult:
         if incidents:
             per_incident = box[0].joules / incidents
             metrics["incident"] = {"joules_per_incident": per_incident, "incidents": incidents, "run": run,
-                                   "reading": box[0].to_dict()}  # fmt: skip
-            rows.append(("incident (pcap -> detect -> respond -> ledger)", "pipeline", per_incident, box[0].method,
-                         f"whole run (metering, scoring, response, ledger) / {incidents} incident(s) from {run.get('source')}"))  # fmt: skip
+                                   "reading": box[0].to_dict()}
+            rows.append(("incident (pcap -> detect -> respond -> ledger)", "pipeline", per_incident,
+                         box[0].method,
+                         f"whole run (metering, scoring, response, ledger) / {incidents} incident(s) from {run.get('source')}"))
         else:
             notes.append("per-incident energy: the pipeline run raised no incidents")
     except Exception as exc:
@@ -302,12 +315,13 @@ def run_energy(ctx: Context) -> SectionResult:
     plot = Plot("energy-per-unit", "Energy per inference, ledger transaction and incident", figure_png(fig))
     table = Table(f"Energy per unit of work — method: {meter.method}"
                   + (" (ESTIMATE from CPU time)" if meter.method != "rapl" else " (measured)"),
-                  ("unit", "component", "joules", "method", "operation-count estimate"), tuple(rows))  # fmt: skip
+                  ("unit", "component", "joules", "method", "operation-count estimate"), tuple(rows))
     headline = {"method": meter.method, "ledger J/transaction": tx.joules}
     for kind, e in metrics["inference"].items():
         headline[f"{kind} J/inference"] = e["joules_per_inference"]
     if "incident" in metrics:
         headline["J/incident"] = metrics["incident"]["joules_per_incident"]
     notes.append("Operation-count figures are estimates of arithmetic energy only: " + "; ".join(OPS_CITATIONS.values()))
-    return SectionResult("energy", "", "ok", headline=headline, metrics=metrics, tables=(table,), plots=(plot,),
-                         notes=tuple(notes))  # fmt: skip
+    return SectionResult("energy", "", "ok", headline=headline, metrics=metrics, tables=(table,),
+                         plots=(plot,),
+                         notes=tuple(notes))

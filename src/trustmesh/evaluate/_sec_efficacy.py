@@ -90,12 +90,15 @@ def run_efficacy(ctx: Context) -> SectionResult:
             result["fit_seconds"] = ctx.fit_seconds.get((kind, dataset))
             result["score_seconds"] = score_s
             metrics[dataset][kind] = result
-            rows.append((dataset, kind, result["accuracy"], result["precision"], result["recall"], result["f1"],
+            rows.append((dataset, kind, result["accuracy"], result["precision"], result["recall"],
+                         result["f1"],
                          result["macro_f1"], result["roc_auc"], result["pr_auc"], result["fpr"], at_recall,
-                         result["fit_seconds"]))  # fmt: skip
+                         result["fit_seconds"]))
             if cur is not None:
-                ax_roc.plot(cur["roc"]["fpr"], cur["roc"]["tpr"], label=f"{kind} (AUC {result['roc_auc']:.3f})")
-                ax_pr.plot(cur["pr"]["recall"], cur["pr"]["precision"], label=f"{kind} (AP {result['pr_auc']:.3f})")
+                ax_roc.plot(cur["roc"]["fpr"], cur["roc"]["tpr"],
+                            label=f"{kind} (AUC {result['roc_auc']:.3f})")
+                ax_pr.plot(cur["pr"]["recall"], cur["pr"]["precision"],
+                           label=f"{kind} (AP {result['pr_auc']:.3f})")
             f1 = float(result["f1"] or 0.0)
             if best is None or f1 > best[0]:
                 best = (f1, kind, result)
@@ -104,16 +107,19 @@ def run_efficacy(ctx: Context) -> SectionResult:
         ax_roc.legend(fontsize=7)
         ax_pr.set(xlabel="recall", ylabel="precision", title=f"Precision-recall — {dataset}")
         ax_pr.legend(fontsize=7)
-        plots.append(Plot(_slug("efficacy-roc", dataset), f"ROC curves on {dataset} (test split)", figure_png(fig_roc)))
-        plots.append(Plot(_slug("efficacy-pr", dataset), f"PR curves on {dataset} (test split)", figure_png(fig_pr)))
+        plots.append(Plot(_slug("efficacy-roc", dataset), f"ROC curves on {dataset} (test split)",
+                          figure_png(fig_roc)))
+        plots.append(Plot(_slug("efficacy-pr", dataset), f"PR curves on {dataset} (test split)",
+                          figure_png(fig_pr)))
         assert best is not None
         f1, kind, result = best
         # one row per class, one recall column per detector
-        by_det = {k: {str(c): v for c, v in m.get("per_class", {}).items()} for k, m in metrics[dataset].items()}
+        by_det = {k: {str(c): v for c, v in m.get("per_class", {}).items()}
+                  for k, m in metrics[dataset].items()}
         for cls in sorted({c for pcs in by_det.values() for c in pcs}):
             support = next((pcs[cls].get("support") for pcs in by_det.values() if cls in pcs), None)
             per_class_rows.append((dataset, cls, support,
-                                   *(by_det[k].get(cls, {}).get("recall") for k in cfg.detectors)))  # fmt: skip
+                                   *(by_det[k].get(cls, {}).get("recall") for k in cfg.detectors)))
         headline[f"{dataset} best F1"] = f"{f1:.3f} ({kind})"
         headline[f"{dataset} best macro-F1"] = max(
             (f"{float(m['macro_f1'] or 0):.3f} ({k})" for k, m in metrics[dataset].items()),
@@ -123,16 +129,18 @@ def run_efficacy(ctx: Context) -> SectionResult:
         plots.append(_per_class_plot(plt, dataset, metrics[dataset]))
     table = Table(
         "Efficacy on the test split (attack = positive; threshold calibrated on validation at the target FPR)",
-        ("dataset", "detector", "accuracy", "precision", "recall", "F1", "macro-F1", "ROC-AUC", "PR-AUC", "FPR",
+        ("dataset", "detector", "accuracy", "precision", "recall", "F1", "macro-F1", "ROC-AUC", "PR-AUC",
+         "FPR",
          f"FPR@recall {cfg.fixed_recall}", "fit s"),
         tuple(rows),
-    )  # fmt: skip
+    )
     pc_table = Table("Per-class recall on the test split (binary models: share of the class flagged; multi-class "
                      "models: share classified as that class)",
-                     ("dataset", "class", "support", *(f"recall {k}" for k in cfg.detectors)), tuple(per_class_rows))  # fmt: skip
+                     ("dataset", "class", "support",
+                      *(f"recall {k}" for k in cfg.detectors)), tuple(per_class_rows))
     notes.append(f"thresholds calibrated to target FPR {cfg.target_fpr} on a validation hold-out of the training split")
     return SectionResult("efficacy", "", "ok", headline=headline, metrics=metrics, tables=(table, pc_table),
-                         plots=tuple(plots), notes=tuple(notes))  # fmt: skip
+                         plots=tuple(plots), notes=tuple(notes))
 
 
 def _confusion_plot(plt: Any, dataset: str, kind: str, result: dict[str, Any]) -> Plot:
@@ -145,8 +153,9 @@ def _confusion_plot(plt: Any, dataset: str, kind: str, result: dict[str, Any]) -
     ax.set_xticks([0, 1], ["benign", "attack"])
     ax.set_yticks([0, 1], ["benign", "attack"])
     ax.set(xlabel="predicted", ylabel="true", title=f"{kind} on {dataset}")
-    return Plot(_slug("efficacy-confusion", dataset), f"Confusion matrix of the best detector ({kind}) on {dataset}",
-                figure_png(fig))  # fmt: skip
+    return Plot(_slug("efficacy-confusion", dataset),
+                f"Confusion matrix of the best detector ({kind}) on {dataset}",
+                figure_png(fig))
 
 
 def _per_class_plot(plt: Any, dataset: str, by_detector: dict[str, Any]) -> Plot:
@@ -160,7 +169,7 @@ def _per_class_plot(plt: Any, dataset: str, by_detector: dict[str, Any]) -> Plot
         ax.bar(np.arange(len(shown)) + i * width, vals, width, label=kind)
     ax.set_xticks(np.arange(len(shown)) + 0.4 - width / 2, shown, rotation=70, fontsize=6)
     ax.set(ylabel="recall", ylim=(0, 1.05), title=f"Per-class recall — {dataset}"
-           + (f" (first {len(shown)} of {len(classes)} classes)" if len(classes) > len(shown) else ""))  # fmt: skip
+           + (f" (first {len(shown)} of {len(classes)} classes)" if len(classes) > len(shown) else ""))
     ax.legend(fontsize=6)
     return Plot(_slug("efficacy-per-class", dataset), f"Per-class recall on {dataset}", figure_png(fig))
 
@@ -180,7 +189,8 @@ def run_transfer(ctx: Context) -> SectionResult:
     metrics: dict[str, Any] = {}
     notes: list[str] = []
     # canonical-schema sources (labelled Zeek conn.log, pcaps labelled by documented ground truth)
-    canonical = [n for n, s in DATASETS.items() if s.kind in ("zeek", "pcap") and (s.kind == "pcap" or s.splits)]
+    canonical = [n for n, s in DATASETS.items()
+                 if s.kind in ("zeek", "pcap") and (s.kind == "pcap" or s.splits)]
     if cfg.transfer_sources:
         unknown = [n for n in cfg.transfer_sources if n not in canonical]
         if unknown:
@@ -205,16 +215,18 @@ def run_transfer(ctx: Context) -> SectionResult:
 
         for held in pool_names or list(tables):
             rest = [tables[n] for n in tables if n != held]
-            cols = sorted(set.intersection(*(set(map(str, t.features.columns)) for t in (*rest, tables[held]))))
+            cols = sorted(set.intersection(*(set(map(str, t.features.columns)) for t in (*rest,
+                                                                                         tables[held]))))
             if len(cols) < 3:
                 continue
             feats = pd.concat([t.features[cols] for t in rest], ignore_index=True)
             labels = pd.concat([t.labels for t in rest], ignore_index=True)
             train = LabelledTable(name="canonical-rest", features=feats, labels=labels,
                                   is_attack=np.concatenate([t.is_attack for t in rest]), dropped_columns=(),
-                                  files=(), digest="")  # fmt: skip
+                                  files=(), digest="")
             test = tables[held]
-            pairs.append((f"all canonical sources except {held}", train, held, test.subset(np.arange(len(test)))))
+            pairs.append((f"all canonical sources except {held}", train, held,
+                          test.subset(np.arange(len(test)))))
     for a in cfg.datasets:
         for b in cfg.datasets:
             if a != b:
@@ -223,10 +235,12 @@ def run_transfer(ctx: Context) -> SectionResult:
     for train_name, train, test_name, test in pairs:
         cols = sorted(set(map(str, train.features.columns)) & set(map(str, test.features.columns)))
         if len(cols) < 3:
-            rows.append((train_name, test_name, len(cols), None, None, None, None, "fewer than 3 shared columns"))
+            rows.append((train_name, test_name, len(cols), None, None, None, None,
+                         "fewer than 3 shared columns"))
             continue
         if train.is_attack.all() or not train.is_attack.any():
-            rows.append((train_name, test_name, len(cols), None, None, None, None, "training side has one class"))
+            rows.append((train_name, test_name, len(cols), None, None, None, None,
+                         "training side has one class"))
             continue
         det = ctx.make_detector(kind)
         binary = np.where(train.is_attack, "attack", "benign")  # class names differ across datasets
@@ -236,32 +250,34 @@ def run_transfer(ctx: Context) -> SectionResult:
         from trustmesh.flows import LabelledTable
 
         test_t = LabelledTable(name=test_name, features=sub_feats, labels=pd_labels(sub.is_attack),
-                               is_attack=sub.is_attack, dropped_columns=(), files=(), digest="")  # fmt: skip
+                               is_attack=sub.is_attack, dropped_columns=(), files=(), digest="")
         r = evaluate_detector(det, test_t)
         metrics[f"{train_name} -> {test_name}"] = {"shared_columns": cols, **{k: r[k] for k in (
-            "accuracy", "precision", "recall", "f1", "roc_auc", "fpr")}}  # fmt: skip
+            "accuracy", "precision", "recall", "f1", "roc_auc", "fpr")}}
         rows.append((train_name, test_name, len(cols), r["accuracy"], r["recall"], r["f1"], r["roc_auc"], ""))
     done = [r for r in rows if r[3] is not None]
     if not done:
         raise Skip("no dataset pair shares at least 3 feature columns with both classes on the training side; "
-                   f"pairs tried: {[(r[0], r[1], r[2]) for r in rows]}")  # fmt: skip
+                   f"pairs tried: {[(r[0], r[1], r[2]) for r in rows]}")
     fig, ax = plt.subplots(figsize=(6.5, 0.5 + 0.35 * len(done)))
     labels = [f"{r[0][:38]} → {r[1]}" for r in done]
     ax.barh(np.arange(len(done)), [float(r[5] or 0) for r in done], color="#4c72b0", label="F1")
     ax.barh(np.arange(len(done)) + 0.35, [float(r[6] or 0) for r in done], height=0.35, color="#dd8452",
-            label="ROC-AUC")  # fmt: skip
+            label="ROC-AUC")
     ax.set_yticks(np.arange(len(done)), labels, fontsize=6)
     ax.set(xlim=(0, 1.05), xlabel="score", title=f"Cross-dataset transfer ({kind}, shared columns)")
     ax.legend(fontsize=6)
     plot = Plot("transfer-f1", "Transfer F1 / ROC-AUC: train on one source, test on another", figure_png(fig))
     table = Table(f"Transfer ({kind}, binary attack/benign, fixed threshold 0.5)",
-                  ("train", "test", "shared columns", "accuracy", "recall", "F1", "ROC-AUC", "note"), tuple(rows))  # fmt: skip
+                  ("train", "test", "shared columns", "accuracy", "recall", "F1", "ROC-AUC",
+                   "note"), tuple(rows))
     best = max(done, key=lambda r: float(r[6] or 0))
     headline = {"pairs evaluated": len(done), "best transfer ROC-AUC": f"{float(best[6] or 0):.3f} "
-                f"({best[0][:40]} → {best[1]})"}  # fmt: skip
+                f"({best[0][:40]} → {best[1]})"}
     notes.append("canonical-schema sources: " + (", ".join(tables) or "none loaded"))
-    return SectionResult("transfer", "", "ok", headline=headline, metrics=metrics, tables=(table,), plots=(plot,),
-                         notes=tuple(notes))  # fmt: skip
+    return SectionResult("transfer", "", "ok", headline=headline, metrics=metrics, tables=(table,),
+                         plots=(plot,),
+                         notes=tuple(notes))
 
 
 def pd_labels(is_attack: np.ndarray) -> Any:

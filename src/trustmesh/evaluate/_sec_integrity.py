@@ -58,7 +58,7 @@ def pipeline_model(ctx: Context) -> tuple[Any, Any, str]:
         path = ctx.work_dir / "pipeline-model.tm"
         manifest = save_model(det, path, training={"sources": list(_MODEL_SOURCES)})
         result = (det, manifest, f"a GBDT trained by the blueprint on {', '.join(_MODEL_SOURCES)} "
-                                 "(detect.default_pcap_model not implemented yet)")  # fmt: skip
+                                 "(detect.default_pcap_model not implemented yet)")
     _MODEL_CACHE[key] = result
     return result
 
@@ -77,7 +77,7 @@ def pipeline_run(ctx: Context, ledger_dir: Path, sources: tuple[str, ...] = (_CA
     shutil.rmtree(state, ignore_errors=True)
     paths = [dataset_path(name, ctx.data_dir) for name in sources]
     config = PipelineConfig(ledger_dir=ledger_dir, state_dir=state, data_dir=ctx.data_dir,
-                            origin="trustmesh.local/blueprint-pipeline")  # fmt: skip
+                            origin="trustmesh.local/blueprint-pipeline")
     t_setup = time.perf_counter()
     det, manifest, model_note = pipeline_model(ctx)
     pipe = Pipeline.from_config(config, detector=det, manifest=manifest)
@@ -156,7 +156,7 @@ def fill_ledger(ctx: Context, directory: Path, n_entries: int) -> tuple[str, int
             row = i % len(test)
             entries.append(Entry("alert", {"flow_id": f"{dataset}:{row}", "score": float(scores[row]),
                                            "model_id": kind, "flagged": bool(scores[row] >= det.threshold)},
-                                 time=1.7e9 + i))  # fmt: skip
+                                 time=1.7e9 + i))
         half = len(entries) // 2
         led.append(entries[:half])
         led.checkpoint()
@@ -251,7 +251,8 @@ def _forge_checkpoint(db: sqlite3.Connection, rng: random.Random) -> None:
     if rng.random() < 0.5:  # re-signed by an attacker's key under the same name
         new = Checkpoint.signed(cp.origin, cp.size, cp.root_hash, NoteSigner.generate(cp.origin)).to_bytes()
     else:  # another root under the old signature
-        new = Checkpoint(cp.origin, cp.size, bytes(rng.randrange(256) for _ in range(32)), (), cp.signatures).to_bytes()
+        new = Checkpoint(cp.origin, cp.size, bytes(rng.randrange(256) for _ in range(32)), (),
+                         cp.signatures).to_bytes()
     db.execute("UPDATE checkpoints SET note=? WHERE seq=?", (new, seq))
 
 
@@ -275,7 +276,9 @@ def tamper_campaign(pristine: Path, work: Path, trials: int, seed: int) -> dict[
     with Ledger.open(pristine, read_only=True) as led:
         trusted = led.latest_checkpoint()  # what an auditor kept from an earlier visit
     rng = random.Random(seed)
-    per_kind: dict[str, dict[str, Any]] = {k: {"trials": 0, "detected": 0, "errors": {}} for k in TAMPER_KINDS}
+    per_kind: dict[str, dict[str, Any]] = {
+        k: {"trials": 0, "detected": 0, "errors": {}} for k in TAMPER_KINDS
+    }
     times: list[float] = []
     for t in range(trials):
         kind = sorted(TAMPER_KINDS)[t % len(TAMPER_KINDS)] if t < len(TAMPER_KINDS) else rng.choice(sorted(TAMPER_KINDS))
@@ -299,7 +302,7 @@ def tamper_campaign(pristine: Path, work: Path, trials: int, seed: int) -> dict[
     total = sum(v["trials"] for v in per_kind.values())
     detected = sum(v["detected"] for v in per_kind.values())
     return {"trials": total, "detected": detected, "detection_rate": detected / total if total else None,
-            "per_kind": per_kind, "median_audit_s": statistics.median(times) if times else None}  # fmt: skip
+            "per_kind": per_kind, "median_audit_s": statistics.median(times) if times else None}
 
 
 def _split_views(work: Path, trials: int, seed: int) -> dict[str, Any]:
@@ -336,8 +339,9 @@ def _split_views(work: Path, trials: int, seed: int) -> dict[str, Any]:
             except WitnessError:
                 client_detected += 1
     shutil.rmtree(root, ignore_errors=True)
-    return {"forks": trials, "offers": offered, "refused": refused, "witness_detection_rate": refused / offered,
-            "client_detection_rate": client_detected / trials}  # fmt: skip
+    return {"forks": trials, "offers": offered, "refused": refused,
+            "witness_detection_rate": refused / offered,
+            "client_detection_rate": client_detected / trials}
 
 
 def _proof_costs(directory: Path, samples: int, seed: int) -> dict[str, Any]:
@@ -367,7 +371,7 @@ def _proof_costs(directory: Path, samples: int, seed: int) -> dict[str, Any]:
     return {"log_size": n, "inclusion_proof_bytes_median": float(np.median(inc_bytes)),
             "inclusion_proof_bytes_max": int(max(inc_bytes)), "prove_s_median": float(np.median(inc_t)),
             "verify_s_median": float(np.median(ver_t)), "consistency_proof_bytes": 32 * len(cons.path),
-            "consistency_prove_s": cons_t, "consistency_verify_s": cons_v}  # fmt: skip
+            "consistency_prove_s": cons_t, "consistency_verify_s": cons_v}
 
 
 def run_integrity(ctx: Context) -> SectionResult:
@@ -394,15 +398,18 @@ def run_integrity(ctx: Context) -> SectionResult:
     rates = [campaign["per_kind"][k]["detected"] / max(campaign["per_kind"][k]["trials"], 1) for k in kinds]
     ax.bar(np.arange(len(kinds)), rates, color=["#55a868" if r == 1 else "#c44e52" for r in rates])
     ax.set_xticks(np.arange(len(kinds)), kinds, rotation=35, fontsize=7, ha="right")
-    ax.set(ylim=(0, 1.05), ylabel="detection rate", title=f"Tamper campaign: {campaign['detected']}/{campaign['trials']} detected")
-    plot = Plot("integrity-tamper", "Tamper detection rate per edit kind (audit with a kept checkpoint)", figure_png(fig))
+    ax.set(ylim=(0, 1.05), ylabel="detection rate",
+           title=f"Tamper campaign: {campaign['detected']}/{campaign['trials']} detected")
+    plot = Plot("integrity-tamper", "Tamper detection rate per edit kind (audit with a kept checkpoint)",
+                figure_png(fig))
     table = Table("Tamper campaign per edit kind", ("edit", "trials", "detected", "errors raised"),
                   tuple((k, campaign["per_kind"][k]["trials"], campaign["per_kind"][k]["detected"],
-                         campaign["per_kind"][k]["errors"]) for k in kinds))  # fmt: skip
+                         campaign["per_kind"][k]["errors"]) for k in kinds))
     ptable = Table("Proof sizes and verification times", ("quantity", "value"),
-                   tuple((k, v) for k, v in proofs.items()))  # fmt: skip
-    stable = Table("Split views (forks signed with the log's own key, offered to 3 witnesses)", ("quantity", "value"),
-                   tuple((k, v) for k, v in split.items()))  # fmt: skip
+                   tuple((k, v) for k, v in proofs.items()))
+    stable = Table("Split views (forks signed with the log's own key, offered to 3 witnesses)",
+                   ("quantity", "value"),
+                   tuple((k, v) for k, v in split.items()))
     headline = {
         "tamper detection rate": campaign["detection_rate"],
         "tamper trials": campaign["trials"],
@@ -416,5 +423,6 @@ def run_integrity(ctx: Context) -> SectionResult:
     if campaign["detection_rate"] != 1.0:
         status, reason = "error", f"tamper detection rate {campaign['detection_rate']:.3f} < 1.0 (required 100 %)"
     return SectionResult("integrity", "", status, reason=reason, headline=headline,  # type: ignore[arg-type]
-                         metrics={"campaign": campaign, "proofs": proofs, "split_view": split, "filled_by": how},
-                         tables=(table, ptable, stable), plots=(plot,), notes=tuple(notes))  # fmt: skip
+                         metrics={"campaign": campaign, "proofs": proofs, "split_view": split,
+                                  "filled_by": how},
+                         tables=(table, ptable, stable), plots=(plot,), notes=tuple(notes))

@@ -46,7 +46,7 @@ def _data(ctx: Context) -> Any:
     key = (name, cfg.fl_max_train, cfg.seed)
     if key not in _DATA_CACHE:
         _DATA_CACHE[key] = fed.load_federated_data(name, ctx.data_dir, max_train=cfg.fl_max_train,
-                                                   max_test=cfg.max_test_rows, seed=cfg.seed)  # fmt: skip
+                                                   max_test=cfg.max_test_rows, seed=cfg.seed)
     return _DATA_CACHE[key]
 
 
@@ -74,17 +74,17 @@ def poisoning_section(ctx: Context) -> SectionResult:
     data = _data(ctx)
     rows: list[tuple[Any, ...]] = []
     metrics: dict[str, Any] = {"dataset": data.name, "sites": cfg.fl_sites, "rounds": cfg.fl_rounds,
-                               "malicious_fraction": cfg.fl_malicious_fraction}  # fmt: skip
+                               "malicious_fraction": cfg.fl_malicious_fraction}
 
     def run(attack: str | None, agg: str) -> dict[str, Any]:
         spec = None if attack is None else fed.AttackSpec(kind=attack, fraction=cfg.fl_malicious_fraction)
         ctx.step(f"federated {attack or 'clean'} / {agg}")
         res = fed.run_inprocess(fed.FLConfig(n_sites=cfg.fl_sites, rounds=cfg.fl_rounds, aggregator=agg,
-                                             attack=spec, seed=cfg.seed), data)  # fmt: skip
+                                             attack=spec, seed=cfg.seed), data)
         m = res.metrics
         return {"accuracy": m.get("accuracy"), "f1": m.get("f1", m.get("attack_f1")),
                 "macro_f1": m.get("macro_f1"), "backdoor_success": res.backdoor_success,
-                "malicious_sites": list(res.malicious_sites)}  # fmt: skip
+                "malicious_sites": list(res.malicious_sites)}
 
     aggs = ("fedavg", *cfg.fl_defences)
     clean = run(None, "fedavg")
@@ -101,20 +101,22 @@ def poisoning_section(ctx: Context) -> SectionResult:
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     width = 0.8 / len(aggs)
     for i, agg in enumerate(aggs):
-        ax.bar(np.arange(len(cfg.fl_attacks)) + i * width, [float(grid[a][agg]["accuracy"] or 0) for a in cfg.fl_attacks],
-               width, label=agg)  # fmt: skip
+        ax.bar(np.arange(len(cfg.fl_attacks)) + i * width,
+               [float(grid[a][agg]["accuracy"] or 0) for a in cfg.fl_attacks],
+               width, label=agg)
     ax.axhline(float(clean["accuracy"] or 0), color="k", ls=":", lw=1, label="no attack (fedavg)")
     ax.set_xticks(np.arange(len(cfg.fl_attacks)) + 0.4 - width / 2, cfg.fl_attacks, fontsize=8)
     ax.set(ylim=(0, 1.05), ylabel="test accuracy",
-           title=f"Poisoning ({cfg.fl_malicious_fraction:.0%} malicious of {cfg.fl_sites} sites)")  # fmt: skip
+           title=f"Poisoning ({cfg.fl_malicious_fraction:.0%} malicious of {cfg.fl_sites} sites)")
     ax.legend(fontsize=6)
     plot = Plot("poisoning-grid", "Global-model accuracy under each attack, per aggregator", figure_png(fig))
     table = Table("Federated poisoning (in-process driver)", ("attack", "aggregator", "accuracy", "macro-F1",
-                                                              "backdoor success"), tuple(rows))  # fmt: skip
+                                                              "backdoor success"), tuple(rows))
     headline: dict[str, Any] = {"clean accuracy": clean["accuracy"]}
     for attack in cfg.fl_attacks:
         best = max(cfg.fl_defences, key=lambda a, at=attack: float(grid[at][a]["accuracy"] or 0))
         headline[f"{attack}: fedavg -> best defence"] = (
             f"{float(grid[attack]['fedavg']['accuracy'] or 0):.3f} -> {float(grid[attack][best]['accuracy'] or 0):.3f} ({best})"
         )
-    return SectionResult("poisoning", "", "ok", headline=headline, metrics=metrics, tables=(table,), plots=(plot,))
+    return SectionResult("poisoning", "", "ok", headline=headline, metrics=metrics, tables=(table,),
+                         plots=(plot,))

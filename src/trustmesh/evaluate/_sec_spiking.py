@@ -26,7 +26,9 @@ def mlp_macs(det: Any) -> int:
     return int(sum(m.in_features * m.out_features for m in net.modules() if isinstance(m, torch.nn.Linear)))
 
 
-def rare_class_recall(train_labels: Any, test_labels: Any, flagged: np.ndarray) -> tuple[float | None, list[str]]:
+def rare_class_recall(
+    train_labels: Any, test_labels: Any, flagged: np.ndarray
+) -> tuple[float | None, list[str]]:
     """Return the mean detection recall over rare attack classes, and their names.
 
     A class is rare when it is below ``RARE_SHARE`` of the training rows (but present there: classes
@@ -63,7 +65,8 @@ def run_spiking(ctx: Context) -> SectionResult:
         out: dict[str, Any] = {}
         for kind, det in (("snn", snn), ("mlp", mlp)):
             r = evaluate_detector(det, split.test)
-            rare, rare_names = rare_class_recall(split.train.labels, split.test.labels, det.predict(split.test.features))
+            rare, rare_names = rare_class_recall(split.train.labels, split.test.labels,
+                                                 det.predict(split.test.features))
             reading = ctx.meter.run(lambda d=det: d.score(sample), min_wall_s=0.3, max_repeats=20)
             per_inf_j = reading.joules / max(len(sample), 1)
             if kind == "snn":
@@ -78,42 +81,46 @@ def run_spiking(ctx: Context) -> SectionResult:
                 ops = {"sops": 0.0, "macs": float(macs)}
                 est = op_energy(macs=macs)
                 op_j = est["mac_45nm_j"]
-            out[kind] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "f1": r["f1"], "roc_auc": r["roc_auc"],
+            out[kind] = {"accuracy": r["accuracy"], "macro_f1": r["macro_f1"], "f1": r["f1"],
+                         "roc_auc": r["roc_auc"],
                          "rare_class_recall": rare, "rare_classes": rare_names, "ops_per_inference": ops,
                          "spike_stats": stats, "op_energy_j": est, "cpu_energy_per_inference_j": per_inf_j,
-                         "cpu_energy_method": reading.method, "score_seconds_per_flow": reading.wall_s / len(sample)}  # fmt: skip
-            rows.append((dataset, kind, r["accuracy"], r["macro_f1"], rare, ops["sops"] or None, ops["macs"] or None,
-                         op_j * 1e9, per_inf_j * 1e6))  # fmt: skip
+                         "cpu_energy_method": reading.method, "score_seconds_per_flow": reading.wall_s / len(sample)}
+            rows.append((dataset, kind, r["accuracy"], r["macro_f1"], rare, ops["sops"] or None,
+                         ops["macs"] or None,
+                         op_j * 1e9, per_inf_j * 1e6))
             energy_rows.append((dataset, kind, est["mac_45nm_j"] * 1e9, est["sop_45nm_j"] * 1e9,
-                                est["sop_loihi_j"] * 1e9, est["sop_truenorth_j"] * 1e9))  # fmt: skip
+                                est["sop_loihi_j"] * 1e9, est["sop_truenorth_j"] * 1e9))
         metrics[dataset] = out
     # plot: accuracy / macro-F1 / rare recall side by side, and ops energy on a log axis
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(9, 3.6))
-    labels = [f"{r[0]}\n{r[1]}" for r in rows]
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    labels = [f"{r[0]} {r[1]}" for r in rows]
     x = np.arange(len(rows))
     ax1.bar(x - 0.25, [float(r[2] or 0) for r in rows], 0.25, label="accuracy")
     ax1.bar(x, [float(r[3] or 0) for r in rows], 0.25, label="macro-F1")
     ax1.bar(x + 0.25, [float(r[4] or 0) for r in rows], 0.25, label="rare-class detection recall")
-    ax1.set_xticks(x, labels, fontsize=7)
+    ax1.set_xticks(x, labels, fontsize=6, rotation=30, ha="right")
     ax1.set(ylim=(0, 1.05), title="SNN vs MLP (same hidden sizes)")
     ax1.legend(fontsize=6)
-    ax2.bar(x, [max(float(r[7]), 1e-6) for r in rows], color=["#55a868" if r[1] == "snn" else "#c44e52" for r in rows])
-    ax2.set_yscale("log")
-    ax2.set_xticks(x, labels, fontsize=7)
-    ax2.set(ylabel="nJ per inference (estimate)", title="Arithmetic energy: SOPs x 0.9 pJ vs MACs x 4.6 pJ")
-    plot = Plot("spiking-vs-mlp", "Spiking detector vs MLP: quality and operation-count energy", figure_png(fig))
+    ax2.bar(x, [float(r[7]) for r in rows], color=["#55a868" if r[1] == "snn" else "#c44e52" for r in rows])
+    ax2.set_xticks(x, labels, fontsize=6, rotation=30, ha="right")
+    ax2.set(ylabel="nJ per inference (45 nm estimate)", title="SOPs x 0.9 pJ (SNN) vs MACs x 4.6 pJ (MLP)")
+    plot = Plot("spiking-vs-mlp", "Spiking detector vs MLP: quality and operation-count energy",
+                figure_png(fig))
     table = Table(
         "SNN vs MLP of the same hidden sizes (test split)",
-        ("dataset", "model", "accuracy", "macro-F1", f"rare-class detection recall (<{RARE_SHARE:.0%} of train)",
+        ("dataset", "model", "accuracy", "macro-F1",
+         f"rare-class detection recall (<{RARE_SHARE:.0%} of train)",
          "SOPs/inference", "MACs/inference", "op energy nJ (45 nm est.)", "CPU energy µJ/flow"),
         tuple(rows),
-    )  # fmt: skip
+    )
     etable = Table(
         "Operation-count energy estimates per inference, nJ (Horowitz ISSCC 2014; Loihi: Davies et al. 2018; "
         "TrueNorth: Merolla et al. 2014) — estimates, arithmetic only",
-        ("dataset", "model", "MACs x 4.6 pJ", "SOPs x 0.9 pJ", "SOPs x 23.6 pJ (Loihi)", "SOPs x 26 pJ (TrueNorth)"),
+        ("dataset", "model", "MACs x 4.6 pJ", "SOPs x 0.9 pJ", "SOPs x 23.6 pJ (Loihi)",
+         "SOPs x 26 pJ (TrueNorth)"),
         tuple(energy_rows),
-    )  # fmt: skip
+    )
     first = cfg.datasets[0]
     s, m = metrics[first]["snn"], metrics[first]["mlp"]
     headline = {
@@ -129,4 +136,4 @@ def run_spiking(ctx: Context) -> SectionResult:
         "included in the per-SOP figures. CPU energy is the energy model's figure for scoring on this machine.",
     )
     return SectionResult("spiking", "", "ok", headline=headline, metrics=metrics, tables=(table, etable),
-                         plots=(plot,), notes=notes)  # fmt: skip
+                         plots=(plot,), notes=notes)

@@ -100,52 +100,14 @@ def suricata_flows_to_canonical(records: list[dict[str, Any]], *, source: str = 
     return to_canonical(out, source=source)
 
 
-def iter_suricata_eve(path: Path | str, batch_size: int = 10_000) -> Iterator[pd.DataFrame]:
-    """Yield canonical flow batches from the ``flow`` events of a Suricata EVE JSON file."""
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    p = Path(path)
-    records: list[dict[str, Any]] = []
-    seen = 0
-    try:
-        with open_text(p) as fh:
-            for lineno, raw in enumerate(fh, 1):
-                line = raw.strip()
-                if not line:
-                    continue
-                try:
-                    rec = json.loads(line)
-                except json.JSONDecodeError as exc:
-                    raise InputError(f"{p}:{lineno}: not JSON ({exc.msg})") from exc
-                if not isinstance(rec, dict) or "event_type" not in rec:
-                    raise InputError(f"{p}:{lineno}: not a Suricata EVE record (no event_type)")
-                seen += 1
-                if rec["event_type"] != "flow":
-                    continue
-                records.append(rec)
-                if len(records) >= batch_size:
-                    yield suricata_flows_to_canonical(records, source=str(p))
-                    records = []
-    except zlib.error as exc:
-        raise InputError(f"{p}: corrupt gzip data ({exc})") from exc
-    if seen == 0:
-        raise InputError(f"{p}: log is empty")
-    if records:
-        yield suricata_flows_to_canonical(records, source=str(p))
+def _eve_batches(lines: Iterator[str | None], p: Path, batch_size: int, seen: list[int]) -> Iterator[pd.DataFrame]:
+    """Parse EVE lines into canonical batches of ``flow`` events; ``None`` lines release a batch early.
 
-
-def follow_suricata_eve(path: Path | str, batch_size: int = 10_000, *, poll_s: float = 0.2) -> Iterator[pd.DataFrame]:
-    """Follow a growing EVE file (``tail -F``, across rotation); yield its ``flow`` events as batches.
-
-    Batches are released when full or when the file has been quiet for ``poll_s`` seconds. Lines
-    that are not EVE JSON are refused with the line number, as in :func:`iter_suricata_eve`.
+    ``seen[0]`` counts the EVE records read (of any event type), so callers can tell an empty log.
     """
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    p = Path(path)
     records: list[dict[str, Any]] = []
-    for lineno, raw in enumerate(follow_lines(p, poll_s=poll_s), 1):
-        if raw is None:
+    for lineno, raw in enumerate(lines, 1):
+        if raw is None:  # a follow-mode idle tick
             if records:
                 yield suricata_flows_to_canonical(records, source=str(p))
                 records = []
@@ -159,11 +121,42 @@ def follow_suricata_eve(path: Path | str, batch_size: int = 10_000, *, poll_s: f
             raise InputError(f"{p}:{lineno}: not JSON ({exc.msg})") from exc
         if not isinstance(rec, dict) or "event_type" not in rec:
             raise InputError(f"{p}:{lineno}: not a Suricata EVE record (no event_type)")
-        if rec["event_type"] == "flow":
-            records.append(rec)
-            if len(records) >= batch_size:
-                yield suricata_flows_to_canonical(records, source=str(p))
-                records = []
+        seen[0] += 1
+        if rec["event_type"] != "flow":
+            continue
+        records.append(rec)
+        if len(records) >= batch_size:
+            yield suricata_flows_to_canonical(records, source=str(p))
+            records = []
+    if records:
+        yield suricata_flows_to_canonical(records, source=str(p))
+
+
+def iter_suricata_eve(path: Path | str, batch_size: int = 10_000) -> Iterator[pd.DataFrame]:
+    """Yield canonical flow batches from the ``flow`` events of a Suricata EVE JSON file."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    p = Path(path)
+    seen = [0]
+    try:
+        with open_text(p) as fh:
+            yield from _eve_batches(fh, p, batch_size, seen)
+    except zlib.error as exc:
+        raise InputError(f"{p}: corrupt gzip data ({exc})") from exc
+    if seen[0] == 0:
+        raise InputError(f"{p}: log is empty")
+
+
+def follow_suricata_eve(path: Path | str, batch_size: int = 10_000, *, poll_s: float = 0.2) -> Iterator[pd.DataFrame]:
+    """Follow a growing EVE file (``tail -F``, across rotation); yield its ``flow`` events as batches.
+
+    Batches are released when full or when the file has been quiet for ``poll_s`` seconds. Lines
+    that are not EVE JSON are refused with the line number, as in :func:`iter_suricata_eve`.
+    """
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    p = Path(path)
+    yield from _eve_batches(follow_lines(p, poll_s=poll_s), p, batch_size, [0])
 
 
 def read_suricata_eve(path: Path | str) -> pd.DataFrame:
