@@ -31,7 +31,7 @@ def test_demo_detects_records_proves_and_reports(tmp_path: Path, data_dir: Path)
     assert len(pcaps) == 10 and not any(p["error"] for p in pcaps.values())
     # the port scanner and the FTP brute-forcer are unmistakable: they must be flagged
     assert pcaps["pcap-synscan"]["attackers_flagged"] == ["172.16.0.8"]
-    assert pcaps["pcap-ftp-crack"]["attackers_flagged"] == ["10.121.70.151"]
+    assert pcaps["pcap-ftp-crack"]["attackers_flagged"] == ["10.234.125.254"]  # see flows/_datasets.py
     assert summary["pipeline"]["incidents"] >= 1 and summary["pipeline"]["decisions"] >= 1
     assert all(a.get("enforce") in (False, None) for a in summary["actions"]), "the demo never enforces"
     audit(out / "ledger")

@@ -51,6 +51,10 @@ class PcapOutcome:
     in_ip_flows: bool = True
     flagged_hosts: Counter[str] = field(default_factory=Counter)
     scores: list[float] = field(default_factory=list)
+    malicious_flows: int = 0  # flows the documented ground truth calls malicious
+    true_alerts: int = 0  # alerts on those flows
+    incidents: dict[str, tuple[float, float, str]] = field(default_factory=dict)  # id -> (first, last, label)
+    start: float | None = None
     error: str | None = None
 
     @property
@@ -69,7 +73,9 @@ class PcapOutcome:
             "name": self.name, "flows": self.flows, "alerts": self.alerts,
             "attackers": list(self.attackers), "attackers_flagged": self.attackers_flagged,
             "in_ip_flows": self.in_ip_flows, "other_sources_flagged": self.other_hosts_flagged[:50],
-            "n_other_sources_flagged": len(self.other_hosts_flagged), "error": self.error,
+            "n_other_sources_flagged": len(self.other_hosts_flagged), "malicious_flows": self.malicious_flows,
+            "alerts_on_malicious_flows": self.true_alerts, "alerts_on_other_flows": self.alerts - self.true_alerts,
+            "error": self.error,
         }
 
 
@@ -85,6 +91,13 @@ class DemoResult:
 
 
 Step = Callable[[str], None]
+
+
+def _port(value: Any) -> int:
+    try:
+        return int(value)
+    except (TypeError, ValueError):
+        return -1
 
 
 def _require_data(data_dir: Path | None) -> Path:
@@ -118,8 +131,11 @@ def run_demo(out_dir: Path, data_dir: Path | None = None, *, step: Step | None =
     out_dir.mkdir(parents=True, exist_ok=True)
 
     say("loading the default detector (trained on TON_IoT flows; cached after the first run)")
+    # every action is dry-run: the webhook and MQTT endpoints below are configured so the playbooks'
+    # steps can be decided and recorded, but nothing is ever sent to them
     config = PipelineConfig(ledger_dir=ledger_dir, state_dir=state_dir, origin=ORIGIN, data_dir=root,
-                            batch_size=2048, checkpoint_every=1_000_000)
+                            batch_size=2048, checkpoint_every=1_000_000, enforce=False,
+                            webhook_url="http://127.0.0.1:9/trustmesh-demo", mqtt_broker="127.0.0.1")
     pipeline = Pipeline.from_config(config)
     outcomes: list[PcapOutcome] = []
     action_indices: list[int] = []
@@ -145,11 +161,25 @@ def run_demo(out_dir: Path, data_dir: Path | None = None, *, step: Step | None =
                 outcome.flows += batch.flows
                 outcome.alerts += len(batch.alerts)
                 outcome.scores.extend(float(s) for s in batch.scores)
+                if gt is not None and batch.flows:
+                    flows = batch.frame
+                    bad = [gt.is_malicious_flow(str(r.src_ip), str(r.dst_ip), _port(r.src_port), _port(r.dst_port))
+                           for r in flows[["src_ip", "dst_ip", "src_port", "dst_port"]].itertuples(index=False)]
+                    outcome.malicious_flows += sum(bad)
+                    first = float(flows["ts"].min())
+                    outcome.start = first if outcome.start is None else min(outcome.start, first)
                 for _, alert in batch.alerts:
                     if alert.source_ip:
                         outcome.flagged_hosts[alert.source_ip] += 1
                     if alert.destination_ip:
                         outcome.flagged_hosts[alert.destination_ip] += 0  # seen, not counted as a source
+                    if gt is not None and gt.is_malicious_flow(alert.source_ip or "", alert.destination_ip or "",
+                                                               alert.source_port or -1,
+                                                               alert.destination_port or -1):
+                        outcome.true_alerts += 1
+                for _, inc in batch.incidents:
+                    label = f"{name.removeprefix('pcap-')}: {inc.technique_id or '-'} {inc.source_ips[0] if inc.source_ips else ''}"
+                    outcome.incidents[inc.incident_id] = (inc.first_seen, inc.last_seen, label)
                 for index, rec in batch.records:
                     if rec.get("kind") == "action_result":
                         action_indices.append(index)
@@ -223,7 +253,7 @@ def _prove(ledger_dir: Path, action_indices: list[int], checks: dict[str, str]) 
         checks["consistency"] = f"ok: checkpoint {first.size} -> {latest.size} ({len(cons.path)} hashes)"
     report = audit(ledger_dir, trusted_checkpoint=first)
     checks["audit"] = f"ok: {report.size} entries, {report.checkpoints_verified} checkpoints recomputed"
-    return {"inclusion": {"index": index, "tree_size": latest.size, "path_length": len(proof.path)},
+    return {"inclusion": {"index": index, "tree_size": latest.size, "path_length": len(proof.audit_path)},
             "consistency": {"from": first.size, "to": latest.size, "path_length": len(cons.path)}}
 
 
@@ -320,24 +350,19 @@ def _plots(doc: dict[str, Any], outcomes: list[PcapOutcome], kinds: Counter[str]
     for ax in list(axes.flat)[len(used):]:
         ax.axis("off")
     fig.suptitle("Flow scores per capture (dashed: alert threshold)")
+    fig.tight_layout()
     plots["scores"] = _png(fig)
     plt.close(fig)
 
-    incidents = doc["incidents"]
-    fig, ax = plt.subplots(figsize=(12, 3.2))
-    if incidents:
-        names = sorted({str(i.get("technique_id") or i.get("predicted_class") or "?") for i in incidents})
-        ypos = {n: k for k, n in enumerate(names)}
-        t0 = min(float(i["first_seen"]) for i in incidents)
-        for inc in incidents:
-            y = ypos[str(inc.get("technique_id") or inc.get("predicted_class") or "?")]
-            start = (float(inc["first_seen"]) - t0) / 86400
-            width = max((float(inc["last_seen"]) - float(inc["first_seen"])) / 86400, 0.02)
-            ax.barh(y, width, left=start, height=0.6, color=["#95a5a6", "#f1c40f", "#e67e22", "#c0392b"][
-                int(inc["severity"]) - 1])
-        ax.set_yticks(range(len(names)), names)
-        ax.set_xlabel("days since the first incident (captures span 2002-2026)")
-    ax.set_title("Incident timeline (colour = severity)")
+    bars = [(first - o.start, last - first, label, o.name)
+            for o in outcomes if o.start is not None for first, last, label in o.incidents.values()]
+    fig, ax = plt.subplots(figsize=(12, 0.6 + 0.32 * max(len(bars), 1)))
+    for y, (offset, width, label, _capture) in enumerate(sorted(bars, key=lambda b: (b[3], b[0]))):
+        ax.barh(y, max(width, 0.3), left=offset, height=0.6, color="#c0392b" if " T1" in label else "#e67e22")
+        ax.text(offset + max(width, 0.3) + 0.5, y, label, va="center", fontsize=8)
+    ax.set_yticks([])
+    ax.set_xlabel("seconds since the capture's first flow")
+    ax.set_title("Incidents per capture (red: mapped to an ATT&CK technique)")
     plots["timeline"] = _png(fig)
     plt.close(fig)
 
@@ -363,12 +388,12 @@ def render_report(doc: dict[str, Any], outcomes: list[PcapOutcome], kinds: Count
     pcap_rows = []
     for o in outcomes:
         if o.error:
-            pcap_rows.append([o.name, "-", "-", ", ".join(o.attackers), "missing", "-", o.error])
+            pcap_rows.append([o.name, "-", "-", "-", "-", "-", ", ".join(o.attackers), "missing", "-", o.error])
             continue
         found = o.attackers_flagged
         verdict = ("yes" if found else "no") if o.in_ip_flows else "n/a (link-layer attack, no IP flows)"
-        pcap_rows.append([o.name, o.flows, o.alerts, ", ".join(o.attackers) or "-", verdict,
-                          len(o.other_hosts_flagged), o.description])
+        pcap_rows.append([o.name, o.flows, o.malicious_flows, o.alerts, o.true_alerts, o.alerts - o.true_alerts,
+                          ", ".join(o.attackers) or "-", verdict, len(o.other_hosts_flagged), o.description])
     by_action: dict[tuple[str, str], int] = defaultdict(int)
     for a in doc["actions"]:
         by_action[(str(a.get("action") or "-"), str(a.get("status")))] += 1
@@ -393,8 +418,11 @@ def render_report(doc: dict[str, Any], outcomes: list[PcapOutcome], kinds: Count
 <code>{html.escape(doc['data_dir'])}</code>. Every response ran in <b>dry-run</b>.</p>
 <section id="summary"><h2>Summary</h2>{summary}</section>
 <section id="detections"><h2>Detections against documented ground truth</h2>
-{_table(["capture", "flows", "alerts", "documented attackers", "attacker flagged", "other sources flagged",
-         "what it is"], pcap_rows)}
+<p>"Malicious flows" are the flows the capture's documented ground truth attributes to the attack
+(between a documented attacker and victim, on the documented ports); alerts on any other flow are
+counted as false alerts, even where the ground truth is incomplete (an infected host's other traffic).</p>
+{_table(["capture", "flows", "malicious flows", "alerts", "on malicious flows", "on other flows",
+         "documented attackers", "attacker flagged", "other sources flagged", "what it is"], pcap_rows)}
 <img alt="score histograms" src="{plots['scores']}"></section>
 <section id="incidents"><h2>Incidents</h2><img alt="incident timeline" src="{plots['timeline']}">
 {_table(["leaf", "incident", "ATT&CK", "class", "severity", "confidence", "sources", "alerts"], inc_rows)}</section>

@@ -64,6 +64,7 @@ log = logging.getLogger(__name__)
 
 _INLINE_LIMIT = 48_000  # bytes of JSON kept inline in an entry (the ledger refuses entries over 64 KiB)
 _APPEND_CHUNK = 5_000  # entries per durable transaction
+_MAX_REFS = 1024  # the ledger's limit on the leaf indices one entry may cite
 
 
 
@@ -271,6 +272,7 @@ class BatchOutcome:
     incidents: list[tuple[int, Incident]] = field(default_factory=list)
     records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # decisions, results, ...
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frame: pd.DataFrame = field(default_factory=pd.DataFrame)  # the canonical flows of the batch
 
 
 @dataclass(slots=True)
@@ -445,7 +447,7 @@ class Pipeline:
 
     def process(self, flows: pd.DataFrame, source_name: str) -> BatchOutcome:
         """Score one batch of canonical flows and carry every alert through response into the ledger."""
-        outcome = BatchOutcome(flows=len(flows))
+        outcome = BatchOutcome(flows=len(flows), frame=flows)
         if flows.empty:
             return outcome
         scores = np.asarray(self.detector.score(flows, fill_missing=True), dtype=np.float64)
@@ -469,18 +471,19 @@ class Pipeline:
             new_alerts.setdefault(incident.incident_id, []).append(index)
         self.summary.flows += len(flows)
         self.summary.alerts += len(alerts)
-        # one incident entry per touched incident and batch (its latest version), not one per alert
-        items: list[tuple[str, Mapping[str, Any], Sequence[int]]] = []
+        # one incident entry per touched incident and batch (its latest version), not one per alert;
+        # an entry cites at most _MAX_REFS leaves, so a burst of alerts is cited by a chain of entries
         for incident_id, incident in touched.items():
-            refs = list(new_alerts[incident_id])
-            if incident_id in self._incident_index:
-                refs.append(self._incident_index[incident_id])
-            else:
+            if incident_id not in self._incident_index:
                 self.summary.incidents += 1
-            items.append(("incident", incident.to_dict(), refs))
-        for index, incident in zip(self._append_many(items), touched.values(), strict=True):
-            self._incident_index[incident.incident_id] = index
-            outcome.incidents.append((index, incident))
+            alerts_here = new_alerts[incident_id]
+            doc = incident.to_dict()
+            for start in range(0, len(alerts_here), _MAX_REFS - 1):
+                refs = list(alerts_here[start:start + _MAX_REFS - 1])
+                if incident_id in self._incident_index:
+                    refs.append(self._incident_index[incident_id])
+                self._incident_index[incident_id] = self._append("incident", doc, refs)
+            outcome.incidents.append((self._incident_index[incident_id], incident))
         for index, incident in outcome.incidents:
             try:
                 self.responder.handle(incident)

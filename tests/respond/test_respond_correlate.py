@@ -106,3 +106,15 @@ def test_alert_ids_are_capped_but_counted() -> None:
     assert incs[-1].alert_ids == ("a0", "a1", "a2")
     assert (incs[-1].alert_count, incs[-1].version) == (5, 5)
     assert Incident.from_dict(incs[-1].to_dict()) == incs[-1]
+
+
+def test_unlabelled_alerts_hammering_one_login_port_become_brute_force() -> None:
+    corr = Correlator(brute_force_attempts=10)
+    incs = [corr.add(_alert(i, t=float(i), port=21, cls=None)) for i in range(10)]
+    assert [i.technique_id for i in incs[:9]] == [None] * 9
+    assert incs[-1].technique_id == "T1110" and incs[-1].technique_name == "Brute Force"
+    web = Correlator(brute_force_attempts=10)
+    many_web = [web.add(_alert(i, t=float(i), port=80, cls=None)) for i in range(30)]
+    assert many_web[-1].technique_id is None, "port 80 is not a login service"
+    with pytest.raises(ValueError, match="brute_force_attempts must be >= 2"):
+        Correlator(brute_force_attempts=1)

@@ -70,6 +70,8 @@ def demo(
     console.print(at)
     console.print("[bold]Signed checkpoint[/]")
     console.print(doc["ledger"]["checkpoint"].strip(), highlight=False, markup=False, soft_wrap=True)
+    for problem in doc["pipeline"]["errors"]:
+        err_console.print(f"[yellow]warning:[/] {problem}", highlight=False)
     for name, verdict in doc["checks"].items():
         colour = "green" if verdict.startswith("ok") else "yellow" if verdict.startswith("skipped") else "red"
         console.print(f"[{colour}]{name}[/]: {verdict}", highlight=False)

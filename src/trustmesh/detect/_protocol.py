@@ -35,8 +35,11 @@ class Detector(Protocol):
         """Fit on features ``X`` and labels ``y`` (class names or booleans; None = all benign)."""
         ...
 
-    def score(self, X: pd.DataFrame) -> np.ndarray:
-        """Return float64 scores in [0, 1], higher = more likely an attack."""
+    def score(self, X: pd.DataFrame, *, fill_missing: bool = False) -> np.ndarray:
+        """Return float64 scores in [0, 1], higher = more likely an attack.
+
+        ``fill_missing=True`` scores sources that lack some training features (they become NaN).
+        """
         ...
 
     def predict(self, X: pd.DataFrame) -> np.ndarray:

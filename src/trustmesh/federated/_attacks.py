@@ -32,7 +32,7 @@ class AttackSpec:
     fraction: float
     scale: float = 0.0
     noise_std: float = 1.0
-    trigger_features: tuple[int, ...] = (0, 1, 2)
+    trigger_features: tuple[int, ...] = (6, 7, 8)
     trigger_value: float = 6.0
     poison_rate: float = 0.5
 

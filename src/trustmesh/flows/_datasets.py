@@ -391,8 +391,13 @@ def _build_registry() -> dict[str, DatasetSpec]:
         _pcap("pcap-ftp-crack", base + "ftp-crack.pcap",
               "501e6e35317d2d3150eba8f64d0ce90cc6de20a321fe43c4a7b5c5ce0f5f4f21", 1612950, 19730,
               _PPA + " (refs/pull/2/head, unmerged PR) @ 5bf3c579ab13c65e99bdb252308f49a3796a306f",
-              GroundTruth(attackers=("10.121.70.151",), victims=("10.234.125.254",), ports=(21,),
-                          behaviour="FTP password brute force: 1,404 USER/PASS attempts, 1,410 x 530"),
+              # The shared README names 10.121.70.151 as the attacker, but the packets say otherwise:
+              # every USER/PASS command (2,810) is sent by 10.234.125.254 to port 21 of 10.121.70.151,
+              # and every "530 Login incorrect" (1,410) comes from 10.121.70.151:21. Ground truth here
+              # follows the packets.
+              GroundTruth(attackers=("10.234.125.254",), victims=("10.121.70.151",), ports=(21,),
+                          behaviour="FTP password brute force: 1,404 USER/PASS attempts, 1,410 x 530 "
+                                    "(README swaps attacker and server; the payloads show this direction)"),
               "FTP password brute force"),
     ]  # fmt: skip
     zeek = "logs/zeek/"

@@ -4,7 +4,9 @@ Correlation key: alerts with the same technique and the same attacker (``source_
 incident while they arrive within ``window_s`` of its last alert. Denial-of-service techniques are keyed
 by the victim instead (many sources, one target). Alerts without a known technique are keyed by
 attacker alone; an incident whose attacker touched ``scan_ports`` or more distinct destination ports
-is then classed as a port scan (T1046).
+is then classed as a port scan (T1046), and one with ``brute_force_attempts`` or more alerts all to
+a single login service port (``AUTH_PORTS``: FTP, SSH, telnet, SMTP, POP3, IMAP, SMB, VMware
+authd, MSSQL, MySQL, RDP, PostgreSQL, VNC, ...) as brute force (T1110).
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from typing import Any
 
 from trustmesh.records import Alert, Incident, IncidentId
 
-__all__ = ["TECHNIQUES", "Correlator", "technique_for"]
+__all__ = ["AUTH_PORTS", "TECHNIQUES", "Correlator", "technique_for"]
 
 # MITRE ATT&CK Enterprise technique ids and names (attack.mitre.org, v15).
 TECHNIQUES: dict[str, str] = {
@@ -49,6 +51,23 @@ _CLASS_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     )
 )
 _DOS = {"T1498", "T1499"}
+#: Destination ports of login services, for the brute-force rule (IANA service names in comments).
+AUTH_PORTS = frozenset({
+    21,  # ftp
+    22,  # ssh
+    23,  # telnet
+    25, 587,  # smtp, submission
+    110, 995,  # pop3, pop3s
+    143, 993,  # imap, imaps
+    445,  # microsoft-ds (SMB)
+    902,  # VMware authd
+    1433,  # ms-sql-s
+    2323,  # telnet (alternate, IoT)
+    3306,  # mysql
+    3389,  # ms-wbt-server (RDP)
+    5432,  # postgresql
+    5900,  # vnc
+})
 _GENERIC = {"", "attack", "anomaly", "malicious", "unknown", "suspicious", "1", "true"}
 
 
@@ -92,7 +111,8 @@ class Correlator:
         Cap on the alert ids an incident lists (``alert_count`` keeps counting); bounds the record size.
     """
 
-    def __init__(self, window_s: float = 300.0, *, scan_ports: int = 10, max_items: int = 256,
+    def __init__(self, window_s: float = 300.0, *, scan_ports: int = 10, brute_force_attempts: int = 10,
+                 max_items: int = 256,
                  max_alert_ids: int = 1000) -> None:
         if window_s <= 0:
             raise ValueError(f"window_s must be > 0, got {window_s}")
@@ -104,6 +124,9 @@ class Correlator:
             raise ValueError(f"max_alert_ids must be >= 1, got {max_alert_ids}")
         self.window_s = float(window_s)
         self.scan_ports = scan_ports
+        if brute_force_attempts < 2:
+            raise ValueError(f"brute_force_attempts must be >= 2, got {brute_force_attempts}")
+        self.brute_force_attempts = brute_force_attempts
         self.max_items = max_items
         self.max_alert_ids = max_alert_ids
         self._open: dict[tuple[str, str, str], _Open] = {}
@@ -161,6 +184,9 @@ class Correlator:
         tech = technique if first else state.incident.technique_id
         if tech is None and len(state.ports) >= self.scan_ports:
             tech = "T1046"
+        elif tech is None and count >= self.brute_force_attempts and len(state.ports) == 1 \
+                and next(iter(state.ports)) in AUTH_PORTS:
+            tech = "T1110"  # repeated connections to one login service: password guessing
         destinations = self._merge(state, "dst", _one(alert.destination_ip))
         severity = state.base_severity
         # wide incidents (many alerts across several victims) are one step more severe
