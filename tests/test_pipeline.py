@@ -76,7 +76,7 @@ def test_pcap_run_links_every_step_in_the_ledger(tmp_path: Path, model_path: Pat
     from trustmesh.cli import app
 
     out = CliRunner().invoke(app, ["ledger", "prove", str(tmp_path / "ledger"), "--index", str(start),
-                                   "--with-refs", "--json"])
+                                   "--with-refs", "--max-refs", "100000", "--json"])
     assert out.exit_code == 0, out.output
     doc = json.loads(out.output)
     kinds = [item["kind"] for item in doc["lineage"]]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -90,8 +89,3 @@ class RoundRecorder:
             return None
         payload = {"model_sha256": model_sha256, "rounds": list(self.indices), **meta}
         return int(self.ledger.append_one("fl.model", payload, tuple(self.indices)))
-
-
-def sha256_hex(data: bytes) -> str:
-    """Hex sha256 of ``data``."""
-    return hashlib.sha256(data).hexdigest()
