@@ -17,6 +17,7 @@ from trustmesh.detect._metrics import binary_metrics, evaluate_detector, leakage
 from trustmesh.detect._mlp import MLPDetector
 from trustmesh.detect._protocol import BENIGN, Detector
 from trustmesh.detect._registry import DETECTOR_KINDS, make_detector
+from trustmesh.detect.snn import SpikingDetector
 
 __all__ = [
     "AutoencoderEnsembleDetector",
@@ -30,6 +31,7 @@ __all__ = [
     "MANIFEST_SUFFIX",
     "MLPDetector",
     "Manifest",
+    "SpikingDetector",
     "binary_metrics",
     "calibrate_threshold",
     "default_pcap_model",

@@ -8,7 +8,7 @@ from trustmesh.detect._base import BaseDetector, detector_class
 
 __all__ = ["DETECTOR_KINDS", "make_detector"]
 
-DETECTOR_KINDS = ("autoencoder", "ensemble", "gbdt", "iforest", "mlp")
+DETECTOR_KINDS = ("autoencoder", "ensemble", "gbdt", "iforest", "mlp", "snn")
 
 
 def make_detector(kind: str, **params: Any) -> BaseDetector:
