@@ -83,3 +83,18 @@ def test_bench_fl_in_process_reports_each_mode(data_dir: Path) -> None:
     doc = _json(result)
     assert [r["mode"] for r in doc["results"]] == ["plain", "dp", "ckks"]
     assert all(r["round_seconds_median"] > 0 and "vs_plain" in r for r in doc["results"])
+
+
+def test_corrupted_dataset_file_is_refused(tmp_path: Path, data_dir: Path) -> None:
+    import shutil
+
+    from trustmesh.errors import DatasetError
+    from trustmesh.federated import load_federated_data
+
+    shutil.copytree(data_dir / "nsl-kdd", tmp_path / "nsl-kdd")
+    target = tmp_path / "nsl-kdd" / "KDDTest+.txt.gz"
+    target.chmod(0o644)
+    target.write_bytes(target.read_bytes() + b"\0")
+
+    with pytest.raises(DatasetError, match="KDDTest"):
+        load_federated_data("nsl-kdd", tmp_path)

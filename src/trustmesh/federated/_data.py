@@ -1,8 +1,8 @@
 """Load a labelled dataset as the float matrices federated training needs.
 
-Uses ``trustmesh.flows.load_dataset`` when the flows package provides it; otherwise reads the three
-datasets this package is evaluated on directly from the shared data folder (same files, same split
-rules). Features: numeric columns as signed log1p then z-score with training statistics; categorical
+Files are sha256-verified through the flows registry (``trustmesh.flows.verify_dataset``), then read
+here with pandas. (``flows.load_dataset`` arrived while this was written; it orders and cleans columns
+differently, so switching means re-running the published federated numbers - a follow-up.) Features: numeric columns as signed log1p then z-score with training statistics; categorical
 columns one-hot over their most frequent values. IPs and ports are dropped (TON_IoT shortcut features).
 """
 
@@ -147,6 +147,13 @@ def load_federated_data(
     root = find_data_dir(data_dir)
     if root is None or not root.is_dir():
         raise DatasetError(f"no dataset folder found: {DATA_HINT}")
+    if name not in DATASETS:
+        raise DatasetError(f"unknown dataset {name!r}; federated learning supports {', '.join(DATASETS)}")
+    from trustmesh.flows import verify_dataset
+
+    # integrity first: the flows registry checks every file's sha256 (DatasetError names bad files)
+    for split in ("train", "test") if name == "nsl-kdd" else (None,):
+        verify_dataset(name, root, split=split)
     tr, ytr, te, yte, groups = _raw(name, root, seed)
     rng = np.random.default_rng(seed + 1)
     if max_train is not None and len(tr) > max_train:

@@ -8,10 +8,12 @@ for plain, robust, DP, SecAgg+ and CKKS rounds.
 
 from __future__ import annotations
 
+import gc
 import hashlib
 import logging
 import os
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -305,8 +307,15 @@ def simulate(
     backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "ERROR",
                              "log_to_driver": False}}
-    run_simulation(server_app=server_app, client_app=client_app, num_supernodes=config.n_sites,
-                   backend_config=backend)
+    try:
+        run_simulation(server_app=server_app, client_app=client_app, num_supernodes=config.n_sites,
+                       backend_config=backend)
+    finally:
+        with warnings.catch_warnings():
+            # Ray's services open os.devnull for their helper processes and leave closing to the GC;
+            # collect now, quietly, instead of surfacing that ResourceWarning later in our callers
+            warnings.simplefilter("ignore", ResourceWarning)
+            gc.collect()
     if keyring is not None and run.ckks_sum is not None:
         # the driver holds the secret key as a site does: decrypt the last encrypted sum
         flat = keyring.decrypt(CkksCiphertext.from_bytes(run.ckks_sum)) / run.ckks_total
