@@ -29,7 +29,7 @@ def test_simulate_in_process_writes_ledger_and_model(tmp_path: Path, data_dir: P
     result = runner.invoke(app, [
         "fl", "simulate", "--dataset", "nsl-kdd", "--sites", "3", "--rounds", "2", "--max-rows", "3000",
         "--max-test", "1000", "--in-process", "--partition", "dirichlet:0.5", "--ledger", str(tmp_path / "l"),
-        "--out", str(tmp_path / "m.npz"), "--data-dir", str(data_dir), "--json",
+        "--out", str(tmp_path / "m.tm"), "--data-dir", str(data_dir), "--json",
     ])
 
     assert result.exit_code == 0, result.output
@@ -37,8 +37,9 @@ def test_simulate_in_process_writes_ledger_and_model(tmp_path: Path, data_dir: P
     assert doc["path"] == "in-process"
     assert doc["ledger_indices"] == [0, 1] and doc["model_ledger_index"] == 2
     assert set(doc["metrics"]) == {"macro_f1", "accuracy", "per_class_recall"}
-    manifest = json.loads((tmp_path / "m.npz.manifest.json").read_text())
-    assert manifest["ledger_rounds"] == [0, 1]
+    manifest = json.loads((tmp_path / "m.tm.manifest.json").read_text())
+    assert manifest["training"]["federated"]["ledger"]["round_indices"] == [0, 1]
+    assert manifest["training"]["federated"]["ledger"]["model_entry"] == 2
     assert manifest["classes"][0] == "benign"
 
 

@@ -50,7 +50,7 @@ def simulate_cmd(
     max_rows: int | None = typer.Option(20000, "--max-rows", help="Subsample the training split (0 = all)."),
     max_test: int | None = typer.Option(5000, "--max-test", help="Subsample the test split (0 = all)."),
     ledger: Path | None = typer.Option(None, "--ledger", help="Ledger directory: each round is appended."),
-    out: Path | None = typer.Option(None, "--out", help="Write the final model (.npz + .manifest.json)."),
+    out: Path | None = typer.Option(None, "--out", help="Write the final model as a detector artifact (OUT + OUT.manifest.json)."),
     in_process: bool = typer.Option(False, "--in-process",
                                     help="Run the same round logic without Flower/Ray (fast sweeps; no SecAgg+)."),
     centralized: bool = typer.Option(False, "--centralized",
@@ -89,13 +89,13 @@ def simulate_cmd(
     if centralized:
         doc["centralized"] = train_centralized(cfg, data)
     if out is not None:
-        manifest = save_federated_model(out, result.final_weights, classes=data.classes,
-                                        feature_names=data.feature_names, hidden=cfg.train.hidden,
-                                        config=cfg.describe(), metrics=result.metrics, dataset_digest=data.digest,
-                                        recorder=recorder)
-        doc["model"] = {"path": str(out), "sha256": manifest["sha256"],
-                        "ledger_model_entry": manifest.get("ledger_model_entry")}
-        doc["model_ledger_index"] = manifest.get("ledger_model_entry")
+        manifest = save_federated_model(out, result.final_weights, data, config=cfg.describe(),
+                                        hidden=cfg.train.hidden, metrics=result.metrics, seed=cfg.train.model_seed,
+                                        epsilon=result.epsilon, run_path=result.path, recorder=recorder)
+        ledger_info = manifest.training["federated"]["ledger"] or {}
+        doc["model"] = {"path": str(out), "model_id": manifest.model_id, "sha256": manifest.artifact_sha256,
+                        "threshold": manifest.threshold, "ledger_model_entry": ledger_info.get("model_entry")}
+        doc["model_ledger_index"] = ledger_info.get("model_entry")
     if recorder.ledger is not None and hasattr(recorder.ledger, "checkpoint"):
         recorder.ledger.checkpoint()
     if json_out:

@@ -112,6 +112,25 @@ class MLPDetector(BaseDetector):
         self._round = 0
         return self
 
+    @classmethod
+    def from_weights(cls, encoder: FeatureEncoder, preprocessor: Preprocessor, classes: tuple[str, ...],
+                     weights: list[np.ndarray], **params: Any) -> Self:
+        """Build a fitted detector from a fixed encoder, scaling, class list and trained weights.
+
+        This is how federated training turns its aggregated weights into a detector: the encoder and
+        scaling are the ones every site encoded its rows with.
+        """
+        if len(classes) < 2 or classes[0] != "benign":
+            raise ValueError(f"classes must start with 'benign' and have >= 2 entries, got {classes}")
+        det = cls(**params)
+        det.encoder = encoder
+        det.pre = preprocessor
+        det._classes = tuple(classes)
+        det.net = det._build(encoder.n_features, len(det._classes))
+        det.set_weights(weights)
+        det.net.eval()
+        return det
+
     def get_weights(self) -> list[np.ndarray]:
         """Return the network parameters as numpy arrays (``state_dict`` order, copies)."""
         if self.net is None:

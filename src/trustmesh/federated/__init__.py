@@ -19,7 +19,7 @@ from trustmesh.federated._aggregate import (
     TrimmedMean,
     make_aggregator,
 )
-from trustmesh.federated._artifact import save_federated_model
+from trustmesh.federated._artifact import federated_detector, save_federated_model
 from trustmesh.federated._attacks import ATTACK_KINDS, AttackSpec, apply_trigger, malicious_sites
 from trustmesh.federated._coordinator import Coordinator, Submission
 from trustmesh.federated._data import DATASETS, FederatedData, load_federated_data
@@ -72,6 +72,7 @@ __all__ = [
     "classification_metrics",
     "commit_arrays",
     "config_from_options",
+    "federated_detector",
     "flatten_weights",
     "load_federated_data",
     "make_aggregator",

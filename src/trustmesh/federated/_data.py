@@ -1,16 +1,23 @@
-"""Load a labelled dataset as the float matrices federated training needs.
+"""Load a labelled dataset as the float matrices federated training needs, plus the detector's encoding.
 
-Files are sha256-verified through the flows registry (``trustmesh.flows.verify_dataset``), then read
-here with pandas. (``flows.load_dataset`` arrived while this was written; it orders and cleans columns
-differently, so switching means re-running the published federated numbers - a follow-up.) Features: numeric columns as signed log1p then z-score with training statistics; categorical
-columns one-hot over their most frequent values. IPs and ports are dropped (TON_IoT shortcut features).
+Rows come from the flows registry (``trustmesh.flows.load_dataset``: sha256-verified, the same
+``LabelledTable`` that ``trustmesh train``/``evaluate`` read), so a federated model is a detection-core
+artifact scored like any other. Datasets without an official split are split exactly like
+``trustmesh train`` does (stratified ``train_test_split`` with the seed; the held-out rows' index hash
+goes into the model manifest so ``trustmesh evaluate`` re-creates them and never scores a training
+row). A server-held validation share of the TRAINING rows (never test) calibrates the final threshold.
+
+Features are encoded with the detection core's own pipeline (``FeatureEncoder`` then the z-score
+``Preprocessor`` of :class:`~trustmesh.detect.MLPDetector`), fit once on the training rows the sites
+share out, so the saved detector reproduces exactly what every site trained on. IPs and ports are not
+read (TON_IoT shortcut features).
 """
 
 from __future__ import annotations
 
 import hashlib
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,28 +32,23 @@ __all__ = ["DATASETS", "FederatedData", "load_federated_data"]
 _log = logging.getLogger(__name__)
 
 DATASETS = ("nsl-kdd", "ton-iot-network", "ton-iot-telemetry")
-_NSL_COLUMNS = (
-    "duration protocol_type service flag src_bytes dst_bytes land wrong_fragment urgent hot num_failed_logins "
-    "logged_in num_compromised root_shell su_attempted num_root num_file_creations num_shells num_access_files "
-    "num_outbound_cmds is_host_login is_guest_login count srv_count serror_rate srv_serror_rate rerror_rate "
-    "srv_rerror_rate same_srv_rate diff_srv_rate srv_diff_host_rate dst_host_count dst_host_srv_count "
-    "dst_host_same_srv_rate dst_host_diff_srv_rate dst_host_same_src_port_rate dst_host_srv_diff_host_rate "
-    "dst_host_serror_rate dst_host_srv_serror_rate dst_host_rerror_rate dst_host_srv_rerror_rate label difficulty"
-).split()
-# NSL-KDD attack names -> the usual four categories (Tavallaee et al. 2009)
-_NSL_FAMILY = {
-    **dict.fromkeys("back land neptune pod smurf teardrop apache2 mailbomb processtable udpstorm".split(), "dos"),
-    **dict.fromkeys("ipsweep nmap portsweep satan mscan saint".split(), "probe"),
-    **dict.fromkeys(("ftp_write guess_passwd imap multihop phf spy warezclient warezmaster named sendmail "
-                     "snmpgetattack snmpguess worm xlock xsnoop httptunnel").split(), "r2l"),
-    **dict.fromkeys("buffer_overflow loadmodule perl rootkit ps sqlattack xterm".split(), "u2r"),
-}
-_DROP = {"src_ip", "dst_ip", "src_port", "dst_port", "date", "time", "ts", "label", "type", "difficulty"}
+_TEST_SIZE = 0.2  # held-out share for datasets without an official split
+_VALIDATION_SIZE = 0.1  # server-held share of the training rows that calibrates the threshold
+# identifier/shortcut columns the model must not read (flows already drops src_ip, src_port, dst_ip)
+_DROP = ("src_ip", "dst_ip", "src_port", "dst_port", "date", "time", "ts")
 
 
 @dataclass(frozen=True)
 class FederatedData:
-    """Encoded train/test matrices, integer labels (``classes[0] == "benign"``) and optional row groups."""
+    """Encoded train/test matrices, integer labels (``classes[0] == "benign"``) and optional row groups.
+
+    ``encoder``/``preprocessor`` are the detection core's feature encoding fitted on the training rows
+    (``X_train``/``X_test`` are already scaled by them); ``X_val``/``y_val`` the server-held calibration
+    rows, ``X_val`` encoded but NOT scaled (``MLPDetector.score_matrix`` input);
+    ``provenance`` the split facts a detector manifest records (``data_digest``, ``split``, ...);
+    ``test_rows`` the row positions of ``X_test`` in the source table (nsl-kdd: its ``test`` split).
+    Synthetic test data may leave them empty (such a run cannot be saved as a detector).
+    """
 
     name: str
     X_train: npt.NDArray[np.float32]
@@ -57,6 +59,12 @@ class FederatedData:
     feature_names: tuple[str, ...]
     groups_train: npt.NDArray[np.str_] | None
     digest: str
+    encoder: Any = None
+    preprocessor: Any = None
+    X_val: npt.NDArray[np.float32] | None = None
+    y_val: npt.NDArray[np.int64] | None = None
+    provenance: dict[str, Any] = field(default_factory=dict)
+    test_rows: npt.NDArray[np.int64] | None = None
 
     @property
     def n_features(self) -> int:
@@ -64,114 +72,121 @@ class FederatedData:
         return int(self.X_train.shape[1])
 
 
-def _read_csv(path: Path, **kw: Any) -> pd.DataFrame:
-    if not path.is_file():
-        raise DatasetError(f"{path}: dataset file not found (see ../shared/datasets/README.md)")
-    return pd.read_csv(path, encoding="utf-8-sig", low_memory=False, **kw)
+def _stratify(labels: npt.NDArray[Any]) -> npt.NDArray[Any]:
+    # the same rule as `trustmesh train`: class names when every class has >= 2 rows, else attack/benign
+    names = np.asarray(labels).astype(str)
+    _, counts = np.unique(names, return_counts=True)
+    return names if counts.min() >= 2 else names != "benign"
 
 
-def _raw(name: str, data_dir: Path, seed: int) -> tuple[pd.DataFrame, pd.Series, pd.DataFrame, pd.Series,
-                                                        pd.Series | None]:
+def _split(n: int, labels: npt.NDArray[Any], test_size: float, seed: int) -> tuple[npt.NDArray[np.int64],
+                                                                                    npt.NDArray[np.int64]]:
+    """Stratified split identical to ``trustmesh train`` (evaluate re-creates it from the manifest)."""
+    from sklearn.model_selection import train_test_split
+
+    idx = np.arange(n)
+    try:
+        tr, te = train_test_split(idx, test_size=test_size, stratify=_stratify(labels), random_state=seed)
+    except ValueError as exc:
+        raise DatasetError(f"cannot split {n} rows with test size {test_size}: {exc}") from None
+    return np.sort(tr).astype(np.int64), np.sort(te).astype(np.int64)
+
+
+def _index_digest(idx: npt.NDArray[Any]) -> str:
+    return hashlib.sha256(np.asarray(idx, dtype="<i8").tobytes()).hexdigest()
+
+
+def _labels(table: Any, name: str) -> pd.Series:
     if name == "nsl-kdd":
-        tr = _read_csv(data_dir / "nsl-kdd" / "KDDTrain+.txt.gz", header=None, names=_NSL_COLUMNS)
-        te = _read_csv(data_dir / "nsl-kdd" / "KDDTest+.txt.gz", header=None, names=_NSL_COLUMNS)
-
-        def lab(df: pd.DataFrame) -> pd.Series:
-            return df["label"].map(lambda v: "benign" if v == "normal" else _NSL_FAMILY.get(v, "other"))
-
-        return tr, lab(tr), te, lab(te), None
-    if name == "ton-iot-network":
-        df = _read_csv(data_dir / "ton-iot" / "network" / "train_test_network.csv.gz")
-        labels = df["type"].astype(str).str.strip().replace({"normal": "benign"})
-        groups = None
-    elif name == "ton-iot-telemetry":
-        frames = []
-        for path in sorted((data_dir / "ton-iot" / "iot-telemetry").glob("Train_Test_IoT_*.csv.gz")):
-            part = _read_csv(path)
-            part.columns = [c.strip() for c in part.columns]
-            part["__device"] = path.name.removeprefix("Train_Test_IoT_").removesuffix(".csv.gz")
-            frames.append(part)
-        if not frames:
-            raise DatasetError(f"{data_dir / 'ton-iot' / 'iot-telemetry'}: no Train_Test_IoT_*.csv.gz files")
-        df = pd.concat(frames, ignore_index=True)
-        labels = df["type"].astype(str).str.strip().replace({"normal": "benign"})
-        groups = df.pop("__device")
-    else:
-        raise DatasetError(f"unknown dataset {name!r}; federated learning supports {', '.join(DATASETS)}")
-    # no official split: stratified 80/20 with the seed
-    rng = np.random.default_rng(seed)
-    test_mask = np.zeros(len(df), dtype=bool)
-    for cls in labels.unique():
-        idx = np.flatnonzero(labels.to_numpy() == cls)
-        test_mask[rng.choice(idx, size=max(1, int(round(0.2 * len(idx)))), replace=False)] = True
-    g_train = None if groups is None else groups[~test_mask].reset_index(drop=True)
-    return (df[~test_mask].reset_index(drop=True), labels[~test_mask].reset_index(drop=True),
-            df[test_mask].reset_index(drop=True), labels[test_mask].reset_index(drop=True), g_train)
+        # attack names -> the usual four categories (Tavallaee et al. 2009); benign stays benign
+        return table.attack_category.astype(str).str.lower().reset_index(drop=True)
+    return pd.Series(np.asarray(table.labels).astype(str))
 
 
-def _encode(train: pd.DataFrame, test: pd.DataFrame, max_vocab: int = 16) -> tuple[
-        npt.NDArray[np.float32], npt.NDArray[np.float32], tuple[str, ...]]:
-    cols = [c for c in train.columns if c not in _DROP and not c.startswith("__")]
-    num_tr, num_te, names = [], [], []
-    for c in cols:
-        s_tr = pd.to_numeric(train[c].replace("-", np.nan), errors="coerce")
-        if s_tr.notna().mean() > 0.95 or train[c].dtype.kind in "fiub":
-            s_te = pd.to_numeric(test[c].replace("-", np.nan), errors="coerce")
-            a_tr = s_tr.fillna(0).to_numpy(np.float64)
-            a_te = s_te.fillna(0).to_numpy(np.float64)
-            a_tr, a_te = np.sign(a_tr) * np.log1p(np.abs(a_tr)), np.sign(a_te) * np.log1p(np.abs(a_te))
-            mu, sd = a_tr.mean(), a_tr.std() or 1.0
-            num_tr.append((a_tr - mu) / sd)
-            num_te.append((a_te - mu) / sd)
-            names.append(c)
-        else:
-            s_tr = train[c].astype(str).str.strip()
-            s_te = test[c].astype(str).str.strip()
-            for v in s_tr.value_counts().index[:max_vocab]:
-                num_tr.append((s_tr == v).to_numpy(np.float64))
-                num_te.append((s_te == v).to_numpy(np.float64))
-                names.append(f"{c}={v}")
-    X_tr = np.clip(np.stack(num_tr, axis=1), -10, 10).astype(np.float32)
-    X_te = np.clip(np.stack(num_te, axis=1), -10, 10).astype(np.float32)
-    return X_tr, X_te, tuple(names)
+def _sample(n: int, size: int | None, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    if size is None or n <= size:
+        return np.arange(n, dtype=np.int64)
+    return np.sort(rng.choice(n, size=size, replace=False)).astype(np.int64)
 
 
 def load_federated_data(
     name: str, data_dir: Path | str | None = None, *, max_train: int | None = None, max_test: int | None = None,
     seed: int = 0,
 ) -> FederatedData:
-    """Load ``name`` (nsl-kdd | ton-iot-network | ton-iot-telemetry), optionally subsampled (stratified-ish
-    uniform sample with ``seed``), encoded to float32 with training-set statistics."""
+    """Load ``name`` (nsl-kdd | ton-iot-network | ton-iot-telemetry), optionally subsampled with ``seed``,
+    encoded with the detection core's encoder and z-score scaling fitted on the training rows used."""
     from trustmesh.config import DATA_HINT, find_data_dir
+    from trustmesh.detect import MLPDetector
+    from trustmesh.flows import load_dataset
 
     root = find_data_dir(data_dir)
     if root is None or not root.is_dir():
         raise DatasetError(f"no dataset folder found: {DATA_HINT}")
     if name not in DATASETS:
         raise DatasetError(f"unknown dataset {name!r}; federated learning supports {', '.join(DATASETS)}")
-    from trustmesh.flows import verify_dataset
-
-    # integrity first: the flows registry checks every file's sha256 (DatasetError names bad files)
-    for split in ("train", "test") if name == "nsl-kdd" else (None,):
-        verify_dataset(name, root, split=split)
-    tr, ytr, te, yte, groups = _raw(name, root, seed)
+    if max_train is not None and max_train < 10:
+        raise DatasetError(f"max_train must be >= 10, got {max_train}")
+    if name == "nsl-kdd":
+        train_table = load_dataset(name, split="train", data_dir=root)
+        test_table = load_dataset(name, split="test", data_dir=root)
+        ytr_all, yte_all = _labels(train_table, name), _labels(test_table, name)
+        split: dict[str, Any] = {"kind": "official", "train": "KDDTrain+", "evaluate_with": ["test", "test-21"]}
+        data_digest = train_table.digest
+        tr_idx = np.arange(len(train_table), dtype=np.int64)
+        te_idx = np.arange(len(test_table), dtype=np.int64)
+    else:
+        table = load_dataset(name, data_dir=root)
+        train_table = test_table = table
+        ytr_all = yte_all = _labels(table, name)
+        tr_idx, te_idx = _split(len(table), table.labels.to_numpy(), _TEST_SIZE, seed)
+        split = {"kind": "stratified", "test_size": _TEST_SIZE, "seed": seed, "n_rows": len(table),
+                 "n_test": int(te_idx.size), "test_index_sha256": _index_digest(te_idx)}
+        data_digest = table.digest
+    # the server keeps a stratified share of the training rows to calibrate the threshold
+    fit_pos, val_pos = _split(len(tr_idx), ytr_all.to_numpy()[tr_idx], _VALIDATION_SIZE, seed + 7)
     rng = np.random.default_rng(seed + 1)
-    if max_train is not None and len(tr) > max_train:
-        keep = np.sort(rng.choice(len(tr), size=max_train, replace=False))
-        tr, ytr = tr.iloc[keep].reset_index(drop=True), ytr.iloc[keep].reset_index(drop=True)
-        groups = None if groups is None else groups.iloc[keep].reset_index(drop=True)
-    if max_test is not None and len(te) > max_test:
-        keep = np.sort(rng.choice(len(te), size=max_test, replace=False))
-        te, yte = te.iloc[keep].reset_index(drop=True), yte.iloc[keep].reset_index(drop=True)
-    classes = ("benign", *sorted(set(ytr.unique()) - {"benign"}))
+    fit_idx = tr_idx[fit_pos][_sample(len(fit_pos), max_train, rng)]
+    val_idx = tr_idx[val_pos][_sample(len(val_pos), None if max_train is None else max(200, max_train // 8), rng)]
+    te_idx = te_idx[_sample(len(te_idx), max_test, rng)]
+    y_fit = ytr_all.iloc[fit_idx].reset_index(drop=True)
+    classes = ("benign", *sorted(set(y_fit.unique()) - {"benign"}))
+    if "benign" not in set(y_fit):
+        raise DatasetError(f"{name}: the sampled training rows hold no benign row")
     index = {c: i for i, c in enumerate(classes)}
-    known = yte.isin(classes)
+    y_te = yte_all.iloc[te_idx].reset_index(drop=True)
+    known = y_te.isin(classes).to_numpy()
     if not known.all():
         _log.info("%s: dropping %d test rows of classes unseen in training", name, int((~known).sum()))
-        te, yte = te[known.to_numpy()].reset_index(drop=True), yte[known.to_numpy()].reset_index(drop=True)
-    X_tr, X_te, names = _encode(tr, te)
-    y_tr = ytr.map(index).to_numpy(np.int64)
-    y_te = yte.map(index).to_numpy(np.int64)
-    digest = hashlib.sha256(X_tr.tobytes() + y_tr.tobytes() + X_te.tobytes() + y_te.tobytes()).hexdigest()
-    return FederatedData(name, X_tr, y_tr, X_te, y_te, classes, names,
-                         None if groups is None else groups.to_numpy(dtype=str), digest)
+        te_idx, y_te = te_idx[known], y_te[known].reset_index(drop=True)
+    y_val = ytr_all.iloc[val_idx].reset_index(drop=True)
+    vknown = y_val.isin(classes).to_numpy()
+    val_idx, y_val = val_idx[vknown], y_val[vknown].reset_index(drop=True)
+
+    def frame(tbl: Any, idx: npt.NDArray[np.int64]) -> pd.DataFrame:
+        f = tbl.features.iloc[idx].reset_index(drop=True)
+        return f.drop(columns=[c for c in _DROP if c in f.columns])
+
+    f_fit = frame(train_table, fit_idx)
+    # the detector's own encoder and z-score scaling, fitted on the rows the sites train on
+    template = MLPDetector(seed=seed, multiclass=len(classes) > 2).prepare(f_fit, classes=classes)
+    encoder, pre = template.encoder, template.pre
+    assert encoder is not None and pre is not None
+    X_tr = pre.transform(encoder.transform(f_fit))
+    M_val = encoder.transform(frame(train_table, val_idx))  # encoded, unscaled: the detector's input
+    X_te = pre.transform(encoder.transform(frame(test_table, te_idx)))
+    y_tr = y_fit.map(index).to_numpy(np.int64)
+    y_te_i = y_te.map(index).to_numpy(np.int64)
+    y_val_i = y_val.map(index).to_numpy(np.int64)
+    groups = None
+    if name == "ton-iot-telemetry":
+        groups = train_table.features["device"].iloc[fit_idx].astype(str).to_numpy(dtype=str)
+    digest = hashlib.sha256(X_tr.tobytes() + y_tr.tobytes() + X_te.tobytes() + y_te_i.tobytes()).hexdigest()
+    provenance = {
+        "dataset": name, "data_digest": data_digest, "split": split, "validation_size": _VALIDATION_SIZE,
+        "n_train": int(len(fit_idx)), "n_validation": int(len(val_idx)), "n_test_in_run": int(len(te_idx)),
+        "train_index_sha256": _index_digest(fit_idx), "validation_index_sha256": _index_digest(val_idx),
+        "dropped_columns": [c for c in _DROP if c in train_table.features.columns],
+    }
+    return FederatedData(name, X_tr, y_tr, X_te, y_te_i, classes, tuple(encoder.columns), groups, digest,
+                         encoder=encoder, preprocessor=pre, X_val=M_val, y_val=y_val_i, provenance=provenance,
+                         test_rows=te_idx)

@@ -99,12 +99,12 @@ def _server_main(grid: Grid, context: Context) -> None:
     if spec.get("out"):
         from trustmesh.federated._artifact import save_federated_model
 
-        manifest = save_federated_model(spec["out"], coord.weights, classes=data.classes,
-                                        feature_names=data.feature_names, hidden=cfg.train.hidden,
-                                        config=cfg.describe(), metrics=result.metrics, dataset_digest=data.digest,
-                                        recorder=recorder)
-        doc["model"] = {"path": spec["out"], "sha256": manifest["sha256"]}
-        doc["model_ledger_index"] = manifest.get("ledger_model_entry")
+        manifest = save_federated_model(spec["out"], coord.weights, data, config=cfg.describe(),
+                                        hidden=cfg.train.hidden, metrics=result.metrics, seed=cfg.train.model_seed,
+                                        epsilon=result.epsilon, run_path=result.path, recorder=recorder)
+        ledger_info = manifest.training["federated"]["ledger"] or {}
+        doc["model"] = {"path": spec["out"], "model_id": manifest.model_id, "sha256": manifest.artifact_sha256}
+        doc["model_ledger_index"] = ledger_info.get("model_entry")
     if ledger is not None and hasattr(ledger, "checkpoint"):
         ledger.checkpoint()
     if spec.get("result_path"):
