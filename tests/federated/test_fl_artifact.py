@@ -120,4 +120,6 @@ def test_nsl_kdd_federated_model_evaluates_on_kddtest(tmp_path: Path, data_dir: 
     assert res.exit_code == 0, res.output
     doc = json.loads(res.stdout[res.stdout.index("{"):])
     assert doc["split"] == "test" and doc["n_test"] == 22544
+    # scored per attack category (the classes the federated model predicts), not per attack name
+    assert set(doc["per_class"]) == {"benign", "dos", "probe", "r2l", "u2r"}
     assert 0.0 <= doc["macro_f1"] <= 1.0 and doc["roc_auc"] > 0.6

@@ -177,6 +177,15 @@ def _training_rows(manifest: Any, table: Any) -> tuple[Any, Any]:
     return table.subset(tr), table.subset(te)
 
 
+def _category_view(table: Any) -> Any:
+    """Relabel rows with their lower-cased attack category (models trained on NSL-KDD categories)."""
+    import dataclasses
+
+    if table.attack_category is None:
+        raise InputError(f"{table.name}: the model predicts attack categories but this table has none")
+    return dataclasses.replace(table, labels=table.attack_category.astype(str).str.lower())
+
+
 def _cross_validate(manifest: Any, table: Any, folds: int) -> dict[str, Any]:
     import numpy as np
     from sklearn.model_selection import StratifiedKFold
@@ -248,6 +257,9 @@ def evaluate(
             used_split = "held-out (manifest)"
         else:
             test_table = table
+    if info.get("label_view") == "attack_category":  # e.g. federated NSL-KDD models (docs/federated.md)
+        test_table = _category_view(test_table)
+        train_table = None if train_table is None else _category_view(train_table)
     doc = evaluate_detector(det, test_table, train=train_table)
     doc.update(model_id=manifest.model_id, kind=manifest.kind, dataset=dataset or str(input_path), split=used_split)
     print_json(doc)

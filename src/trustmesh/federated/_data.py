@@ -187,6 +187,8 @@ def load_federated_data(
         "train_index_sha256": _index_digest(fit_idx), "validation_index_sha256": _index_digest(val_idx),
         "dropped_columns": [c for c in _DROP if c in train_table.features.columns],
     }
+    if name == "nsl-kdd":
+        provenance["label_view"] = "attack_category"  # `trustmesh evaluate` scores per category, not attack name
     return FederatedData(name, X_tr, y_tr, X_te, y_te_i, classes, tuple(encoder.columns), groups, digest,
                          encoder=encoder, preprocessor=pre, X_val=M_val, y_val=y_val_i, provenance=provenance,
                          test_rows=te_idx)
