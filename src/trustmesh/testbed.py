@@ -20,6 +20,8 @@ import subprocess
 import sys
 import time
 
+from trustmesh._procs import stop_group
+
 __all__ = ["ATK_IP", "DEV_IP", "GW_ATK_IP", "GW_DEV_IP", "PEER_IP", "Testbed", "netns_unavailable"]
 
 DEV_IP, GW_DEV_IP = "10.203.1.2", "10.203.1.1"
@@ -272,12 +274,7 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 60,
                 if blocked is not None:
                     samples.append(blocked - started)
         finally:
-            os.killpg(gw.pid, 15)
-            try:
-                gw.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(gw.pid, 9)
-                gw.wait()
+            stop_group(gw, timeout=60)
             log.close()
     doc: dict[str, object] = {
         "runs": runs, "contained": len(samples), "idle_timeout_s": idle_timeout,

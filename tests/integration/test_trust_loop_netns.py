@@ -9,7 +9,6 @@ address lives inside namespaces this test creates; the host's ruleset is never t
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from netns import ATK_IP, DEV_IP, GW_ATK_IP, GW_DEV_IP, PEER_IP, Testbed, testbed  # noqa: F401
+from trustmesh._procs import stop_group
 from trustmesh.ledger import Ledger, audit
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -132,12 +132,7 @@ def test_gateway_contains_scanner_and_keeps_benign_traffic(testbed: Testbed, tmp
         if attack is not None:
             attack.kill()
             attack.wait()
-        os.killpg(gw.pid, signal.SIGTERM)
-        try:
-            gw.wait(timeout=60)
-        except subprocess.TimeoutExpired:
-            os.killpg(gw.pid, signal.SIGKILL)
-            gw.wait()
+        stop_group(gw, timeout=60)
         log.close()
     assert gw.returncode == 130, (tmp_path / "gw.log").read_text()[-3000:]
     audit(ledger_dir)

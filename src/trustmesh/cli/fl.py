@@ -287,16 +287,10 @@ def serve_cmd(
     except subprocess.TimeoutExpired as exc:
         raise FederatedError(f"the federated run did not finish within {timeout:.0f}s (logs in {work})") from exc
     finally:
-        import os
-        import signal
+        from trustmesh._procs import stop_group
 
         # the SuperLink runs flwr-serverapp/superexec children in its own session: stop the group
-        os.killpg(link.pid, signal.SIGTERM)
-        try:
-            link.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            os.killpg(link.pid, signal.SIGKILL)
-            link.wait()
+        stop_group(link, timeout=15)
         link_log.close()
     doc = json.loads(result_path.read_text(encoding="utf-8"))
     doc["work_dir"] = str(work)
@@ -323,7 +317,6 @@ def site_cmd(
         from trustmesh.errors import ConfigError
 
         raise ConfigError(f"--partition-id must be >= 0, got {partition_id}")
-    import os
     import signal
     import tempfile
 
@@ -344,13 +337,9 @@ def site_cmd(
     except KeyboardInterrupt:
         pass
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
+        from trustmesh._procs import stop_group
+
+        stop_group(proc, timeout=10)
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)
