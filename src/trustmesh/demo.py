@@ -385,7 +385,7 @@ def _table(headers: list[str], rows: list[list[Any]]) -> str:
 def render_report(doc: dict[str, Any], outcomes: list[PcapOutcome], kinds: Counter[str]) -> str:
     """Render the self-contained HTML report (plots inline as PNG data URIs)."""
     plots = _plots(doc, outcomes, kinds)
-    pcap_rows = []
+    pcap_rows: list[list[Any]] = []
     for o in outcomes:
         if o.error:
             pcap_rows.append([o.name, "-", "-", "-", "-", "-", ", ".join(o.attackers), "missing", "-", o.error])

@@ -183,7 +183,13 @@ class PipelineConfig:
         """Return the settings worth recording in the ledger (no secrets: the LLM key is never here)."""
         doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         doc["guards"] = self.guards.to_dict()
-        return json.loads(json.dumps(doc, default=str))
+        return _json_ready(doc)
+
+
+def _json_ready(doc: Mapping[str, Any]) -> dict[str, Any]:
+    """Return ``doc`` with every value made JSON-native (paths, tuples and the like become str/list)."""
+    out: dict[str, Any] = json.loads(json.dumps(doc, default=str))
+    return out
 
 
 def _source_spec(spec: str, rel: Callable[[str], Path]) -> str:
@@ -336,10 +342,8 @@ class Pipeline:
                     manifest: Manifest | None = None) -> Pipeline:
         """Open (or create) the ledger, load the model and build the responder described by ``config``."""
         if detector is None or manifest is None:
-            if config.model is not None:
-                detector, manifest = load_model(config.model)
-            else:
-                detector, manifest = default_pcap_model(config.data_dir)
+            loaded = load_model(config.model) if config.model is not None else default_pcap_model(config.data_dir)
+            detector, manifest = loaded[0], loaded[1]
         ledger = _open_or_create(Path(config.ledger_dir), config.origin)
         playbook_files = config.playbooks or (DEFAULT_PLAYBOOKS,)
         playbooks = PlaybookSet.load(list(playbook_files))
@@ -350,8 +354,7 @@ class Pipeline:
         return cls(detector, manifest, ledger, responder, Correlator(config.correlation_window_s), config)
 
     def _model_payload(self) -> dict[str, Any]:
-        doc = self.manifest.to_dict() if hasattr(self.manifest, "to_dict") else dict(vars(self.manifest))
-        return json.loads(json.dumps(doc, default=str))
+        return _json_ready(self.manifest.to_dict())
 
     # ----- ledger helpers
 
@@ -452,13 +455,13 @@ class Pipeline:
             return outcome
         scores = np.asarray(self.detector.score(flows, fill_missing=True), dtype=np.float64)
         outcome.scores = scores
-        classes = None
+        classes: list[str | None] | None = None
         predict_class = getattr(self.detector, "predict_class", None)
         if callable(predict_class) and len(getattr(self.detector, "classes_", ()) or ()) > 2:
             hits = scores >= self.detector.threshold
             if hits.any():
-                classes = np.full(len(flows), None, dtype=object)
-                classes[hits] = np.asarray(predict_class(flows[hits]), dtype=object)
+                predicted = iter(np.asarray(predict_class(flows[hits]), dtype=object).tolist())
+                classes = [str(next(predicted)) if hit else None for hit in hits.tolist()]
         alerts = alerts_from_scores(flows, scores, threshold=self.detector.threshold, model_id=self.model_id,
                                     source_name=source_name, classes=classes)
         indices = self._append_many([("alert", a.to_dict(), [self.model_index]) for a in alerts])
@@ -693,7 +696,7 @@ def _adaptive(batches: Iterator[pd.DataFrame], max_rows: int) -> Iterator[pd.Dat
                 break
             parts.append(more)
             rows += len(more)  # type: ignore[arg-type]
-        yield parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)  # type: ignore[arg-type]
+        yield parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
 
 
 def open_sources(specs: Sequence[str], config: PipelineConfig | None = None) -> list[FlowSource]:

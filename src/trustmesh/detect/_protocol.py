@@ -23,8 +23,12 @@ class Detector(Protocol):
     not matter, and missing columns raise :class:`trustmesh.errors.InputError`.
     """
 
-    name: str
     threshold: float
+
+    @property
+    def name(self) -> str:
+        """The detector kind (``gbdt``, ``autoencoder``, ...); a class attribute in implementations."""
+        ...
 
     @property
     def classes_(self) -> tuple[str, ...]:
