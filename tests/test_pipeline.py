@@ -222,3 +222,25 @@ def test_following_a_zeek_log_scores_rows_as_they_arrive(tmp_path: Path, model_p
     summary = pipeline.close()
     assert summary.flows == len(body) and summary.interrupted
     audit(tmp_path / "ledger")
+
+
+def test_run_command_reports_bad_config_and_bad_sources_in_one_line(tmp_path: Path, model_path: Path,
+                                                                    data_dir: Path) -> None:
+    exe = str(Path(sys.executable).with_name("trustmesh"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text("[pipeline]\nreplay = \"sometimes\"\n", encoding="utf-8")
+    run = subprocess.run([exe, "run", "--config", str(bad)], capture_output=True, text=True, check=False)
+    assert run.returncode == 2 and "replay must be 'fast' or 'recorded'" in run.stderr
+    assert len(run.stderr.strip().splitlines()) == 1 and "Traceback" not in run.stderr
+
+    good = tmp_path / "run.toml"
+    good.write_text(f'[pipeline]\nmodel = "{model_path}"\n', encoding="utf-8")
+    garbage = tmp_path / "garbage.pcap"
+    garbage.write_bytes(b"\x00\x01not a capture at all" * 10)
+    run = subprocess.run([exe, "run", "--config", str(good), "--json", "--source", str(garbage),
+                          "--source", str(data_dir / "pcaps/stratosphere-slips/test12-icmp-portscan.pcap")],
+                         capture_output=True, text=True, check=False)
+    assert run.returncode == 2, run.stderr
+    doc = json.loads(run.stdout)
+    assert doc["flows"] > 0 and len(doc["errors"]) == 1 and "garbage.pcap" in doc["errors"][0]
+    audit(tmp_path / "trustmesh-ledger")
