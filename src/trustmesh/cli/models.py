@@ -238,7 +238,7 @@ def evaluate(
         return
     train_table = None
     if dataset == "nsl-kdd" or (dataset is None and info.get("dataset") == "nsl-kdd" and input_path is None):
-        used_split = split or "test"
+        used_split: str | None = split or "test"
         table = load_dataset("nsl-kdd", split=used_split, data_dir=data_dir)
         if info.get("dataset") == "nsl-kdd":
             train_table = load_dataset("nsl-kdd", split="train", data_dir=data_dir)

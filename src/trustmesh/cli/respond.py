@@ -160,7 +160,7 @@ def validate_playbook(
     from trustmesh.respond import PlaybookSet
 
     pbs = PlaybookSet.load(files)
-    summary = [{"name": pb.name, "match": pb.match.model_dump(exclude_defaults=True),
+    summary: list[dict[str, Any]] = [{"name": pb.name, "match": pb.match.model_dump(exclude_defaults=True),
                 "actions": [{"type": s.type, "ttl_s": s.ttl_s, "approval": s.approval,
                              "params": s.params.model_dump()} for s in pb.actions]} for pb in pbs]
     if as_json:
@@ -212,6 +212,7 @@ def bench_respond(
     from trustmesh.records import Alert, FlowId, ModelId
     from trustmesh.respond import (
         DEFAULT_PLAYBOOKS,
+        Action,
         Correlator,
         Guards,
         NftablesAction,
@@ -251,7 +252,7 @@ def bench_respond(
         row["alerts"] += inc.alert_count
         row["technique"].add(inc.technique_id or "-")
     pbs = PlaybookSet.load(playbooks or DEFAULT_PLAYBOOKS)
-    actions = {"nftables": NftablesAction(), "quarantine": QuarantineAction(), "notify": NotifyAction("log"),
+    actions: dict[str, Action] = {"nftables": NftablesAction(), "quarantine": QuarantineAction(), "notify": NotifyAction("log"),
                "webhook": WebhookAction("http://127.0.0.1:9/bench")}
     latencies: list[float] = []
     n_records = 0

@@ -20,7 +20,7 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, NewType
+from typing import Any, NewType, cast
 
 import rfc8785
 
@@ -92,7 +92,7 @@ class Manifest:
 
     def body(self) -> dict[str, Any]:
         """Everything except the artifact digest (what is sealed inside the artifact)."""
-        return _clean({
+        return cast(dict[str, Any], _clean({
             "format": _FORMAT,
             "model_id": self.model_id,
             "kind": self.kind,
@@ -108,7 +108,7 @@ class Manifest:
             "metrics": self.metrics,
             "training": self.training,
             "calibration": self.calibration,
-        })
+        }))
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready manifest."""

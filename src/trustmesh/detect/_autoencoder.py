@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import io
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -173,7 +173,7 @@ class AutoencoderEnsembleDetector(BaseDetector):
                 out = torch.sqrt(torch.mean((self._output(S) - S) ** 2, dim=1))
         finally:
             torch.set_num_threads(old)
-        return out.numpy().astype(np.float64)
+        return cast(np.ndarray, out.numpy().astype(np.float64))
 
     # -- fit / score -------------------------------------------------------------------------------
     def _fit_matrix(self, X: np.ndarray, is_attack: np.ndarray, class_index: np.ndarray) -> None:
@@ -215,7 +215,7 @@ class AutoencoderEnsembleDetector(BaseDetector):
         hold_rmse = self._output_rmse(X[hold_idx])
         logs = np.log(hold_rmse + 1e-12)
         self._mu = float(np.mean(logs))
-        self._sigma = float(max(np.std(logs), 1e-6))
+        self._sigma = float(max(float(np.std(logs)), 1e-6))
 
     def rmse(self, matrix: np.ndarray) -> np.ndarray:
         """Return the output autoencoder's RMSE for an encoded matrix (the raw anomaly measure)."""

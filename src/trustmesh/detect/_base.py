@@ -15,7 +15,7 @@ import warnings
 import zipfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Self, cast
 
 import numpy as np
 import pandas as pd
@@ -121,7 +121,7 @@ def nan_median(X: np.ndarray) -> np.ndarray:
 
 def _signed_log(x: np.ndarray) -> np.ndarray:
     # Byte and packet counts span many orders of magnitude; a signed log keeps neural nets stable.
-    return np.sign(x) * np.log1p(np.abs(x))
+    return cast(np.ndarray, np.sign(x) * np.log1p(np.abs(x)))
 
 
 class Preprocessor:
@@ -322,10 +322,10 @@ class BaseDetector:
         flagged = scores >= self.threshold
         classes = np.asarray(self._classes, dtype=object)
         if len(self._classes) <= 2:
-            return np.where(flagged, classes[-1], classes[0])
+            return cast(np.ndarray, np.where(flagged, classes[-1], classes[0]))
         proba = self.predict_proba_matrix(matrix)
         best_attack = 1 + np.argmax(proba[:, 1:], axis=1)
-        return np.where(flagged, classes[best_attack], classes[0])
+        return cast(np.ndarray, np.where(flagged, classes[best_attack], classes[0]))
 
     def calibrate(self, X_val: pd.DataFrame, y_val_is_attack: np.ndarray, target_fpr: float = 0.01) -> float:
         """Set the threshold to flag at most ``target_fpr`` of the benign validation rows."""

@@ -10,7 +10,7 @@ and the threshold is then calibrated on validation data like any other detector.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -142,14 +142,14 @@ class EnsembleDetector(BaseDetector):
         """Return the two mapped component scores (supervised, anomaly)."""
         if self.sup is None or self.anom is None or not self._knots:
             raise ModelError("ensemble detector is not fitted; call fit() first")
-        s = np.interp(self.sup.score(matrix_frame), *self._knots[0])
-        a = np.interp(self.anom.score(matrix_frame), *self._knots[1])
+        s: np.ndarray = np.interp(self.sup.score(matrix_frame), *self._knots[0])
+        a: np.ndarray = np.interp(self.anom.score(matrix_frame), *self._knots[1])
         return s, a
 
     def _combine(self, s: np.ndarray, a: np.ndarray) -> np.ndarray:
         if self.combine == "max":
-            return np.maximum(s, a)
-        return (1.0 - self.anomaly_weight) * s + self.anomaly_weight * a
+            return cast(np.ndarray, np.maximum(s, a))
+        return cast(np.ndarray, (1.0 - self.anomaly_weight) * s + self.anomaly_weight * a)
 
     def score_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """Score an encoded matrix (columns in this ensemble's feature order)."""
@@ -179,7 +179,7 @@ class EnsembleDetector(BaseDetector):
         if len(X) == 0:
             return np.zeros(0, dtype=np.float64)
         s, a = self.component_scores(X)
-        return np.clip(self._combine(s, a), 0.0, 1.0).astype(np.float64)
+        return cast(np.ndarray, np.clip(self._combine(s, a), 0.0, 1.0).astype(np.float64))
 
     def predict_proba_matrix(self, matrix: np.ndarray) -> np.ndarray:
         """Class probabilities of the supervised component (for multi-class names)."""

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -84,7 +84,7 @@ def per_class_metrics(true: np.ndarray, pred: np.ndarray) -> tuple[dict[str, Any
 def row_hashes(features: pd.DataFrame) -> np.ndarray:
     """One uint64 hash per row over the feature values (column-order independent)."""
     ordered = features.reindex(columns=sorted(map(str, features.columns)))
-    return pd.util.hash_pandas_object(ordered, index=False).to_numpy()
+    return cast(np.ndarray, pd.util.hash_pandas_object(ordered, index=False).to_numpy())
 
 
 def leakage_audit(

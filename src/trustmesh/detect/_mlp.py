@@ -10,7 +10,7 @@ must share them, so a coordinator prepares once on a reference sample and ships 
 from __future__ import annotations
 
 import io
-from typing import Any, Self
+from typing import Any, Self, cast
 
 import numpy as np
 import pandas as pd
@@ -157,17 +157,17 @@ class MLPDetector(BaseDetector):
         self.net.load_state_dict(new)
 
     def _targets(self, y: np.ndarray | pd.Series, n: int) -> np.ndarray:
-        arr = np.asarray(y)
+        arr: np.ndarray = np.asarray(y)
         if arr.dtype == bool or np.issubdtype(arr.dtype, np.integer) and len(self._classes) == 2:
             return arr.astype(np.int64)
-        names = pd.Series(arr).astype(str).to_numpy()
+        names: np.ndarray = pd.Series(arr).astype(str).to_numpy()
         if len(self._classes) == 2:
-            return (names != "benign").astype(np.int64)
+            return cast(np.ndarray, (names != "benign").astype(np.int64))
         index = pd.Index(self._classes).get_indexer(names)
         if (index < 0).any():
             unknown = sorted(set(names[index < 0]))[:5]
             raise InputError(f"labels not in the model's classes: {unknown}")
-        return index.astype(np.int64)
+        return cast(np.ndarray, index.astype(np.int64))
 
     def train_epochs(
         self,

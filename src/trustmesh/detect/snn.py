@@ -20,7 +20,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -45,7 +45,7 @@ def _torch() -> Any:
 
 
 def _signed_log(x: np.ndarray) -> np.ndarray:
-    return np.sign(x) * np.log1p(np.abs(x))
+    return cast(np.ndarray, np.sign(x) * np.log1p(np.abs(x)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,12 +93,12 @@ class SpikeEncoding:
         v = np.asarray(raw, dtype=np.float64)
         v = np.where(np.isnan(v), np.asarray(self.fill), v)
         u = (_signed_log(v) - np.asarray(self.lo)) / np.asarray(self.span)
-        return np.clip(u, 0.0, 1.0).astype(np.float32)
+        return cast(np.ndarray, np.clip(u, 0.0, 1.0).astype(np.float32))
 
     def unscale_numeric(self, u: np.ndarray) -> np.ndarray:
         """Invert :meth:`scale_numeric` on [0, 1] values."""
         t = np.clip(np.asarray(u, dtype=np.float64), 0.0, 1.0) * np.asarray(self.span) + np.asarray(self.lo)
-        return np.sign(t) * np.expm1(np.abs(t))
+        return cast(np.ndarray, np.sign(t) * np.expm1(np.abs(t)))
 
     def transform(self, matrix: np.ndarray) -> np.ndarray:
         """Return float32 inputs in [0, 1], shape (rows, width)."""

@@ -12,7 +12,7 @@ import datetime as _dt
 import logging
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -72,7 +72,9 @@ SECTIONS: tuple[str, ...] = SECTION_NAMES
 def check_config(config: BlueprintConfig, data_dir: Path | None) -> None:
     """Reject configs naming unknown datasets or detectors, before any work starts."""
     try:
-        from trustmesh.flows import DATASETS
+        from trustmesh.flows import DATASETS as _datasets
+
+        DATASETS: Mapping[str, Any] | None = _datasets  # noqa: N806
     except ImportError:
         DATASETS = None  # noqa: N806 - flows not built yet: the data sections will skip
     if DATASETS is not None:
@@ -89,7 +91,9 @@ def check_config(config: BlueprintConfig, data_dir: Path | None) -> None:
                 "section needs kind 'table' datasets (pcaps and logs are used by the transfer section)"
             )
     try:
-        from trustmesh.detect import DETECTOR_KINDS
+        from trustmesh.detect import DETECTOR_KINDS as _kinds
+
+        DETECTOR_KINDS: tuple[str, ...] = _kinds  # noqa: N806
     except ImportError:
         DETECTOR_KINDS = ()  # noqa: N806
     known = {*DETECTOR_KINDS, "snn"}

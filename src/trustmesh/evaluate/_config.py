@@ -178,7 +178,8 @@ class BlueprintConfig:
                     values[key] = type(default)(raw)
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{source}: setting {key!r} cannot be {raw!r} ({exc})") from exc
-        return BlueprintConfig(**{k: tuple(v) if isinstance(v, list) else v for k, v in values.items()})
+        fields_: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in values.items()}
+        return BlueprintConfig(**fields_)
 
 
 PROFILES: dict[str, dict[str, Any]] = {

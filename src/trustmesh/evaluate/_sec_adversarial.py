@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import time
 import warnings
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -93,7 +93,7 @@ def _logit_fn(det: Any, space: ConstrainedSpace, base: np.ndarray) -> Any:
     else:
         raise ValueError(f"no differentiable path for detector {det_name!r}")
 
-    class Binary(torch.nn.Module):  # type: ignore[misc,name-defined]
+    class Binary(torch.nn.Module):
         """Collapse class logits to [benign, attack] (logsumexp over attack classes)."""
 
         def __init__(self) -> None:
@@ -158,7 +158,7 @@ def _hsj_attack(det: Any, space: ConstrainedSpace, base: np.ndarray, benign_u: n
             def predict(u: np.ndarray, row: np.ndarray = row) -> np.ndarray:
                 m = space.to_matrix(np.clip(u, 0.0, 1.0), np.repeat(row, len(u), axis=0))
                 flagged = det.score_matrix(m) >= det.threshold
-                return np.eye(2, dtype=np.float32)[flagged.astype(int)]
+                return cast(np.ndarray, np.eye(2, dtype=np.float32)[flagged.astype(int)])
 
             start_ok = predict(benign_u)[:, 1] == 0
             if not start_ok.any():
@@ -177,9 +177,9 @@ def _hsj_attack(det: Any, space: ConstrainedSpace, base: np.ndarray, benign_u: n
 
             def counting(x: np.ndarray, *a: Any, original: Any = original, **k: Any) -> np.ndarray:
                 queries[0] += len(x)
-                return original(x, *a, **k)
+                return cast(np.ndarray, original(x, *a, **k))
 
-            clf.predict = counting  # type: ignore[method-assign]
+            clf.predict = counting
             t0 = time.perf_counter()
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")
@@ -243,7 +243,7 @@ def run_adversarial(ctx: Context) -> SectionResult:
         det = ctx.detector("gbdt", dataset)
         base_all = det.encode(test.features.iloc[att])
         detected = np.flatnonzero(det.score_matrix(base_all) >= det.threshold)
-        pick = rng.choice(detected, size=min(cfg.hsj_samples, len(detected)),
+        pick: np.ndarray | list[int] = rng.choice(detected, size=min(cfg.hsj_samples, len(detected)),
                           replace=False) if len(detected) else []
         space = ConstrainedSpace(det, det.encode(split.train.features))
         ctx.step(f"HopSkipJump on gbdt ({len(pick)} rows)")
@@ -253,16 +253,17 @@ def run_adversarial(ctx: Context) -> SectionResult:
         still = []
         for eps in cfg.adv_epsilons:
             evaded = [bool(r["evaded"]) and float(r["linf"]) <= eps + 1e-9 for r in res]
-            acc = 1.0 - float(np.mean(evaded)) if res else None
-            still.append(acc)
-            rows.append(("gbdt", "HopSkipJump (black box)", eps, None, acc))
+            hsj_rate = 1.0 - float(np.mean(evaded)) if res else None
+            still.append(hsj_rate)
+            rows.append(("gbdt", "HopSkipJump (black box)", eps, None, hsj_rate))
         metrics["gbdt/HopSkipJump"] = {"per_row": res, "attack_detection_rate": still,
                                        "success_rate": float(np.mean([r["evaded"] for r in res])) if res else None,
                                        "median_linf_evaded": float(np.median([r["linf"] for r in res if r["evaded"]]))
                                        if any(r["evaded"] for r in res) else None,
                                        "median_queries": float(np.median([r["queries"] for r in res])) if res else None}
         if res:
-            ax.plot(cfg.adv_epsilons, still, marker="s", ls="--", label="gbdt HopSkipJump (detection rate)")
+            # res is non-empty here, so every detection rate in ``still`` is a float.
+            ax.plot(cfg.adv_epsilons, cast(list[float], still), marker="s", ls="--", label="gbdt HopSkipJump (detection rate)")
     ax.set(xlabel="L-inf budget ε (scaled feature units)", ylabel="accuracy / detection rate",
            ylim=(-0.02, 1.02),
            title=f"Robustness vs budget — {dataset}")

@@ -250,7 +250,10 @@ def run_energy(ctx: Context) -> SectionResult:
     metrics: dict[str, Any] = {"method": meter.describe(), "citations": OPS_CITATIONS, "inference": {}}
     for kind in cfg.detectors:
         det = ctx.detector(kind, dataset)
-        r = meter.run(lambda d=det: d.score(sample), min_wall_s=0.3, max_repeats=20)
+        def infer(d: Any = det) -> Any:
+            return d.score(sample)
+
+        r = meter.run(infer, min_wall_s=0.3, max_repeats=20)
         per = r.joules / len(sample)
         entry: dict[str, Any] = {"joules_per_inference": per, "reading": r.to_dict(), "flows": len(sample)}
         ops = ""

@@ -114,7 +114,10 @@ def poisoning_section(ctx: Context) -> SectionResult:
                                                               "backdoor success"), tuple(rows))
     headline: dict[str, Any] = {"clean accuracy": clean["accuracy"]}
     for attack in cfg.fl_attacks:
-        best = max(cfg.fl_defences, key=lambda a, at=attack: float(grid[at][a]["accuracy"] or 0))
+        def accuracy(a: str, at: str = attack) -> float:
+            return float(grid[at][a]["accuracy"] or 0)
+
+        best = max(cfg.fl_defences, key=accuracy)
         headline[f"{attack}: fedavg -> best defence"] = (
             f"{float(grid[attack]['fedavg']['accuracy'] or 0):.3f} -> {float(grid[attack][best]['accuracy'] or 0):.3f} ({best})"
         )

@@ -67,7 +67,10 @@ def run_spiking(ctx: Context) -> SectionResult:
             r = evaluate_detector(det, split.test)
             rare, rare_names = rare_class_recall(split.train.labels, split.test.labels,
                                                  det.predict(split.test.features))
-            reading = ctx.meter.run(lambda d=det: d.score(sample), min_wall_s=0.3, max_repeats=20)
+            def infer(d: Any = det) -> Any:
+                return d.score(sample)
+
+            reading = ctx.meter.run(infer, min_wall_s=0.3, max_repeats=20)
             per_inf_j = reading.joules / max(len(sample), 1)
             if kind == "snn":
                 det.score(sample)

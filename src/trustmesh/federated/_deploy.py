@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
@@ -59,7 +59,7 @@ def _maybe_secagg(msg: Message, ctxt: Context, call_next: Any) -> Message:
     rec = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
     if rec is not None and Key.STAGE in rec:
         return secaggplus_mod(msg, ctxt, call_next)
-    return call_next(msg, ctxt)
+    return cast(Message, call_next(msg, ctxt))
 
 
 def _client_fn(context: Context) -> Any:

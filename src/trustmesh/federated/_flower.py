@@ -60,7 +60,7 @@ def _site_client(site: Site, faults: dict[int, str], keyring_bytes: bytes | None
 
     keyring = CkksKeyring.from_bytes(keyring_bytes) if keyring_bytes else None
 
-    class _Client(NumPyClient):  # type: ignore[misc]
+    class _Client(NumPyClient):
         def fit(self, parameters: list[npt.NDArray[Any]], config: dict[str, Any]) -> Any:
             rnd = int(config.get("round", 0))
             fault = faults.get(site.site_id)
@@ -134,7 +134,7 @@ def _strategy(run: FlowerRun) -> Any:
     cfg = run.config
     coord = run.coordinator
 
-    class TrustmeshStrategy(Strategy):  # type: ignore[misc]
+    class TrustmeshStrategy(Strategy):
         """Legacy strategy delegating every decision to the Coordinator."""
 
         def __init__(self) -> None:
@@ -267,7 +267,8 @@ def run_server_workflow(grid: Any, context: Any, run: FlowerRun, max_weight: flo
             clipping_range=cfg.secagg.clipping_range, quantization_range=cfg.secagg.quantization_range,
             max_weight=max_weight, timeout=cfg.secagg.timeout,
         )
-    observed = _ObservingGrid(grid, run) if cfg.secagg is not None else grid
+    # _ObservingGrid duck-types flwr's Grid (it forwards every call), it does not subclass it.
+    observed: Any = _ObservingGrid(grid, run) if cfg.secagg is not None else grid
     DefaultWorkflow(fit_workflow=fit_workflow)(observed, legacy)
 
 
@@ -304,7 +305,7 @@ def simulate(
                                   secagg=config.secagg is not None)
     server_app = build_server_app(run, max_weight=float(max(len(p) for p in plan.parts)))
     cpus = num_cpus or max(1, min(2, os.cpu_count() or 1))
-    backend = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
+    backend: dict[str, dict[str, Any]] = {"client_resources": {"num_cpus": 1, "num_gpus": 0.0},
                "init_args": {"num_cpus": cpus, "include_dashboard": False, "logging_level": "ERROR",
                              "log_to_driver": False}}
     try:

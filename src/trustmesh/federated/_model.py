@@ -10,7 +10,7 @@ import contextlib
 import secrets
 import warnings
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import numpy.typing as npt
@@ -161,8 +161,8 @@ class MLPModel:
         self.net.eval()
         with torch.no_grad():
             logits = self.net(torch.from_numpy(np.array(X, dtype=np.float32, copy=True)))
-            return torch.softmax(logits, dim=1).numpy().astype(np.float32)
+            return cast(npt.NDArray[np.float32], torch.softmax(logits, dim=1).numpy().astype(np.float32))
 
     def predict(self, X: npt.ArrayLike) -> npt.NDArray[np.int64]:
         """Return the most likely class index per row."""
-        return np.argmax(self.predict_proba(X), axis=1).astype(np.int64)
+        return cast(npt.NDArray[np.int64], np.argmax(self.predict_proba(X), axis=1).astype(np.int64))

@@ -121,7 +121,7 @@ class FeatureEncoder:
 
     def _numeric(self, name: str, series: pd.Series) -> np.ndarray:
         if _is_numeric(series):
-            values = series.to_numpy(dtype=np.float64, na_value=np.nan)
+            values: np.ndarray = series.to_numpy(dtype=np.float64, na_value=np.nan)
         else:
             # A column numeric at fit time arrived as text (e.g. Zeek's "-"): coerce, bad -> NaN.
             values = pd.to_numeric(series, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)

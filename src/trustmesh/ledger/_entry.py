@@ -74,7 +74,7 @@ class Entry:
             raise InputError(f"entry.payload must be a JSON object, got {type(self.payload).__name__}")
         object.__setattr__(self, "time", _check_time(self.time))
         object.__setattr__(self, "refs", _check_refs(self.refs))
-        doc = {"kind": self.kind, "payload": self.payload, "refs": list(self.refs), "time": self.time}
+        doc: dict[str, Any] = {"kind": self.kind, "payload": self.payload, "refs": list(self.refs), "time": self.time}
         try:
             raw = rfc8785.dumps(doc)
         except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:

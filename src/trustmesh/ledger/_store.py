@@ -111,7 +111,8 @@ def pack_bundle(entries: Sequence[bytes]) -> bytes:
 
 def unpack_bundle(data: bytes, index: int = 0) -> list[bytes]:
     """Split an entry bundle; raise LogIntegrityError (naming the first bad index) if it is malformed."""
-    out, off, n = [], 0, len(data)
+    out: list[bytes] = []
+    off, n = 0, len(data)
     while off < n:
         if off + 2 > n:
             raise LogIntegrityError(f"entry bundle truncated at entry {index + len(out)}", index=index + len(out))

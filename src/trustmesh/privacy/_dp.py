@@ -12,7 +12,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import numpy as np
 
@@ -193,7 +193,7 @@ def privatize_mean(
     norms: list[float] = []
     for update in updates:
         if already_clipped:
-            arrays = [np.asarray(a, dtype=np.float64) for a in update]
+            arrays: list[FloatArray] = [np.asarray(a, dtype=np.float64) for a in update]
             norms.append(float(np.sqrt(sum(float(np.sum(a * a)) for a in arrays))))
         else:
             arrays, norm = clip_by_l2_norm(update, config.clip_norm)
@@ -201,5 +201,6 @@ def privatize_mean(
         clipped.append(arrays)
     n = len(clipped)
     std = config.noise_multiplier * config.clip_norm / n
-    mean = [sum(site[i] for site in clipped) / n for i in range(len(clipped[0]))]
+    # sum() starts from int 0, so its declared type is array | float; with >= 1 site it is an array.
+    mean = [cast(FloatArray, sum(site[i] for site in clipped) / n) for i in range(len(clipped[0]))]
     return [m + gaussian_noise(m.shape, std, generator) for m in mean], norms

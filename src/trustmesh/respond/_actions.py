@@ -335,9 +335,10 @@ class QuarantineAction:
         """Publish messages with QoS 1 and wait for each PUBACK; raise ActionError on any failure."""
         try:
             import paho.mqtt.client as mqtt
+            from paho.mqtt.enums import CallbackAPIVersion
         except ImportError:
             raise MissingDependencyError("paho-mqtt", "respond") from None
-        client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=self.client_id,
+        client = mqtt.Client(CallbackAPIVersion.VERSION2, client_id=self.client_id,
                              protocol=mqtt.MQTTv311)
         where = f"MQTT broker {self.broker}:{self.port}"
         try:
@@ -444,7 +445,7 @@ class WebhookAction:
 
     def apply(self, request: ActionRequest, *, enforce: bool) -> Outcome:
         """POST ``{"incident": ..., "action_id", "playbook", "step"}`` as JSON."""
-        doc = {"incident": request.incident.to_dict(), "action_id": request.action_id,
+        doc: dict[str, Any] = {"incident": request.incident.to_dict(), "action_id": request.action_id,
                "playbook": request.playbook, "step": request.step}
         if not request.params.get("include_alert_ids", True):
             doc["incident"].pop("alert_ids", None)

@@ -145,7 +145,7 @@ class Responder:
                          if pb.step_id(i) in chosen]
                 return steps, "llm", pid, []
             return default, "playbook", pid, []
-        allowed = [{"id": pb.step_id(i), "playbook": pb.name, "type": st.type,
+        allowed: list[dict[str, Any]] = [{"id": pb.step_id(i), "playbook": pb.name, "type": st.type,
                     "params": st.params.model_dump(),
                     "ttl_s": st.ttl_s, "needs_approval": st.approval}
                    for pb in matching for i, st in enumerate(pb.actions)]

@@ -28,7 +28,7 @@ class ContractArtifact:
     @property
     def runtime_hash(self) -> str:
         """Keccak-256 of the runtime code, as ``0x``-hex (what EXTCODEHASH returns)."""
-        from eth_utils import keccak
+        from eth_utils.crypto import keccak
 
         return "0x" + keccak(self.runtime).hex()
 

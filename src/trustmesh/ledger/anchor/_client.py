@@ -105,7 +105,7 @@ class AnchorClient:
 
     def check_contract(self, address: str) -> None:
         """Raise ChainError unless the code at ``address`` is exactly our compiled LogAnchor."""
-        from eth_utils import keccak
+        from eth_utils.crypto import keccak
 
         try:
             code = bytes(self.w3.eth.get_code(self._checksum(address)))
