@@ -23,7 +23,7 @@ from trustmesh.errors import (
     VerificationError,
 )
 from trustmesh.ledger import Checkpoint, Entry, Ledger, NoteSigner, audit
-from trustmesh.ledger._store import level_offsets, pack_bundle, unpack_bundle
+from trustmesh.ledger._store import level_offsets, read_stored_entries, rewrite_stored_entries
 
 SIZE = 530  # two full level-0 tiles, a partial one, and a partial level-1 tile
 CHECKPOINTS = (200, SIZE)
@@ -48,21 +48,6 @@ def _copy(pristine: Path, dest: Path) -> Path:
     return dest
 
 
-def _entries(db: sqlite3.Connection) -> list[bytes]:
-    out: list[bytes] = []
-    for (data,) in db.execute("SELECT data FROM bundles ORDER BY idx"):
-        out.extend(unpack_bundle(data))
-    return out
-
-
-def _write_entries(db: sqlite3.Connection, entries: list[bytes]) -> None:
-    """Rewrite the bundles with this entry list (bundle widths follow the new content)."""
-    db.execute("DELETE FROM bundles")
-    for b in range(0, len(entries), 256):
-        chunk = entries[b : b + 256]
-        db.execute("INSERT INTO bundles VALUES(?,?,?)", (b // 256, len(chunk), pack_bundle(chunk)))
-
-
 def _other_entry(rng: random.Random) -> bytes:
     return Entry("forged", {"n": rng.randrange(10**9)}, time=1.0).to_bytes()
 
@@ -72,7 +57,7 @@ Edit = Callable[[sqlite3.Connection, random.Random], tuple[type[VerificationErro
 
 
 def modify_entry(db: sqlite3.Connection, rng: random.Random) -> tuple[type[VerificationError], int]:
-    entries = _entries(db)
+    entries = read_stored_entries(db)
     i = rng.randrange(SIZE)
     raw = bytearray(entries[i])
     if rng.random() < 0.5:
@@ -81,38 +66,38 @@ def modify_entry(db: sqlite3.Connection, rng: random.Random) -> tuple[type[Verif
         entries[i] = bytes(raw)
     else:
         entries[i] = _other_entry(rng)
-    _write_entries(db, entries)
+    rewrite_stored_entries(db, entries)
     return LogIntegrityError, i
 
 
 def delete_entry(db: sqlite3.Connection, rng: random.Random) -> tuple[type[VerificationError], int]:
-    entries = _entries(db)
+    entries = read_stored_entries(db)
     i = rng.randrange(SIZE)
     del entries[i]
-    _write_entries(db, entries)
+    rewrite_stored_entries(db, entries)
     return LogIntegrityError, i
 
 
 def insert_entry(db: sqlite3.Connection, rng: random.Random) -> tuple[type[VerificationError], int]:
-    entries = _entries(db)
+    entries = read_stored_entries(db)
     i = rng.randrange(SIZE)
     entries.insert(i, _other_entry(rng) if rng.random() < 0.5 else entries[rng.randrange(SIZE)])
-    _write_entries(db, entries)
+    rewrite_stored_entries(db, entries)
     return LogIntegrityError, i
 
 
 def reorder_entries(db: sqlite3.Connection, rng: random.Random) -> tuple[type[VerificationError], int]:
-    entries = _entries(db)
+    entries = read_stored_entries(db)
     i, j = sorted(rng.sample(range(SIZE), 2))
     entries[i], entries[j] = entries[j], entries[i]
-    _write_entries(db, entries)
+    rewrite_stored_entries(db, entries)
     return LogIntegrityError, i
 
 
 def truncate_entries(db: sqlite3.Connection, rng: random.Random) -> tuple[type[VerificationError], int]:
-    entries = _entries(db)
+    entries = read_stored_entries(db)
     keep = rng.randrange(SIZE)
-    _write_entries(db, entries[:keep])
+    rewrite_stored_entries(db, entries[:keep])
     if rng.random() < 0.5:  # also lower the committed size and drop the tiles, as a careful attacker would
         db.execute("UPDATE meta SET value=? WHERE key='size'", (str(keep),))
     return LogIntegrityError, keep

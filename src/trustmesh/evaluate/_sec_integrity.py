@@ -22,6 +22,7 @@ import numpy as np
 
 from trustmesh.evaluate._context import Context
 from trustmesh.evaluate._report import Plot, SectionResult, Table, figure_png
+from trustmesh.ledger._store import read_stored_entries, rewrite_stored_entries
 
 __all__ = ["TAMPER_KINDS", "fill_ledger", "pipeline_run", "run_integrity", "tamper_campaign"]
 
@@ -169,24 +170,6 @@ def fill_ledger(ctx: Context, directory: Path, n_entries: int) -> tuple[str, int
 
 
 # ------------------------------------------------------------------------------------------ edits
-def _entries(db: sqlite3.Connection) -> list[bytes]:
-    from trustmesh.ledger._store import unpack_bundle
-
-    out: list[bytes] = []
-    for (data,) in db.execute("SELECT data FROM bundles ORDER BY idx"):
-        out.extend(unpack_bundle(data))
-    return out
-
-
-def _write(db: sqlite3.Connection, entries: list[bytes]) -> None:
-    from trustmesh.ledger._store import pack_bundle
-
-    db.execute("DELETE FROM bundles")
-    for b in range(0, len(entries), 256):
-        chunk = entries[b : b + 256]
-        db.execute("INSERT INTO bundles VALUES(?,?,?)", (b // 256, len(chunk), pack_bundle(chunk)))
-
-
 def _forged(rng: random.Random) -> bytes:
     from trustmesh.ledger import Entry
 
@@ -194,45 +177,45 @@ def _forged(rng: random.Random) -> bytes:
 
 
 def _modify(db: sqlite3.Connection, rng: random.Random) -> None:
-    e = _entries(db)
+    e = read_stored_entries(db)
     i = rng.randrange(len(e))
     raw = bytearray(e[i])
     raw[rng.randrange(len(raw))] ^= 1 << rng.randrange(8)
     e[i] = bytes(raw)
-    _write(db, e)
+    rewrite_stored_entries(db, e)
 
 
 def _replace(db: sqlite3.Connection, rng: random.Random) -> None:
-    e = _entries(db)
+    e = read_stored_entries(db)
     e[rng.randrange(len(e))] = _forged(rng)
-    _write(db, e)
+    rewrite_stored_entries(db, e)
 
 
 def _delete(db: sqlite3.Connection, rng: random.Random) -> None:
-    e = _entries(db)
+    e = read_stored_entries(db)
     del e[rng.randrange(len(e))]
-    _write(db, e)
+    rewrite_stored_entries(db, e)
 
 
 def _insert(db: sqlite3.Connection, rng: random.Random) -> None:
-    e = _entries(db)
+    e = read_stored_entries(db)
     e.insert(rng.randrange(len(e)), _forged(rng))
-    _write(db, e)
+    rewrite_stored_entries(db, e)
 
 
 def _reorder(db: sqlite3.Connection, rng: random.Random) -> None:
-    e = _entries(db)
+    e = read_stored_entries(db)
     i, j = rng.sample(range(len(e)), 2)
     if e[i] == e[j]:
         e[i] = _forged(rng)
     e[i], e[j] = e[j], e[i]
-    _write(db, e)
+    rewrite_stored_entries(db, e)
 
 
 def _truncate(db: sqlite3.Connection, rng: random.Random) -> None:
-    e = _entries(db)
+    e = read_stored_entries(db)
     keep = rng.randrange(len(e))
-    _write(db, e[:keep])
+    rewrite_stored_entries(db, e[:keep])
     db.execute("UPDATE meta SET value=? WHERE key='size'", (str(keep),))
 
 

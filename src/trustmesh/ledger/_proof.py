@@ -62,6 +62,15 @@ def _hash_list(value: Any, field: str) -> tuple[bytes, ...]:
     return tuple(_unb64(item, f"{field}[{i}]") for i, item in enumerate(value))
 
 
+def _require_fields(doc: Any, what: str, fields: tuple[str, ...]) -> None:
+    """Refuse ``doc`` unless it is a JSON object holding every one of ``fields``."""
+    if not isinstance(doc, dict):
+        raise InputError(f"{what}: expected a JSON object")
+    missing = set(fields) - doc.keys()
+    if missing:
+        raise InputError(f"{what}: missing field(s) {sorted(missing)}")
+
+
 @dataclass(frozen=True, slots=True)
 class InclusionProof:
     """An RFC 9162 inclusion proof of leaf ``leaf_index`` in the tree of size ``tree_size``.
@@ -89,11 +98,7 @@ class InclusionProof:
     @classmethod
     def from_json(cls, doc: Any) -> InclusionProof:
         """Parse the JSON form, checking every field (sizes, base64, 32-byte hashes)."""
-        if not isinstance(doc, dict):
-            raise InputError("inclusion proof: expected a JSON object")
-        missing = {"leafIdx", "treeSize", "leafHash", "root", "proof"} - doc.keys()
-        if missing:
-            raise InputError(f"inclusion proof: missing field(s) {sorted(missing)}")
+        _require_fields(doc, "inclusion proof", ("leafIdx", "treeSize", "leafHash", "root", "proof"))
         index = _uint(doc["leafIdx"], "leafIdx")
         size = _uint(doc["treeSize"], "treeSize")
         if index >= size:
@@ -125,11 +130,7 @@ class ConsistencyProof:
     @classmethod
     def from_json(cls, doc: Any) -> ConsistencyProof:
         """Parse the JSON form, checking every field."""
-        if not isinstance(doc, dict):
-            raise InputError("consistency proof: expected a JSON object")
-        missing = {"size1", "size2", "root1", "root2", "proof"} - doc.keys()
-        if missing:
-            raise InputError(f"consistency proof: missing field(s) {sorted(missing)}")
+        _require_fields(doc, "consistency proof", ("size1", "size2", "root1", "root2", "proof"))
         size1, size2 = _uint(doc["size1"], "size1"), _uint(doc["size2"], "size2")
         if size1 > size2:
             raise InputError(f"size1 must be <= size2, got {size1} > {size2}")

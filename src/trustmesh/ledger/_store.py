@@ -33,7 +33,16 @@ from typing import Final
 from trustmesh.errors import InputError, LogIntegrityError
 from trustmesh.ledger.hazmat import EMPTY_ROOT, HASH_SIZE, node_hash
 
-__all__ = ["FORMAT_VERSION", "TileStore", "level_offsets", "pack_bundle", "tile_id", "unpack_bundle"]
+__all__ = [
+    "FORMAT_VERSION",
+    "TileStore",
+    "level_offsets",
+    "pack_bundle",
+    "read_stored_entries",
+    "rewrite_stored_entries",
+    "tile_id",
+    "unpack_bundle",
+]
 
 log = logging.getLogger(__name__)
 
@@ -123,6 +132,28 @@ def unpack_bundle(data: bytes, index: int = 0) -> list[bytes]:
         out.append(bytes(data[off + 2 : end]))
         off = end
     return out
+
+
+def read_stored_entries(db: sqlite3.Connection) -> list[bytes]:
+    """Return every entry's bytes from an open ledger database's bundles, bypassing all checks.
+
+    For tamper campaigns (tests, the evaluation blueprint): the ledger itself never reads this way.
+    """
+    out: list[bytes] = []
+    for (data,) in db.execute("SELECT data FROM bundles ORDER BY idx"):
+        out.extend(unpack_bundle(data))
+    return out
+
+
+def rewrite_stored_entries(db: sqlite3.Connection, entries: Sequence[bytes]) -> None:
+    """Replace the stored bundles with ``entries`` (widths follow the new content), bypassing all checks.
+
+    A tamper tool: the hashes, tiles and checkpoints are left as they were, so an audit must fail.
+    """
+    db.execute("DELETE FROM bundles")
+    for b in range(0, len(entries), TILE_WIDTH):
+        chunk = entries[b:b + TILE_WIDTH]
+        db.execute("INSERT INTO bundles VALUES(?,?,?)", (b // TILE_WIDTH, len(chunk), pack_bundle(chunk)))
 
 
 class TileStore:

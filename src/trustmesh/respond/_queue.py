@@ -204,18 +204,18 @@ class ApprovalQueue:
                  json.dumps(guards), int(enforce), decision_id, None, None),
             )
 
+    def _select(self, table: str, order_by: str, **equals: str | None) -> list[sqlite3.Row]:
+        """Return the rows of ``table`` whose columns equal the given non-None values, ordered."""
+        where = [(column, value) for column, value in equals.items() if value is not None]
+        sql = f"SELECT * FROM {table}" + "".join(
+            (" WHERE " if i == 0 else " AND ") + f"{column}=?" for i, (column, _) in enumerate(where))
+        with self._db() as db:
+            return list(db.execute(f"{sql} ORDER BY {order_by}", [value for _, value in where]).fetchall())
+
     def approvals(self, status: str | None = "pending",
                   incident_id: str | None = None) -> list[PendingApproval]:
         """Return queued approvals (all statuses when ``status`` is None)."""
-        sql, args = "SELECT * FROM approvals WHERE 1=1", []
-        if status is not None:
-            sql += " AND status=?"
-            args.append(status)
-        if incident_id is not None:
-            sql += " AND incident_id=?"
-            args.append(incident_id)
-        with self._db() as db:
-            rows = db.execute(sql + " ORDER BY created", args).fetchall()
+        rows = self._select("approvals", "created", status=status, incident_id=incident_id)
         return [self._approval(r) for r in rows]
 
     def approval(self, approval_id: str) -> PendingApproval:
@@ -270,15 +270,7 @@ class ApprovalQueue:
 
     def actions(self, incident_id: str | None = None, status: str | None = None) -> list[StoredAction]:
         """Return stored actions, oldest first."""
-        sql, args = "SELECT * FROM actions WHERE 1=1", []
-        if incident_id is not None:
-            sql += " AND incident_id=?"
-            args.append(incident_id)
-        if status is not None:
-            sql += " AND status=?"
-            args.append(status)
-        with self._db() as db:
-            rows = db.execute(sql + " ORDER BY applied_at", args).fetchall()
+        rows = self._select("actions", "applied_at", incident_id=incident_id, status=status)
         return [StoredAction(r["action_id"], r["incident_id"], r["decision_id"], r["kind"], bool(r["blocks"]),
                              r["status"], json.loads(r["spec"]), json.loads(r["state"]),
                              tuple(json.loads(r["targets"])), bool(r["enforce"]), r["applied_at"],
