@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 import io
 import zlib
 from collections.abc import Iterator
@@ -12,7 +13,7 @@ from typing import IO, Any
 
 from trustmesh.errors import InputError
 
-__all__ = ["head_bytes", "is_gzip", "open_text"]
+__all__ = ["head_bytes", "is_gzip", "json_objects", "open_text"]
 
 
 def is_gzip(path: Path) -> bool:
@@ -47,3 +48,24 @@ def open_text(path: Path) -> Iterator[IO[str]]:
         raise InputError(f"{path}: truncated or corrupt gzip data ({exc})") from exc
     finally:
         text.close()
+
+
+def json_objects(lines: Iterator[str | None], path: Path) -> Iterator[tuple[int, dict[str, Any]] | None]:
+    """Parse JSON lines into ``(line number, object)``, skipping blank lines; pass ``None`` ticks on.
+
+    A line that is not a JSON object raises ``InputError`` naming ``path`` and the line number.
+    """
+    for lineno, raw in enumerate(lines, 1):
+        if raw is None:
+            yield None
+            continue
+        line = raw.strip()
+        if not line:
+            continue
+        try:
+            rec = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{path}:{lineno}: not JSON ({exc.msg})") from exc
+        if not isinstance(rec, dict):
+            raise InputError(f"{path}:{lineno}: expected a JSON object per line")
+        yield lineno, rec

@@ -12,7 +12,6 @@ NaN. Other event types (alert, dns, http, ...) are skipped.
 
 from __future__ import annotations
 
-import json
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -25,7 +24,7 @@ import pandas as pd
 from trustmesh.flows._follow import follow_lines
 from trustmesh.errors import InputError
 from trustmesh.flows._connstate import derive_conn_state
-from trustmesh.flows._io import open_text
+from trustmesh.flows._io import json_objects, open_text
 from trustmesh.flows._schema import empty_canonical, to_canonical
 
 __all__ = [
@@ -106,20 +105,14 @@ def _eve_batches(lines: Iterator[str | None], p: Path, batch_size: int, seen: li
     ``seen[0]`` counts the EVE records read (of any event type), so callers can tell an empty log.
     """
     records: list[dict[str, Any]] = []
-    for lineno, raw in enumerate(lines, 1):
-        if raw is None:  # a follow-mode idle tick
+    for item in json_objects(lines, p):
+        if item is None:  # a follow-mode idle tick
             if records:
                 yield suricata_flows_to_canonical(records, source=str(p))
                 records = []
             continue
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{p}:{lineno}: not JSON ({exc.msg})") from exc
-        if not isinstance(rec, dict) or "event_type" not in rec:
+        lineno, rec = item
+        if "event_type" not in rec:
             raise InputError(f"{p}:{lineno}: not a Suricata EVE record (no event_type)")
         seen[0] += 1
         if rec["event_type"] != "flow":

@@ -13,7 +13,6 @@ Labelled logs (Stratosphere/IoT-23 ``conn.log.labeled``) carry ``label`` and ``d
 
 from __future__ import annotations
 
-import json
 import re
 import zlib
 from collections.abc import Iterator
@@ -25,7 +24,7 @@ import pandas as pd
 
 from trustmesh.flows._follow import follow_lines
 from trustmesh.errors import InputError
-from trustmesh.flows._io import open_text
+from trustmesh.flows._io import json_objects, open_text
 from trustmesh.flows._schema import empty_canonical, to_canonical
 
 __all__ = [
@@ -153,22 +152,13 @@ def _iter_tsv(lines: Iterator[str | None], path: Path, batch_size: int) -> Itera
 
 def _iter_json(lines: Iterator[str | None], path: Path, batch_size: int) -> Iterator[pd.DataFrame]:
     records: list[dict[str, Any]] = []
-    for lineno, raw in enumerate(lines, 1):
-        if raw is None:  # a follow-mode idle tick: release what we hold
+    for item in json_objects(lines, path):
+        if item is None:  # a follow-mode idle tick: release what we hold
             if records:
                 yield zeek_to_canonical(pd.DataFrame.from_records(records), source=str(path))
                 records = []
             continue
-        line = raw.strip()
-        if not line:
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: not JSON ({exc.msg})") from exc
-        if not isinstance(rec, dict):
-            raise InputError(f"{path}:{lineno}: expected a JSON object per line")
-        records.append(rec)
+        records.append(item[1])
         if len(records) >= batch_size:
             yield zeek_to_canonical(pd.DataFrame.from_records(records), source=str(path))
             records = []
