@@ -52,3 +52,24 @@ def test_demo_without_data_says_what_is_missing(tmp_path: Path) -> None:
     assert run.returncode == 2
     assert "TRUSTMESH_DATA" in run.stderr and "Traceback" not in run.stderr
     assert len(run.stderr.strip().splitlines()) == 1
+
+
+@pytest.mark.slow
+def test_demo_reports_a_corrupted_capture_and_replays_the_rest(tmp_path: Path, data_dir: Path) -> None:
+    data = tmp_path / "data"
+    for src in data_dir.rglob("*"):
+        if src.is_file():
+            dst = data / src.relative_to(data_dir)
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    bad = data / "pcaps/practical-packet-analysis/synscan.pcapng"
+    bad.unlink()
+    bad.write_bytes((data_dir / "pcaps/practical-packet-analysis/synscan.pcapng").read_bytes()[:5000])  # truncated
+    exe = Path(sys.executable).with_name("trustmesh")
+    run = subprocess.run([str(exe), "demo", "--out", str(tmp_path / "d"), "--data-dir", str(data), "--no-anchor"],
+                         capture_output=True, text=True, timeout=900, check=False)
+    assert run.returncode == 0, run.stderr[-2000:]
+    summary = json.loads((tmp_path / "d" / "summary.json").read_text(encoding="utf-8"))
+    pcaps = {p["name"]: p for p in summary["pcaps"]}
+    assert "synscan.pcapng" in pcaps["pcap-synscan"]["error"] and "sha256" in pcaps["pcap-synscan"]["error"]
+    assert pcaps["pcap-ftp-crack"]["error"] is None and pcaps["pcap-ftp-crack"]["alerts"] > 0

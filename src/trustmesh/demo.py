@@ -113,13 +113,14 @@ def run_demo(out_dir: Path, data_dir: Path | None = None, *, step: Step | None =
     say: Step = step or (lambda msg: log.info("%s", msg))
     root = _require_data(data_dir)
     pcaps = sorted(n for n, spec in DATASETS.items() if spec.kind == "pcap")
-    missing = []
+    problems: dict[str, str] = {}  # capture -> why it cannot be used (checked once, up front)
     for name in pcaps:
         try:
             verify_dataset(name, root)
         except DatasetError as exc:
-            missing.append(str(exc))
-    if len(missing) == len(pcaps):
+            problems[name] = str(exc)
+    missing = list(problems.values())
+    if len(problems) == len(pcaps):
         raise DatasetError(f"none of the demo captures is usable in {root}: {missing[0]}; {DATA_HINT}")
 
     out_dir = Path(out_dir)
@@ -149,12 +150,10 @@ def run_demo(out_dir: Path, data_dir: Path | None = None, *, step: Step | None =
                                   attackers=tuple(gt.attackers) if gt else (),
                                   in_ip_flows=gt.in_ip_flows if gt else True)
             outcomes.append(outcome)
-            try:
-                path = dataset_path(name, root)
-                verify_dataset(name, root)
-            except DatasetError as exc:
-                outcome.error = str(exc)
+            if name in problems:
+                outcome.error = problems[name]
                 continue
+            path = dataset_path(name, root)
             say(f"replaying {path.name}")
 
             def seen(src: str, batch: BatchOutcome, outcome: PcapOutcome = outcome) -> None:
