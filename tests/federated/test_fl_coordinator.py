@@ -76,6 +76,33 @@ def test_ckks_rounds_match_plain_fedavg() -> None:
     assert he.rounds[0].secure_aggregation == "ckks" and he.rounds[0].commitments == {}
 
 
+def test_central_dp_under_ckks_noises_the_encrypted_sum_and_accounts_like_plain_dp() -> None:
+    dp = DPConfig(noise_multiplier=1.0, clip_norm=1.0)
+    clear = run_inprocess(FLConfig(n_sites=3, rounds=2, dp=dp, seed=3), DATA)
+    noiseless = run_inprocess(FLConfig(n_sites=3, rounds=2, he="ckks", seed=3), DATA)
+
+    he = run_inprocess(FLConfig(n_sites=3, rounds=2, he="ckks", dp=dp, seed=3), DATA)
+
+    assert [r.epsilon for r in he.rounds] == [r.epsilon for r in clear.rounds]
+    assert he.epsilon is not None and he.epsilon > 0
+    assert he.rounds[0].defence["dp"]["mode"] == "central"
+    # noise of std z*C/n = 1/3 per coordinate moved the model away from the noiseless CKKS run
+    moved = np.concatenate([(a - b).ravel() for a, b in zip(he.final_weights, noiseless.final_weights, strict=True)])
+    assert 0.1 < float(np.std(moved)) < 2.0
+
+
+def test_sites_without_examples_are_rejected_for_that_not_as_replays() -> None:
+    weights = [np.zeros(3, dtype=np.float32)]
+    coord = Coordinator(weights, FedAvg())
+    unchanged = [np.zeros(3, dtype=np.float32)]
+
+    rec = coord.aggregate(1, [Submission("a", [np.ones(3, dtype=np.float32)], 5), Submission("b", unchanged, 0),
+                              Submission("c", [u.copy() for u in unchanged], 0)])
+
+    assert rec.rejected == {"b": "num_examples must be >= 1, got 0", "c": "num_examples must be >= 1, got 0"}
+    assert np.allclose(coord.weights[0], 1.0)
+
+
 def test_sign_flip_hurts_fedavg_more_than_median() -> None:
     attack = AttackSpec("sign-flip", 0.3, scale=10.0)
     avg = run_inprocess(FLConfig(n_sites=5, rounds=3, attack=attack), DATA)

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from trustmesh.errors import InputError
-from trustmesh.privacy import CkksCiphertext, CkksKeyring, add_ciphertexts
+from trustmesh.privacy import CkksCiphertext, CkksKeyring, add_ciphertexts, add_plaintext
 
 
 @pytest.fixture(scope="module")
@@ -22,6 +22,27 @@ def test_sum_of_ciphertexts_decrypts_to_the_sum(keyring: CkksKeyring) -> None:
     summed = add_ciphertexts(keyring.public_context(), cts)
 
     assert np.allclose(keyring.decrypt(summed), np.sum(vectors, axis=0), atol=1e-4)
+
+
+def test_plaintext_added_under_the_public_context_decrypts_to_the_sum(keyring: CkksKeyring) -> None:
+    rng = np.random.default_rng(1)
+    secret = rng.normal(size=5000)  # > one chunk of 4096 slots
+    noise = rng.normal(scale=3.0, size=5000)
+
+    noised = add_plaintext(keyring.public_context(), keyring.encrypt(secret), noise)
+
+    assert np.allclose(keyring.decrypt(noised), secret + noise, atol=1e-4)
+    assert not np.allclose(keyring.decrypt(noised), secret, atol=0.1)
+
+
+def test_plaintext_of_the_wrong_length_or_non_finite_is_refused(keyring: CkksKeyring) -> None:
+    ct = keyring.encrypt([1.0, 2.0, 3.0])
+    with pytest.raises(ValueError, match="2 values, the ciphertext holds 3"):
+        add_plaintext(keyring.public_context(), ct, [1.0, 2.0])
+    with pytest.raises(ValueError, match="finite"):
+        add_plaintext(keyring.public_context(), ct, [1.0, np.nan, 2.0])
+    with pytest.raises(InputError, match="secret key"):
+        add_plaintext(keyring.secret_bytes(), ct, [0.0, 0.0, 0.0])
 
 
 def test_public_context_holds_no_secret_key(keyring: CkksKeyring) -> None:

@@ -32,14 +32,24 @@ def simulate_cmd(
     sites: int = typer.Option(3, "--sites", help="Number of sites (virtual SuperNodes)."),
     rounds: int = typer.Option(3, "--rounds", help="Federated rounds."),
     partition: str = typer.Option("iid", "--partition", help="iid | dirichlet:A | device | attack-family[:K]"),
+    model: str = typer.Option("mlp", "--model", help="mlp (classifier) | autoencoder (anomaly model; each site "
+                              "trains on its benign rows only)"),
+    target_fpr: float = typer.Option(0.01, "--target-fpr", help="Threshold flags at most this share of the "
+                                     "server-held benign validation rows (autoencoder metrics and --out)."),
     aggregator: str = typer.Option("fedavg", "--aggregator",
                                    help="fedavg | fedprox | median | trimmed-mean | multikrum | fltrust"),
+    defence: str | None = typer.Option(None, "--defence", help="Pre-aggregation defence wrapped around the "
+                                       "--aggregator rule: normbound | centered-clip | bulyan"),
+    assumed_malicious: int | None = typer.Option(None, "--assumed-malicious", help="f, the malicious sites the "
+                                                 "robust rules tolerate (default: the --attack sites, at least 1)."),
     secagg: bool = typer.Option(False, "--secagg", help="Flower SecAgg+ (the server sees only masked updates)."),
     secagg_shares: int | None = typer.Option(None, "--secagg-shares", help="SecAgg+ shares per site."),
     secagg_threshold: int | None = typer.Option(None, "--secagg-threshold", help="SecAgg+ reconstruction threshold."),
     dp: str | None = typer.Option(None, "--dp", help="Central DP: noise=Z,clip=C,delta=D[,budget=EPS][,method=pld]; "
                                   "or epsilon=E,clip=C,delta=D to calibrate the noise to E over all rounds"),
-    dp_sgd: str | None = typer.Option(None, "--dp-sgd", help="Local DP-SGD with opacus: noise=Z,clip=C"),
+    dp_sgd: str | None = typer.Option(None, "--dp-sgd", help="Record-level local DP-SGD (opacus) with a per-site "
+                                      "accountant: noise=Z,clip=C[,delta=D][,budget=EPS][,method=pld]; or "
+                                      "epsilon=E,clip=C[,delta=D] to calibrate each site's noise to E over all rounds"),
     he: str | None = typer.Option(None, "--he", help="Homomorphic aggregation: ckks"),
     attack: str | None = typer.Option(None, "--attack", help="KIND:FRACTION with KIND in label-flip, sign-flip, "
                                       "scaling, gaussian, backdoor"),
@@ -47,8 +57,14 @@ def simulate_cmd(
     local_epochs: int = typer.Option(1, "--local-epochs"),
     lr: float = typer.Option(3e-3, "--lr", help="Local Adam learning rate."),
     batch_size: int = typer.Option(64, "--batch-size", help="Local batch size."),
+    class_weight: str = typer.Option("none", "--class-weight",
+                                     help="Cross-entropy class weights from each party's own label counts: "
+                                     "none | balanced | sqrt (the --centralized baseline uses the same)."),
     max_rows: int | None = typer.Option(20000, "--max-rows", help="Subsample the training split (0 = all)."),
     max_test: int | None = typer.Option(5000, "--max-test", help="Subsample the test split (0 = all)."),
+    holdout: bool = typer.Option(False, "--holdout",
+                                 help="nsl-kdd: score on a stratified 20 % hold-out of KDDTrain+ instead of KDDTest+ "
+                                 "(an in-distribution view; KDDTest+ stays the official test set)."),
     ledger: Path | None = typer.Option(None, "--ledger", help="Ledger directory: each round is appended."),
     out: Path | None = typer.Option(None, "--out", help="Write the final model as a detector artifact (OUT + OUT.manifest.json)."),
     in_process: bool = typer.Option(False, "--in-process",
@@ -72,10 +88,13 @@ def simulate_cmd(
 
     cfg = _config(sites=sites, rounds=rounds, partition=partition, aggregator=aggregator, secagg=secagg,
                   secagg_shares=secagg_shares, secagg_threshold=secagg_threshold, dp=dp, he=he, attack=attack,
-                  seed=seed, local_epochs=local_epochs, dp_sgd=dp_sgd, lr=lr, batch_size=batch_size)
+                  seed=seed, local_epochs=local_epochs, dp_sgd=dp_sgd, lr=lr, batch_size=batch_size,
+                  class_weight=class_weight, model=model, target_fpr=target_fpr, defence=defence,
+                  assumed_malicious=assumed_malicious)
     if in_process and cfg.secagg is not None:
         raise ConfigError("--in-process cannot run SecAgg+ (it is Flower's protocol); drop one of them")
-    data = load_federated_data(dataset, data_dir, max_train=max_rows or None, max_test=max_test or None, seed=seed)
+    data = load_federated_data(dataset, data_dir, max_train=max_rows or None, max_test=max_test or None, seed=seed,
+                               holdout=holdout)
     recorder = RoundRecorder(open_round_ledger(ledger) if ledger is not None else None)
     t0 = time.perf_counter()
     if in_process:
@@ -91,7 +110,8 @@ def simulate_cmd(
     if out is not None:
         manifest = save_federated_model(out, result.final_weights, data, config=cfg.describe(),
                                         hidden=cfg.train.hidden, metrics=result.metrics, seed=cfg.train.model_seed,
-                                        epsilon=result.epsilon, run_path=result.path, recorder=recorder)
+                                        epsilon=result.epsilon, run_path=result.path, recorder=recorder,
+                                        target_fpr=cfg.target_fpr, model=cfg.model)
         ledger_info = manifest.training["federated"]["ledger"] or {}
         doc["model"] = {"path": str(out), "model_id": manifest.model_id, "sha256": manifest.artifact_sha256,
                         "threshold": manifest.threshold, "ledger_model_entry": ledger_info.get("model_entry")}
@@ -102,11 +122,14 @@ def simulate_cmd(
         print_json(doc)
         return
     m = result.metrics
-    console.print(f"{result.path}: macro_f1={m.get('macro_f1')} accuracy={m.get('accuracy')} "
+    # the classifier reports macro-F1; the anomaly model binary ROC-AUC and F1/FPR at its threshold
+    key = "macro_f1" if cfg.model == "mlp" else "roc_auc"
+    head = f"macro_f1={m.get('macro_f1')}" if cfg.model == "mlp" else f"roc_auc={m.get('roc_auc')} f1={m.get('f1')}"
+    console.print(f"{result.path}: {head} accuracy={m.get('accuracy')} "
                   f"epsilon={result.epsilon} rounds={len(result.rounds)}"
                   + (f" stopped: {result.stopped}" if result.stopped else ""))
     for r in result.rounds:
-        console.print(f"  round {r.round}: {r.seconds:.2f}s f1={r.metrics.get('macro_f1')} rejected={r.rejected}")
+        console.print(f"  round {r.round}: {r.seconds:.2f}s {key}={r.metrics.get(key)} rejected={r.rejected}")
 
 
 @bench_app.command("fl")
@@ -115,7 +138,7 @@ def bench_fl(
     sites: str = typer.Option("10,50,100", "--sites", help="Comma-separated site counts."),
     modes: str = typer.Option("plain,secagg,dp,ckks", "--modes", help="Subset of plain,secagg,dp,ckks."),
     rounds: int = typer.Option(3, "--rounds", help="Rounds per run; round 1 (actor start-up) is excluded."),
-    rows_per_site: int = typer.Option(200, "--rows-per-site"),
+    rows_per_site: int = typer.Option(200, "--rows-per-site", help="Training rows per site (0 = the whole training split)."),
     local_epochs: int = typer.Option(1, "--local-epochs"),
     dataset: str = typer.Option("ton-iot-network", "--dataset"),
     in_process: bool = typer.Option(False, "--in-process", help="Time the in-process loop instead of Flower."),
@@ -134,9 +157,11 @@ def bench_fl(
             raise ConfigError(f"--modes: unknown mode {m!r}")
     if rounds < 2:
         raise ConfigError("--rounds must be >= 2 (round 1 includes start-up and is excluded)")
+    if rows_per_site < 0:
+        raise ConfigError(f"--rows-per-site must be >= 0, got {rows_per_site}")
     rows: list[dict[str, Any]] = []
     for n in counts:
-        data = load_federated_data(dataset, max_train=n * rows_per_site, max_test=2000, seed=seed)
+        data = load_federated_data(dataset, max_train=n * rows_per_site or None, max_test=2000, seed=seed)
         for mode in wanted:
             if mode == "secagg" and in_process:
                 continue
@@ -151,7 +176,7 @@ def bench_fl(
             t0 = time.perf_counter()
             result = run_inprocess(cfg, data) if in_process else simulate(cfg, data)[0]
             steady = result.round_times[1:]
-            rows.append({"sites": n, "mode": mode, "path": result.path,
+            rows.append({"sites": n, "mode": mode, "path": result.path, "train_rows": int(len(data.y_train)),
                          "round_seconds_median": round(statistics.median(steady), 4),
                          "round_seconds": [round(t, 4) for t in result.round_times],
                          "wall_seconds": round(time.perf_counter() - t0, 2),
@@ -160,6 +185,7 @@ def bench_fl(
         base = next((r for r in rows if r["sites"] == row["sites"] and r["mode"] == "plain"), None)
         if base and base["round_seconds_median"] > 0:
             row["vs_plain"] = round(row["round_seconds_median"] / base["round_seconds_median"], 3)
+            row["overhead_seconds"] = round(row["round_seconds_median"] - base["round_seconds_median"], 4)
     doc = {"benchmark": "fl-round-time", "dataset": dataset, "rows_per_site": rows_per_site, "rounds": rounds,
            "local_epochs": local_epochs,
            "results": rows}
@@ -186,15 +212,18 @@ def _wait_port(host: str, port: int, timeout: float, proc: Any) -> None:
     import socket
 
     from trustmesh.errors import FederatedError
+    from trustmesh.federated._tls import connect_host
 
+    dial = connect_host(host)  # a bind-all address is reached over loopback
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             raise FederatedError(f"flower-superlink exited with code {proc.returncode} before listening on {port}")
-        with socket.socket() as s:
-            s.settimeout(0.5)
-            if s.connect_ex((host, port)) == 0:
+        try:
+            with socket.create_connection((dial, port), timeout=0.5):
                 return
+        except OSError:
+            pass
         time.sleep(0.3)
     raise FederatedError(f"flower-superlink did not listen on {host}:{port} within {timeout:.0f}s")
 
@@ -217,6 +246,148 @@ def _write_app(app_dir: Path, spec: dict[str, Any]) -> None:
     (app_dir / "pyproject.toml").write_text(tomli_w.dumps(doc), encoding="utf-8")
 
 
+def _hostport(host: str, port: int) -> str:
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _split_superlink(address: str) -> str:
+    """Return the host part of ``host:port`` / ``[v6]:port`` (ConfigError when malformed)."""
+    from trustmesh.errors import ConfigError
+
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"--superlink must be HOST:PORT, got {address!r}")
+    return host.strip("[]")
+
+
+def _serve_tls(host: str, tls_dir: Path | None, ssl_ca: Path | None, ssl_cert: Path | None,
+               ssl_key: Path | None, insecure: bool) -> Any:
+    """Resolve the SuperLink's TLS files (a ``TLSFiles``) or None for an explicit loopback ``--insecure``.
+
+    TLS is the default: without certificates `fl serve` refuses to start, and plain HTTP is allowed
+    only on a loopback bind, where nothing off the machine can read updates or submit runs.
+    """
+    from trustmesh.errors import ConfigError
+    from trustmesh.federated._tls import TLSFiles, is_loopback
+
+    explicit = [p for p in (ssl_ca, ssl_cert, ssl_key) if p is not None]
+    if insecure:
+        if tls_dir is not None or explicit:
+            raise ConfigError("--insecure excludes --tls-dir/--ssl-ca/--ssl-cert/--ssl-key; pick one")
+        if not is_loopback(host):
+            raise ConfigError(f"refusing plain HTTP on non-loopback --host {host}: every site's model update "
+                              "and the SuperLink's run-control API would cross the network unencrypted. "
+                              "Create certificates with `trustmesh fl certs DIR --host NAME` and pass "
+                              "--tls-dir DIR")
+        return None
+    if tls_dir is not None and explicit:
+        raise ConfigError("--tls-dir excludes --ssl-ca/--ssl-cert/--ssl-key; pick one")
+    if tls_dir is not None:
+        files = TLSFiles.from_dir(tls_dir)
+    elif explicit:
+        if ssl_ca is None or ssl_cert is None or ssl_key is None:
+            raise ConfigError("--ssl-ca, --ssl-cert and --ssl-key go together; one of them is missing")
+        files = TLSFiles.load(ssl_ca, ssl_cert, ssl_key)
+    else:
+        raise ConfigError("fl serve needs TLS: pass --tls-dir DIR (create it with `trustmesh fl certs DIR "
+                          "--host NAME`), or --ssl-ca/--ssl-cert/--ssl-key; plain HTTP only with --insecure "
+                          "on a loopback --host")
+    files.check_host(host)  # flwr run and the SuperLink's own runtime dial this address
+    return files
+
+
+def _write_flwr_config(home: Path, address: str, root_cert: Path | None) -> None:
+    """Write the ``FLWR_HOME/config.toml`` SuperLink connection that ``flwr run``/``flwr supernode`` use."""
+    import tomli_w
+
+    conn: dict[str, Any] = {"address": address}
+    if root_cert is None:
+        conn["insecure"] = True
+    else:
+        conn["root-certificates"] = str(root_cert.resolve())
+    doc = {"superlink": {"default": "trustmesh", "trustmesh": conn}}
+    (home / "config.toml").write_text(tomli_w.dumps(doc), encoding="utf-8")
+
+
+def _enroll_sites(bindir: Path, env: dict[str, str], work: Path, keys: list[Path]) -> list[dict[str, Any]]:
+    """Register each site's public key with the SuperLink (``flwr supernode register``) before the run."""
+    import subprocess
+
+    from trustmesh.errors import FederatedError
+    from trustmesh.federated._tls import load_site_public_key
+
+    enrolled = []
+    with (work / "enroll.log").open("ab") as log:
+        for key in keys:
+            proc = subprocess.run([str(bindir / "flwr"), "supernode", "register", str(key.resolve()),
+                                   "trustmesh", "--format", "json"],
+                                  env=env, cwd=work, capture_output=True, timeout=60, check=False)
+            log.write(proc.stdout + proc.stderr)
+            doc: dict[str, Any] = {}
+            start = proc.stdout.find(b"{")
+            if start >= 0:
+                try:
+                    doc = json.loads(proc.stdout[start:])
+                except ValueError:
+                    doc = {}
+            if proc.returncode != 0 or not doc.get("success"):
+                tail = (proc.stdout + proc.stderr).decode(errors="replace")[-600:]
+                raise FederatedError(f"could not enroll site key {key} "
+                                     f"(flwr exit {proc.returncode}):\n{tail}")
+            enrolled.append({"public_key": str(key), "sha256": load_site_public_key(key),
+                             "node_id": doc.get("node-id")})
+    return enrolled
+
+
+@fl_app.command("certs")
+@guarded
+def certs_cmd(
+    directory: Path = typer.Argument(..., help="Output directory (created 0700): ca.pem, ca.key, server.pem, "
+                                     "server.key."),
+    host: list[str] = typer.Option(..., "--host", help="A name or address the sites dial (repeat); "
+                                   "localhost/127.0.0.1/::1 are always added."),
+    days: int = typer.Option(365, "--days", help="Server certificate validity."),
+    renew: bool = typer.Option(False, "--renew", help="Replace an existing server certificate (rotation); "
+                               "an existing CA is kept, so sites keep their ca.pem."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create a private CA and a SuperLink server certificate for `fl serve --tls-dir` (keys 0600)."""
+    from trustmesh.federated._tls import create_tls
+
+    if days <= 0:
+        from trustmesh.errors import ConfigError
+
+        raise ConfigError(f"--days must be > 0, got {days}")
+    doc = create_tls(directory, list(host), days=days, renew=renew).describe()
+    doc["give_to_sites"] = doc["ca"]
+    if json_out:
+        print_json(doc)
+        return
+    console.print(f"server certificate {doc['cert']} for {', '.join(map(str, doc['hosts']))} "
+                  f"(valid until {doc['not_after']})")
+    console.print(f"give every site {doc['ca']} (sha256 {doc['ca_sha256']}); keep {directory}/ca.key offline")
+
+
+@fl_app.command("site-key")
+@guarded
+def site_key_cmd(
+    path: Path = typer.Argument(..., help="Private key file to write (0600); the public key goes to "
+                                "PATH.pub."),
+    force: bool = typer.Option(False, "--force", help="Replace an existing key."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Create this site's enrolment key; send PATH.pub to the coordinator (`fl serve --enroll PATH.pub`)."""
+    from trustmesh.federated._tls import create_site_key
+
+    key = create_site_key(path, overwrite=force)
+    doc = {"private_key": str(key.private), "public_key": str(key.public), "sha256": key.fingerprint}
+    if json_out:
+        print_json(doc)
+        return
+    console.print(f"send {key.public} to the coordinator (sha256 {key.fingerprint}); "
+                  f"{key.private} stays here")
+
+
 @fl_app.command("serve")
 @guarded
 def serve_cmd(
@@ -224,9 +395,17 @@ def serve_cmd(
     sites: int = typer.Option(3, "--sites", help="Sites to wait for (each runs `trustmesh fl site`)."),
     rounds: int = typer.Option(3, "--rounds"),
     partition: str = typer.Option("iid", "--partition"),
+    model: str = typer.Option("mlp", "--model", help="mlp | autoencoder (sites train on benign rows only)"),
     aggregator: str = typer.Option("fedavg", "--aggregator"),
+    defence: str | None = typer.Option(None, "--defence", help="Wrap the aggregator, as for `fl simulate`."),
+    assumed_malicious: int | None = typer.Option(None, "--assumed-malicious",
+                                                 help="Sites the robust rules assume malicious (f)."),
     secagg: bool = typer.Option(False, "--secagg"),
-    dp: str | None = typer.Option(None, "--dp"),
+    secagg_shares: int | None = typer.Option(None, "--secagg-shares", help="SecAgg+ shares per site."),
+    secagg_threshold: int | None = typer.Option(None, "--secagg-threshold",
+                                                help="SecAgg+ reconstruction threshold."),
+    dp: str | None = typer.Option(None, "--dp", help="Central DP, as for `fl simulate`."),
+    dp_sgd: str | None = typer.Option(None, "--dp-sgd", help="Record-level DP-SGD on the sites, as for `fl simulate`."),
     attack: str | None = typer.Option(None, "--attack"),
     seed: int = typer.Option(0, "--seed"),
     local_epochs: int = typer.Option(1, "--local-epochs"),
@@ -234,26 +413,58 @@ def serve_cmd(
     max_test: int = typer.Option(5000, "--max-test"),
     ledger: Path | None = typer.Option(None, "--ledger"),
     out: Path | None = typer.Option(None, "--out"),
-    host: str = typer.Option("127.0.0.1", "--host", help="SuperLink address (loopback by default)."),
-    port: int = typer.Option(9092, "--port", help="SuperLink HTTP port (Fleet + Control API)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="SuperLink bind address (loopback by default)."),
+    port: int = typer.Option(9092, "--port", help="SuperLink HTTPS port (Fleet + Control API)."),
+    tls_dir: Path | None = typer.Option(None, "--tls-dir", help="Directory from `trustmesh fl certs` "
+                                        "(ca.pem, server.pem, server.key)."),
+    ssl_ca: Path | None = typer.Option(None, "--ssl-ca", help="CA certificate (or --tls-dir)."),
+    ssl_cert: Path | None = typer.Option(None, "--ssl-cert", help="Server certificate (or --tls-dir)."),
+    ssl_key: Path | None = typer.Option(None, "--ssl-key", help="Server key, mode 0600 (or --tls-dir)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Plain HTTP; allowed only on a loopback --host."),
+    enroll: list[Path] | None = typer.Option(None, "--enroll", help="A site's public key from `trustmesh fl "
+                                             "site-key` (repeat per site): only enrolled sites may join."),
+    allow_unenrolled: bool = typer.Option(False, "--allow-unenrolled",
+                                          help="On a non-loopback --host, accept any site trusting the CA."),
     work_dir: Path | None = typer.Option(None, "--work-dir", help="Where the app, FLWR_HOME and logs go."),
     timeout: float = typer.Option(900.0, "--timeout", help="Give up after this many seconds."),
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
-    """Run the coordinator as a real Flower SuperLink and submit the run; sites join with `fl site`."""
+    """Run the coordinator as a real Flower SuperLink (TLS) and submit the run; sites join with `fl site`."""
     import subprocess
     import sys
     import tempfile
 
-    from trustmesh.errors import FederatedError
+    from trustmesh.cli._common import err_console
+    from trustmesh.errors import ConfigError, FederatedError
+    from trustmesh.federated._tls import connect_host, is_loopback, load_site_public_key
 
     options = {"dataset": dataset, "sites": sites, "rounds": rounds, "partition": partition,
-               "aggregator": aggregator, "secagg": secagg, "dp": dp, "attack": attack, "seed": seed,
-               "local_epochs": local_epochs, "max_rows": max_rows, "max_test": max_test}
+               "aggregator": aggregator, "secagg": secagg, "secagg_shares": secagg_shares,
+               "secagg_threshold": secagg_threshold, "dp": dp, "dp_sgd": dp_sgd, "attack": attack, "seed": seed,
+               "local_epochs": local_epochs, "max_rows": max_rows, "max_test": max_test, "model": model,
+               "defence": defence, "assumed_malicious": assumed_malicious}
     _config(**options)  # validate before starting any process
+    if not 0 < port < 65536:
+        raise ConfigError(f"--port must be in 1..65535, got {port}")
+    tls = _serve_tls(host, tls_dir, ssl_ca, ssl_cert, ssl_key, insecure)
+    keys = list(enroll or [])
+    for key in keys:
+        load_site_public_key(key)
+    if keys and tls is None:
+        raise ConfigError("--enroll needs TLS (Flower signs site requests only over HTTPS); drop --insecure")
+    if keys and len(keys) < sites:
+        raise ConfigError(f"--enroll: {len(keys)} site keys for --sites {sites}; the run could never start")
+    if not keys and not is_loopback(host) and not allow_unenrolled:
+        raise ConfigError(f"non-loopback --host {host} without --enroll would let any machine that has "
+                          "ca.pem join as a site; enroll each site's key (`trustmesh fl site-key`, then "
+                          "--enroll SITE.pub) or pass --allow-unenrolled")
     work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="trustmesh-fl-"))
-    work.mkdir(parents=True, exist_ok=True)
+    work.mkdir(mode=0o700, parents=True, exist_ok=True)  # SuperLink state holds every site's updates
     result_path = work / "result.json"
+    result_path.unlink(missing_ok=True)  # a stale result must not pass for this run's
+    # a fresh SuperLink state per run: registrations from an earlier serve must not outlive --enroll
+    for suffix in ("", "-wal", "-shm"):
+        (work / f"superlink.db{suffix}").unlink(missing_ok=True)
     spec = {**options, "ledger": str(ledger.resolve()) if ledger else None, "out": str(out.resolve()) if out else None,
             "result_path": str(result_path.resolve())}
     from trustmesh.config import find_data_dir
@@ -263,19 +474,28 @@ def serve_cmd(
     _write_app(work / "app", spec)
     home = work / "flwr-home"
     home.mkdir(exist_ok=True)
-    (home / "config.toml").write_text(
-        f'[superlink]\ndefault = "trustmesh"\n\n[superlink.trustmesh]\naddress = "{host}:{port}"\ninsecure = true\n',
-        encoding="utf-8")
+    _write_flwr_config(home, _hostport(connect_host(host), port), None if tls is None else tls.ca)
     env = _venv_env({"FLWR_HOME": str(home)})
     bindir = Path(sys.executable).parent
+    link_cmd = [str(bindir / "flower-superlink"), "--host", host, "--port", str(port),
+                "--disable-runtime-dependency-installation", "--database", str(work / "superlink.db")]
+    if tls is None:
+        link_cmd.append("--insecure")
+    else:
+        link_cmd += ["--ssl-ca-certfile", str(tls.ca.resolve()), "--ssl-certfile", str(tls.cert.resolve()),
+                     "--ssl-keyfile", str(tls.key.resolve())]
+    if keys:
+        link_cmd.append("--enable-supernode-auth")
     link_log = (work / "superlink.log").open("wb")
-    link = subprocess.Popen(
-        [str(bindir / "flower-superlink"), "--insecure", "--host", host, "--port", str(port),
-         "--disable-runtime-dependency-installation", "--database", str(work / "superlink.db")],
-        env=env, stdout=link_log, stderr=subprocess.STDOUT, cwd=work, start_new_session=True,
-    )
+    link = subprocess.Popen(link_cmd, env=env, stdout=link_log, stderr=subprocess.STDOUT, cwd=work,
+                            start_new_session=True)
+    enrolled: list[dict[str, Any]] = []
     try:
         _wait_port(host, port, 60.0, link)
+        if keys:
+            enrolled = _enroll_sites(bindir, env, work, keys)
+            (work / "enrolled.json").write_text(json.dumps(enrolled, indent=2) + "\n", encoding="utf-8")
+            err_console.print(f"enrolled {len(enrolled)} site keys; sites may join {host}:{port} now")
         run_log = (work / "flwr-run.log").open("wb")
         proc = subprocess.run(
             [str(bindir / "flwr"), "run", str(work / "app"), "trustmesh", "--stream"],
@@ -294,11 +514,14 @@ def serve_cmd(
         link_log.close()
     doc = json.loads(result_path.read_text(encoding="utf-8"))
     doc["work_dir"] = str(work)
+    doc["transport"] = {"tls": tls is not None,
+                        "ca_sha256": None if tls is None else tls.describe()["ca_sha256"],
+                        "supernode_auth": bool(keys), "enrolled": enrolled}
     if json_out:
         print_json(doc)
     else:
         console.print(f"flower-deployment: macro_f1={doc['metrics'].get('macro_f1')} rounds={len(doc['rounds'])} "
-                      f"(logs in {work})")
+                      f"tls={tls is not None} enrolled={len(enrolled)} (logs in {work})")
 
 
 @fl_app.command("site")
@@ -308,23 +531,51 @@ def site_cmd(
     superlink: str = typer.Option("127.0.0.1:9092", "--superlink", help="SuperLink host:port."),
     port: int = typer.Option(9094, "--port", help="Local port of this SuperNode's ClientApp runtime API."),
     sites: int | None = typer.Option(None, "--sites", help="Total sites (informational, sent as num-partitions)."),
+    root_cert: Path | None = typer.Option(None, "--root-cert", help="The coordinator's ca.pem: verify the "
+                                          "SuperLink's certificate (TLS)."),
+    insecure: bool = typer.Option(False, "--insecure", help="Plain HTTP; only to a loopback --superlink."),
+    auth_key: Path | None = typer.Option(None, "--auth-key", help="This site's private key from "
+                                         "`trustmesh fl site-key` (when the coordinator enrolls sites)."),
 ) -> None:
     """Run one site as a Flower SuperNode until interrupted; the run's spec comes from the coordinator."""
     import subprocess
     import sys
 
-    if partition_id < 0:
-        from trustmesh.errors import ConfigError
+    from trustmesh.errors import ConfigError, FederatedError
+    from trustmesh.federated._tls import ca_fingerprint, check_site_private_key, is_loopback
 
+    if partition_id < 0:
         raise ConfigError(f"--partition-id must be >= 0, got {partition_id}")
+    link_host = _split_superlink(superlink)
+    if insecure and root_cert is not None:
+        raise ConfigError("--insecure excludes --root-cert; pick one")
+    if not insecure and root_cert is None:
+        raise ConfigError("fl site needs --root-cert CA.pem (the coordinator's ca.pem) to verify the "
+                          "SuperLink; plain HTTP only with --insecure to a loopback --superlink")
+    if insecure and not is_loopback(link_host):
+        raise ConfigError(f"refusing plain HTTP to non-loopback --superlink {superlink}: this site's model "
+                          "updates would cross the network unencrypted; pass --root-cert CA.pem")
+    if auth_key is not None:
+        if insecure:
+            raise ConfigError("--auth-key needs TLS (Flower signs site requests only over HTTPS); "
+                              "drop --insecure")
+        check_site_private_key(auth_key)
     import signal
     import tempfile
 
     node_config = f"partition-id={partition_id}" + (f" num-partitions={sites}" if sites else "")
     bindir = Path(sys.executable).parent
-    cmd = [str(bindir / "flower-supernode"), "--insecure", "--superlink", superlink, "--node-config", node_config,
+    cmd = [str(bindir / "flower-supernode"), "--superlink", superlink, "--node-config", node_config,
            "--port", str(port)]
+    if root_cert is None:
+        cmd.append("--insecure")
+    else:
+        ca_fingerprint(root_cert)  # a readable CA certificate, not a server cert or a key
+        cmd += ["--root-certificates", str(root_cert.resolve())]
+    if auth_key is not None:
+        cmd += ["--auth-supernode-private-key", str(auth_key.resolve())]
     home = tempfile.mkdtemp(prefix=f"trustmesh-site{partition_id}-")  # installed apps stay out of ~/.flwr
+    stopped = False
 
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
@@ -335,7 +586,7 @@ def site_cmd(
     try:
         proc.wait()
     except KeyboardInterrupt:
-        pass
+        stopped = True
     finally:
         from trustmesh._procs import stop_group
 
@@ -343,3 +594,8 @@ def site_cmd(
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)
+    if not stopped and proc.returncode != 0:
+        # Flower's exit code 305: the SuperLink was unreachable, its certificate did not verify
+        # against --root-cert, or this site's key is not enrolled.
+        raise FederatedError(f"site {partition_id}: flower-supernode exited with code {proc.returncode} "
+                             f"(could not join {superlink}; see its output above)")

@@ -1,13 +1,14 @@
 """Detectors: the Detector protocol, models, thresholds, metrics and model artifacts.
 
 Models: :class:`GBDTDetector` (LightGBM), :class:`AutoencoderEnsembleDetector` (Kitsune-style),
-:class:`IsolationForestDetector`, :class:`MLPDetector` (torch, federated hooks) and
+:class:`DenseAutoencoderDetector` (the federated anomaly model), :class:`IsolationForestDetector`,
+:class:`MLPDetector` (torch, federated hooks) and
 :class:`EnsembleDetector` (supervised + anomaly). All score in [0, 1] with a threshold calibrated to a
 target false-positive rate; ``save_model``/``load_model`` write and verify an artifact plus manifest.
 """
 
 from trustmesh.detect._artifact import MANIFEST_SUFFIX, Manifest, load_model, manifest_path, save_model
-from trustmesh.detect._autoencoder import AutoencoderEnsembleDetector
+from trustmesh.detect._autoencoder import AutoencoderEnsembleDetector, DenseAutoencoderDetector
 from trustmesh.detect._base import BaseDetector, calibrate_threshold
 from trustmesh.detect._default import default_pcap_model, host_summary
 from trustmesh.detect._ensemble import EnsembleDetector
@@ -24,6 +25,7 @@ __all__ = [
     "BENIGN",
     "BaseDetector",
     "DETECTOR_KINDS",
+    "DenseAutoencoderDetector",
     "Detector",
     "EnsembleDetector",
     "GBDTDetector",

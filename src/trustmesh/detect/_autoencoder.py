@@ -15,6 +15,9 @@ CDF), so a score of 0.99 means "rarer than 99 % of benign traffic" under that mo
 
 Training rows are capped at ``max_train_rows`` (random subsample with the seed) so fitting stays
 under a minute on 2 cores (about 10 s for TON_IoT's 50k benign rows).
+
+:class:`DenseAutoencoderDetector` is a single dense autoencoder with the same log-normal score
+mapping; having no data-dependent structure, it is the model federated sites average.
 """
 
 from __future__ import annotations
@@ -26,9 +29,10 @@ from typing import Any, cast
 import numpy as np
 
 from trustmesh.detect._base import BaseDetector, Preprocessor, benign_holdout, register
-from trustmesh.errors import MissingDependencyError, ModelError
+from trustmesh.errors import InputError, MissingDependencyError, ModelError
+from trustmesh.flows._features import FeatureEncoder
 
-__all__ = ["AutoencoderEnsembleDetector", "cluster_features"]
+__all__ = ["AutoencoderEnsembleDetector", "DenseAutoencoderDetector", "cluster_features"]
 
 
 def _torch() -> Any:
@@ -273,3 +277,229 @@ class AutoencoderEnsembleDetector(BaseDetector):
         self._output.load_state_dict({k[len("output."):]: v for k, v in weights.items() if k.startswith("output.")})
         for m in [*self._members, self._output]:
             m.eval()
+
+
+@register
+class DenseAutoencoderDetector(BaseDetector):
+    """One dense autoencoder over all features, trained on benign rows; anomaly score from its RMSE.
+
+    The network is ``n -> hidden... -> reversed(hidden[:-1]) -> n`` with ReLU between layers and a
+    linear output, on the z-score ``Preprocessor``'s output clipped to ``±input_clip`` (rare
+    categorical codes otherwise reach z of 100+ and dominate the squared error). Unlike the Kitsune
+    ensemble it has no data-dependent structure (no feature clustering, no second-stage scaling), so
+    its weights can be averaged across sites: this is the federated anomaly model
+    (``trustmesh fl simulate --model autoencoder``, :meth:`from_weights`).
+
+    Score mapping as in :class:`AutoencoderEnsembleDetector`: ``log(RMSE)`` of benign rows is modelled
+    as normal and ``score = Phi((log RMSE - mu) / sigma)``; ``fit`` takes ``mu``/``sigma`` from a benign
+    hold-out, :meth:`from_weights` from the benign rows it is given.
+    """
+
+    name = "dense-autoencoder"
+    supervised = False
+
+    def __init__(
+        self,
+        *,
+        seed: int = 0,
+        multiclass: bool = False,
+        hidden: tuple[int, ...] | list[int] = (64, 32),
+        input_clip: float = 10.0,
+        epochs: int = 20,
+        batch_size: int = 64,
+        learning_rate: float = 3e-3,
+        max_train_rows: int = 50_000,
+        holdout_fraction: float = 0.15,
+        num_threads: int = 2,
+        threshold: float = 0.5,
+    ) -> None:
+        super().__init__(seed=seed, threshold=threshold, multiclass=False)
+        hidden_t = tuple(int(h) for h in hidden)
+        if not hidden_t or any(h < 1 for h in hidden_t):
+            raise ValueError(f"hidden must be a non-empty list of positive sizes, got {list(hidden)}")
+        if not input_clip > 0:
+            raise ValueError(f"input_clip must be > 0, got {input_clip}")
+        if epochs < 1 or batch_size < 1 or max_train_rows < 10 or num_threads < 1:
+            raise ValueError("epochs, batch_size, num_threads must be >= 1 and max_train_rows >= 10")
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if not 0.0 < holdout_fraction < 0.9:
+            raise ValueError(f"holdout_fraction must be in (0, 0.9), got {holdout_fraction}")
+        self.hidden = hidden_t
+        self.input_clip = float(input_clip)
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.learning_rate = float(learning_rate)
+        self.max_train_rows = int(max_train_rows)
+        self.holdout_fraction = float(holdout_fraction)
+        self.num_threads = int(num_threads)
+        self.pre: Preprocessor | None = None
+        self.net: Any = None
+        self._mu = 0.0
+        self._sigma = 1.0
+
+    def get_params(self) -> dict[str, Any]:
+        """Return the constructor arguments."""
+        return {
+            "seed": self.seed,
+            "hidden": list(self.hidden),
+            "input_clip": self.input_clip,
+            "epochs": self.epochs,
+            "batch_size": self.batch_size,
+            "learning_rate": self.learning_rate,
+            "max_train_rows": self.max_train_rows,
+            "holdout_fraction": self.holdout_fraction,
+            "num_threads": self.num_threads,
+        }
+
+    # -- network (shared with trustmesh.federated's AutoencoderModel) -------------------------------
+    @staticmethod
+    def network(n_features: int, hidden: tuple[int, ...], seed: int) -> Any:
+        """Build the autoencoder ``n -> hidden... -> mirror -> n`` with weights initialised from ``seed``."""
+        torch = _torch()
+        nn = torch.nn
+        widths = [*hidden, *reversed(hidden[:-1]), n_features]
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            layers: list[Any] = []
+            width = n_features
+            for i, w in enumerate(widths):
+                layers.append(nn.Linear(width, w))
+                if i < len(widths) - 1:
+                    layers.append(nn.ReLU())
+                width = w
+            return nn.Sequential(*layers)
+
+    @staticmethod
+    def reconstruction_rmse(net: Any, Z: np.ndarray, input_clip: float) -> np.ndarray:
+        """Per-row RMSE of ``net`` on a scaled matrix ``Z`` (clipped to ``±input_clip`` first)."""
+        torch = _torch()
+        x = torch.from_numpy(np.clip(np.asarray(Z, dtype=np.float32), -input_clip, input_clip))
+        net.eval()
+        with torch.no_grad():
+            out = torch.sqrt(torch.mean((net(x) - x) ** 2, dim=1))
+        return cast(np.ndarray, out.numpy().astype(np.float64))
+
+    @staticmethod
+    def score_map(benign_rmse: np.ndarray) -> tuple[float, float]:
+        """Return ``(mu, sigma)`` of ``log(RMSE)`` over benign rows (the log-normal score model)."""
+        r = np.asarray(benign_rmse, dtype=np.float64)
+        if r.size == 0:
+            raise ModelError("the score mapping needs at least one benign row")
+        logs = np.log(r + 1e-12)
+        return float(np.mean(logs)), float(max(float(np.std(logs)), 1e-6))
+
+    @staticmethod
+    def map_scores(rmse: np.ndarray, mu: float, sigma: float) -> np.ndarray:
+        """``Phi((log RMSE - mu) / sigma)``: the anomaly score in [0, 1]."""
+        from scipy.special import ndtr
+
+        z = (np.log(np.asarray(rmse, dtype=np.float64) + 1e-12) - mu) / sigma
+        return np.asarray(ndtr(z), dtype=np.float64)
+
+    @classmethod
+    def from_weights(cls, encoder: FeatureEncoder, preprocessor: Preprocessor, weights: list[np.ndarray],
+                     benign_matrix: np.ndarray, **params: Any) -> DenseAutoencoderDetector:
+        """Build a fitted detector from a fixed encoder and z-score scaling and trained weights.
+
+        ``benign_matrix`` (encoded, unscaled benign rows, e.g. a server-held validation share) fixes
+        the score mapping. This is how federated training turns aggregated weights into a detector.
+        """
+        det = cls(**params)
+        det.encoder = encoder
+        det.pre = preprocessor
+        det.net = cls.network(encoder.n_features, det.hidden, det.seed)
+        det.set_weights(weights)
+        det._mu, det._sigma = cls.score_map(det.rmse(np.asarray(benign_matrix, dtype=np.float32)))
+        return det
+
+    def get_weights(self) -> list[np.ndarray]:
+        """Return the network parameters as numpy arrays (``state_dict`` order, copies)."""
+        if self.net is None:
+            raise ModelError("dense-autoencoder detector is not fitted; call fit() first")
+        return [v.detach().cpu().numpy().copy() for v in self.net.state_dict().values()]
+
+    def set_weights(self, weights: list[np.ndarray]) -> None:
+        """Load parameters produced by :meth:`get_weights` (count, shapes and finiteness checked)."""
+        torch = _torch()
+        if self.net is None:
+            raise ModelError("dense-autoencoder detector is not fitted; call fit() first")
+        current = self.net.state_dict()
+        if len(weights) != len(current):
+            raise InputError(f"expected {len(current)} weight arrays, got {len(weights)}")
+        new = {}
+        for (k, v), w in zip(current.items(), weights, strict=True):
+            arr = np.asarray(w, dtype=np.float32)
+            if tuple(arr.shape) != tuple(v.shape):
+                raise InputError(f"weight {k!r} has shape {arr.shape}, expected {tuple(v.shape)}")
+            if not np.all(np.isfinite(arr)):
+                raise InputError(f"weight {k!r} contains NaN or infinity")
+            new[k] = torch.from_numpy(arr.copy())
+        self.net.load_state_dict(new)
+        self.net.eval()
+
+    def rmse(self, matrix: np.ndarray) -> np.ndarray:
+        """Return the reconstruction RMSE of an encoded matrix (the raw anomaly measure)."""
+        torch = _torch()
+        if self.pre is None or self.net is None:
+            raise ModelError("dense-autoencoder detector is not fitted; call fit() first")
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            return self.reconstruction_rmse(self.net, self.pre.transform(matrix), self.input_clip)
+        finally:
+            torch.set_num_threads(old)
+
+    # -- fit / score -------------------------------------------------------------------------------
+    def _fit_matrix(self, X: np.ndarray, is_attack: np.ndarray, class_index: np.ndarray) -> None:
+        torch = _torch()
+        train_idx, hold_idx = benign_holdout(is_attack, self.holdout_fraction, self.seed)
+        rng = np.random.default_rng(self.seed)
+        if train_idx.size > self.max_train_rows:
+            train_idx = np.sort(rng.choice(train_idx, self.max_train_rows, replace=False))
+        if hold_idx.size == 0:
+            hold_idx = train_idx
+        self.pre = Preprocessor.fit(X[train_idx], mode="zscore")
+        self.net = self.network(X.shape[1], self.hidden, self.seed)
+        data = torch.from_numpy(np.clip(self.pre.transform(X[train_idx]), -self.input_clip, self.input_clip))
+        old = torch.get_num_threads()
+        torch.set_num_threads(self.num_threads)
+        try:
+            gen = torch.Generator().manual_seed(self.seed)
+            opt = torch.optim.Adam(self.net.parameters(), lr=self.learning_rate)
+            self.net.train()
+            for _ in range(self.epochs):
+                perm = torch.randperm(data.shape[0], generator=gen)
+                for start in range(0, data.shape[0], self.batch_size):
+                    batch = data[perm[start:start + self.batch_size]]
+                    opt.zero_grad()
+                    torch.mean((self.net(batch) - batch) ** 2).backward()
+                    opt.step()
+        finally:
+            torch.set_num_threads(old)
+            self.net.eval()
+        self._mu, self._sigma = self.score_map(self.rmse(X[hold_idx]))
+
+    def _score_matrix(self, X: np.ndarray) -> np.ndarray:
+        return self.map_scores(self.rmse(X), self._mu, self._sigma)
+
+    # -- persistence -------------------------------------------------------------------------------
+    def _state(self) -> tuple[dict[str, Any], dict[str, bytes]]:
+        torch = _torch()
+        assert self.pre is not None and self.net is not None
+        buf = io.BytesIO()
+        torch.save(dict(self.net.state_dict()), buf)
+        state = {"preprocessor": self.pre.to_dict(), "mu": self._mu, "sigma": self._sigma}
+        return state, {"weights.pt": buf.getvalue()}
+
+    def _restore(self, state: dict[str, Any], blobs: dict[str, bytes]) -> None:
+        torch = _torch()
+        n = len(self.feature_names)
+        self.pre = Preprocessor.from_dict(state["preprocessor"], n)
+        self._mu = float(state["mu"])
+        self._sigma = float(state["sigma"])
+        if not (math.isfinite(self._mu) and math.isfinite(self._sigma) and self._sigma > 0):
+            raise ModelError("dense-autoencoder score mapping must have finite mu and sigma > 0")
+        self.net = self.network(n, self.hidden, self.seed)
+        self.net.load_state_dict(torch.load(io.BytesIO(blobs["weights.pt"]), weights_only=True))
+        self.net.eval()

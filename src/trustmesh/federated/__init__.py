@@ -9,18 +9,26 @@ from __future__ import annotations
 
 from trustmesh.federated._aggregate import (
     flatten as flatten_weights,
+    DEFENCES,
     Aggregation,
     Aggregator,
+    Bulyan,
+    CenteredClip,
     CoordinateMedian,
     FedAvg,
     FedProx,
     FLTrust,
     MultiKrum,
+    NormBound,
     TrimmedMean,
+    fltrust_root_set,
+    fltrust_root_steps,
     make_aggregator,
+    wrap_aggregator,
 )
 from trustmesh.federated._artifact import federated_detector, save_federated_model
-from trustmesh.federated._attacks import ATTACK_KINDS, AttackSpec, apply_trigger, malicious_sites
+from trustmesh.federated._attacks import ATTACK_KINDS, AttackSpec, apply_trigger, choose_trigger, malicious_sites
+from trustmesh.federated._autoencoder import AnomalyScorer, AutoencoderModel, anomaly_metrics
 from trustmesh.federated._coordinator import Coordinator, Submission
 from trustmesh.federated._data import DATASETS, FederatedData, load_federated_data
 from trustmesh.federated._flower import build_client_app, build_server_app, simulate
@@ -44,11 +52,16 @@ __all__ = [
     "ATTACK_KINDS",
     "Aggregation",
     "Aggregator",
+    "AnomalyScorer",
     "AttackSpec",
+    "AutoencoderModel",
+    "Bulyan",
+    "CenteredClip",
     "Commitment",
     "CoordinateMedian",
     "Coordinator",
     "DATASETS",
+    "DEFENCES",
     "FLConfig",
     "FLResult",
     "FLTrust",
@@ -57,6 +70,7 @@ __all__ = [
     "FederatedData",
     "MLPModel",
     "MultiKrum",
+    "NormBound",
     "PartitionSpec",
     "Plan",
     "RoundRecord",
@@ -66,14 +80,18 @@ __all__ = [
     "TrainConfig",
     "TrimmedMean",
     "UpdateValidator",
+    "anomaly_metrics",
     "apply_trigger",
     "build_client_app",
     "build_server_app",
+    "choose_trigger",
     "classification_metrics",
     "commit_arrays",
     "config_from_options",
     "federated_detector",
     "flatten_weights",
+    "fltrust_root_set",
+    "fltrust_root_steps",
     "load_federated_data",
     "make_aggregator",
     "malicious_sites",
@@ -88,4 +106,5 @@ __all__ = [
     "save_federated_model",
     "simulate",
     "train_centralized",
+    "wrap_aggregator",
 ]

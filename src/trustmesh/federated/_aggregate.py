@@ -8,6 +8,17 @@ and reports which submissions it rejected and why. Papers:
 * Coordinate median and trimmed mean — Yin et al., "Byzantine-Robust Distributed Learning", ICML 2018.
 * Multi-Krum — Blanchard et al., NeurIPS 2017; El Mhamdi et al., ICML 2018.
 * FLTrust — Cao et al., "FLTrust: Byzantine-robust FL via Trust Bootstrapping", NDSS 2021.
+
+Pre-aggregation defences, each a wrapper over a base rule (:func:`wrap_aggregator`):
+
+* norm bounding — Sun et al., "Can You Really Backdoor Federated Learning?", 2019: every update is
+  scaled down to at most the round's median update norm (or a fixed bound) before the base rule;
+* centered clipping — Karimireddy, He & Jaggi, "Learning from History for Byzantine Robust
+  Optimization", ICML 2021: starting from the base rule's aggregate, repeatedly move the centre by
+  the mean of the updates' offsets clipped to radius tau;
+* Bulyan — El Mhamdi, Guerraoui & Rouault, "The Hidden Vulnerability of Distributed Learning in
+  Byzantium", ICML 2018: iterated Krum selects n - 2f updates, then the coordinate-wise base rule
+  combines only those.
 """
 
 from __future__ import annotations
@@ -20,18 +31,27 @@ import numpy as np
 import numpy.typing as npt
 
 __all__ = [
+    "DEFENCES",
     "Aggregation",
     "Aggregator",
+    "Bulyan",
+    "CenteredClip",
     "CoordinateMedian",
     "FLTrust",
     "FedAvg",
     "FedProx",
     "MultiKrum",
+    "NormBound",
     "TrimmedMean",
     "flatten",
+    "fltrust_root_set",
+    "fltrust_root_steps",
     "make_aggregator",
     "unflatten",
+    "wrap_aggregator",
 ]
+
+DEFENCES = ("normbound", "centered-clip", "bulyan")
 
 Arrays = list[npt.NDArray[Any]]
 Vec = npt.NDArray[np.float64]
@@ -56,11 +76,13 @@ def unflatten(vector: Vec, like: Sequence[npt.NDArray[Any]]) -> list[npt.NDArray
 
 @dataclass(frozen=True, slots=True)
 class Aggregation:
-    """The next global model (flat), the indices of accepted submissions, and rejected ones with reasons."""
+    """The next global model (flat), the indices of accepted submissions, rejected ones with reasons, and
+    accepted ones a defence changed (e.g. norm-clipped) with what it did."""
 
     vector: Vec
     accepted: tuple[int, ...]
     rejected: dict[int, str] = field(default_factory=dict)
+    clipped: dict[int, str] = field(default_factory=dict)
 
 
 class Aggregator(Protocol):
@@ -203,12 +225,13 @@ class FLTrust:
 
     name = "fltrust"
 
-    def __init__(self, root_update: Callable[[Vec], Vec]) -> None:
+    def __init__(self, root_update: Callable[[Vec], Vec], root: dict[str, Any] | None = None) -> None:
         self.root_update = root_update
+        self.root = dict(root or {})
 
     def config(self) -> dict[str, Any]:
-        """Return the rule's settings."""
-        return {"name": self.name}
+        """Return the rule's settings (and the root set's size and step count, when known)."""
+        return {"name": self.name, **({"root": self.root} if self.root else {})}
 
     def aggregate(self, models: Sequence[Vec], num_examples: Sequence[int], global_model: Vec) -> Aggregation:
         """Trust-weighted, norm-matched average of site updates, added to the global model."""
@@ -235,9 +258,202 @@ class FLTrust:
         return Aggregation(global_model + total / weight_sum, tuple(accepted), rejected)
 
 
+def _norms(models: Sequence[Vec], global_model: Vec) -> tuple[list[Vec], Vec]:
+    deltas = [np.asarray(m, dtype=np.float64) - global_model for m in models]
+    return deltas, np.array([float(np.linalg.norm(d)) for d in deltas])
+
+
+class NormBound:
+    """Scale every update (model - global) to at most ``bound`` in L2 norm, then apply ``base``.
+
+    Sun et al. 2019. ``bound=None`` uses the median of this round's update norms, so at least half
+    of the updates pass unchanged and no single site moves the model further than a typical one.
+    Clipped sites are reported in :attr:`Aggregation.clipped` with their norm and the bound.
+    """
+
+    def __init__(self, base: Aggregator, bound: float | None = None) -> None:
+        if bound is not None and not bound > 0:
+            raise ValueError(f"bound must be > 0, got {bound}")
+        self.base = base
+        self.bound = bound
+        self.name = f"normbound+{base.name}"
+
+    def config(self) -> dict[str, Any]:
+        """Return the wrapper's settings with the base rule's."""
+        return {"name": self.name, "defence": "normbound", "bound": self.bound if self.bound is not None else "median",
+                "base": self.base.config()}
+
+    def aggregate(self, models: Sequence[Vec], num_examples: Sequence[int], global_model: Vec) -> Aggregation:
+        """Bound each update's norm, then run the base rule on the bounded models."""
+        _check(models, num_examples)
+        deltas, norms = _norms(models, global_model)
+        bound = self.bound if self.bound is not None else float(np.median(norms))
+        bounded, clipped = [], {}
+        for i, (d, nrm) in enumerate(zip(deltas, norms, strict=True)):
+            if bound > 0 and nrm > bound:
+                clipped[i] = f"normbound: update norm {nrm:.4g} scaled to {bound:.4g}"
+                d = d * (bound / nrm)
+            bounded.append(global_model + d)
+        inner = self.base.aggregate(bounded, num_examples, global_model)
+        return Aggregation(inner.vector, inner.accepted, inner.rejected,
+                           {i: r for i, r in clipped.items() if i not in inner.rejected} | inner.clipped)
+
+
+class CenteredClip:
+    """Centered clipping started from a base rule's aggregate (Karimireddy, He & Jaggi, ICML 2021).
+
+    ``v`` starts at ``base``'s aggregate; each of ``iterations`` steps sets
+    ``v += mean_i clip(x_i - v, tau)`` with ``clip(z, tau) = z * min(1, tau / ||z||)``. ``tau=None``
+    uses the median distance of the models to the current ``v`` at each step. Each site's pull on the
+    result is bounded by ``tau / n`` per step, whatever it sent; unlike an order statistic, updates on
+    one side do not drag the centre by a fixed quantile shift. Sites still farther than ``tau`` from the
+    final centre are reported in :attr:`Aggregation.clipped`.
+    """
+
+    def __init__(self, base: Aggregator, tau: float | None = None, iterations: int = 3) -> None:
+        if tau is not None and not tau > 0:
+            raise ValueError(f"tau must be > 0, got {tau}")
+        if iterations < 1:
+            raise ValueError(f"iterations must be >= 1, got {iterations}")
+        self.base = base
+        self.tau = tau
+        self.iterations = iterations
+        self.name = f"centered-clip+{base.name}"
+
+    def config(self) -> dict[str, Any]:
+        """Return the wrapper's settings with the base rule's."""
+        return {"name": self.name, "defence": "centered-clip", "tau": self.tau if self.tau is not None else "median",
+                "iterations": self.iterations, "base": self.base.config()}
+
+    def aggregate(self, models: Sequence[Vec], num_examples: Sequence[int], global_model: Vec) -> Aggregation:
+        """Start at the base aggregate, then refine it by clipped mean offsets."""
+        _check(models, num_examples)
+        inner = self.base.aggregate(models, num_examples, global_model)
+        stacked = np.stack([np.asarray(m, dtype=np.float64) for m in models])
+        v = np.asarray(inner.vector, dtype=np.float64)
+        dist = np.zeros(len(models))
+        tau = 0.0
+        for _ in range(self.iterations):
+            offsets = stacked - v
+            dist = np.linalg.norm(offsets, axis=1)
+            tau = self.tau if self.tau is not None else float(np.median(dist))
+            if tau <= 0:
+                break
+            scale = np.minimum(1.0, tau / np.maximum(dist, 1e-300))
+            v = v + (offsets * scale[:, None]).mean(axis=0)
+        dist = np.linalg.norm(stacked - v, axis=1)
+        clipped = {i: f"centered-clip: distance {dist[i]:.4g} to the centre clipped to tau {tau:.4g}"
+                   for i in range(len(models)) if tau > 0 and dist[i] > tau}
+        return Aggregation(v, tuple(range(len(models))), {}, clipped)
+
+
+class Bulyan:
+    """Bulyan (El Mhamdi et al., ICML 2018): iterated Krum keeps ``n - 2f`` models, ``base`` combines them.
+
+    Selection repeats Krum (score: squared distances to the ``m - f - 2`` nearest others among the ``m``
+    models left) and moves the best-scoring model to the selected set until ``n - 2f`` are chosen. The
+    paper's second phase is a coordinate-wise trimmed mean around the median; here that is ``base``
+    (median or trimmed mean), applied to the selected models only. The paper's guarantee needs
+    ``n >= 4f + 3``; with fewer sites the selection still runs (at least one model is kept), and the
+    config records ``min_sites_for_guarantee`` so a reader can tell.
+    """
+
+    def __init__(self, base: Aggregator, num_malicious: int = 1) -> None:
+        if num_malicious < 0:
+            raise ValueError(f"num_malicious must be >= 0, got {num_malicious}")
+        self.base = base
+        self.num_malicious = num_malicious
+        self.name = f"bulyan+{base.name}"
+
+    def config(self) -> dict[str, Any]:
+        """Return the wrapper's settings with the base rule's."""
+        return {"name": self.name, "defence": "bulyan", "num_malicious": self.num_malicious,
+                "min_sites_for_guarantee": 4 * self.num_malicious + 3, "base": self.base.config()}
+
+    def aggregate(self, models: Sequence[Vec], num_examples: Sequence[int], global_model: Vec) -> Aggregation:
+        """Select by iterated Krum, then apply the base rule to the selected models."""
+        _check(models, num_examples)
+        n, f = len(models), self.num_malicious
+        stacked = np.stack([np.asarray(m, dtype=np.float64) for m in models])
+        sq = np.sum(stacked**2, axis=1)
+        dist = np.maximum(sq[:, None] + sq[None, :] - 2 * stacked @ stacked.T, 0.0)
+        keep_n = max(1, n - 2 * f)
+        left = list(range(n))
+        chosen: list[int] = []
+        scores: dict[int, float] = {}
+        while len(chosen) < keep_n:
+            m = len(left)
+            closest = max(1, m - f - 2)
+            round_scores = {i: float(np.sort(dist[i, [j for j in left if j != i]])[:closest].sum()) if m > 1 else 0.0
+                            for i in left}
+            # mutual nearest neighbours tie on the Krum score; break ties by the total distance to the
+            # remaining models (not by position, so the result does not depend on submission order)
+            best = min(left, key=lambda i: (round_scores[i], float(dist[i, left].sum()), i))
+            scores.update(round_scores)
+            chosen.append(best)
+            left.remove(best)
+        keep = sorted(chosen)
+        rejected = {i: f"bulyan: not among the {keep_n} models iterated Krum selected (last score {scores[i]:.4g})"
+                    for i in left}
+        inner = self.base.aggregate([models[i] for i in keep], [num_examples[i] for i in keep], global_model)
+        rejected |= {keep[i]: r for i, r in inner.rejected.items()}
+        clipped = {keep[i]: r for i, r in inner.clipped.items()}
+        accepted = tuple(keep[i] for i in inner.accepted)
+        return Aggregation(inner.vector, accepted, rejected, clipped)
+
+
+def wrap_aggregator(defence: str, base: Aggregator, *, num_malicious: int = 1) -> Aggregator:
+    """Put pre-aggregation defence ``defence`` (normbound|centered-clip|bulyan) in front of ``base``."""
+    if defence == "normbound":
+        return NormBound(base)
+    if defence == "centered-clip":
+        return CenteredClip(base)
+    if defence == "bulyan":
+        return Bulyan(base, num_malicious)
+    raise ValueError(f"defence must be one of {', '.join(DEFENCES)}, got {defence!r}")
+
+
+def fltrust_root_steps(site_rows: Sequence[int], local_epochs: int, batch_size: int) -> int:
+    """Optimizer steps of FLTrust's server update: those of the median site's local training.
+
+    Cao et al. (NDSS 2021) run the server's root-set update with the same local iterations as the
+    clients. Every client update is rescaled to the root update's norm, so a root update with fewer
+    steps (a small root set trained for the same epochs) acts as a much smaller learning rate.
+    A site takes ``local_epochs * ceil(rows / batch_size)`` steps.
+    """
+    if local_epochs < 1 or batch_size < 1:
+        raise ValueError(f"local_epochs and batch_size must be >= 1, got {local_epochs} and {batch_size}")
+    rows = [int(r) for r in site_rows if r > 0]
+    if not rows:
+        raise ValueError("site_rows must hold at least one positive row count")
+    return local_epochs * int(np.ceil(float(np.median(rows)) / batch_size))
+
+
+def fltrust_root_set(y: npt.ArrayLike, size: int, rng: np.random.Generator) -> npt.NDArray[np.int64]:
+    """Draw ``size`` row indices stratified by label (each present class gets >= 1 row), sorted."""
+    labels = np.asarray(y)
+    if not 0 < size <= len(labels):
+        raise ValueError(f"root set size must be in [1, {len(labels)}], got {size}")
+    classes, counts = np.unique(labels, return_counts=True)
+    quota = np.maximum(1, np.floor(counts * size / len(labels)).astype(np.int64))
+    # hand out what flooring left over to the classes with the largest remainders, then trim if the
+    # one-row minimum overshot
+    rem = counts * size / len(labels) - np.floor(counts * size / len(labels))
+    for i in np.argsort(-rem, kind="stable"):
+        if quota.sum() >= size:
+            break
+        if quota[i] < counts[i]:
+            quota[i] += 1
+    for i in np.argsort(-quota, kind="stable"):
+        while quota.sum() > size and quota[i] > 1:
+            quota[i] -= 1
+    picked = [rng.choice(np.flatnonzero(labels == c), size=int(q), replace=False) for c, q in zip(classes, quota, strict=True)]
+    return np.sort(np.concatenate(picked)).astype(np.int64)
+
+
 def make_aggregator(
     name: str, *, num_malicious: int = 1, beta: float = 0.2, proximal_mu: float = 0.01,
-    root_update: Callable[[Vec], Vec] | None = None,
+    root_update: Callable[[Vec], Vec] | None = None, root: dict[str, Any] | None = None,
 ) -> Aggregator:
     """Build an aggregator by CLI name: fedavg|fedprox|median|trimmed-mean|multikrum|fltrust."""
     if name == "fedavg":
@@ -253,5 +469,5 @@ def make_aggregator(
     if name == "fltrust":
         if root_update is None:
             raise ValueError("fltrust needs a root_update function (the server's clean root set)")
-        return FLTrust(root_update)
+        return FLTrust(root_update, root)
     raise ValueError(f"aggregator must be fedavg|fedprox|median|trimmed-mean|multikrum|fltrust, got {name!r}")

@@ -3,7 +3,9 @@ app's ``pyproject.toml``: ``trustmesh.federated._deploy:server_app`` and ``...:c
 
 The run configuration carries one key, ``spec``: a JSON object with the ``fl serve`` options. Each
 SuperNode's ``node_config`` gives its ``partition-id``. In this loopback/demo mode every site loads the
-named dataset and keeps only its own seeded partition; a production site would load its local table.
+named dataset (from its own ``TRUSTMESH_DATA``/data folder, not the coordinator's path) and keeps only
+its own seeded partition; a production site would load its local table. Transport security (TLS, site
+enrolment) is set up by ``trustmesh fl serve``/``fl site``, not here.
 This module imports Flower at import time, so only Flower's runtime imports it.
 """
 
@@ -65,6 +67,11 @@ def _maybe_secagg(msg: Message, ctxt: Context, call_next: Any) -> Message:
 def _client_fn(context: Context) -> Any:
     limit_torch_threads()
     spec = _spec(context)
+    from trustmesh.config import find_data_dir
+
+    local = find_data_dir()  # this site's own copy: the coordinator's path means nothing on another machine
+    if local is not None:
+        spec = {**spec, "data_dir": str(local)}
     _, plan = _plan(spec)
     k = int(context.node_config["partition-id"])
     if not 0 <= k < plan.config.n_sites:
@@ -85,13 +92,13 @@ def _server_main(grid: Grid, context: Context) -> None:
     ledger = open_round_ledger(spec["ledger"]) if spec.get("ledger") else None
     recorder = RoundRecorder(ledger)
     coord = Coordinator(plan.new_model().get_weights(), plan.aggregator(), dp=cfg.dp, evaluate=plan.evaluate,
-                        recorder=recorder, secure=cfg.secure)
+                        recorder=recorder, secure=cfg.secure, dp_sgd=plan.dp_sgd_accountant())
     run = FlowerRun(coordinator=coord, config=cfg)
     run_server_workflow(grid, context, run, max_weight=float(max(len(p) for p in plan.parts)))
     result = FLResult(
         path="flower-deployment", config=cfg.describe(),
         metrics=recorder.records[-1].metrics if recorder.records else {}, rounds=list(recorder.records),
-        epsilon=None if coord.accountant is None else coord.accountant.epsilon, round_times=coord.round_times,
+        epsilon=coord.epsilon, privacy=coord.privacy, round_times=coord.round_times,
         ledger_indices=list(recorder.indices), malicious_sites=sorted(plan.malicious),
         final_weights=coord.weights, stopped=run.stopped,
     )
@@ -101,7 +108,8 @@ def _server_main(grid: Grid, context: Context) -> None:
 
         manifest = save_federated_model(spec["out"], coord.weights, data, config=cfg.describe(),
                                         hidden=cfg.train.hidden, metrics=result.metrics, seed=cfg.train.model_seed,
-                                        epsilon=result.epsilon, run_path=result.path, recorder=recorder)
+                                        epsilon=result.epsilon, run_path=result.path, recorder=recorder,
+                                        target_fpr=cfg.target_fpr, model=cfg.model)
         ledger_info = manifest.training["federated"]["ledger"] or {}
         doc["model"] = {"path": spec["out"], "model_id": manifest.model_id, "sha256": manifest.artifact_sha256}
         doc["model_ledger_index"] = ledger_info.get("model_entry")

@@ -15,7 +15,9 @@ from typing import Any, cast
 import numpy as np
 import numpy.typing as npt
 
-__all__ = ["MLPModel"]
+__all__ = ["CLASS_WEIGHTINGS", "MLPModel", "class_weights"]
+
+CLASS_WEIGHTINGS = ("none", "balanced", "sqrt")
 
 FloatArrays = list[npt.NDArray[np.float32]]
 
@@ -30,7 +32,57 @@ def _torch() -> Any:
     return torch
 
 
-class MLPModel:
+def class_weights(y: npt.ArrayLike, n_classes: int, mode: str = "balanced") -> npt.NDArray[np.float32] | None:
+    """Return per-class cross-entropy weights from the label counts in ``y`` (None for ``mode="none"``).
+
+    ``balanced`` is ``n / (k * n_c)`` (King & Zeng 2001; scikit-learn's "balanced"), ``sqrt`` its square
+    root (a milder re-weighting), over the ``k`` classes present in ``y``; absent classes get weight 1
+    (no row of theirs is in the loss). Only counts of ``y`` are used, so a site computes its weights
+    from its own rows and no label statistics leave it.
+    """
+    if mode not in CLASS_WEIGHTINGS:
+        raise ValueError(f"class weighting must be one of {', '.join(CLASS_WEIGHTINGS)}, got {mode!r}")
+    if n_classes < 2:
+        raise ValueError(f"n_classes must be >= 2, got {n_classes}")
+    if mode == "none":
+        return None
+    labels = np.asarray(y, dtype=np.int64)
+    if labels.size and (labels.min() < 0 or labels.max() >= n_classes):
+        raise ValueError(f"labels must lie in [0, {n_classes}), got {labels.min()}..{labels.max()}")
+    counts = np.bincount(labels, minlength=n_classes).astype(np.float64)
+    present = counts > 0
+    w = np.ones(n_classes, dtype=np.float64)
+    if present.any():
+        w[present] = counts.sum() / (present.sum() * counts[present])
+        if mode == "sqrt":
+            w[present] = np.sqrt(w[present])
+    return w.astype(np.float32)
+
+
+class TorchWeights:
+    """The weights interface sites and the coordinator exchange: plain float32 arrays of ``self.net``."""
+
+    net: Any
+
+    def get_weights(self) -> FloatArrays:
+        """Return the parameters as float32 numpy arrays (copies)."""
+        return [p.detach().cpu().numpy().astype(np.float32, copy=True) for p in self.net.parameters()]
+
+    def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:
+        """Load parameters from arrays shaped like :meth:`get_weights`."""
+        torch = _torch()
+        params = list(self.net.parameters())
+        if len(weights) != len(params):
+            raise ValueError(f"expected {len(params)} arrays, got {len(weights)}")
+        with torch.no_grad():
+            for p, w in zip(params, weights, strict=True):
+                arr = np.asarray(w, dtype=np.float32)
+                if tuple(arr.shape) != tuple(p.shape):
+                    raise ValueError(f"weight shape {arr.shape} does not match {tuple(p.shape)}")
+                p.copy_(torch.from_numpy(arr.copy()))
+
+
+class MLPModel(TorchWeights):
     """A ReLU MLP classifier ``n_features -> hidden... -> n_classes`` trained with Adam.
 
     ``seed`` fixes the initial weights, so every site and the coordinator start from the same model.
@@ -60,23 +112,6 @@ class MLPModel:
                 bound = 1.0 / np.sqrt(p.shape[-1] if p.dim() > 1 else max(p.shape[0], 1))
                 p.copy_(torch.empty(p.shape).uniform_(-bound, bound, generator=gen))
 
-    def get_weights(self) -> FloatArrays:
-        """Return the parameters as float32 numpy arrays (copies)."""
-        return [p.detach().cpu().numpy().astype(np.float32, copy=True) for p in self.net.parameters()]
-
-    def set_weights(self, weights: Sequence[npt.ArrayLike]) -> None:
-        """Load parameters from arrays shaped like :meth:`get_weights`."""
-        torch = _torch()
-        params = list(self.net.parameters())
-        if len(weights) != len(params):
-            raise ValueError(f"expected {len(params)} arrays, got {len(weights)}")
-        with torch.no_grad():
-            for p, w in zip(params, weights, strict=True):
-                arr = np.asarray(w, dtype=np.float32)
-                if tuple(arr.shape) != tuple(p.shape):
-                    raise ValueError(f"weight shape {arr.shape} does not match {tuple(p.shape)}")
-                p.copy_(torch.from_numpy(arr.copy()))
-
     def train_epochs(
         self, X: npt.ArrayLike, y: npt.ArrayLike, epochs: int = 1, *, batch_size: int = 64, lr: float = 1e-3,
         seed: int = 0, proximal_mu: float = 0.0, class_weights: npt.ArrayLike | None = None,
@@ -85,7 +120,10 @@ class MLPModel:
         """Train in place for ``epochs``; returns the last epoch's mean loss.
 
         ``proximal_mu > 0`` adds FedProx's ``mu/2 * ||w - w_start||^2`` (Li et al., MLSys 2020).
-        ``dp_sgd`` (keys noise_multiplier, max_grad_norm) runs local DP-SGD with opacus.
+        ``dp_sgd`` (keys noise_multiplier, max_grad_norm) runs local DP-SGD with opacus (Abadi et al.,
+        CCS 2016): Poisson-sampled batches at rate ``1 / ceil(n / batch_size)`` for
+        ``ceil(n / batch_size)`` steps per epoch, as :func:`trustmesh.privacy.dp_sgd_sampling` accounts.
+        The sampling and the noise are drawn from OS-seeded generators, not from ``seed``.
         """
         torch = _torch()
         if epochs < 1:
@@ -115,9 +153,14 @@ class MLPModel:
                 warnings.filterwarnings("ignore", message="Secure RNG turned off", category=UserWarning)
                 engine = PrivacyEngine(secure_mode=False)
             noise_gen = torch.Generator().manual_seed(secrets.randbits(63))
+            # opacus' Poisson sampler draws from the loader's generator; subsampling amplification holds
+            # only if nobody can predict which records a step used, so it must not be the public seed
+            sample_gen = torch.Generator().manual_seed(secrets.randbits(63))
+            loader = torch.utils.data.DataLoader(data, batch_size=batch_size, shuffle=True, generator=sample_gen)
             net, opt, loader = engine.make_private(
                 module=self.net, optimizer=opt, data_loader=loader, noise_generator=noise_gen,
                 noise_multiplier=float(dp_sgd["noise_multiplier"]), max_grad_norm=float(dp_sgd["max_grad_norm"]),
+                poisson_sampling=True,
             )
         net.train()
         quiet: Any = warnings.catch_warnings() if dp_sgd else contextlib.nullcontext()
@@ -126,7 +169,7 @@ class MLPModel:
                 # opacus' per-sample-gradient hooks fire on the first layer, whose input needs no grad;
                 # torch notes this on every backward pass - expected with opacus, nothing to fix here
                 warnings.filterwarnings("ignore", message="Full backward hook is firing", category=UserWarning)
-            last = self._epochs(net, opt, loader, loss_fn, epochs, proximal_mu, start)
+            last = self._epochs(net, opt, loader, loss_fn, epochs, proximal_mu, start, step_on_empty=bool(dp_sgd))
         if dp_sgd:
             # opacus wraps the module; copy the trained weights back into the plain network
             inner = net._module if hasattr(net, "_module") else net
@@ -136,15 +179,18 @@ class MLPModel:
         return last
 
     def _epochs(self, net: Any, opt: Any, loader: Any, loss_fn: Any, epochs: int, proximal_mu: float,
-                start: list[Any]) -> float:
+                start: list[Any], *, step_on_empty: bool = False) -> float:
         last = 0.0
         for _ in range(epochs):
             total, count = 0.0, 0
             for xb, yb in loader:
-                if len(xb) == 0:
+                if len(xb) == 0 and not step_on_empty:
                     continue
                 opt.zero_grad()
-                loss = loss_fn(net(xb), yb)
+                out = net(xb)
+                # DP-SGD: a Poisson batch can be empty; the step still runs (noise only), since
+                # skipping it would reveal that no record was drawn, which the accountant does not cover
+                loss = loss_fn(out, yb) if len(xb) else out.sum() * 0.0
                 if proximal_mu > 0:
                     prox = sum(((p - s) ** 2).sum() for p, s in zip(self.net.parameters(), start, strict=True))
                     loss = loss + 0.5 * proximal_mu * prox

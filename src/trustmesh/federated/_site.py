@@ -10,7 +10,8 @@ import numpy.typing as npt
 
 from trustmesh.federated._aggregate import flatten, unflatten
 from trustmesh.federated._attacks import AttackSpec
-from trustmesh.federated._model import MLPModel
+from trustmesh.federated._model import CLASS_WEIGHTINGS, MLPModel, class_weights
+from trustmesh.privacy import DPSGDConfig
 from trustmesh.privacy.hazmat import clip_by_l2_norm
 
 __all__ = ["Site", "TrainConfig"]
@@ -25,7 +26,10 @@ class TrainConfig:
     batch_size: int = 64
     lr: float = 3e-3
     model_seed: int = 0
-    dp_sgd: tuple[float, float] | None = None  # (noise_multiplier, max_grad_norm) for local DP-SGD
+    # local record-level DP-SGD; a (noise_multiplier, clip_norm) pair is accepted and converted
+    dp_sgd: DPSGDConfig | None = None
+    # cross-entropy class weights from each party's own label counts: none | balanced | sqrt
+    class_weight: str = "none"
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1:
@@ -34,18 +38,29 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        sgd: Any = self.dp_sgd
+        if isinstance(sgd, tuple):
+            if len(sgd) != 2:
+                raise ValueError(f"dp_sgd must be a DPSGDConfig or (noise_multiplier, clip_norm), got {sgd!r}")
+            object.__setattr__(self, "dp_sgd", DPSGDConfig(noise_multiplier=float(sgd[0]), clip_norm=float(sgd[1])))
+        elif sgd is not None and not isinstance(sgd, DPSGDConfig):
+            raise ValueError(f"dp_sgd must be a DPSGDConfig or (noise_multiplier, clip_norm), got {sgd!r}")
+        if self.class_weight not in CLASS_WEIGHTINGS:
+            raise ValueError(f"class_weight must be one of {', '.join(CLASS_WEIGHTINGS)}, got {self.class_weight!r}")
 
 
 class Site:
     """Train the global model on a local partition and return the (possibly poisoned) result.
 
     A malicious site (``attack`` given) poisons its data once at construction (label flip, backdoor)
-    or its update at every round (sign flip, scaling, Gaussian).
+    or its update at every round (sign flip, scaling, Gaussian). ``model`` is the local model (default:
+    an :class:`MLPModel`); one with ``benign_only = True`` (the autoencoder) keeps only the benign rows.
     """
 
     def __init__(
         self, site_id: int, X: npt.NDArray[np.float32], y: npt.NDArray[np.int64], n_classes: int,
         train: TrainConfig, *, attack: AttackSpec | None = None, n_sites: int = 1, seed: int = 0,
+        model: Any = None,
     ) -> None:
         if len(X) != len(y):
             raise ValueError(f"site {site_id}: X has {len(X)} rows but y has {len(y)}")
@@ -58,8 +73,18 @@ class Site:
         self._rng = np.random.default_rng([seed, site_id, 17])
         if attack is not None:
             X, y = attack.poison_data(X, y, n_classes, self._rng)
+        if getattr(model, "benign_only", False):
+            # an anomaly model learns normal traffic: the site keeps (and counts) its benign rows only
+            X, y = X[y == 0], y[y == 0]
         self.X, self.y = X, y
-        self.model = MLPModel(X.shape[1], n_classes, train.hidden, seed=train.model_seed)
+        # from the local rows only: the server never learns a site's label counts
+        self.class_weights = class_weights(y, n_classes, train.class_weight)
+        self.model: Any = model if model is not None else MLPModel(X.shape[1], n_classes, train.hidden,
+                                                                   seed=train.model_seed)
+        # DP-SGD: this site's (noise multiplier, sample rate, steps per round) from its own row count
+        # (with epsilon=E the site calibrates its own noise); the coordinator recomputes the same
+        self.dp_sgd_mechanism = None if train.dp_sgd is None or not len(y) else train.dp_sgd.site_mechanism(
+            self.num_examples, train.batch_size, train.local_epochs)
 
     @property
     def num_examples(self) -> int:
@@ -77,11 +102,12 @@ class Site:
         """
         self.model.set_weights(global_weights)
         dp = None
-        if self.train.dp_sgd is not None:
-            dp = {"noise_multiplier": self.train.dp_sgd[0], "max_grad_norm": self.train.dp_sgd[1]}
+        if self.train.dp_sgd is not None and self.dp_sgd_mechanism is not None:
+            dp = {"noise_multiplier": self.dp_sgd_mechanism[0], "max_grad_norm": self.train.dp_sgd.clip_norm}
         loss = self.model.train_epochs(
             self.X, self.y, self.train.local_epochs, batch_size=self.train.batch_size, lr=self.train.lr,
             seed=self.seed * 100_003 + round_no * 101 + self.site_id, proximal_mu=proximal_mu, dp_sgd=dp,
+            class_weights=self.class_weights,
         )
         new = flatten(self.model.get_weights())
         base = flatten(global_weights)

@@ -5,11 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 from trustmesh.errors import ConfigError
+from trustmesh.federated._aggregate import DEFENCES
 from trustmesh.federated._attacks import AttackSpec
 from trustmesh.federated._partition import PartitionSpec
 from trustmesh.federated._run import FLConfig
 from trustmesh.federated._site import TrainConfig
-from trustmesh.privacy import DPConfig, SecAggConfig, noise_multiplier_for_epsilon
+from trustmesh.privacy import DPConfig, DPSGDConfig, SecAggConfig, noise_multiplier_for_epsilon
 
 __all__ = ["config_from_options"]
 
@@ -18,13 +19,26 @@ def config_from_options(
     *, sites: int, rounds: int, partition: str = "iid", aggregator: str = "fedavg", secagg: bool = False,
     secagg_shares: int | None = None, secagg_threshold: int | None = None, dp: str | None = None,
     he: str | None = None, attack: str | None = None, seed: int = 0, local_epochs: int = 1,
-    dp_sgd: str | None = None, lr: float = 3e-3, batch_size: int = 64, **_: Any,
+    dp_sgd: str | None = None, lr: float = 3e-3, batch_size: int = 64, class_weight: str = "none",
+    model: str = "mlp", target_fpr: float = 0.01, defence: str | None = None, assumed_malicious: int | None = None,
+    **_: Any,
 ) -> FLConfig:
     """Parse option strings (``--partition dirichlet:0.5``, ``--dp epsilon=3,clip=1``, ...) into a config.
 
     ``--dp`` takes ``noise=Z,clip=C,delta=D[,budget=E][,method=pld]`` or ``epsilon=E,clip=C,delta=D``;
     the latter calibrates the noise so all ``rounds`` together spend at most ``E`` (and sets the budget).
+    ``--dp-sgd`` takes ``noise=Z,clip=C[,delta=D][,budget=E][,method=pld]`` or ``epsilon=E,clip=C[,delta=D]``
+    (record-level; each site calibrates its noise to its own sample rate, see :class:`DPSGDConfig`).
+    ``--defence`` (normbound | centered-clip | bulyan) wraps the aggregator and needs updates in the clear.
     """
+    if defence:
+        if defence not in DEFENCES:
+            raise ConfigError(f"--defence must be one of {', '.join(DEFENCES)}, got {defence!r}")
+        if secagg or he or dp:
+            raise ConfigError(f"--defence {defence} needs each site's update in the clear and is not accounted "
+                              "for DP; it cannot be combined with --secagg, --he or --dp")
+    if assumed_malicious is not None and assumed_malicious < 0:
+        raise ConfigError(f"--assumed-malicious must be >= 0, got {assumed_malicious}")
     try:
         sa = None
         if secagg:
@@ -32,10 +46,7 @@ def config_from_options(
             if secagg_shares or secagg_threshold:
                 sa = SecAggConfig(num_shares=secagg_shares or sa.num_shares,
                                   reconstruction_threshold=secagg_threshold or sa.reconstruction_threshold)
-        sgd = None
-        if dp_sgd:
-            parsed = dict(kv.split("=", 1) for kv in dp_sgd.split(",") if kv)
-            sgd = (float(parsed["noise"]), float(parsed["clip"]))
+        sgd = DPSGDConfig.parse(dp_sgd, rounds=rounds) if dp_sgd else None
         dp_cfg = None
         if dp:
             parts = dict(kv.strip().split("=", 1) for kv in dp.split(",") if "=" in kv)
@@ -47,7 +58,9 @@ def config_from_options(
         return FLConfig(
             n_sites=sites, rounds=rounds, partition=PartitionSpec.parse(partition), aggregator=aggregator,
             secagg=sa, dp=dp_cfg, he=he or None, attack=AttackSpec.parse(attack) if attack else None, seed=seed,
-            train=TrainConfig(local_epochs=local_epochs, dp_sgd=sgd, lr=lr, batch_size=batch_size),
+            model=model, target_fpr=target_fpr, defence=defence or None, assumed_malicious=assumed_malicious,
+            train=TrainConfig(local_epochs=local_epochs, dp_sgd=sgd, lr=lr, batch_size=batch_size,
+                              class_weight=class_weight),
         )
     except (ValueError, KeyError) as exc:
         raise ConfigError(str(exc)) from exc

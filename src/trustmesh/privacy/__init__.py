@@ -8,8 +8,16 @@ when a CKKS or accounting call runs.
 
 from __future__ import annotations
 
-from trustmesh.privacy._ckks import CkksCiphertext, CkksKeyring, add_ciphertexts
-from trustmesh.privacy._dp import Accountant, DPConfig, noise_multiplier_for_epsilon, privatize_mean
+from trustmesh.privacy._ckks import CkksCiphertext, CkksKeyring, add_ciphertexts, add_plaintext
+from trustmesh.privacy._dp import (
+    Accountant,
+    DPConfig,
+    DPSGDAccountant,
+    DPSGDConfig,
+    dp_sgd_sampling,
+    noise_multiplier_for_epsilon,
+    privatize_mean,
+)
 from trustmesh.privacy._secagg import SecAggConfig
 
 __all__ = [
@@ -17,8 +25,12 @@ __all__ = [
     "CkksCiphertext",
     "CkksKeyring",
     "DPConfig",
+    "DPSGDAccountant",
+    "DPSGDConfig",
     "SecAggConfig",
     "add_ciphertexts",
+    "add_plaintext",
+    "dp_sgd_sampling",
     "noise_multiplier_for_epsilon",
     "privatize_mean",
 ]

@@ -17,7 +17,7 @@ import numpy.typing as npt
 
 from trustmesh.errors import InputError, MissingDependencyError
 
-__all__ = ["CkksCiphertext", "CkksKeyring", "add_ciphertexts"]
+__all__ = ["CkksCiphertext", "CkksKeyring", "add_ciphertexts", "add_plaintext"]
 
 _MAGIC = b"TMCKKS1\n"
 _MAX_CHUNKS = 1 << 20
@@ -144,6 +144,17 @@ class CkksKeyring:
         return out
 
 
+def _public(public_context: bytes) -> Any:
+    ts = _tenseal()
+    try:
+        ctx = ts.context_from(public_context)
+    except Exception as exc:
+        raise InputError(f"ckks public context: cannot parse ({exc})") from exc
+    if ctx.has_secret_key():
+        raise InputError("ckks public context holds a secret key; the aggregator must not have it")
+    return ctx
+
+
 def add_ciphertexts(public_context: bytes, ciphertexts: Sequence[CkksCiphertext]) -> CkksCiphertext:
     """Add ciphertexts slot-wise under the public context (the aggregator's only operation)."""
     if not ciphertexts:
@@ -153,12 +164,7 @@ def add_ciphertexts(public_context: bytes, ciphertexts: Sequence[CkksCiphertext]
         if ct.length != first.length or len(ct.chunks) != len(first.chunks):
             raise InputError(f"ckks ciphertext {i}: length {ct.length} differs from {first.length}")
     ts = _tenseal()
-    try:
-        ctx = ts.context_from(public_context)
-    except Exception as exc:
-        raise InputError(f"ckks public context: cannot parse ({exc})") from exc
-    if ctx.has_secret_key():
-        raise InputError("ckks public context holds a secret key; the aggregator must not have it")
+    ctx = _public(public_context)
     sums = []
     for j in range(len(first.chunks)):
         try:
@@ -169,3 +175,33 @@ def add_ciphertexts(public_context: bytes, ciphertexts: Sequence[CkksCiphertext]
             raise InputError(f"ckks ciphertext chunk {j}: cannot parse or add ({exc})") from exc
         sums.append(bytes(acc.serialize()))
     return CkksCiphertext(length=first.length, chunks=tuple(sums))
+
+
+def add_plaintext(public_context: bytes, ciphertext: CkksCiphertext, vector: npt.ArrayLike) -> CkksCiphertext:
+    """Add a plaintext vector to a ciphertext slot-wise under the public context.
+
+    The aggregator uses this to add DP noise to an encrypted sum it cannot read, so the key holders
+    who decrypt it see only the noised sum.
+    """
+    flat = np.asarray(vector, dtype=np.float64).ravel()
+    if flat.shape[0] != ciphertext.length:
+        raise ValueError(f"vector has {flat.shape[0]} values, the ciphertext holds {ciphertext.length}")
+    if not np.all(np.isfinite(flat)):
+        raise ValueError("vector must be finite")
+    ts = _tenseal()
+    ctx = _public(public_context)
+    step = ts.ckks_vector_from(ctx, ciphertext.chunks[0]).size() if ciphertext.chunks else 0
+    out = []
+    for j, chunk in enumerate(ciphertext.chunks):
+        try:
+            vec = ts.ckks_vector_from(ctx, chunk)
+            part = flat[j * step:(j + 1) * step]
+            if len(part) != vec.size():
+                raise InputError(f"ckks ciphertext chunk {j}: holds {vec.size()} values, expected {len(part)}")
+            vec += part.tolist()
+        except InputError:
+            raise
+        except Exception as exc:
+            raise InputError(f"ckks ciphertext chunk {j}: cannot parse or add ({exc})") from exc
+        out.append(bytes(vec.serialize()))
+    return CkksCiphertext(length=ciphertext.length, chunks=tuple(out))

@@ -1,16 +1,25 @@
-"""Client-level differential privacy: an (epsilon, delta) accountant and the Gaussian mechanism.
+"""Differential privacy for federated runs: an (epsilon, delta) accountant and the Gaussian mechanism.
 
-The mechanism is DP-FedAvg with fixed clipping (McMahan et al., ICLR 2018): each site's update is
-clipped to L2 norm ``C``, the clipped updates are averaged and Gaussian noise with standard deviation
-``z * C / n`` is added. Privacy loss is tracked with Renyi DP (Mironov, "Renyi Differential Privacy",
-CSF 2017) or privacy-loss distributions (Koskela et al. 2020; Google's dp-accounting library).
+Two guarantees are offered:
+
+* client-level central DP, DP-FedAvg with fixed clipping (McMahan et al., ICLR 2018): each site's
+  update is clipped to L2 norm ``C``, the clipped updates are averaged and Gaussian noise with standard
+  deviation ``z * C / n`` is added (:class:`DPConfig`, :func:`privatize_mean`);
+* record-level local DP-SGD (Abadi et al., "Deep Learning with Differential Privacy", CCS 2016), run by
+  each site with opacus: Poisson-sampled batches, per-example clipping to ``C`` and noise ``z * C`` on
+  every step (:class:`DPSGDConfig`, :class:`DPSGDAccountant`).
+
+Both are the subsampled Gaussian mechanism composed many times. Privacy loss is tracked with Renyi DP
+(Mironov, "Renyi Differential Privacy", CSF 2017) or privacy-loss distributions (Koskela et al. 2020),
+both from Google's dp-accounting library; nothing here re-derives the RDP bounds.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal, cast
 
@@ -19,20 +28,44 @@ import numpy as np
 from trustmesh.errors import MissingDependencyError, PrivacyBudgetExceeded
 from trustmesh.privacy.hazmat import FloatArray, clip_by_l2_norm, gaussian_noise, os_generator
 
-__all__ = ["Accountant", "DPConfig", "noise_multiplier_for_epsilon", "privatize_mean"]
+__all__ = [
+    "Accountant",
+    "DPConfig",
+    "DPSGDAccountant",
+    "DPSGDConfig",
+    "dp_sgd_sampling",
+    "noise_multiplier_for_epsilon",
+    "privatize_mean",
+]
 
 _log = logging.getLogger(__name__)
 
 Method = Literal["rdp", "pld"]
 
 
+class _DropExcludedOrders(logging.Filter):
+    """Drop dp-accounting's notice that an RDP order did not converge and was left out.
+
+    Leaving an order out can only loosen the bound (epsilon is a minimum over orders), so the result
+    stays valid; the notice fires dozens of times while calibrating over small noise multipliers.
+    """
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "failed to converge" not in record.getMessage()
+
+
+_ABSL_FILTER = _DropExcludedOrders()
+
+
 @dataclass(frozen=True, slots=True)
 class DPConfig:
-    """Parameters of client-level central DP: noise multiplier ``z``, clip norm ``C``, ``delta``.
+    """Parameters of one subsampled Gaussian mechanism: noise multiplier ``z``, clip norm ``C``, ``delta``.
 
+    For client-level central DP (the CLI's ``--dp``) ``sample_rate`` is the fraction of sites sampled
+    per round (Poisson subsampling amplification; 1.0 when every site takes part). For one site's
+    record-level DP-SGD (:class:`DPSGDAccountant`) it is that site's per-step record sampling rate.
     ``max_epsilon`` is the hard budget; training stops with ``PrivacyBudgetExceeded`` before a round
-    that would exceed it. ``sample_rate`` is the fraction of sites sampled per round (Poisson
-    subsampling amplification; 1.0 when every site takes part).
+    that would exceed it.
     """
 
     noise_multiplier: float
@@ -85,13 +118,18 @@ def _event(noise_multiplier: float, sample_rate: float) -> Any:
     return gaussian
 
 
+@functools.lru_cache(maxsize=4096)
 def _epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: float, method: Method) -> float:
+    # cached: a run asks for the same (z, q, steps) once per site and round, and calibration re-asks
     if steps == 0:
         return 0.0
     try:
         from dp_accounting import dp_event, pld, rdp
     except ImportError as exc:  # pragma: no cover
         raise MissingDependencyError("dp-accounting", "fl") from exc
+    absl = logging.getLogger("absl")
+    if _ABSL_FILTER not in absl.filters:
+        absl.addFilter(_ABSL_FILTER)
     event = dp_event.SelfComposedDpEvent(_event(noise_multiplier, sample_rate), steps)
     accountant: Any = rdp.RdpAccountant() if method == "rdp" else pld.PLDAccountant()
     accountant.compose(event)
@@ -101,6 +139,9 @@ def _epsilon(noise_multiplier: float, sample_rate: float, steps: int, delta: flo
 class Accountant:
     """Track (epsilon, delta) over rounds of the subsampled Gaussian mechanism and enforce a budget.
 
+    Each round composes the mechanism ``steps_per_round`` times: 1 for client-level DP (one noisy
+    mean per round), ``local_epochs * batches`` for a site's DP-SGD.
+
     Examples
     --------
     >>> acc = Accountant(DPConfig(noise_multiplier=1.0, clip_norm=1.0, max_epsilon=30.0))
@@ -109,8 +150,11 @@ class Accountant:
     1
     """
 
-    def __init__(self, config: DPConfig) -> None:
+    def __init__(self, config: DPConfig, *, steps_per_round: int = 1) -> None:
+        if steps_per_round < 1:
+            raise ValueError(f"steps_per_round must be >= 1, got {steps_per_round}")
         self.config = config
+        self.steps_per_round = steps_per_round
         self._rounds = 0
         self._epsilon = 0.0
 
@@ -129,7 +173,7 @@ class Accountant:
         if rounds < 0:
             raise ValueError(f"rounds must be >= 0, got {rounds}")
         c = self.config
-        return _epsilon(c.noise_multiplier, c.sample_rate, rounds, c.delta, c.method)
+        return _epsilon(c.noise_multiplier, c.sample_rate, rounds * self.steps_per_round, c.delta, c.method)
 
     def check(self, rounds: int = 1) -> float:
         """Return the epsilon after ``rounds`` more rounds; raise ``PrivacyBudgetExceeded`` if over budget."""
@@ -154,7 +198,11 @@ class Accountant:
 def noise_multiplier_for_epsilon(
     target_epsilon: float, delta: float, rounds: int, sample_rate: float = 1.0, method: Method = "rdp"
 ) -> float:
-    """Return the smallest noise multiplier (to 0.1%) whose ``rounds``-fold composition stays within epsilon."""
+    """Return the smallest noise multiplier (to 0.1%) whose ``rounds``-fold composition stays within epsilon.
+
+    ``rounds`` counts compositions of the mechanism: rounds for client-level DP, total optimizer
+    steps for DP-SGD.
+    """
     if not target_epsilon > 0:
         raise ValueError(f"target_epsilon must be > 0, got {target_epsilon}")
     if rounds < 1:
@@ -171,6 +219,204 @@ def noise_multiplier_for_epsilon(
         else:
             hi = mid
     return hi
+
+
+def dp_sgd_sampling(n_rows: int, batch_size: int) -> tuple[float, int]:
+    """Return the Poisson sample rate and steps per epoch that opacus uses for ``n_rows`` records.
+
+    opacus' ``make_private`` (``poisson_sampling=True``, its default) replaces the data loader by a
+    ``DPDataLoader`` with sample rate ``1 / len(loader)`` (``len(loader) = ceil(n / batch)``), which
+    draws each record independently with that probability in each of ``int(1 / rate)`` steps per
+    epoch. The rate is at most ``batch_size / n_rows``; accounting with exactly opacus' values keeps
+    the accountant and the sampler in step.
+    """
+    if n_rows < 1:
+        raise ValueError(f"n_rows must be >= 1, got {n_rows}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    sample_rate = 1 / math.ceil(n_rows / batch_size)
+    return sample_rate, int(1 / sample_rate)
+
+
+@dataclass(frozen=True, slots=True)
+class DPSGDConfig:
+    """Record-level local DP-SGD run by each site (the CLI's ``--dp-sgd``).
+
+    Give either ``noise_multiplier`` (z; each step adds N(0, (z*C)^2) to the sum of per-example
+    gradients clipped to ``clip_norm`` C), or ``target_epsilon`` with ``rounds``: each site then
+    calibrates its own z so that ``rounds`` rounds at its own sample rate spend at most the target
+    (and ``max_epsilon`` defaults to the target). ``max_epsilon`` is the hard per-site budget.
+    """
+
+    clip_norm: float
+    noise_multiplier: float | None = None
+    target_epsilon: float | None = None
+    rounds: int | None = None
+    delta: float = 1e-5
+    max_epsilon: float | None = None
+    method: Method = "rdp"
+
+    def __post_init__(self) -> None:
+        if not self.clip_norm > 0:
+            raise ValueError(f"clip_norm must be > 0, got {self.clip_norm}")
+        if (self.noise_multiplier is None) == (self.target_epsilon is None):
+            raise ValueError("give exactly one of noise_multiplier and target_epsilon")
+        if self.noise_multiplier is not None and not self.noise_multiplier > 0:
+            raise ValueError(f"noise_multiplier must be > 0, got {self.noise_multiplier}")
+        if self.target_epsilon is not None:
+            if not self.target_epsilon > 0:
+                raise ValueError(f"target_epsilon must be > 0, got {self.target_epsilon}")
+            if self.rounds is None or self.rounds < 1:
+                raise ValueError(f"rounds must be >= 1 to calibrate to target_epsilon, got {self.rounds}")
+            if self.max_epsilon is None:
+                object.__setattr__(self, "max_epsilon", self.target_epsilon)
+        if not 0 < self.delta < 1:
+            raise ValueError(f"delta must be in (0, 1), got {self.delta}")
+        if self.max_epsilon is not None and not self.max_epsilon > 0:
+            raise ValueError(f"max_epsilon must be > 0, got {self.max_epsilon}")
+        if self.method not in ("rdp", "pld"):
+            raise ValueError(f"method must be 'rdp' or 'pld', got {self.method!r}")
+
+    @classmethod
+    def parse(cls, spec: str, *, rounds: int | None = None) -> DPSGDConfig:
+        """Parse ``noise=Z,clip=C[,delta=D][,budget=E][,method=rdp|pld]`` or ``epsilon=E,clip=C[,delta=D]``.
+
+        ``rounds`` is the run's length, the horizon that ``epsilon=E`` calibrates for.
+        """
+        names = {"noise": "noise_multiplier", "epsilon": "target_epsilon", "clip": "clip_norm", "delta": "delta",
+                 "budget": "max_epsilon", "method": "method"}
+        values: dict[str, Any] = {}
+        for part in filter(None, (p.strip() for p in spec.split(","))):
+            key, sep, raw = part.partition("=")
+            key, raw = key.strip(), raw.strip()
+            if not sep or key not in names:
+                raise ValueError(f"--dp-sgd: expected key=value with key in {sorted(names)}, got {part!r}")
+            if names[key] in values:
+                raise ValueError(f"--dp-sgd: {key} given twice in {spec!r}")
+            if key == "method":
+                values["method"] = raw
+                continue
+            try:
+                number = float(raw)
+            except ValueError:
+                raise ValueError(f"--dp-sgd: {key} must be a number, got {raw!r}") from None
+            if not math.isfinite(number):
+                raise ValueError(f"--dp-sgd: {key} must be finite, got {raw!r}")
+            values[names[key]] = number
+        if "clip_norm" not in values:
+            raise ValueError(f"--dp-sgd: clip=... is required, got {spec!r}")
+        if ("noise_multiplier" in values) == ("target_epsilon" in values):
+            raise ValueError(f"--dp-sgd: give exactly one of noise=Z and epsilon=E, got {spec!r}")
+        if "target_epsilon" in values:
+            values["rounds"] = rounds
+        try:
+            return cls(**values)
+        except ValueError as exc:
+            field = str(exc).split(" ", 1)[0]
+            key = next((k for k, v in names.items() if v == field), field)
+            raise ValueError(f"--dp-sgd: {key}: {exc}") from None
+
+    def site_mechanism(self, n_rows: int, batch_size: int, local_epochs: int) -> tuple[float, float, int]:
+        """Return ``(noise_multiplier, sample_rate, steps_per_round)`` for a site with ``n_rows`` records.
+
+        With ``target_epsilon`` the noise is the smallest z (to 0.1 %) for which ``rounds`` rounds of
+        ``local_epochs`` epochs at this site's sample rate stay within the target.
+        """
+        if local_epochs < 1:
+            raise ValueError(f"local_epochs must be >= 1, got {local_epochs}")
+        sample_rate, steps_per_epoch = dp_sgd_sampling(n_rows, batch_size)
+        steps = local_epochs * steps_per_epoch
+        if self.noise_multiplier is not None:
+            return self.noise_multiplier, sample_rate, steps
+        assert self.target_epsilon is not None and self.rounds is not None  # checked in __post_init__
+        z = _calibrate(self.target_epsilon, self.delta, self.rounds * steps, sample_rate, self.method)
+        return z, sample_rate, steps
+
+    def describe(self) -> dict[str, Any]:
+        """A JSON-ready summary of the settings (no per-site values)."""
+        return {"mode": "dp-sgd", "noise_multiplier": self.noise_multiplier, "target_epsilon": self.target_epsilon,
+                "calibration_rounds": self.rounds, "clip_norm": self.clip_norm, "delta": self.delta,
+                "max_epsilon": self.max_epsilon, "accountant": self.method}
+
+
+@functools.lru_cache(maxsize=256)
+def _calibrate(target: float, delta: float, steps: int, sample_rate: float, method: Method) -> float:
+    # every site of an IID split has the same (q, steps): calibrate once, and the same on both sides
+    return noise_multiplier_for_epsilon(target, delta, steps, sample_rate, method)
+
+
+class DPSGDAccountant:
+    """Account each site's record-level DP-SGD from public parameters and enforce the per-site budget.
+
+    Site ``k`` with ``n_k`` records runs ``local_epochs * ceil(n_k / batch)`` Poisson-subsampled
+    Gaussian steps per round at rate ``1 / ceil(n_k / batch)`` (:func:`dp_sgd_sampling`), so sites of
+    different sizes spend differently; the run's epsilon is the largest site's. The coordinator runs
+    this to stop a run before any site would exceed the budget; each site's own accountant over its
+    true row count and steps is the authoritative one.
+    """
+
+    def __init__(self, config: DPSGDConfig, site_rows: Mapping[str, int], *, batch_size: int,
+                 local_epochs: int) -> None:
+        if any(rows < 0 for rows in site_rows.values()):
+            raise ValueError(f"site_rows must be >= 0, got {dict(site_rows)}")
+        # a site without records trains nothing and releases nothing about anyone
+        self.site_rows = {site: rows for site, rows in site_rows.items() if rows > 0}
+        if not self.site_rows:
+            raise ValueError("site_rows must name at least one site with records")
+        self.config = config
+        self.batch_size = batch_size
+        self.local_epochs = local_epochs
+        self._sites: dict[str, Accountant] = {}
+        for site, rows in self.site_rows.items():
+            z, q, steps = config.site_mechanism(rows, batch_size, local_epochs)
+            mech = DPConfig(noise_multiplier=z, clip_norm=config.clip_norm, delta=config.delta,
+                            max_epsilon=config.max_epsilon, sample_rate=q, method=config.method)
+            self._sites[site] = Accountant(mech, steps_per_round=steps)
+
+    def site(self, site_id: str) -> Accountant:
+        """Return one site's accountant (``KeyError`` for an unknown site)."""
+        return self._sites[site_id]
+
+    @property
+    def epsilon(self) -> float:
+        """The largest epsilon any site has spent so far at ``config.delta``."""
+        return max(acc.epsilon for acc in self._sites.values())
+
+    def check(self, rounds: int = 1) -> float:
+        """Return the largest epsilon after ``rounds`` more rounds; raise ``PrivacyBudgetExceeded`` if over budget."""
+        worst = 0.0
+        for site, acc in self._sites.items():
+            try:
+                worst = max(worst, acc.check(rounds))
+            except PrivacyBudgetExceeded as exc:
+                raise PrivacyBudgetExceeded(f"DP-SGD site {site}: {exc}") from None
+        return worst
+
+    def spend(self, sites: Iterable[str] | None = None) -> float:
+        """Account one round for ``sites`` (all when None) and return the largest epsilon over all sites.
+
+        Raises ``PrivacyBudgetExceeded`` (spending nothing) if any named site would exceed the budget.
+        """
+        names = list(self._sites) if sites is None else [s for s in sites if s in self._sites]
+        for site in names:
+            try:
+                self._sites[site].check(1)
+            except PrivacyBudgetExceeded as exc:
+                raise PrivacyBudgetExceeded(f"DP-SGD site {site}: {exc}") from None
+        for site in names:
+            self._sites[site].spend(1)
+        return self.epsilon
+
+    def describe(self) -> dict[str, Any]:
+        """The settings and each site's mechanism and spend, JSON-ready (for the round record)."""
+        return {
+            **self.config.describe(), "batch_size": self.batch_size, "local_epochs": self.local_epochs,
+            "sampling": "poisson (opacus DPDataLoader)", "epsilon": self.epsilon,
+            "sites": {site: {"rows": self.site_rows[site], "noise_multiplier": acc.config.noise_multiplier,
+                             "sample_rate": acc.config.sample_rate, "steps_per_round": acc.steps_per_round,
+                             "rounds": acc.rounds, "epsilon": acc.epsilon}
+                      for site, acc in self._sites.items()},
+        }
 
 
 def privatize_mean(
