@@ -69,8 +69,34 @@ def cluster_features(X: np.ndarray, max_cluster: int) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: g[0])
 
 
+class _TrainingSettings:
+    """The training settings both autoencoder detectors share, checked in one place."""
+
+    epochs: int
+    batch_size: int
+    learning_rate: float
+    max_train_rows: int
+    holdout_fraction: float
+    num_threads: int
+
+    def _set_training(self, epochs: int, batch_size: int, learning_rate: float, max_train_rows: int,
+                      holdout_fraction: float, num_threads: int) -> None:
+        if epochs < 1 or batch_size < 1 or max_train_rows < 10 or num_threads < 1:
+            raise ValueError("epochs, batch_size, num_threads must be >= 1 and max_train_rows >= 10")
+        if not learning_rate > 0:
+            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
+        if not 0.0 < holdout_fraction < 0.9:
+            raise ValueError(f"holdout_fraction must be in (0, 0.9), got {holdout_fraction}")
+        self.epochs = int(epochs)
+        self.batch_size = int(batch_size)
+        self.learning_rate = float(learning_rate)
+        self.max_train_rows = int(max_train_rows)
+        self.holdout_fraction = float(holdout_fraction)
+        self.num_threads = int(num_threads)
+
+
 @register
-class AutoencoderEnsembleDetector(BaseDetector):
+class AutoencoderEnsembleDetector(_TrainingSettings, BaseDetector):
     """KitNET-style autoencoder ensemble; anomaly score from the output autoencoder's RMSE."""
 
     name = "autoencoder"
@@ -96,18 +122,9 @@ class AutoencoderEnsembleDetector(BaseDetector):
             raise ValueError(f"max_cluster must be in 1..64, got {max_cluster}")
         if not 0.0 < hidden_ratio <= 1.0:
             raise ValueError(f"hidden_ratio must be in (0, 1], got {hidden_ratio}")
-        if epochs < 1 or batch_size < 1 or max_train_rows < 10 or num_threads < 1:
-            raise ValueError("epochs, batch_size, num_threads must be >= 1 and max_train_rows >= 10")
-        if not 0.0 < holdout_fraction < 0.9:
-            raise ValueError(f"holdout_fraction must be in (0, 0.9), got {holdout_fraction}")
         self.max_cluster = int(max_cluster)
         self.hidden_ratio = float(hidden_ratio)
-        self.epochs = int(epochs)
-        self.batch_size = int(batch_size)
-        self.learning_rate = float(learning_rate)
-        self.max_train_rows = int(max_train_rows)
-        self.holdout_fraction = float(holdout_fraction)
-        self.num_threads = int(num_threads)
+        self._set_training(epochs, batch_size, learning_rate, max_train_rows, holdout_fraction, num_threads)
         self.clusters: list[list[int]] = []
         self.pre: Preprocessor | None = None
         self._members: list[Any] = []
@@ -280,7 +297,7 @@ class AutoencoderEnsembleDetector(BaseDetector):
 
 
 @register
-class DenseAutoencoderDetector(BaseDetector):
+class DenseAutoencoderDetector(_TrainingSettings, BaseDetector):
     """One dense autoencoder over all features, trained on benign rows; anomaly score from its RMSE.
 
     The network is ``n -> hidden... -> reversed(hidden[:-1]) -> n`` with ReLU between layers and a
@@ -319,20 +336,9 @@ class DenseAutoencoderDetector(BaseDetector):
             raise ValueError(f"hidden must be a non-empty list of positive sizes, got {list(hidden)}")
         if not input_clip > 0:
             raise ValueError(f"input_clip must be > 0, got {input_clip}")
-        if epochs < 1 or batch_size < 1 or max_train_rows < 10 or num_threads < 1:
-            raise ValueError("epochs, batch_size, num_threads must be >= 1 and max_train_rows >= 10")
-        if not learning_rate > 0:
-            raise ValueError(f"learning_rate must be > 0, got {learning_rate}")
-        if not 0.0 < holdout_fraction < 0.9:
-            raise ValueError(f"holdout_fraction must be in (0, 0.9), got {holdout_fraction}")
         self.hidden = hidden_t
         self.input_clip = float(input_clip)
-        self.epochs = int(epochs)
-        self.batch_size = int(batch_size)
-        self.learning_rate = float(learning_rate)
-        self.max_train_rows = int(max_train_rows)
-        self.holdout_fraction = float(holdout_fraction)
-        self.num_threads = int(num_threads)
+        self._set_training(epochs, batch_size, learning_rate, max_train_rows, holdout_fraction, num_threads)
         self.pre: Preprocessor | None = None
         self.net: Any = None
         self._mu = 0.0
