@@ -69,9 +69,27 @@ def cluster_features(X: np.ndarray, max_cluster: int) -> list[list[int]]:
     return sorted(groups.values(), key=lambda g: g[0])
 
 
+def score_map(benign_rmse: np.ndarray) -> tuple[float, float]:
+    """Return ``(mu, sigma)`` of ``log(RMSE)`` over benign rows (the log-normal score model)."""
+    r = np.asarray(benign_rmse, dtype=np.float64)
+    if r.size == 0:
+        raise ModelError("the score mapping needs at least one benign row")
+    logs = np.log(r + 1e-12)
+    return float(np.mean(logs)), float(max(float(np.std(logs)), 1e-6))
+
+
+def map_scores(rmse: np.ndarray, mu: float, sigma: float) -> np.ndarray:
+    """``Phi((log RMSE - mu) / sigma)``: the anomaly score in [0, 1]."""
+    from scipy.special import ndtr
+
+    z = (np.log(np.asarray(rmse, dtype=np.float64) + 1e-12) - mu) / sigma
+    return np.asarray(ndtr(z), dtype=np.float64)
+
+
 class _TrainingSettings:
     """The training settings both autoencoder detectors share, checked in one place."""
 
+    seed: int
     epochs: int
     batch_size: int
     learning_rate: float
@@ -93,6 +111,14 @@ class _TrainingSettings:
         self.max_train_rows = int(max_train_rows)
         self.holdout_fraction = float(holdout_fraction)
         self.num_threads = int(num_threads)
+
+    def _benign_split(self, is_attack: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Benign training rows (at most ``max_train_rows``) and the benign hold-out that fits the scores."""
+        train_idx, hold_idx = benign_holdout(is_attack, self.holdout_fraction, self.seed)
+        rng = np.random.default_rng(self.seed)
+        if train_idx.size > self.max_train_rows:
+            train_idx = np.sort(rng.choice(train_idx, self.max_train_rows, replace=False))
+        return train_idx, hold_idx if hold_idx.size else train_idx
 
 
 @register
@@ -199,12 +225,7 @@ class AutoencoderEnsembleDetector(_TrainingSettings, BaseDetector):
     # -- fit / score -------------------------------------------------------------------------------
     def _fit_matrix(self, X: np.ndarray, is_attack: np.ndarray, class_index: np.ndarray) -> None:
         torch = _torch()
-        train_idx, hold_idx = benign_holdout(is_attack, self.holdout_fraction, self.seed)
-        rng = np.random.default_rng(self.seed)
-        if train_idx.size > self.max_train_rows:
-            train_idx = np.sort(rng.choice(train_idx, self.max_train_rows, replace=False))
-        if hold_idx.size == 0:
-            hold_idx = train_idx
+        train_idx, hold_idx = self._benign_split(is_attack)
         train = X[train_idx]
         self.pre = Preprocessor.fit(train, mode="minmax")
         Z_np = self.pre.transform(train)
@@ -233,10 +254,7 @@ class AutoencoderEnsembleDetector(_TrainingSettings, BaseDetector):
             torch.set_num_threads(old)
         for m in [*self._members, self._output]:
             m.eval()
-        hold_rmse = self._output_rmse(X[hold_idx])
-        logs = np.log(hold_rmse + 1e-12)
-        self._mu = float(np.mean(logs))
-        self._sigma = float(max(float(np.std(logs)), 1e-6))
+        self._mu, self._sigma = score_map(self._output_rmse(X[hold_idx]))
 
     def rmse(self, matrix: np.ndarray) -> np.ndarray:
         """Return the output autoencoder's RMSE for an encoded matrix (the raw anomaly measure)."""
@@ -245,10 +263,7 @@ class AutoencoderEnsembleDetector(_TrainingSettings, BaseDetector):
         return self._output_rmse(matrix)
 
     def _score_matrix(self, X: np.ndarray) -> np.ndarray:
-        from scipy.special import ndtr
-
-        z = (np.log(self.rmse(X) + 1e-12) - self._mu) / self._sigma
-        return np.asarray(ndtr(z), dtype=np.float64)
+        return map_scores(self.rmse(X), self._mu, self._sigma)
 
     # -- persistence -------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, bytes]]:
@@ -386,22 +401,39 @@ class DenseAutoencoderDetector(_TrainingSettings, BaseDetector):
             out = torch.sqrt(torch.mean((net(x) - x) ** 2, dim=1))
         return cast(np.ndarray, out.numpy().astype(np.float64))
 
-    @staticmethod
-    def score_map(benign_rmse: np.ndarray) -> tuple[float, float]:
-        """Return ``(mu, sigma)`` of ``log(RMSE)`` over benign rows (the log-normal score model)."""
-        r = np.asarray(benign_rmse, dtype=np.float64)
-        if r.size == 0:
-            raise ModelError("the score mapping needs at least one benign row")
-        logs = np.log(r + 1e-12)
-        return float(np.mean(logs)), float(max(float(np.std(logs)), 1e-6))
+    score_map = staticmethod(score_map)
+    map_scores = staticmethod(map_scores)
 
     @staticmethod
-    def map_scores(rmse: np.ndarray, mu: float, sigma: float) -> np.ndarray:
-        """``Phi((log RMSE - mu) / sigma)``: the anomaly score in [0, 1]."""
-        from scipy.special import ndtr
-
-        z = (np.log(np.asarray(rmse, dtype=np.float64) + 1e-12) - mu) / sigma
-        return np.asarray(ndtr(z), dtype=np.float64)
+    def train_network(net: Any, data: Any, *, epochs: int, batch_size: int, lr: float, seed: int,
+                      proximal_mu: float = 0.0) -> float:
+        """Train ``net`` to reconstruct the (scaled, clipped) tensor ``data`` with Adam; return the last
+        epoch's mean squared error. ``proximal_mu > 0`` adds FedProx's ``mu/2 * ||w - w_start||^2``
+        (federated sites). Shared by :meth:`fit` and the federated ``AutoencoderModel``."""
+        torch = _torch()
+        gen = torch.Generator().manual_seed(seed)
+        start = [p.detach().clone() for p in net.parameters()] if proximal_mu > 0 else []
+        opt = torch.optim.Adam(net.parameters(), lr=lr)
+        net.train()
+        last = 0.0
+        try:
+            for _ in range(epochs):
+                perm = torch.randperm(data.shape[0], generator=gen)
+                total = 0.0
+                for s in range(0, data.shape[0], batch_size):
+                    xb = data[perm[s:s + batch_size]]
+                    opt.zero_grad()
+                    loss = torch.mean((net(xb) - xb) ** 2)
+                    total += float(loss.detach()) * len(xb)
+                    if proximal_mu > 0:
+                        loss = loss + 0.5 * proximal_mu * sum(((p - s0) ** 2).sum()
+                                                              for p, s0 in zip(net.parameters(), start, strict=True))
+                    loss.backward()
+                    opt.step()
+                last = total / data.shape[0]
+        finally:
+            net.eval()
+        return last
 
     @classmethod
     def from_weights(cls, encoder: FeatureEncoder, preprocessor: Preprocessor, weights: list[np.ndarray],
@@ -459,35 +491,21 @@ class DenseAutoencoderDetector(_TrainingSettings, BaseDetector):
     # -- fit / score -------------------------------------------------------------------------------
     def _fit_matrix(self, X: np.ndarray, is_attack: np.ndarray, class_index: np.ndarray) -> None:
         torch = _torch()
-        train_idx, hold_idx = benign_holdout(is_attack, self.holdout_fraction, self.seed)
-        rng = np.random.default_rng(self.seed)
-        if train_idx.size > self.max_train_rows:
-            train_idx = np.sort(rng.choice(train_idx, self.max_train_rows, replace=False))
-        if hold_idx.size == 0:
-            hold_idx = train_idx
+        train_idx, hold_idx = self._benign_split(is_attack)
         self.pre = Preprocessor.fit(X[train_idx], mode="zscore")
         self.net = self.network(X.shape[1], self.hidden, self.seed)
         data = torch.from_numpy(np.clip(self.pre.transform(X[train_idx]), -self.input_clip, self.input_clip))
         old = torch.get_num_threads()
         torch.set_num_threads(self.num_threads)
         try:
-            gen = torch.Generator().manual_seed(self.seed)
-            opt = torch.optim.Adam(self.net.parameters(), lr=self.learning_rate)
-            self.net.train()
-            for _ in range(self.epochs):
-                perm = torch.randperm(data.shape[0], generator=gen)
-                for start in range(0, data.shape[0], self.batch_size):
-                    batch = data[perm[start:start + self.batch_size]]
-                    opt.zero_grad()
-                    torch.mean((self.net(batch) - batch) ** 2).backward()
-                    opt.step()
+            self.train_network(self.net, data, epochs=self.epochs, batch_size=self.batch_size,
+                               lr=self.learning_rate, seed=self.seed)
         finally:
             torch.set_num_threads(old)
-            self.net.eval()
-        self._mu, self._sigma = self.score_map(self.rmse(X[hold_idx]))
+        self._mu, self._sigma = score_map(self.rmse(X[hold_idx]))
 
     def _score_matrix(self, X: np.ndarray) -> np.ndarray:
-        return self.map_scores(self.rmse(X), self._mu, self._sigma)
+        return map_scores(self.rmse(X), self._mu, self._sigma)
 
     # -- persistence -------------------------------------------------------------------------------
     def _state(self) -> tuple[dict[str, Any], dict[str, bytes]]:

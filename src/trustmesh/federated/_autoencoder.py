@@ -29,6 +29,7 @@ from trustmesh.federated._model import TorchWeights, _torch
 
 __all__ = ["AnomalyScorer", "AutoencoderModel", "anomaly_metrics"]
 
+
 class AutoencoderModel(TorchWeights):
     """Dense autoencoder ``n -> hidden... -> mirror -> n`` trained with Adam on benign rows (label 0).
 
@@ -67,6 +68,8 @@ class AutoencoderModel(TorchWeights):
         ``class_weights`` is accepted for interface parity and ignored (one class); ``dp_sgd`` is
         refused (local DP-SGD is implemented for the MLP only).
         """
+        from trustmesh.detect import DenseAutoencoderDetector
+
         torch = _torch()
         if epochs < 1:
             raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -81,28 +84,8 @@ class AutoencoderModel(TorchWeights):
         if rows.shape[0] == 0:
             return 0.0
         data = torch.from_numpy(np.clip(rows, -self.input_clip, self.input_clip))
-        gen = torch.Generator().manual_seed(seed)
-        start = [p.detach().clone() for p in self.net.parameters()]
-        opt = torch.optim.Adam(self.net.parameters(), lr=lr)
-        self.net.train()
-        last = 0.0
-        for _ in range(epochs):
-            perm = torch.randperm(data.shape[0], generator=gen)
-            total = 0.0
-            for s in range(0, data.shape[0], batch_size):
-                xb = data[perm[s:s + batch_size]]
-                opt.zero_grad()
-                loss = torch.mean((self.net(xb) - xb) ** 2)
-                total += float(loss.detach()) * len(xb)
-                if proximal_mu > 0:
-                    params = zip(self.net.parameters(), start, strict=True)
-                    prox = sum(((p - s0) ** 2).sum() for p, s0 in params)
-                    loss = loss + 0.5 * proximal_mu * prox
-                loss.backward()
-                opt.step()
-            last = total / data.shape[0]
-        self.net.eval()
-        return last
+        return float(DenseAutoencoderDetector.train_network(self.net, data, epochs=epochs, batch_size=batch_size,
+                                                            lr=lr, seed=seed, proximal_mu=proximal_mu))
 
     def rmse(self, X: npt.ArrayLike) -> npt.NDArray[np.float64]:
         """Per-row reconstruction RMSE of scaled rows (the raw anomaly measure)."""
