@@ -229,3 +229,5 @@ def test_defence_option_wraps_the_configured_rule_and_refuses_hidden_updates() -
         config_from_options(sites=3, rounds=1, defence="normbound", secagg=True)
     with pytest.raises(ConfigError, match="assumed-malicious"):
         config_from_options(sites=3, rounds=1, assumed_malicious=-1)
+    with pytest.raises(ConfigError, match="in the clear"):  # a config built directly is refused too
+        FLConfig(n_sites=3, defence="bulyan", he="ckks")

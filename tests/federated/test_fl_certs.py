@@ -9,6 +9,7 @@ import socket
 import ssl
 import threading
 from pathlib import Path
+from typing import Any
 
 import pytest
 from cryptography import x509
@@ -214,3 +215,15 @@ def test_site_refuses_plain_http_off_loopback_and_requires_a_root_cert(tmp_path:
     assert code == 2 and "not a CA certificate" in out
     code, out = _run("fl", "site", "--partition-id", "0", "--superlink", "nohostport", "--insecure")
     assert code == 2 and "HOST:PORT" in out
+
+
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"root_cert": Path("ca.pem"), "insecure": True}, "--insecure excludes --root-cert"),
+    ({}, "needs --root-cert"),
+    ({"insecure": True, "auth_key": Path("site.key")}, "--auth-key needs TLS"),
+])
+def test_site_transport_refuses_settings_that_would_leak_updates(kwargs: dict[str, Any], message: str) -> None:
+    from trustmesh.federated._tls import check_site_transport
+
+    with pytest.raises(ConfigError, match=message):
+        check_site_transport("127.0.0.1:9092", "127.0.0.1", **kwargs)

@@ -206,3 +206,13 @@ def test_dp_sgd_spec_parses_both_forms() -> None:
     assert (target.target_epsilon, target.rounds, target.max_epsilon, target.noise_multiplier) == (2.0, 7, 2.0, None)
     with pytest.raises(ValueError, match="rounds must be >= 1"):
         DPSGDConfig.parse("epsilon=2,clip=1")  # nothing to calibrate over
+
+
+@pytest.mark.parametrize(("spec", "message"), [
+    ("noise=abc,clip=1", "--dp: noise must be a number, got 'abc'"),
+    ("noise=1,clip=inf", "--dp: clip must be finite"),
+    ("noise=1,noise=2,clip=1", "--dp: noise given twice"),
+])
+def test_central_dp_spec_errors_name_the_key(spec: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        DPConfig.parse(spec)

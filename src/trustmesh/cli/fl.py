@@ -260,42 +260,6 @@ def _split_superlink(address: str) -> str:
     return host.strip("[]")
 
 
-def _serve_tls(host: str, tls_dir: Path | None, ssl_ca: Path | None, ssl_cert: Path | None,
-               ssl_key: Path | None, insecure: bool) -> Any:
-    """Resolve the SuperLink's TLS files (a ``TLSFiles``) or None for an explicit loopback ``--insecure``.
-
-    TLS is the default: without certificates `fl serve` refuses to start, and plain HTTP is allowed
-    only on a loopback bind, where nothing off the machine can read updates or submit runs.
-    """
-    from trustmesh.errors import ConfigError
-    from trustmesh.federated._tls import TLSFiles, is_loopback
-
-    explicit = [p for p in (ssl_ca, ssl_cert, ssl_key) if p is not None]
-    if insecure:
-        if tls_dir is not None or explicit:
-            raise ConfigError("--insecure excludes --tls-dir/--ssl-ca/--ssl-cert/--ssl-key; pick one")
-        if not is_loopback(host):
-            raise ConfigError(f"refusing plain HTTP on non-loopback --host {host}: every site's model update "
-                              "and the SuperLink's run-control API would cross the network unencrypted. "
-                              "Create certificates with `trustmesh fl certs DIR --host NAME` and pass "
-                              "--tls-dir DIR")
-        return None
-    if tls_dir is not None and explicit:
-        raise ConfigError("--tls-dir excludes --ssl-ca/--ssl-cert/--ssl-key; pick one")
-    if tls_dir is not None:
-        files = TLSFiles.from_dir(tls_dir)
-    elif explicit:
-        if ssl_ca is None or ssl_cert is None or ssl_key is None:
-            raise ConfigError("--ssl-ca, --ssl-cert and --ssl-key go together; one of them is missing")
-        files = TLSFiles.load(ssl_ca, ssl_cert, ssl_key)
-    else:
-        raise ConfigError("fl serve needs TLS: pass --tls-dir DIR (create it with `trustmesh fl certs DIR "
-                          "--host NAME`), or --ssl-ca/--ssl-cert/--ssl-key; plain HTTP only with --insecure "
-                          "on a loopback --host")
-    files.check_host(host)  # flwr run and the SuperLink's own runtime dial this address
-    return files
-
-
 def _write_flwr_config(home: Path, address: str, root_cert: Path | None) -> None:
     """Write the ``FLWR_HOME/config.toml`` SuperLink connection that ``flwr run``/``flwr supernode`` use."""
     import tomli_w
@@ -436,7 +400,7 @@ def serve_cmd(
 
     from trustmesh.cli._common import err_console
     from trustmesh.errors import ConfigError, FederatedError
-    from trustmesh.federated._tls import connect_host, is_loopback, load_site_public_key
+    from trustmesh.federated._tls import connect_host, is_loopback, load_site_public_key, server_tls
 
     options = {"dataset": dataset, "sites": sites, "rounds": rounds, "partition": partition,
                "aggregator": aggregator, "secagg": secagg, "secagg_shares": secagg_shares,
@@ -446,7 +410,8 @@ def serve_cmd(
     _config(**options)  # validate before starting any process
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {port}")
-    tls = _serve_tls(host, tls_dir, ssl_ca, ssl_cert, ssl_key, insecure)
+    tls = server_tls(host, tls_dir=tls_dir, ssl_ca=ssl_ca, ssl_cert=ssl_cert, ssl_key=ssl_key,
+                     insecure=insecure)
     keys = list(enroll or [])
     for key in keys:
         load_site_public_key(key)
@@ -542,24 +507,12 @@ def site_cmd(
     import sys
 
     from trustmesh.errors import ConfigError, FederatedError
-    from trustmesh.federated._tls import ca_fingerprint, check_site_private_key, is_loopback
+    from trustmesh.federated._tls import ca_fingerprint, check_site_transport
 
     if partition_id < 0:
         raise ConfigError(f"--partition-id must be >= 0, got {partition_id}")
-    link_host = _split_superlink(superlink)
-    if insecure and root_cert is not None:
-        raise ConfigError("--insecure excludes --root-cert; pick one")
-    if not insecure and root_cert is None:
-        raise ConfigError("fl site needs --root-cert CA.pem (the coordinator's ca.pem) to verify the "
-                          "SuperLink; plain HTTP only with --insecure to a loopback --superlink")
-    if insecure and not is_loopback(link_host):
-        raise ConfigError(f"refusing plain HTTP to non-loopback --superlink {superlink}: this site's model "
-                          "updates would cross the network unencrypted; pass --root-cert CA.pem")
-    if auth_key is not None:
-        if insecure:
-            raise ConfigError("--auth-key needs TLS (Flower signs site requests only over HTTPS); "
-                              "drop --insecure")
-        check_site_private_key(auth_key)
+    check_site_transport(superlink, _split_superlink(superlink), root_cert=root_cert, insecure=insecure,
+                         auth_key=auth_key)
     import signal
     import tempfile
 

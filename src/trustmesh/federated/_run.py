@@ -17,6 +17,7 @@ import numpy.typing as npt
 
 from trustmesh.errors import ConfigError
 from trustmesh.federated._aggregate import (
+    DEFENCES,
     Aggregator,
     flatten,
     fltrust_root_set,
@@ -97,6 +98,14 @@ class FLConfig:
             raise ConfigError("--dp is accounted for the mean; use --aggregator fedavg or fedprox")
         if self.secagg is not None and self.n_sites < 3:
             raise ConfigError("--secagg needs at least 3 sites")
+        if self.defence is not None:
+            if self.defence not in DEFENCES:
+                raise ConfigError(f"--defence must be one of {', '.join(DEFENCES)}, got {self.defence!r}")
+            if secure or self.dp is not None:
+                raise ConfigError(f"--defence {self.defence} needs each site's update in the clear and is not "
+                                  "accounted for DP; it cannot be combined with --secagg, --he or --dp")
+        if self.assumed_malicious is not None and self.assumed_malicious < 0:
+            raise ConfigError(f"--assumed-malicious must be >= 0, got {self.assumed_malicious}")
         # DP-SGD is purely local (each site's update is already private), so it combines with any
         # aggregator, SecAgg+ and CKKS; only these combinations are refused
         if self.train.dp_sgd is not None and self.dp is not None:
@@ -171,6 +180,7 @@ class Plan:
     parts: list[npt.NDArray[np.int64]]
     malicious: frozenset[int]
     root_idx: npt.NDArray[np.int64]
+    _benign_rows: npt.NDArray[np.float32] | None = field(default=None, init=False, repr=False)
 
     def new_model(self) -> MLPModel | AutoencoderModel:
         """The shared initial model (same seed on every party)."""
@@ -230,11 +240,15 @@ class Plan:
     def benign_calibration_rows(self) -> npt.NDArray[np.float32]:
         """Scaled benign rows that calibrate the autoencoder's threshold: the server-held validation
         share of the training split; data without one (synthetic tests) falls back to the benign
-        training rows."""
-        d = self.data
-        if d.X_val is not None and d.y_val is not None and d.preprocessor is not None:
-            return np.asarray(d.preprocessor.transform(d.X_val[d.y_val == 0]), dtype=np.float32)
-        return np.asarray(d.X_train[d.y_train == 0], dtype=np.float32)
+        training rows. Computed once per plan: every round's evaluation recalibrates on them."""
+        if self._benign_rows is None:
+            d = self.data
+            if d.X_val is not None and d.y_val is not None and d.preprocessor is not None:
+                rows = d.preprocessor.transform(d.X_val[d.y_val == 0])
+            else:
+                rows = d.X_train[d.y_train == 0]
+            self._benign_rows = np.asarray(rows, dtype=np.float32)
+        return self._benign_rows
 
     def root_steps(self) -> int:
         """Optimizer steps of FLTrust's root update: the median site's (see :func:`fltrust_root_steps`)."""
@@ -281,12 +295,7 @@ class Plan:
             root_update=self.root_update() if fltrust else None,
             root={"rows": int(len(self.root_idx)), "steps": self.root_steps(), "stratified": True} if fltrust else None,
         )
-        if c.defence is None:
-            return rule
-        try:
-            return wrap_aggregator(c.defence, rule, num_malicious=f)
-        except ValueError as exc:
-            raise ConfigError(f"--defence: {exc}") from exc
+        return rule if c.defence is None else wrap_aggregator(c.defence, rule, num_malicious=f)
 
 
 def plan_run(config: FLConfig, data: FederatedData) -> Plan:

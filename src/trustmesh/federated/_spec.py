@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from trustmesh.errors import ConfigError
-from trustmesh.federated._aggregate import DEFENCES
 from trustmesh.federated._attacks import AttackSpec
 from trustmesh.federated._partition import PartitionSpec
 from trustmesh.federated._run import FLConfig
@@ -31,14 +30,6 @@ def config_from_options(
     (record-level; each site calibrates its noise to its own sample rate, see :class:`DPSGDConfig`).
     ``--defence`` (normbound | centered-clip | bulyan) wraps the aggregator and needs updates in the clear.
     """
-    if defence:
-        if defence not in DEFENCES:
-            raise ConfigError(f"--defence must be one of {', '.join(DEFENCES)}, got {defence!r}")
-        if secagg or he or dp:
-            raise ConfigError(f"--defence {defence} needs each site's update in the clear and is not accounted "
-                              "for DP; it cannot be combined with --secagg, --he or --dp")
-    if assumed_malicious is not None and assumed_malicious < 0:
-        raise ConfigError(f"--assumed-malicious must be >= 0, got {assumed_malicious}")
     try:
         sa = None
         if secagg:

@@ -33,11 +33,13 @@ __all__ = [
     "TLSFiles",
     "ca_fingerprint",
     "check_site_private_key",
+    "check_site_transport",
     "connect_host",
     "create_site_key",
     "create_tls",
     "is_loopback",
     "load_site_public_key",
+    "server_tls",
 ]
 
 _log = logging.getLogger(__name__)
@@ -349,3 +351,55 @@ def load_site_public_key(path: Path) -> str:
     if not isinstance(key, ec.EllipticCurvePublicKey):
         raise ConfigError(f"{p}: Flower needs an EC (NIST curve) key, got {type(key).__name__}")
     return _fingerprint(raw)
+
+
+def server_tls(host: str, *, tls_dir: Path | None = None, ssl_ca: Path | None = None,
+               ssl_cert: Path | None = None, ssl_key: Path | None = None, insecure: bool = False) -> TLSFiles | None:
+    """Resolve the SuperLink's TLS files (a ``TLSFiles``) or None for an explicit loopback ``--insecure``.
+
+    TLS is the default: without certificates `fl serve` refuses to start, and plain HTTP is allowed
+    only on a loopback bind, where nothing off the machine can read updates or submit runs.
+    """
+    explicit = [p for p in (ssl_ca, ssl_cert, ssl_key) if p is not None]
+    if insecure:
+        if tls_dir is not None or explicit:
+            raise ConfigError("--insecure excludes --tls-dir/--ssl-ca/--ssl-cert/--ssl-key; pick one")
+        if not is_loopback(host):
+            raise ConfigError(f"refusing plain HTTP on non-loopback --host {host}: every site's model update "
+                              "and the SuperLink's run-control API would cross the network unencrypted. "
+                              "Create certificates with `trustmesh fl certs DIR --host NAME` and pass "
+                              "--tls-dir DIR")
+        return None
+    if tls_dir is not None and explicit:
+        raise ConfigError("--tls-dir excludes --ssl-ca/--ssl-cert/--ssl-key; pick one")
+    if tls_dir is not None:
+        files = TLSFiles.from_dir(tls_dir)
+    elif explicit:
+        if ssl_ca is None or ssl_cert is None or ssl_key is None:
+            raise ConfigError("--ssl-ca, --ssl-cert and --ssl-key go together; one of them is missing")
+        files = TLSFiles.load(ssl_ca, ssl_cert, ssl_key)
+    else:
+        raise ConfigError("fl serve needs TLS: pass --tls-dir DIR (create it with `trustmesh fl certs DIR "
+                          "--host NAME`), or --ssl-ca/--ssl-cert/--ssl-key; plain HTTP only with --insecure "
+                          "on a loopback --host")
+    files.check_host(host)  # flwr run and the SuperLink's own runtime dial this address
+    return files
+
+
+def check_site_transport(superlink: str, link_host: str, *, root_cert: Path | None = None,
+                         insecure: bool = False, auth_key: Path | None = None) -> None:
+    """Refuse a site's transport settings that would leak its updates: TLS (``root_cert``) unless
+    ``insecure`` to a loopback SuperLink, and an enrolment key (``auth_key``) only over TLS."""
+    if insecure and root_cert is not None:
+        raise ConfigError("--insecure excludes --root-cert; pick one")
+    if not insecure and root_cert is None:
+        raise ConfigError("fl site needs --root-cert CA.pem (the coordinator's ca.pem) to verify the "
+                          "SuperLink; plain HTTP only with --insecure to a loopback --superlink")
+    if insecure and not is_loopback(link_host):
+        raise ConfigError(f"refusing plain HTTP to non-loopback --superlink {superlink}: this site's model "
+                          "updates would cross the network unencrypted; pass --root-cert CA.pem")
+    if auth_key is not None:
+        if insecure:
+            raise ConfigError("--auth-key needs TLS (Flower signs site requests only over HTTPS); "
+                              "drop --insecure")
+        check_site_private_key(auth_key)

@@ -94,17 +94,36 @@ class DPConfig:
         """Parse ``noise=Z,clip=C,delta=D[,budget=E][,method=rdp|pld]`` (the CLI's ``--dp`` value)."""
         names = {"noise": "noise_multiplier", "clip": "clip_norm", "delta": "delta", "budget": "max_epsilon",
                  "method": "method", "sample": "sample_rate"}
-        values: dict[str, Any] = {}
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            key, sep, raw = part.partition("=")
-            if not sep or key not in names:
-                raise ValueError(f"--dp: expected key=value with key in {sorted(names)}, got {part!r}")
-            values[names[key]] = raw if key == "method" else float(raw)
+        values = _parse_spec(spec, "--dp", names)
         for required in ("noise_multiplier", "clip_norm"):
             if required not in values:
                 raise ValueError(f"--dp: {required.split('_')[0]}=... is required, got {spec!r}")
         values.update(overrides)
         return cls(**values)
+
+
+def _parse_spec(spec: str, flag: str, names: Mapping[str, str]) -> dict[str, Any]:
+    """Parse ``key=value,...`` for ``flag``: keys from ``names`` (mapped to field names), each at most
+    once; every value a finite number except ``method``, which stays text."""
+    values: dict[str, Any] = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        key, sep, raw = part.partition("=")
+        key, raw = key.strip(), raw.strip()
+        if not sep or key not in names:
+            raise ValueError(f"{flag}: expected key=value with key in {sorted(names)}, got {part!r}")
+        if names[key] in values:
+            raise ValueError(f"{flag}: {key} given twice in {spec!r}")
+        if key == "method":
+            values["method"] = raw
+            continue
+        try:
+            number = float(raw)
+        except ValueError:
+            raise ValueError(f"{flag}: {key} must be a number, got {raw!r}") from None
+        if not math.isfinite(number):
+            raise ValueError(f"{flag}: {key} must be finite, got {raw!r}")
+        values[names[key]] = number
+    return values
 
 
 def _event(noise_multiplier: float, sample_rate: float) -> Any:
@@ -285,24 +304,7 @@ class DPSGDConfig:
         """
         names = {"noise": "noise_multiplier", "epsilon": "target_epsilon", "clip": "clip_norm", "delta": "delta",
                  "budget": "max_epsilon", "method": "method"}
-        values: dict[str, Any] = {}
-        for part in filter(None, (p.strip() for p in spec.split(","))):
-            key, sep, raw = part.partition("=")
-            key, raw = key.strip(), raw.strip()
-            if not sep or key not in names:
-                raise ValueError(f"--dp-sgd: expected key=value with key in {sorted(names)}, got {part!r}")
-            if names[key] in values:
-                raise ValueError(f"--dp-sgd: {key} given twice in {spec!r}")
-            if key == "method":
-                values["method"] = raw
-                continue
-            try:
-                number = float(raw)
-            except ValueError:
-                raise ValueError(f"--dp-sgd: {key} must be a number, got {raw!r}") from None
-            if not math.isfinite(number):
-                raise ValueError(f"--dp-sgd: {key} must be finite, got {raw!r}")
-            values[names[key]] = number
+        values = _parse_spec(spec, "--dp-sgd", names)
         if "clip_norm" not in values:
             raise ValueError(f"--dp-sgd: clip=... is required, got {spec!r}")
         if ("noise_multiplier" in values) == ("target_epsilon" in values):
