@@ -66,6 +66,9 @@ class Alert:
     severity: int = 1
     source_name: str | None = None  # the input the flow came from (file name / interface)
     extra: dict[str, Any] = field(default_factory=dict)
+    technique_id: str | None = None  # MITRE ATT&CK id (e.g. T1046) when the verdict names one
+    technique_name: str | None = None
+    detector: str | None = None  # what produced the verdict: "ml" (model_id), "behaviour", "suricata", ...
 
     def __post_init__(self) -> None:
         if not 0.0 <= self.score <= 1.0:
@@ -93,6 +96,9 @@ class Alert:
             "network.transport": self.transport,
             "network.protocol": self.application,
             "rule.name": self.predicted_class,
+            "threat.framework": "MITRE ATT&CK" if self.technique_id else None,
+            "threat.technique.id": self.technique_id,
+            "threat.technique.name": self.technique_name,
             "trustmesh.score": self.score,
             "trustmesh.threshold": self.threshold,
             "trustmesh.model_id": self.model_id,
