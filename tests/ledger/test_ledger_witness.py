@@ -114,3 +114,51 @@ def test_client_detects_split_view(tmp_path: Path, ledger_dir: Path) -> None:
     with pytest.raises(WitnessError):
         detect_split_view(b, c, led.verifier_key, proof=led.prove_consistency(30, 40).path)
     led.close()
+
+
+def test_repeated_witness_key_counts_once_towards_quorum(tmp_path: Path, ledger_dir: Path) -> None:
+    """Issue 14: `--witness-key K --witness-key K --quorum 2` passed with one witness."""
+    from trustmesh.errors import InputError
+
+    led = Ledger.create(ledger_dir, ORIGIN)
+    led.append(make_entries(5))
+    (w,) = _witnesses(tmp_path, led, 1)
+    cp = led.checkpoint(witnesses=[w], quorum=1)
+    key = w.verifier_key
+    same_public = NoteVerifier("alias.example/w", 0x04, NoteVerifier.from_vkey(key).public_key)
+    assert len(verify_cosignatures(cp, [key, key], 1)) == 1
+    with pytest.raises(InputError, match="distinct witness keys"):
+        verify_cosignatures(cp, [key, key], 2)
+    with pytest.raises(InputError, match="distinct witness keys"):
+        verify_cosignatures(cp, [key, same_public], 2)  # one Ed25519 key under two names is one witness
+    with pytest.raises(InputError, match="distinct witnesses"):
+        led.checkpoint(witnesses=[w, w], quorum=2)
+    led.close()
+
+
+def test_forged_cosignature_is_refused_and_never_stored(tmp_path: Path, ledger_dir: Path) -> None:
+    """Issue 14: add_cosignatures stored unchecked lines; one forged line broke checkpoint() and audit()."""
+    from trustmesh.ledger import audit
+    from trustmesh.ledger._note import NoteSignature
+
+    led = Ledger.create(ledger_dir, ORIGIN)
+    led.append(make_entries(8))
+    (w,) = _witnesses(tmp_path, led, 1)
+    cp = led.checkpoint()
+    vk = NoteVerifier.from_vkey(w.verifier_key)
+    forged_cosig = NoteSignature(vk.name, vk.key_id, struct.pack(">Q", 1_700_000_000) + b"\x01" * 64)
+    forged_log = NoteSignature(led.verifier.name, led.verifier.key_id, b"\x02" * 64)
+    before = led.store.latest_checkpoint()
+    with pytest.raises(SignatureError, match="refusing to store"):
+        led.add_cosignatures(cp.with_signatures((forged_cosig,)), [w.verifier_key])
+    assert led.store.latest_checkpoint() == before
+    # a line by a key the caller did not name (here a forged log signature) is ignored, not stored
+    merged = led.add_cosignatures(cp.with_signatures((forged_log,)), [w.verifier_key])
+    assert forged_log not in merged.signatures and led.store.latest_checkpoint() == before
+    line = w.add_checkpoint(cp.to_bytes(), old_size=0, proof=[])
+    merged = led.add_cosignatures(cp.with_signatures((line,)), [w.verifier_key])
+    assert len(verify_cosignatures(merged, [w.verifier_key], 1)) == 1
+    led.append(make_entries(3, 8))
+    led.checkpoint()  # the stored notes still verify, so the log keeps signing
+    assert audit(ledger_dir, witness_keys=[w.verifier_key], quorum=0).checkpoints_verified == 2
+    led.close()

@@ -372,7 +372,7 @@ def witness_cosign_command(
         old = w.known_size(cp.origin)
         proof = list(led.prove_consistency(old, cp.size).path) if 0 < old < cp.size else []
         line = w.add_checkpoint(cp.to_bytes(), old_size=old, proof=proof)
-        merged = led.add_cosignatures(cp.with_signatures((line,)))
+        merged = led.add_cosignatures(cp.with_signatures((line,)), [w.verifier_key])
     sys.stdout.write(merged.to_bytes().decode("utf-8"))
 
 

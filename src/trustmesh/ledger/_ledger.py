@@ -31,7 +31,7 @@ from trustmesh.errors import (
 )
 from trustmesh.ledger._checkpoint import Checkpoint
 from trustmesh.ledger._entry import Entry
-from trustmesh.ledger._note import NoteSigner, NoteVerifier
+from trustmesh.ledger._note import NoteSignature, NoteSigner, NoteVerifier, SignedNote
 from trustmesh.ledger._proof import (
     ConsistencyProof,
     InclusionProof,
@@ -41,6 +41,8 @@ from trustmesh.ledger._proof import (
 )
 from trustmesh.ledger._store import FORMAT_VERSION, TILE_HEIGHT, TILE_WIDTH, TileStore, pack_bundle
 from trustmesh.ledger.hazmat import EMPTY_ROOT, HASH_SIZE, node_hash
+
+from trustmesh.ledger._witness import distinct_witness_keys
 
 if TYPE_CHECKING:
     from trustmesh.ledger._witness import Witness
@@ -381,8 +383,9 @@ class Ledger:
         """
         if self._signer is None:
             raise InputError(f"{self.directory}: no signing key (opened read-only or {KEY_NAME} missing)")
-        if quorum < 0 or quorum > len(witnesses):
-            raise ValueError(f"quorum must be in [0, {len(witnesses)}], got {quorum}")
+        distinct = len({w.verifier_key for w in witnesses})
+        if isinstance(quorum, bool) or not isinstance(quorum, int) or not 0 <= quorum <= distinct:
+            raise InputError(f"quorum must be in [0, {distinct}] (the number of distinct witnesses), got {quorum!r}")
         with self._store.write_lock() as store:
             n = store.size
             root = store.root(n)
@@ -414,33 +417,60 @@ class Ledger:
         return cp
 
     def _gather_cosignatures(self, cp: Checkpoint, witnesses: Sequence[Witness], quorum: int) -> Checkpoint:
-        got, errors = [], []
+        got: list[NoteSignature] = []
+        keys: list[NoteVerifier] = []
+        errors = []
         for w in witnesses:
             try:
                 old = w.known_size(self.origin)
                 proof = self.prove_consistency(old, cp.size).path if 0 < old < cp.size else ()
                 got.append(w.add_checkpoint(cp.to_bytes(), old_size=old, proof=list(proof)))
+                keys.append(NoteVerifier.from_vkey(w.verifier_key))
             except (WitnessError, ConsistencyError, CheckpointError, SignatureError) as exc:
                 errors.append(f"{w.name}: {exc}")
                 log.warning("witness %s refused checkpoint %d: %s", w.name, cp.size, exc)
-        signed = cp.with_signatures(tuple(got))
-        row = self._store.latest_checkpoint()
-        if row is not None and Checkpoint.from_bytes(row[2]).body() == cp.body():
-            self._store.replace_checkpoint_note(row[0], signed.to_bytes())
-        if len(got) < quorum:
+        signed = self.add_cosignatures(cp.with_signatures(tuple(got)), keys) if got else cp
+        count = len(distinct_witness_keys(keys))
+        if count < quorum:
             raise WitnessError(
-                f"only {len(got)} of the required {quorum} witnesses cosigned size {cp.size}: " + "; ".join(errors),
+                f"only {count} of the required {quorum} witnesses cosigned size {cp.size}: " + "; ".join(errors),
                 index=cp.size,
             )
         return signed
 
-    def add_cosignatures(self, checkpoint: Checkpoint) -> Checkpoint:
-        """Merge extra signature lines of ``checkpoint`` into the stored checkpoint with the same body."""
+    def add_cosignatures(self, checkpoint: Checkpoint, witness_keys: Sequence[NoteVerifier | str]) -> Checkpoint:
+        """Verify, then merge, the cosignatures of ``checkpoint`` into the stored checkpoint with its body.
+
+        Only lines by ``witness_keys`` are considered, and each must verify (SignatureError, nothing
+        stored, otherwise); lines by other keys are ignored, so a forged line never reaches the store
+        and never breaks a later :meth:`checkpoint` or :func:`audit`. A witness that already has a
+        cosignature on the stored note keeps its first one. Raise CheckpointError if no stored
+        checkpoint has this body.
+        """
+        keys = distinct_witness_keys(witness_keys)
+        if not keys:
+            raise InputError("add_cosignatures needs the verifier keys of the witnesses whose lines to add")
+        body = checkpoint.body()
+        new_lines: list[NoteSignature] = []
+        note = SignedNote(body, checkpoint.signatures)
+        for k in keys:
+            sig = note.signature_by(k)
+            if sig is None:
+                continue
+            try:
+                k.verify_note_signature(body, sig.signature)
+            except SignatureError as exc:
+                raise SignatureError(f"refusing to store a cosignature: {exc}", index=checkpoint.size) from None
+            new_lines.append(sig)
         with self._store.write_lock() as store:
-            for seq, _size, note in reversed(store.checkpoints()):
-                stored = Checkpoint.from_bytes(note)
-                if stored.body() == checkpoint.body():
-                    merged = stored.with_signatures(checkpoint.signatures)
-                    store.replace_checkpoint_note(seq, merged.to_bytes())
-                    return merged
+            for seq, _size, raw in reversed(store.checkpoints()):
+                stored = Checkpoint.from_bytes(raw)
+                if stored.body() != body:
+                    continue
+                have = {(s.name, s.key_id) for s in stored.signatures}
+                extra = tuple(s for s in new_lines if (s.name, s.key_id) not in have)
+                merged = stored.with_signatures(extra)
+                store.replace_checkpoint_note(seq, merged.to_bytes())
+                return merged
         raise CheckpointError("no stored checkpoint has this body", index=checkpoint.size)
+

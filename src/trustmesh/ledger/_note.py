@@ -17,6 +17,7 @@ import binascii
 import hashlib
 import os
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Final
@@ -33,8 +34,11 @@ __all__ = [
     "NoteSignature",
     "NoteSigner",
     "NoteVerifier",
+    "OpenedNote",
     "SignedNote",
+    "is_valid_key_name",
     "key_id",
+    "open_note",
     "write_private_file",
 ]
 
@@ -43,14 +47,35 @@ ALG_COSIGNATURE_V1: Final = 0x04
 _DASH: Final = "\u2014 "
 MAX_NOTE_BYTES: Final = 1 << 20
 MAX_SIGNATURES: Final = 100
+COSIGNATURE_BYTES: Final = 8 + 64
+# Go's unicode.IsSpace (what golang.org/x/mod/sumdb/note's isValidName rejects): the Latin-1 spaces
+# plus every other code point with the Unicode White_Space property.
+_GO_SPACES: Final = frozenset(
+    "\t\n\v\f\r \u0085\u00a0\u1680\u2000\u2001\u2002\u2003\u2004\u2005\u2006\u2007\u2008\u2009"
+    "\u200a\u2028\u2029\u202f\u205f\u3000"
+)
+
+
+def is_valid_key_name(name: str) -> bool:
+    """Return whether ``name`` is a valid note key name exactly as Go's ``note`` package decides.
+
+    Non-empty, no Unicode white space (Go's ``unicode.IsSpace``), no ``+``. Control characters never
+    reach this check inside a note (the note as a whole refuses them).
+    """
+    return bool(name) and "+" not in name and not any(c in _GO_SPACES for c in name)
 
 
 def _check_name(name: str) -> str:
-    if not isinstance(name, str) or not name or any(c.isspace() or c == "+" for c in name):
+    if not isinstance(name, str) or not is_valid_key_name(name) or any(c.isspace() for c in name):
         raise InputError(f"key name must be non-empty without spaces or '+', got {name!r}")
     if any(ord(c) < 0x20 for c in name):
         raise InputError(f"key name must not contain control characters, got {name!r}")
     return name
+
+
+def cosigned_message(text: str, timestamp: int) -> bytes:
+    """Return what a ``cosignature/v1`` (type 0x04) signature covers: header, ``time <ts>``, note text."""
+    return f"cosignature/v1\ntime {timestamp}\n{text}".encode()
 
 
 def key_id(name: str, alg: int, public_key: bytes) -> int:
@@ -121,6 +146,25 @@ class NoteVerifier:
             Ed25519PublicKey.from_public_bytes(self.public_key).verify(signature, message)
         except InvalidSignature:
             raise SignatureError(f"signature by {self.name!r} does not verify") from None
+
+    def verify_note_signature(self, text: str, signature: bytes) -> None:
+        """Check one note signature line's bytes (after the key ID) over note ``text``.
+
+        Type 0x01 signs the text itself; type 0x04 (tlog-cosignature) is an 8-byte big-endian
+        timestamp (< 2^63) followed by an Ed25519 signature of :func:`cosigned_message`.
+        """
+        if self.alg == ALG_ED25519:
+            self.verify(text.encode("utf-8"), signature)
+            return
+        if len(signature) != COSIGNATURE_BYTES:
+            raise SignatureError(f"cosignature by {self.name!r} has the wrong length")
+        ts = struct.unpack(">Q", signature[:8])[0]
+        if ts >= 2**63:
+            raise SignatureError(f"cosignature by {self.name!r} has an invalid timestamp")
+        try:
+            self.verify(cosigned_message(text, ts), signature[8:])
+        except SignatureError:
+            raise SignatureError(f"cosignature by {self.name!r} does not verify") from None
 
 
 class NoteSigner:
@@ -253,8 +297,8 @@ class SignedNote:
         for line in lines:
             if not line.startswith(_DASH):
                 raise CheckpointError(f"malformed signature line {line[:60]!r}")
-            name, sep, blob = line[len(_DASH) :].partition(" ")
-            if not sep or not name or "+" in name or " " in blob:
+            name, _, blob = line[len(_DASH) :].partition(" ")
+            if not is_valid_key_name(name) or not blob:
                 raise CheckpointError(f"malformed signature line {line[:60]!r}")
             try:
                 raw = base64.b64decode(blob, validate=True)
@@ -265,10 +309,60 @@ class SignedNote:
             sigs.append(NoteSignature(name, struct.unpack(">I", raw[:4])[0], raw[4:]))
         return cls(text, tuple(sigs))
 
+    def signature_by(self, verifier: NoteVerifier) -> NoteSignature | None:
+        """Return the first signature line naming ``verifier`` (name and key ID), or None.
+
+        Like Go's ``note.Open``, later lines by the same key are duplicates and are ignored.
+        """
+        return next((s for s in self.signatures if s.name == verifier.name and s.key_id == verifier.key_id), None)
+
     def verify(self, verifier: NoteVerifier) -> None:
-        """Check the signature by ``verifier`` (type 0x01); raise SignatureError if absent or bad."""
-        matching = [s for s in self.signatures if s.name == verifier.name and s.key_id == verifier.key_id]
-        if not matching:
+        """Check the signature by ``verifier``; raise SignatureError if absent or bad.
+
+        The first line by the key decides (duplicates after it are ignored, as Go's ``note.Open`` does).
+        """
+        sig = self.signature_by(verifier)
+        if sig is None:
             raise SignatureError(f"note carries no signature by {verifier.name!r}")
-        for sig in matching:
-            verifier.verify(self.text.encode("utf-8"), sig.signature)
+        verifier.verify_note_signature(self.text, sig.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class OpenedNote:
+    """A note whose signatures by known keys all verified: the text, verified and unknown lines."""
+
+    text: str
+    verified: tuple[NoteSignature, ...]
+    unverified: tuple[NoteSignature, ...]
+
+
+def open_note(data: bytes, verifiers: Sequence[NoteVerifier]) -> OpenedNote:
+    """Parse and verify a signed note exactly as Go's ``golang.org/x/mod/sumdb/note.Open`` does.
+
+    Raises CheckpointError if the note is malformed, SignatureError if a known key's first line does
+    not verify (later duplicate lines by that key are ignored) or if no known key signed it. Lines by
+    unknown keys are returned unverified (identical repeats dropped).
+    """
+    known: dict[tuple[str, int], NoteVerifier] = {}
+    for v in verifiers:
+        prev = known.setdefault((v.name, v.key_id), v)
+        if prev != v:
+            raise InputError(f"two different keys share the name {v.name!r} and key ID {v.key_id:08x}")
+    note = SignedNote.from_bytes(data)
+    verified: list[NoteSignature] = []
+    unverified: list[NoteSignature] = []
+    seen: set[tuple[str, int]] = set()
+    for sig in note.signatures:
+        key = known.get((sig.name, sig.key_id))
+        if key is None:
+            if sig not in unverified:
+                unverified.append(sig)
+            continue
+        if (sig.name, sig.key_id) in seen:
+            continue
+        seen.add((sig.name, sig.key_id))
+        key.verify_note_signature(note.text, sig.signature)
+        verified.append(sig)
+    if not verified:
+        raise SignatureError("note has no verifiable signatures")
+    return OpenedNote(note.text, tuple(verified), tuple(unverified))

@@ -29,10 +29,24 @@ from trustmesh.errors import (
     WitnessError,
 )
 from trustmesh.ledger._checkpoint import Checkpoint
-from trustmesh.ledger._note import ALG_COSIGNATURE_V1, NoteSignature, NoteSigner, NoteVerifier
+from trustmesh.ledger._note import (
+    ALG_COSIGNATURE_V1,
+    NoteSignature,
+    NoteSigner,
+    NoteVerifier,
+    SignedNote,
+    cosigned_message,
+)
 from trustmesh.ledger._proof import verify_consistency_path
 
-__all__ = ["Cosignature", "Witness", "cosignature_message", "detect_split_view", "verify_cosignatures"]
+__all__ = [
+    "Cosignature",
+    "Witness",
+    "cosignature_message",
+    "detect_split_view",
+    "distinct_witness_keys",
+    "verify_cosignatures",
+]
 
 KEY_FILE: Final = "witness.key"
 PUB_FILE: Final = "witness.pub"
@@ -43,7 +57,7 @@ def cosignature_message(checkpoint: Checkpoint, timestamp: int) -> bytes:
     """Return the signed message: ``cosignature/v1``, ``time <ts>``, then the checkpoint body."""
     if not 0 <= timestamp < 2**63:
         raise InputError(f"timestamp must be in [0, 2^63), got {timestamp}")
-    return f"cosignature/v1\ntime {timestamp}\n{checkpoint.body()}".encode()
+    return cosigned_message(checkpoint.body(), timestamp)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,38 +74,57 @@ def _cosign_line(signer: NoteSigner, checkpoint: Checkpoint, timestamp: int) -> 
 
 
 def _check_cosignature(checkpoint: Checkpoint, verifier: NoteVerifier) -> Cosignature | None:
-    """Return the verified cosignature by ``verifier``, None if absent; raise SignatureError if bad."""
-    found = None
-    for s in checkpoint.signatures:
-        if s.name != verifier.name or s.key_id != verifier.key_id:
+    """Return the verified cosignature by ``verifier``, None if absent; raise SignatureError if bad.
+
+    The first line by the key decides; later duplicates are ignored (Go's ``note.Open`` rule).
+    """
+    sig = SignedNote(checkpoint.body(), checkpoint.signatures).signature_by(verifier)
+    if sig is None:
+        return None
+    try:
+        verifier.verify_note_signature(checkpoint.body(), sig.signature)
+    except SignatureError as exc:
+        raise SignatureError(str(exc), index=checkpoint.size) from None
+    return Cosignature(verifier.name, struct.unpack(">Q", sig.signature[:8])[0])
+
+
+def distinct_witness_keys(witness_keys: Sequence[NoteVerifier | str]) -> list[NoteVerifier]:
+    """Parse witness keys and drop repeats: one witness counts once towards a quorum.
+
+    Two keys are the same witness when their key hash (name and key) or their Ed25519 public key
+    match: a ``cosignature/v1`` signature does not commit to the name, so one public key under two
+    names is still one witness.
+    """
+    out: list[NoteVerifier] = []
+    hashes: set[tuple[str, int]] = set()
+    publics: set[bytes] = set()
+    for k in witness_keys:
+        v = NoteVerifier.from_vkey(k) if isinstance(k, str) else k
+        if v.alg != ALG_COSIGNATURE_V1:
+            raise InputError(f"witness key {v.name!r} is not a cosignature/v1 (type 0x04) key")
+        if (v.name, v.key_id) in hashes or v.public_key in publics:
             continue
-        if len(s.signature) != 8 + 64:
-            raise SignatureError(f"cosignature by {verifier.name!r} has the wrong length", index=checkpoint.size)
-        ts = struct.unpack(">Q", s.signature[:8])[0]
-        if ts >= 2**63:
-            raise SignatureError(f"cosignature by {verifier.name!r} has an invalid timestamp", index=checkpoint.size)
-        try:
-            verifier.verify(cosignature_message(checkpoint, ts), s.signature[8:])
-        except SignatureError:
-            raise SignatureError(f"cosignature by {verifier.name!r} does not verify", index=checkpoint.size) from None
-        found = Cosignature(verifier.name, ts)
-    return found
+        hashes.add((v.name, v.key_id))
+        publics.add(v.public_key)
+        out.append(v)
+    return out
 
 
 def verify_cosignatures(
     checkpoint: Checkpoint, witness_keys: Sequence[NoteVerifier | str], quorum: int, *, max_future_s: int = 300
 ) -> list[Cosignature]:
-    """Check that at least ``quorum`` of ``witness_keys`` cosigned ``checkpoint``; raise WitnessError if not.
+    """Check that at least ``quorum`` distinct witnesses cosigned ``checkpoint``; raise WitnessError if not.
 
-    Unknown signature lines are ignored (signed-note rules); a bad signature by a known key raises
-    SignatureError; a timestamp more than ``max_future_s`` in the future is rejected.
+    Repeated keys count once (see :func:`distinct_witness_keys`); a quorum larger than the number
+    of distinct keys is an InputError. Unknown signature lines are ignored (signed-note rules); a
+    bad signature by a known key raises SignatureError; a timestamp more than ``max_future_s`` in
+    the future is rejected.
     """
-    keys = [NoteVerifier.from_vkey(k) if isinstance(k, str) else k for k in witness_keys]
-    if not 0 <= quorum <= len(keys):
-        raise ValueError(f"quorum must be in [0, {len(keys)}], got {quorum}")
-    for k in keys:
-        if k.alg != ALG_COSIGNATURE_V1:
-            raise InputError(f"witness key {k.name!r} is not a cosignature/v1 (type 0x04) key")
+    keys = distinct_witness_keys(witness_keys)
+    if isinstance(quorum, bool) or not isinstance(quorum, int) or not 0 <= quorum <= len(keys):
+        raise InputError(
+            f"quorum must be in [0, {len(keys)}] (the number of distinct witness keys), got {quorum!r}"
+        )
     now = int(_time.time())
     good: list[Cosignature] = []
     for k in keys:
