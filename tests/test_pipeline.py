@@ -67,7 +67,7 @@ def test_pcap_run_links_every_step_in_the_ledger(tmp_path: Path, model_path: Pat
         incident = next(r for r in entries[decision].refs if entries[r].kind == "incident")
         alert_refs = [r for r in entries[incident].refs if entries[r].kind == "alert"]
         assert alert_refs and all(r < incident for r in entries[incident].refs)
-        assert any(entries[r].payload["source_ip"] == SCANNER for r in alert_refs)
+        assert any(entries[r].payload["source"]["ip"] == SCANNER for r in alert_refs)
         assert all(entries[r].refs == (0,) for r in alert_refs), "alerts cite the model entry"
 
     # the auditor's view: one command proves the action and everything it was based on
@@ -92,7 +92,7 @@ def test_alerts_only_above_threshold_with_ecs_fields() -> None:
                                 source_name="x.pcap")
     assert [a.flow_id for a in alerts] == ["b", "c"]
     ecs = alerts[1].to_ecs()
-    assert ecs["destination.port"] == 80 and ecs["event.severity"] == 4 and "network.protocol" in ecs
+    assert ecs["destination"]["port"] == 80 and ecs["event"]["severity"] == 3 and ecs["network"]["protocol"] == "http"
     assert "service" not in ecs and alerts[0].application == "ssh"
 
 

@@ -36,7 +36,8 @@ from trustmesh.detect import Detector, Manifest, default_pcap_model, load_model
 from trustmesh.errors import ConfigError, InputError, TrustmeshError
 from trustmesh.flows import FlowSource, open_source
 from trustmesh.ledger import Checkpoint, Entry, Ledger
-from trustmesh.records import Alert, FlowId, Incident, ModelId, severity_from_score
+from trustmesh._ecs import alert_severity
+from trustmesh.records import Alert, FlowId, Incident, ModelId
 from trustmesh.respond import (
     DEFAULT_PLAYBOOKS,
     Action,
@@ -51,6 +52,7 @@ from trustmesh.respond import (
     WebhookAction,
     expire,
 )
+from trustmesh.respond._correlate import technique_for  # class label -> ATT&CK id, for alert severity
 
 __all__ = [
     "BatchOutcome",
@@ -259,7 +261,8 @@ def alerts_from_scores(
             transport=_opt_str(row.get("proto")),
             application=_opt_str(row.get("service")),
             predicted_class=None if classes is None else _opt_str(classes[int(i)]),
-            severity=severity_from_score(score),
+            severity=alert_severity(score, float(threshold),
+                                    technique_for(None if classes is None else _opt_str(classes[int(i)]))),
             source_name=source_name,
         ))
     return alerts
@@ -464,7 +467,8 @@ class Pipeline:
                 classes = [str(next(predicted)) if hit else None for hit in hits.tolist()]
         alerts = alerts_from_scores(flows, scores, threshold=self.detector.threshold, model_id=self.model_id,
                                     source_name=source_name, classes=classes)
-        indices = self._append_many([("alert", a.to_dict(), [self.model_index]) for a in alerts])
+        created = self.clock()  # ledger alert entries are the ECS document every sink and the API see
+        indices = self._append_many([("alert", a.to_ecs(created=created), [self.model_index]) for a in alerts])
         touched: dict[str, Incident] = {}
         new_alerts: dict[str, list[int]] = {}
         for index, alert in zip(indices, alerts, strict=True):

@@ -80,32 +80,14 @@ class Alert:
         """Return a JSON-ready dict of every field."""
         return dataclasses.asdict(self)
 
-    def to_ecs(self) -> dict[str, Any]:
-        """Return the alert as an ECS-shaped document (dotted field names)."""
-        doc: dict[str, Any] = {
-            "@timestamp": self.timestamp,
-            "event.kind": "alert",
-            "event.category": "network",
-            "event.id": self.alert_id,
-            "event.severity": self.severity,
-            "event.risk_score": round(self.score * 100, 3),
-            "source.ip": self.source_ip,
-            "source.port": self.source_port,
-            "destination.ip": self.destination_ip,
-            "destination.port": self.destination_port,
-            "network.transport": self.transport,
-            "network.protocol": self.application,
-            "rule.name": self.predicted_class,
-            "threat.framework": "MITRE ATT&CK" if self.technique_id else None,
-            "threat.technique.id": self.technique_id,
-            "threat.technique.name": self.technique_name,
-            "trustmesh.score": self.score,
-            "trustmesh.threshold": self.threshold,
-            "trustmesh.model_id": self.model_id,
-            "trustmesh.flow_id": self.flow_id,
-            "trustmesh.source": self.source_name,
-        }
-        return {k: v for k, v in doc.items() if v is not None}
+    def to_ecs(self, *, created: float | None = None) -> dict[str, Any]:
+        """Return the alert as a nested ECS 8.x document (docs/soc.md; built by ``trustmesh._ecs``).
+
+        ``created`` (epoch seconds, default now) becomes ``event.created``.
+        """
+        from trustmesh._ecs import alert_document  # stdlib-only module; kept out of import time
+
+        return alert_document(self, created=created)
 
 
 def _check_severity(severity: int) -> None:
@@ -163,6 +145,12 @@ class Incident:
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready dict of every field (tuples become lists)."""
         return _fields(self)
+
+    def to_ecs(self, *, created: float | None = None) -> dict[str, Any]:
+        """Return this incident version as a nested ECS 8.x document (docs/soc.md)."""
+        from trustmesh._ecs import incident_document
+
+        return incident_document(self, created=created)
 
     @classmethod
     def from_dict(cls, doc: dict[str, Any]) -> Incident:

@@ -56,8 +56,9 @@ def test_train_evaluate_detect_round_trip(ton_csv: Path, tmp_path: Path) -> None
     lines = alerts.read_text().splitlines()
     assert summary["alerts"] == len(lines) > 0
     first = json.loads(lines[0])
-    assert first["event.kind"] == "alert" and first["trustmesh.model_id"] == trained["model_id"]
-    assert first["trustmesh.score"] >= first["trustmesh.threshold"]
+    assert first["event"]["kind"] == "alert" and first["trustmesh"]["model_id"] == trained["model_id"]
+    assert first["trustmesh"]["score"] >= first["trustmesh"]["threshold"]
+    assert first["ecs"]["version"].startswith("8.") and first["@timestamp"].endswith("Z")
 
 
 @pytest.mark.needs_data

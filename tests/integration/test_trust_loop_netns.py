@@ -68,7 +68,7 @@ def _explain(bed: Testbed, ledger_dir: Path, tmp_path: Path) -> str:
                 if e.kind in {"decision", "action_result", "pipeline.error"}:
                     lines.append(f"{i} {e.kind} {e.payload}")
                 elif e.kind == "alert" and len(lines) < 5:
-                    lines.append(f"{i} alert {e.payload['source_ip']} -> {e.payload['destination_port']}")
+                    lines.append(f"{i} alert {e.payload['source']['ip']} -> {e.payload['destination'].get('port')}")
     except Exception as exc:  # noqa: BLE001 - diagnostics only
         lines.append(f"(ledger unreadable: {exc})")
     lines.append(bed.exec(bed.gw, "nft", "list", "ruleset", check=False).stdout[-1500:])
@@ -140,5 +140,5 @@ def test_gateway_contains_scanner_and_keeps_benign_traffic(testbed: Testbed, tmp
         entries = [ledger.entry(i) for i in range(ledger.size)]
     applied = [e for e in entries if e.kind == "action_result" and e.payload["status"] == "applied"]
     assert applied and ATK_IP in applied[0].payload["targets"]
-    assert any(e.kind == "alert" and e.payload["source_ip"] == ATK_IP for e in entries)
+    assert any(e.kind == "alert" and e.payload["source"]["ip"] == ATK_IP for e in entries)
     assert blocked_after < 120
