@@ -19,6 +19,11 @@ ORIGIN = "trustmesh.test-identity-cli"
 def ledger_dir(tmp_path: Path) -> Path:
     d = tmp_path / "log"
     Ledger.create(d, ORIGIN).close()
+    result = runner.invoke(app, ["identity", "admin", "init", "--ledger", str(d), "--name", "ops.test/admin", "--json"])
+    assert result.exit_code == 0, result.output
+    key_file = Path(json.loads(result.output)["key_file"])
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert key_file.read_text().split("+")[-1].strip() not in result.output and "PRIVATE" not in result.output
     return d
 
 
@@ -80,3 +85,21 @@ def test_bad_input_is_one_line(ledger_dir: Path, tmp_path: Path) -> None:
     assert code == 2 and "not enrolled" in out
     code, out = _run("identity", "list", "--ledger", str(tmp_path / "nowhere"))
     assert code == 2 and "no ledger" in out
+
+
+def test_forged_identity_entries_are_reported_and_skipped(ledger_dir: Path, tmp_path: Path) -> None:
+    from trustmesh.identity import REVOKE
+
+    assert _run("identity", "enroll", "plc-2", "--ledger", str(ledger_dir), "--keys", str(tmp_path / "k"))[0] == 0
+    with Ledger.open(ledger_dir) as lg:
+        bad = lg.append_one(REVOKE, {"device_id": "unknown-device", "reason": "x"})
+    code, out = _run("identity", "show", "plc-2", "--ledger", str(ledger_dir))
+    assert code == 0 and f"ledger entry {bad} (identity.revoke) skipped" in out and "active" in out
+    code, out = _run("identity", "list", "--ledger", str(ledger_dir))
+    assert code == 0 and "plc-2" in out
+    # revocation signed by the device itself; the admin key is not needed for it
+    code, out = _run("identity", "revoke", "plc-2", "--ledger", str(ledger_dir), "--reason", "retired",
+                     "--keys", str(tmp_path / "k"))
+    assert code == 0, out
+    code, out = _run("identity", "enroll", "plc-3", "--ledger", str(ledger_dir), "--admin-key", str(tmp_path / "none.key"))
+    assert code == 2 and "no identity admin key" in out

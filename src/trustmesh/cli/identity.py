@@ -1,4 +1,5 @@
-"""CLI commands: ``identity enroll|rotate|revoke|list|show|prove|verify`` and ``bench zk``."""
+"""CLI commands: ``identity admin init|remove``, ``identity enroll|rotate|revoke|list|show|prove|verify``
+and ``bench zk``."""
 
 from __future__ import annotations
 
@@ -8,12 +9,14 @@ from typing import Any
 
 import typer
 
-from trustmesh.cli._common import console, guarded, print_json
+from trustmesh.cli._common import console, err_console, guarded, print_json
 from trustmesh.cli._root import app, bench_app
 
 __all__ = ["identity_app"]
 
 identity_app = typer.Typer(help="Device and site identities kept in the ledger (enrol, rotate, revoke, prove).", no_args_is_help=True)
+admin_app = typer.Typer(help="Identity admins: the keys that authorise enrolments and revocations.", no_args_is_help=True)
+identity_app.add_typer(admin_app, name="admin")
 app.add_typer(identity_app, name="identity")
 
 _LEDGER = typer.Option(..., "--ledger", help="Ledger folder holding the identity entries.")
@@ -30,6 +33,68 @@ def _default_keys(ledger_dir: Path, device_id: str) -> Path:
     return ledger_dir.parent / "trustmesh-keys" / device_id
 
 
+def _default_admin_key(ledger_dir: Path) -> Path:
+    return ledger_dir.parent / "trustmesh-keys" / "identity-admin.key"
+
+
+def _load_admin(ledger_dir: Path, admin_key: Path | None) -> Any:
+    from trustmesh.errors import InputError
+    from trustmesh.ledger import NoteSigner
+
+    path = admin_key or _default_admin_key(ledger_dir)
+    if not path.is_file():
+        raise InputError(f"{path}: no identity admin key (give --admin-key, or run `trustmesh identity admin init`)")
+    return NoteSigner.load(path)
+
+
+def _report_rejected(reg: Any) -> None:
+    """Name every identity entry the registry skipped (one line each, on stderr)."""
+    for r in reg.rejected:
+        err_console.print(f"warning: ledger entry {r.index} ({r.kind}) skipped: {r.reason}", highlight=False,
+                          soft_wrap=True)
+
+
+@admin_app.command("init")
+@guarded
+def admin_init_command(
+    ledger: Path = _LEDGER,
+    name: str = typer.Option(..., "--name", help="Admin key name, e.g. ops.example.org/identity-admin."),
+    key: Path | None = typer.Option(None, "--key", help="Where to write the private key (0600, never printed). "
+                                    "Default: LEDGER/../trustmesh-keys/identity-admin.key."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Create an identity admin key and register it in the ledger (signed by the log's own key)."""
+    from trustmesh.errors import InputError
+    from trustmesh.identity import add_admin
+
+    target = key or _default_admin_key(ledger)
+    if target.exists():
+        raise InputError(f"{target}: a key already exists; refusing to overwrite it")
+    target.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
+    with _open(ledger) as lg:
+        signer, index = add_admin(lg, name, target)
+    doc = {"admin": signer.name, "verifier_key": signer.verifier.to_vkey(), "index": index, "key_file": str(target)}
+    if json_out:
+        print_json(doc)
+    else:
+        console.print(f"identity admin {signer.name} registered at ledger index {index}; private key in {target} "
+                      f"(0600); public key {doc['verifier_key']}", highlight=False)
+
+
+@admin_app.command("remove")
+@guarded
+def admin_remove_command(
+    ledger: Path = _LEDGER,
+    verifier_key: str = typer.Option(..., "--verifier-key", help="The admin's public key (name+hash+base64)."),
+) -> None:
+    """Record that an identity admin's key no longer authorises anything (signed by the log key)."""
+    from trustmesh.identity import remove_admin
+
+    with _open(ledger) as lg:
+        index = remove_admin(lg, verifier_key)
+    console.print(f"identity admin removed at ledger index {index}", highlight=False)
+
+
 @identity_app.command("enroll")
 @guarded
 def enroll_command(
@@ -37,9 +102,11 @@ def enroll_command(
     ledger: Path = _LEDGER,
     role: str = typer.Option("device", "--role", help="device or site."),
     keys: Path | None = typer.Option(None, "--keys", help=_KEYS_HELP + " Default: LEDGER/../trustmesh-keys/ID."),
+    admin_key: Path | None = typer.Option(None, "--admin-key", help="Identity admin key that authorises the "
+                                          "enrolment. Default: LEDGER/../trustmesh-keys/identity-admin.key."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Generate keys for a device or site and enrol its public keys in the ledger."""
+    """Generate keys for a device or site and enrol its public keys (authorised by an identity admin)."""
     from trustmesh.errors import InputError
     from trustmesh.identity import DeviceKeys, check_device_id, enroll
 
@@ -47,10 +114,11 @@ def enroll_command(
     if role not in ("device", "site"):
         raise InputError(f"--role must be 'device' or 'site', got {role!r}")
     key_dir = keys or _default_keys(ledger, device_id)
+    admin = _load_admin(ledger, admin_key)
     new = DeviceKeys.generate()
     with _open(ledger) as lg:
         new.save(key_dir)
-        index = enroll(lg, device_id, new, role="site" if role == "site" else "device")
+        index = enroll(lg, device_id, new, role="site" if role == "site" else "device", admin=admin)
     doc = {"device_id": device_id, "role": role, "index": index, "keys_dir": str(key_dir), **new.public.to_dict()}
     if json_out:
         print_json(doc)
@@ -95,13 +163,24 @@ def revoke_command(
     device_id: str = typer.Argument(...),
     ledger: Path = _LEDGER,
     reason: str = typer.Option(..., "--reason", help="Why (recorded in the ledger)."),
+    admin_key: Path | None = typer.Option(None, "--admin-key", help="Sign as this identity admin "
+                                          "(default: LEDGER/../trustmesh-keys/identity-admin.key)."),
+    keys: Path | None = typer.Option(None, "--keys", help="Sign with the device's own current keys instead."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Revoke a device's key: its signatures after this entry are refused."""
-    from trustmesh.identity import revoke
+    """Revoke a device's key (signed by an identity admin or the device itself): later signatures are refused."""
+    from trustmesh.errors import InputError
+    from trustmesh.identity import DeviceKeys, revoke
 
+    if not 0 < len(reason) <= 500:
+        raise InputError("--reason must be 1-500 characters")
+    if keys is not None and admin_key is not None:
+        raise InputError("give --admin-key or --keys, not both")
     with _open(ledger) as lg:
-        index = revoke(lg, device_id, reason)
+        if keys is not None:
+            index = revoke(lg, device_id, reason, device_keys=DeviceKeys.load(keys))
+        else:
+            index = revoke(lg, device_id, reason, admin=_load_admin(ledger, admin_key))
     if json_out:
         print_json({"device_id": device_id, "revoked_at": index, "reason": reason})
     else:
@@ -119,9 +198,11 @@ def list_command(
 
     with _open(ledger, read_only=True) as lg:
         reg = IdentityRegistry.from_ledger(lg)
+    _report_rejected(reg)
     docs = [d.to_dict() for d in reg.devices()]
     if json_out:
-        print_json({"origin": reg.origin, "devices": docs})
+        print_json({"origin": reg.origin, "admins": reg.admins(), "devices": docs,
+                    "rejected": [r.to_dict() for r in reg.rejected]})
         return
     for d in docs:
         console.print(f"{d['device_id']:<24} {d['role']:<7} {d['status']:<8} keys since index {d['keys'][-1]['since']}")
@@ -140,7 +221,9 @@ def show_command(
     from trustmesh.identity import IdentityRegistry
 
     with _open(ledger, read_only=True) as lg:
-        doc = IdentityRegistry.from_ledger(lg).get(device_id).to_dict()
+        reg = IdentityRegistry.from_ledger(lg)
+    _report_rejected(reg)
+    doc = reg.get(device_id).to_dict()
     if json_out:
         print_json(doc)
         return
@@ -214,6 +297,7 @@ def verify_command(
         raise ProofError(f"{proof_file}: proof is for round {ctx.round}, expected {round_}")
     with _open(ledger, read_only=True) as lg:
         reg = IdentityRegistry.from_ledger(lg)
+    _report_rejected(reg)
     reg.verify_key_proof(device_id, proof, ctx)
     if json_out:
         print_json({"verified": True, "device_id": device_id, "context": ctx.to_dict(), "ledger_size": reg.size})

@@ -363,6 +363,19 @@ class Ledger:
         if need > self.size:
             raise InputError(f"tile {level}/{index} (width {width or TILE_WIDTH}) is beyond the tree")
 
+    # ----------------------------------------------------------------------------- statements
+    def sign_statement(self, message: bytes) -> bytes:
+        """Sign a ``trustmesh/...`` statement with the log key (e.g. registering an identity admin).
+
+        Refused unless ``message`` starts with ``trustmesh/`` and does not end in a newline: signed
+        note text always ends in one, so such a signature can never pass as a checkpoint signature.
+        """
+        if self._signer is None:
+            raise InputError(f"{self.directory}: no signing key (opened read-only or {KEY_NAME} missing)")
+        if not isinstance(message, bytes) or not message.startswith(b"trustmesh/") or message.endswith(b"\n"):
+            raise InputError("a log-key statement must start with 'trustmesh/' and must not end in a newline")
+        return self._signer.sign(message)
+
     # ----------------------------------------------------------------------------- checkpoints
     def latest_checkpoint(self) -> Checkpoint | None:
         """Return the newest checkpoint the log signed (with any cosignatures), or None."""
