@@ -13,7 +13,7 @@ from typing import Any, ParamSpec, TypeVar
 
 import typer
 
-from trustmesh.cli._common import console, guarded, print_json
+from trustmesh.cli._common import console, err_console, guarded, print_json
 from trustmesh.cli._root import app, bench_app
 from trustmesh.errors import InputError
 
@@ -117,25 +117,43 @@ def append_command(
     source: str = typer.Argument(None, help="'-' to read JSON lines from stdin."),
     file: Path | None = typer.Option(None, "--file", "-f", help="JSON-lines file: one {kind, payload, refs?, time?} per line."),
     checkpoint: bool = typer.Option(False, "--checkpoint", help="Sign a new checkpoint after the batch."),
-    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+    idempotency_key: str | None = typer.Option(
+        None, "--idempotency-key",
+        help="Name this request: a retry with the same key, input and --batch appends nothing twice and "
+             "prints the original indices (the key is stored with each transaction)."),
+    batch: int = typer.Option(APPEND_CHUNK, "--batch", help="Entries per durable transaction."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document at the end."),
 ) -> None:
-    """Append entries (durable batches of up to 100,000) and print their leaf indices."""
+    """Append entries in durable transactions and print each transaction's leaf indices as it commits."""
     from trustmesh.ledger import Ledger
+    from trustmesh.ledger._ledger import check_idempotency_key
 
     if (file is None) == (source is None):
         raise InputError("give exactly one of --file FILE or '-' (stdin)")
     if source is not None and source != "-":
         raise InputError(f"unexpected argument {source!r}; use --file FILE or '-' for stdin")
+    if not 1 <= batch <= 1_000_000:
+        raise InputError(f"--batch must be in 1..1000000, got {batch}")
+    if idempotency_key is not None:
+        check_idempotency_key(idempotency_key)
+        if len(idempotency_key) > 180:
+            raise InputError("--idempotency-key must be at most 180 characters")
     entries = _read_entries(str(file) if file is not None else "-")  # all validated before any write
+    if idempotency_key is None and len(entries) > batch:
+        err_console.print("note: without --idempotency-key a retry after an interruption appends the "
+                          "committed transactions again", highlight=False)
     with Ledger.open(directory) as led:
-        indices = []
-        for start in range(0, len(entries), APPEND_CHUNK):
-            indices.extend(led.append(entries[start : start + APPEND_CHUNK]))
+        indices: list[int] = []
+        for n, start in enumerate(range(0, len(entries), batch)):
+            key = None if idempotency_key is None else f"{idempotency_key}#{n}"
+            got = led.append(entries[start : start + batch], idempotency_key=key)
+            indices.extend(got)
+            if not json_out:  # printed as soon as the transaction commits: a kill loses no printed index
+                sys.stdout.write("".join(f"{i}\n" for i in got))
+                sys.stdout.flush()
         cp = led.checkpoint() if checkpoint else None
     if json_out:
         print_json({"indices": indices, "checkpoint": None if cp is None else cp.to_bytes().decode()})
-    else:
-        sys.stdout.write("".join(f"{i}\n" for i in indices))
 
 
 @ledger_app.command("checkpoint")

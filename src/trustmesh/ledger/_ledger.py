@@ -21,6 +21,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, NewType
 
+import rfc8785
+
 from trustmesh.errors import (
     CheckpointError,
     ConsistencyError,
@@ -47,7 +49,7 @@ from trustmesh.ledger._witness import distinct_witness_keys
 if TYPE_CHECKING:
     from trustmesh.ledger._witness import Witness
 
-__all__ = ["BlobId", "Ledger"]
+__all__ = ["BlobId", "Ledger", "check_idempotency_key", "request_digest"]
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +59,26 @@ KEY_NAME: Final = "log.key"
 PUB_NAME: Final = "log.pub"
 MAX_BATCH: Final = 1_000_000
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,200}")
+
+
+def check_idempotency_key(key: str) -> str:
+    """Return ``key`` if it is 1-200 printable ASCII characters without spaces; else InputError."""
+    if not isinstance(key, str) or not _IDEMPOTENCY_KEY.fullmatch(key):
+        raise InputError(f"idempotency key must be 1-200 printable ASCII characters without spaces, got {str(key)[:60]!r}")
+    return key
+
+
+def request_digest(entries: Sequence[Entry]) -> bytes:
+    """Return SHA-256 over what an append asked for: each entry's kind, payload and refs (not its time).
+
+    Times are left out so that a retry that stamps entries again still matches the original request.
+    """
+    h = hashlib.sha256()
+    for e in entries:
+        h.update(rfc8785.dumps([e.kind, e.payload, list(e.refs)]))
+        h.update(b"\n")
+    return h.digest()
 
 
 class Ledger:
@@ -163,10 +185,15 @@ class Ledger:
         return self._store
 
     # ----------------------------------------------------------------------------- append
-    def append(self, entries: Sequence[Entry]) -> list[int]:
+    def append(self, entries: Sequence[Entry], *, idempotency_key: str | None = None) -> list[int]:
         """Append entries in one durable transaction and return their leaf indices.
 
         Every ``refs`` index must name an earlier entry. When this returns, the entries are on disk.
+        With ``idempotency_key``, a retry of the same request (same kinds, payloads and refs, in the
+        same order; times may differ and the original ones stand) returns the original indices and
+        appends nothing; the key is stored in the same transaction as the entries, so this holds
+        even after a crash between the commit and the caller learning the indices. Reusing a key for
+        a different request is an InputError.
         """
         if self.read_only:
             raise InputError(f"{self.directory}: ledger opened read-only; appends are refused")
@@ -179,31 +206,34 @@ class Ledger:
         if not all(isinstance(e, Entry) for e in entries):
             bad = next(e for e in entries if not isinstance(e, Entry))
             raise InputError(f"append() takes Entry objects, got {type(bad).__name__}")
+        idem = None if idempotency_key is None else (check_idempotency_key(idempotency_key), request_digest(entries))
         raws = [e.to_bytes() for e in entries]
         sha = hashlib.sha256
         hashes = [sha(b"\x00" + r).digest() for r in raws]  # RFC 6962 leaf hash, inlined for speed
         with self._store._lock:
+            earlier = None if idem is None else self._store.lookup_idempotency(idem[0])
             base = self._store.size  # a lower bound on the first index even if another process appends
             for i, e in enumerate(entries):
-                if e.refs and max(e.refs) >= base + i:
+                if earlier is None and e.refs and max(e.refs) >= base + i:
                     raise InputError(
                         f"entry {i} of the batch refers to leaf {max(e.refs)}, which is not earlier than it"
                     )
-            first = self._store.append(raws, hashes)
+            first = self._store.append(raws, hashes, idem)
         return list(range(first, first + len(raws)))
 
-    def sequence(self, entries: Sequence[Entry]) -> tuple[list[int], Checkpoint]:
+    def sequence(self, entries: Sequence[Entry], *, idempotency_key: str | None = None) -> tuple[list[int], Checkpoint]:
         """Append one batch durably and sign the checkpoint that covers it (one batch, one checkpoint)."""
-        indices = self.append(entries)
+        indices = self.append(entries, idempotency_key=idempotency_key)
         return indices, self.checkpoint()
 
-    def append_one(self, kind: str, payload: Mapping[str, Any], refs: Sequence[int] = (), *, time: float | None = None) -> int:
-        """Append one entry now and return its leaf index."""
+    def append_one(self, kind: str, payload: Mapping[str, Any], refs: Sequence[int] = (), *, time: float | None = None,
+                   idempotency_key: str | None = None) -> int:
+        """Append one entry now and return its leaf index (see :meth:`append` for ``idempotency_key``)."""
         if not isinstance(payload, Mapping):
             raise InputError(f"payload must be a mapping, got {type(payload).__name__}")
         when = _time.time() if time is None else time
         entry = Entry(kind=kind, payload=dict(payload), time=when, refs=refs)  # type: ignore[arg-type]
-        return self.append([entry])[0]
+        return self.append([entry], idempotency_key=idempotency_key)[0]
 
     # ----------------------------------------------------------------------------- blobs
     def put_blob(self, data: bytes) -> BlobId:

@@ -12,6 +12,9 @@ Layout (one SQLite file, WAL journal):
   O(log n) lookups in at most ``ceil(levels / 8)`` tiles per path and memory stays bounded.
 * ``checkpoints(seq, size, note)`` - every checkpoint the log signed, in order.
 * ``meta(key, value)`` - origin, format version and the committed tree size.
+* ``idempotency(key, first, count, digest)`` - created by the first append that carries an
+  idempotency key: which leaves that request got, and a digest of what it asked for, written in the
+  same transaction as the entries so a retry after a crash returns the original indices.
 
 Each append batch is one transaction; with ``synchronous=FULL`` (the default) SQLite fsyncs the WAL
 before COMMIT returns, so an acknowledged append survives a process crash and a power loss.
@@ -390,13 +393,52 @@ class TileStore:
             raise LogIntegrityError(f"entry {index} is truncated in its bundle", index=index)
         return data[off + 2 : off + 2 + length]
 
+    # ----------------------------------------------------------------------------- idempotency
+    def _has_idempotency_table(self) -> bool:
+        row = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='idempotency'").fetchone()
+        return row is not None
+
+    def _idempotent(self, key: str, digest: bytes, count: int) -> int | None:
+        """Return the first index a request with ``key`` got, None if the key is new; refuse a reuse."""
+        if not self._has_idempotency_table():
+            return None
+        row = self._db.execute("SELECT first, count, digest FROM idempotency WHERE key=?", (key,)).fetchone()
+        if row is None:
+            return None
+        first, n, stored = _as_int(row[0]), _as_int(row[1]), _as_bytes(row[2])
+        if n != count or stored != digest:
+            raise InputError(f"idempotency key {key!r} was already used for a different request "
+                             f"({n} entries at {first}); use a new key")
+        if first + n > self._size:
+            raise LogIntegrityError(f"idempotency key {key!r} names leaves {first}..{first + n - 1} beyond the log")
+        return first
+
+    def lookup_idempotency(self, key: str) -> tuple[int, int] | None:
+        """Return (first index, count) recorded for ``key``, or None."""
+        with self._lock:
+            if not self._has_idempotency_table():
+                return None
+            row = self._db.execute("SELECT first, count FROM idempotency WHERE key=?", (key,)).fetchone()
+        return None if row is None else (_as_int(row[0]), _as_int(row[1]))
+
     # ----------------------------------------------------------------------------- writes
-    def append(self, entries: Sequence[bytes], leaf_hashes: Sequence[bytes]) -> int:
-        """Append entries (with their leaf hashes) in one durable transaction; return the first index."""
+    def append(self, entries: Sequence[bytes], leaf_hashes: Sequence[bytes],
+               idempotency: tuple[str, bytes] | None = None) -> int:
+        """Append entries (with their leaf hashes) in one durable transaction; return the first index.
+
+        With ``idempotency=(key, digest)``: if ``key`` was used before for the same digest and count,
+        nothing is written and the original first index is returned; a different request under a
+        used key is an InputError. The key is recorded in the same transaction as the entries.
+        """
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self.refresh()
+                if idempotency is not None:
+                    earlier = self._idempotent(idempotency[0], idempotency[1], len(entries))
+                    if earlier is not None:
+                        self._db.execute("COMMIT")
+                        return earlier
                 self._load_edge()
                 first = self._size
                 tile_rows, bundle_rows = self._stage(entries, leaf_hashes)
@@ -404,6 +446,11 @@ class TileStore:
                 self._db.executemany("INSERT OR REPLACE INTO tiles(id, width, data) VALUES(?,?,?)", tile_rows)
                 new_size = first + len(entries)
                 self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('size', ?)", (str(new_size),))
+                if idempotency is not None:
+                    self._db.execute("CREATE TABLE IF NOT EXISTS idempotency(key TEXT PRIMARY KEY, "
+                                     "first INTEGER NOT NULL, count INTEGER NOT NULL, digest BLOB NOT NULL)")
+                    self._db.execute("INSERT INTO idempotency(key, first, count, digest) VALUES(?,?,?,?)",
+                                     (idempotency[0], first, len(entries), idempotency[1]))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._rollback()
