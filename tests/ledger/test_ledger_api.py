@@ -47,6 +47,11 @@ def served(ledger_dir: Path) -> Iterator[tuple[TestClient, NoteSigner, Ledger]]:
     app.state.ledger.close()
 
 
+def _sign(key: NoteSigner, body: bytes, *, nonce: str, origin: str = ORIGIN, host: str = "testserver",
+          **kw: object) -> dict[str, str]:
+    return sign_request(key, "POST", "/add-entries", body, nonce=nonce, origin=origin, host=host, **kw)  # type: ignore[arg-type]
+
+
 def _body(n: int = 2) -> bytes:
     return json.dumps({"entries": [{"kind": "alert", "payload": {"i": i}} for i in range(n)]}).encode()
 
@@ -85,7 +90,7 @@ def test_bearer_token_submit_appends_and_checkpoints(served: tuple[TestClient, N
 def test_signed_submit_and_replay_is_refused(served: tuple[TestClient, NoteSigner, Ledger]) -> None:
     client, key, led = served
     body = _body()
-    headers = sign_request(key, "POST", "/add-entries", body, nonce=secrets.token_urlsafe(16))
+    headers = _sign(key, body, nonce=secrets.token_urlsafe(16))
     assert client.post("/add-entries", content=body, headers=headers).status_code == 200
     replay = client.post("/add-entries", content=body, headers=headers)
     assert replay.status_code == 401 and "replayed" in replay.json()["error"]
@@ -105,14 +110,14 @@ def test_unauthenticated_writes_change_nothing(served: tuple[TestClient, NoteSig
     if case == "bad_token":
         headers = {"Authorization": "Bearer " + "y" * 26}
     elif case == "bad_signature":
-        headers = sign_request(key, "POST", "/add-entries", body, nonce=nonce)
+        headers = _sign(key, body, nonce=nonce)
         headers["X-Trustmesh-Signature"] = headers["X-Trustmesh-Signature"][::-1]
     elif case == "old_timestamp":
-        headers = sign_request(key, "POST", "/add-entries", body, nonce=nonce, timestamp=1_000_000)
+        headers = _sign(key, body, nonce=nonce, timestamp=1_000_000)
     elif case == "other_body":
-        headers = sign_request(key, "POST", "/add-entries", _body(5), nonce=nonce)
+        headers = _sign(key, _body(5), nonce=nonce)
     elif case == "unknown_key":
-        headers = sign_request(NoteSigner.generate("client.example/c1"), "POST", "/add-entries", body, nonce=nonce)
+        headers = _sign(NoteSigner.generate("client.example/c1"), body, nonce=nonce)
     r = client.post("/add-entries", content=body, headers=headers)
     assert r.status_code == 401 and r.json()["error"]
     assert (led.size, led.root()) == before

@@ -7,9 +7,16 @@ Signed requests carry four headers::
     X-Trustmesh-Nonce      16..64 characters [A-Za-z0-9_-]; each accepted nonce is refused afterwards
     X-Trustmesh-Signature  base64 Ed25519 signature over the canonical request below
 
-    trustmesh-submit/v1\\n<METHOD>\\n<path>\\n<timestamp>\\n<nonce>\\n<sha256 hex of the body>\\n
+    trustmesh-submit/v2\\n<log origin>\\n<Host>\\n<METHOD>\\n<path>\\n<timestamp>\\n<nonce>\\n
+    <Idempotency-Key or empty>\\n<sha256 hex of the body>\\n
 
-Tokens are kept only as SHA-256 digests and compared in constant time.
+The log origin and the ``Host`` the client addressed are inside the signed string, so a request
+captured on one log (or one server name) is refused by another; with ``allowed_hosts`` set, a
+request naming any other host is refused. Accepted nonces are kept in a SQLite file (``nonce_db``)
+until their timestamp leaves the window, so a restart does not reopen a replay window.
+
+Tokens are kept only as SHA-256 digests and compared in constant time. Only signed requests by a
+key listed in ``identity_keys`` may submit identity entries (``identity.*`` kinds).
 """
 
 from __future__ import annotations
@@ -19,39 +26,98 @@ import binascii
 import hashlib
 import hmac
 import re
+import sqlite3
 import threading
 import time as _time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from trustmesh.errors import InputError, SignatureError
 from trustmesh.ledger import NoteSigner, NoteVerifier
 
-__all__ = ["AuthError", "RequestAuth", "sign_request"]
+__all__ = ["AuthError", "Caller", "NonceStore", "RequestAuth", "canonical_request", "sign_request"]
 
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
+_SIGNED_VERSION = "trustmesh-submit/v2"
 
 
 class AuthError(Exception):
     """The request is not authenticated (HTTP 401); the message says why without leaking secrets."""
 
 
-def canonical_request(method: str, path: str, timestamp: str, nonce: str, body: bytes) -> bytes:
-    """Return the bytes a client signs."""
+def canonical_request(
+    origin: str, host: str, method: str, path: str, timestamp: str, nonce: str, body: bytes,
+    idempotency_key: str = "",
+) -> bytes:
+    """Return the bytes a client signs (see the module docstring)."""
     digest = hashlib.sha256(body).hexdigest()
-    return f"trustmesh-submit/v1\n{method.upper()}\n{path}\n{timestamp}\n{nonce}\n{digest}\n".encode()
+    fields = (_SIGNED_VERSION, origin, host, method.upper(), path, timestamp, nonce, idempotency_key, digest)
+    for f in fields:
+        if "\n" in f:
+            raise InputError("signed request fields must not contain newlines")
+    return ("".join(f + "\n" for f in fields)).encode()
 
 
-def sign_request(signer: NoteSigner, method: str, path: str, body: bytes, *, nonce: str, timestamp: int | None = None) -> dict[str, str]:
-    """Return the headers of a signed request (client side)."""
+def sign_request(
+    signer: NoteSigner, method: str, path: str, body: bytes, *, nonce: str, origin: str, host: str,
+    timestamp: int | None = None, idempotency_key: str | None = None,
+) -> dict[str, str]:
+    """Return the headers of a signed request (client side) to the log ``origin`` served at ``host``."""
     ts = str(int(_time.time()) if timestamp is None else timestamp)
-    sig = signer.sign(canonical_request(method, path, ts, nonce, body))
-    return {
+    sig = signer.sign(canonical_request(origin, host, method, path, ts, nonce, body, idempotency_key or ""))
+    headers = {
+        "Host": host,
         "X-Trustmesh-Key": signer.name,
         "X-Trustmesh-Timestamp": ts,
         "X-Trustmesh-Nonce": nonce,
         "X-Trustmesh-Signature": base64.b64encode(sig).decode("ascii"),
     }
+    if idempotency_key is not None:
+        headers["Idempotency-Key"] = idempotency_key
+    return headers
+
+
+class NonceStore:
+    """Accepted nonces with their expiry, in memory or in a SQLite file that survives restarts."""
+
+    def __init__(self, path: Path | None = None) -> None:
+        self.path = path
+        self._lock = threading.Lock()
+        target = ":memory:" if path is None else str(path)
+        try:
+            self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=30.0)
+            self._db.execute("PRAGMA journal_mode=WAL")
+            self._db.execute("PRAGMA synchronous=FULL")
+            self._db.execute("CREATE TABLE IF NOT EXISTS nonces(key TEXT PRIMARY KEY, expires REAL NOT NULL)")
+        except sqlite3.Error as exc:
+            raise InputError(f"{target}: cannot open the nonce store ({exc})") from None
+        self._last_purge = 0.0
+
+    def claim(self, key: str, expires: float, now: float) -> bool:
+        """Record ``key`` durably; return False if it was already recorded and has not expired."""
+        with self._lock:
+            if now - self._last_purge > 60:
+                self._db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
+                self._last_purge = now
+            row = self._db.execute("SELECT expires FROM nonces WHERE key=?", (key,)).fetchone()
+            if row is not None and float(row[0]) >= now:
+                return False
+            self._db.execute("INSERT OR REPLACE INTO nonces(key, expires) VALUES(?, ?)", (key, expires))
+            return True
+
+    def close(self) -> None:
+        """Close the database."""
+        with self._lock:
+            self._db.close()
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent an authenticated request and what it may write."""
+
+    name: str
+    identity_writer: bool = False
 
 
 @dataclass
@@ -62,35 +128,59 @@ class RequestAuth:
     client_keys: Mapping[str, NoteVerifier] = field(default_factory=dict)
     require_all: bool = False
     window_s: int = 300
-    _seen: dict[str, float] = field(default_factory=dict, repr=False)
+    identity_keys: frozenset[str] = frozenset()
+    allowed_hosts: frozenset[str] = frozenset()
+    nonces: NonceStore | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @classmethod
-    def from_config(cls, tokens: Sequence[str] = (), client_keys: Sequence[str] = (), *, require_all: bool = False) -> RequestAuth:
-        """Build from plain tokens (hashed here, then dropped) and client vkeys."""
+    def from_config(
+        cls, tokens: Sequence[str] = (), client_keys: Sequence[str] = (), *, require_all: bool = False,
+        identity_keys: Sequence[str] = (), allowed_hosts: Sequence[str] = (), nonce_db: Path | None = None,
+    ) -> RequestAuth:
+        """Build from plain tokens (hashed here, then dropped), client vkeys and identity-writer vkeys.
+
+        ``identity_keys`` are client vkeys that may also submit ``identity.*`` entries (they are
+        trusted as client keys too). ``nonce_db`` persists accepted nonces across restarts.
+        """
         digests = []
         for t in tokens:
             if len(t) < 16:
                 raise InputError("API tokens must be at least 16 characters")
             digests.append(hashlib.sha256(t.encode()).digest())
         keys: dict[str, NoteVerifier] = {}
-        for k in client_keys:
+        for k in [*client_keys, *identity_keys]:
             v = NoteVerifier.from_vkey(k)
-            keys[v.name] = v
-        return cls(tuple(digests), keys, require_all)
+            if keys.setdefault(v.name, v) != v:
+                raise InputError(f"two different client keys are named {v.name!r}")
+        writers = frozenset(NoteVerifier.from_vkey(k).name for k in identity_keys)
+        store = NonceStore(nonce_db) if nonce_db is not None else None
+        return cls(tuple(digests), keys, require_all, identity_keys=writers, allowed_hosts=frozenset(allowed_hosts),
+                   nonces=store)
 
     @property
     def configured(self) -> bool:
         """Whether any credential is configured (without one, writes are refused)."""
         return bool(self.token_digests or self.client_keys)
 
-    def check(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> str:
+    def use_nonce_store(self, path: Path) -> None:
+        """Persist accepted nonces in ``path`` (unless a store is configured already)."""
+        with self._lock:
+            if self.nonces is None:
+                self.nonces = NonceStore(path)
+
+    def check(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *, origin: str = "") -> str:
         """Return who is calling; raise AuthError if the request is not authenticated."""
+        return self.authenticate(method, path, headers, body, origin=origin).name
+
+    def authenticate(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *, origin: str) -> Caller:
+        """Return the authenticated caller; raise AuthError if the request is not authenticated."""
         if not self.configured:
             raise AuthError("writes are disabled: the server has no tokens or client keys configured")
         results: list[str] = []
         errors: list[str] = []
         kinds = 0
+        signed_by: str | None = None
         if self.token_digests:
             kinds += 1
             try:
@@ -100,12 +190,13 @@ class RequestAuth:
         if self.client_keys:
             kinds += 1
             try:
-                results.append(self._check_signature(method, path, headers, body))
+                signed_by = self._check_signature(method, path, headers, body, origin)
+                results.append(f"key:{signed_by}")
             except AuthError as exc:
                 errors.append(str(exc))
         if (self.require_all and len(results) < kinds) or not results:
             raise AuthError("; ".join(errors) or "not authenticated")
-        return ",".join(results)
+        return Caller(",".join(results), signed_by is not None and signed_by in self.identity_keys)
 
     def _check_token(self, headers: Mapping[str, str]) -> str:
         value = headers.get("authorization", "")
@@ -120,11 +211,13 @@ class RequestAuth:
             raise AuthError("bearer token not accepted")
         return "token"
 
-    def _check_signature(self, method: str, path: str, headers: Mapping[str, str], body: bytes) -> str:
+    def _check_signature(self, method: str, path: str, headers: Mapping[str, str], body: bytes, origin: str) -> str:
         name = headers.get("x-trustmesh-key", "")
         ts = headers.get("x-trustmesh-timestamp", "")
         nonce = headers.get("x-trustmesh-nonce", "")
         sig_b64 = headers.get("x-trustmesh-signature", "")
+        host = headers.get("host", "")
+        idem = headers.get("idempotency-key", "")
         if not (name and ts and nonce and sig_b64):
             raise AuthError("unsigned request (X-Trustmesh-Key/-Timestamp/-Nonce/-Signature required)")
         key = self.client_keys.get(name)
@@ -137,20 +230,22 @@ class RequestAuth:
             raise AuthError(f"request timestamp is more than {self.window_s} s from the server clock")
         if not _NONCE.fullmatch(nonce):
             raise AuthError("X-Trustmesh-Nonce must be 16..64 characters [A-Za-z0-9_-]")
+        if self.allowed_hosts and host not in self.allowed_hosts:
+            raise AuthError(f"request is addressed to host {host[:80]!r}, which this server does not answer for")
         try:
             sig = base64.b64decode(sig_b64, validate=True)
         except binascii.Error:
             raise AuthError("X-Trustmesh-Signature is not base64") from None
         try:
-            key.verify(canonical_request(method, path, ts, nonce, body), sig)
-        except SignatureError:
-            raise AuthError("request signature does not verify") from None
+            message = canonical_request(origin, host, method, path, ts, nonce, body, idem)
+            key.verify(message, sig)
+        except (SignatureError, InputError):
+            raise AuthError("request signature does not verify (for this log origin and host)") from None
         with self._lock:
-            for n, exp in list(self._seen.items()):
-                if exp < now:
-                    del self._seen[n]
-            seen_key = f"{name}\n{nonce}"
-            if seen_key in self._seen:
-                raise AuthError("replayed request (nonce already used)")
-            self._seen[seen_key] = now + 2 * self.window_s
-        return f"key:{name}"
+            if self.nonces is None:
+                self.nonces = NonceStore(None)
+            store = self.nonces
+        # a nonce older than the window is refused by the timestamp check, so it may be forgotten then
+        if not store.claim(f"{name}\n{nonce}", int(ts) + self.window_s + 1, now):
+            raise AuthError("replayed request (nonce already used)")
+        return name

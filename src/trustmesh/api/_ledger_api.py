@@ -5,6 +5,12 @@ Read endpoints (public): ``GET /checkpoint``, ``GET /tile/<L>/<N>[.p/<W>]``,
 ``GET /proof/consistency?from=&to=``. Write endpoint: ``POST /add-entries`` with
 ``{"entries": [{"kind", "payload", "refs"?, "time"?}, ...]}``, authenticated (see ``_auth``); each
 accepted batch is one durable transaction and yields a new signed checkpoint.
+
+The body is read in chunks and refused (413) as soon as it passes ``max_body_bytes``, before it is
+parsed or authenticated, whether or not it declares a Content-Length. An ``Idempotency-Key``
+header makes a retry return the original indices. ``identity.*`` entries are refused (403) unless
+the request is signed by an identity-writer key, and then must verify against the identity
+registry replayed from the log (400 otherwise).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
+import threading
 from pathlib import Path
 from typing import Any, Final
 
@@ -20,9 +27,11 @@ from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.concurrency import run_in_threadpool
 
-from trustmesh.api._auth import AuthError, RequestAuth
+from trustmesh.api._auth import AuthError, Caller, RequestAuth
 from trustmesh.errors import InputError, LogIntegrityError, TrustmeshError, VerificationError
+from trustmesh.identity import IDENTITY_KINDS, IdentityRegistry
 from trustmesh.ledger import Entry, Ledger, parse_tile_path
+from trustmesh.ledger._ledger import check_idempotency_key
 
 __all__ = ["create_ledger_app"]
 
@@ -30,6 +39,26 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 8 << 20
 MAX_BATCH_ENTRIES: Final = 10_000
+NONCE_DB: Final = "api-nonces.sqlite"
+
+
+class _BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """Read the request body chunk by chunk, stopping as soon as it exceeds ``limit`` bytes."""
+    declared = request.headers.get("content-length")
+    if declared is not None and (not declared.isdigit() or int(declared) > limit):
+        raise _BodyTooLarge
+    chunks: list[bytes] = []
+    total = 0
+    async for chunk in request.stream():
+        total += len(chunk)
+        if total > limit:
+            raise _BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
 _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 
 
@@ -50,6 +79,9 @@ def create_ledger_app(
     """
     ledger = Ledger.open(ledger_dir)
     guard = auth or RequestAuth()
+    guard.use_nonce_store(Path(ledger_dir) / NONCE_DB)  # replay protection survives restarts
+    identities: list[IdentityRegistry] = []  # replayed lazily, then caught up incrementally
+    write_lock = threading.Lock()  # one write at a time: the identity check and the append stay atomic
     app = FastAPI(title="trustmesh ledger", docs_url=None, redoc_url=None, openapi_url=None)
     # tlog-tiles: entry bundles SHOULD be compressed at the HTTP layer (gzip when the client accepts it)
     app.add_middleware(GZipMiddleware, minimum_size=1024)
@@ -102,18 +134,46 @@ def create_ledger_app(
     def consistency(size1: int = Query(..., alias="from", ge=0), size2: int | None = Query(None, alias="to", ge=0)) -> dict[str, Any]:
         return ledger.prove_consistency(size1, size2).to_json()
 
+    def _check_identity_entries(entries: list[Entry], caller: Caller) -> JSONResponse | None:
+        """Refuse identity kinds from plain writers; check the others' signatures against the registry."""
+        wanted = [(i, e) for i, e in enumerate(entries) if e.kind in IDENTITY_KINDS or e.kind.startswith("identity.")]
+        if not wanted:
+            return None
+        if not caller.identity_writer:
+            return _error(403, f"entries[{wanted[0][0]}]: kind {wanted[0][1].kind!r} may only be submitted by an "
+                               "identity-writer key (signed request)")
+        if not identities:
+            identities.append(IdentityRegistry.from_ledger(ledger))
+        reg = identities[0]
+        reg.catch_up(ledger)
+        trial = reg.copy()
+        base = ledger.size
+        for i, e in enumerate(entries):
+            if e.kind not in IDENTITY_KINDS:
+                if e.kind.startswith("identity."):
+                    return _error(400, f"entries[{i}]: unknown identity kind {e.kind!r}")
+                continue
+            reason = trial.try_apply(base + i, e.kind, e.payload)
+            if reason is not None:
+                return _error(400, f"entries[{i}] ({e.kind}) does not verify: {reason}")
+        return None
+
     @app.post("/add-entries")
     async def add_entries(request: Request) -> Response:
-        declared = request.headers.get("content-length")
-        if declared is not None and (not declared.isdigit() or int(declared) > max_body_bytes):
-            return _error(413, f"request body must be at most {max_body_bytes} bytes")
-        body = await request.body()
-        if len(body) > max_body_bytes:
+        try:
+            body = await _read_body(request, max_body_bytes)
+        except _BodyTooLarge:
             return _error(413, f"request body must be at most {max_body_bytes} bytes")
         try:
-            who = guard.check(request.method, request.url.path, request.headers, body)
+            caller = guard.authenticate(request.method, request.url.path, request.headers, body, origin=ledger.origin)
         except AuthError as exc:
             return JSONResponse({"error": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
+        idem = request.headers.get("idempotency-key")
+        if idem is not None:
+            try:
+                check_idempotency_key(idem)
+            except InputError as exc:
+                return _error(400, f"Idempotency-Key: {exc}")
         try:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
@@ -130,15 +190,30 @@ def create_ledger_app(
             except InputError as exc:
                 return _error(400, f"entries[{i}]: {exc}")
 
-        def _commit() -> dict[str, Any]:
-            indices = ledger.append(entries)
+        def _locked_commit() -> dict[str, Any] | JSONResponse:
+            with write_lock:
+                return _commit()
+
+        def _commit() -> dict[str, Any] | JSONResponse:
+            refused = _check_identity_entries(entries, caller)
+            if refused is not None:
+                return refused
+            key = None if idem is None else f"api:{idem}"
+            try:
+                indices = ledger.append(entries, idempotency_key=key)
+            except InputError as exc:
+                if "already used" in str(exc):
+                    return _error(409, f"Idempotency-Key {idem!r} was already used for a different request")
+                raise
             out: dict[str, Any] = {"indices": indices}
             if checkpoint_each_batch:
                 out["checkpoint"] = ledger.checkpoint().to_bytes().decode("utf-8")
             return out
 
-        result = await run_in_threadpool(_commit)
-        log.info("appended %d entries for %s", len(entries), who)
+        result = await run_in_threadpool(_locked_commit)
+        if isinstance(result, JSONResponse):
+            return result
+        log.info("appended %d entries for %s", len(entries), caller.name)
         return JSONResponse(result)
 
     return app  # the caller owns app.state.ledger and closes it when the server stops

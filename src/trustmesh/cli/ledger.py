@@ -402,12 +402,17 @@ def serve_command(
     port: int = typer.Option(8080, "--port", help="TCP port."),
     host: str = typer.Option("127.0.0.1", "--host", help="Interface to bind (default: loopback only)."),
     client_keys: Path | None = typer.Option(None, "--client-keys", help="File of client verifier keys (one per line) allowed to submit."),
+    identity_keys: Path | None = typer.Option(None, "--identity-keys", help="File of client verifier keys that may "
+                                              "also submit identity.* entries (signed requests only)."),
+    public_host: list[str] = typer.Option([], "--public-host", help="Host[:port] clients address this server by "
+                                          "(repeatable); signed requests naming another host are refused."),
     require_all: bool = typer.Option(False, "--require-all", help="Require both a bearer token and a signature."),
 ) -> None:
     """Serve tlog-tiles, proofs and an authenticated submit endpoint over HTTP.
 
     Bearer tokens come from the TRUSTMESH_LEDGER_TOKENS environment variable (comma-separated), never
-    from the command line; without tokens or client keys, writes are refused.
+    from the command line; without tokens or client keys, writes are refused. Accepted request
+    nonces persist in DIR/api-nonces.sqlite, so a restart does not reopen a replay window.
     """
     try:
         import uvicorn
@@ -420,10 +425,20 @@ def serve_command(
     if not 0 < port < 65536:
         raise InputError(f"--port must be in 1..65535, got {port}")
     tokens = [t for t in os.environ.get("TRUSTMESH_LEDGER_TOKENS", "").split(",") if t.strip()]
-    keys: list[str] = []
-    if client_keys is not None:
-        keys = [ln.strip() for ln in client_keys.read_text(encoding="utf-8").splitlines() if ln.strip()]
-    auth = RequestAuth.from_config(tokens, keys, require_all=require_all)
+    def _keys(path: Path | None) -> list[str]:
+        if path is None:
+            return []
+        if not path.is_file():
+            raise InputError(f"{path}: no such file")
+        return [ln.strip() for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+
+    hosts = list(public_host)
+    if host not in ("0.0.0.0", "::"):
+        hosts.append(f"{host}:{port}" if ":" not in host else f"[{host}]:{port}")
+        if host == "127.0.0.1":
+            hosts.append(f"localhost:{port}")
+    auth = RequestAuth.from_config(tokens, _keys(client_keys), require_all=require_all,
+                                   identity_keys=_keys(identity_keys), allowed_hosts=hosts)
     server_app = create_ledger_app(directory, auth=auth)
     console.print(f"serving {directory} on http://{host}:{port} (writes {'enabled' if auth.configured else 'disabled'})",
                   highlight=False)
