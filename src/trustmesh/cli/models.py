@@ -65,9 +65,18 @@ def _load_source_table(dataset: str | None, input_path: Path | None, split: str 
     return load_table(input_path, label_column=label_column, benign_label=benign_label, keep_columns=keep_columns)
 
 
-def _fit_calibrated(kind: str, params: dict[str, Any], train: Any, target_fpr: float, seed: int) -> tuple[Any, Any]:
-    """Fit on training rows minus a stratified validation share; calibrate the threshold on that share."""
-    from trustmesh.detect import binary_metrics, make_detector
+_MAX_F1_LOSS = 0.01  # the FPR-calibrated threshold may cost at most this much validation macro-F1
+
+
+def _fit_calibrated(kind: str, params: dict[str, Any], train: Any, target_fpr: float, seed: int,
+                    *, strict_fpr: bool = False, quality: bool = False) -> tuple[Any, Any]:
+    """Fit on training rows minus a stratified validation share; calibrate the threshold on that share.
+
+    Unless ``strict_fpr``, the threshold is guarded: it may cost at most ``_MAX_F1_LOSS`` validation
+    macro-F1 (docs/detectors.md, "Thresholds"). With ``quality`` the returned metrics carry
+    ``quality`` (validation macro-F1, chance, a quick RandomForest reference, warnings).
+    """
+    from trustmesh.detect import binary_metrics, make_detector, validation_quality
 
     labels = train.labels.to_numpy()
     fit_idx, val_idx = _split(len(train), labels, _VALIDATION_SIZE, seed)
@@ -75,8 +84,23 @@ def _fit_calibrated(kind: str, params: dict[str, Any], train: Any, target_fpr: f
     fit = train.subset(fit_idx)
     det.fit(fit.features, fit.labels.to_numpy())
     val = train.subset(val_idx)
-    det.calibrate(val.features, val.is_attack, target_fpr)
+    multi = len(det.classes_) > 2
+    det.calibrate(val.features, val.is_attack, target_fpr, labels=val.labels.to_numpy() if multi else None,
+                  max_f1_loss=None if strict_fpr else _MAX_F1_LOSS)  # fmt: skip
     metrics = binary_metrics(val.is_attack, det.score(val.features), det.threshold)
+    if quality:
+        metrics["quality"] = validation_quality(det, fit.features, fit.labels.to_numpy(), val.features,
+                                                val.labels.to_numpy(), seed=seed)  # fmt: skip
+        cal = det.calibration
+        if cal.get("saturated"):
+            metrics["quality"]["warnings"].append(
+                f"the FPR-calibrated threshold is 1.0: at least {target_fpr:.2%} of benign validation rows score "
+                "exactly 1.0, so the FPR target cannot be met by a threshold")
+        if cal.get("rule") == "fpr-relaxed-for-macro-f1":
+            metrics["quality"]["warnings"].append(
+                f"threshold lowered from {cal['fpr_threshold']:.6f} (FPR target {target_fpr}) to {det.threshold:.6f}: "
+                f"the FPR threshold cost {cal['best_macro_f1'] - cal['fpr_macro_f1']:.3f} validation macro-F1; "
+                f"realised validation FPR {cal['validation_fpr']:.4f} (--strict-fpr keeps the FPR threshold)")
     return det, metrics
 
 
@@ -95,6 +119,8 @@ def train(
     test_size: float = typer.Option(0.3, "--test-size", help="Held-out share for datasets without a split."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (default: auto)."),
     out: Path = typer.Option(..., "--out", help="Model file to write (plus OUT.manifest.json)."),
+    strict_fpr: bool = typer.Option(False, "--strict-fpr", help="Keep the FPR threshold even when it costs "
+                                    "more than 1 pt of validation macro-F1."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Train a detector; the threshold is calibrated on a validation share of the training rows."""
@@ -128,7 +154,11 @@ def train(
             if model in ("iforest", "autoencoder"):
                 raise InputError(f"--multiclass needs a supervised model (gbdt, mlp, ensemble), not {model}")
             params["multiclass"] = True
-        det, val_metrics = _fit_calibrated(model, params, train_table, target_fpr, seed)
+        det, val_metrics = _fit_calibrated(model, params, train_table, target_fpr, seed, strict_fpr=strict_fpr,
+                                           quality=True)
+    warnings = list(val_metrics["quality"]["warnings"])
+    for w in warnings:
+        err_console.print(f"[bold yellow]warning:[/] {w}", highlight=False)
     manifest = save_model(
         det,
         out,
@@ -144,6 +174,10 @@ def train(
             "validation_size": _VALIDATION_SIZE,
             "n_train": len(train_table),
             "target_fpr": target_fpr,
+            "strict_fpr": strict_fpr,
+            "threshold_rule": det.calibration.get("rule"),
+            "model_fit": getattr(det, "fit_report", None) or None,
+            "validation_warnings": warnings,
             "fit_seconds": round(time.perf_counter() - started, 2),
         },
     )
@@ -156,6 +190,9 @@ def train(
         "n_train": len(train_table),
         "features": len(manifest.features),
         "validation": val_metrics,
+        "threshold_rule": det.calibration.get("rule"),
+        "model_fit": getattr(det, "fit_report", None) or None,
+        "warnings": warnings,
         "seconds": round(time.perf_counter() - started, 2),
     }
     if json_out:
@@ -163,7 +200,8 @@ def train(
         return
     console.print(f"[bold]{manifest.model_id}[/] {manifest.kind} -> {out}  threshold {manifest.threshold:.6f}")
     console.print(f"validation: accuracy {val_metrics['accuracy']:.4f}  recall {val_metrics['recall']:.4f}  "
-                  f"fpr {val_metrics['fpr']:.4f}  ({doc['seconds']} s)")  # fmt: skip
+                  f"fpr {val_metrics['fpr']:.4f}  macro-F1 {val_metrics['quality']['macro_f1']:.4f}  "
+                  f"({doc['seconds']} s)")  # fmt: skip
 
 
 def _training_rows(manifest: Any, table: Any) -> tuple[Any, Any]:
@@ -199,7 +237,8 @@ def _cross_validate(manifest: Any, table: Any, folds: int) -> dict[str, Any]:
     results = []
     for tr, te in skf.split(np.zeros(len(table)), _stratify_labels(table.labels.to_numpy())):
         train = table.subset(tr)
-        det, _ = _fit_calibrated(manifest.kind, params, train, target_fpr, seed)
+        strict = bool(manifest.training.get("strict_fpr", "threshold_rule" not in manifest.training))
+        det, _ = _fit_calibrated(manifest.kind, params, train, target_fpr, seed, strict_fpr=strict)
         results.append(evaluate_detector(det, table.subset(te), train=train))
     summary: dict[str, Any] = {"folds": folds, "kind": manifest.kind, "params": params, "target_fpr": target_fpr}
     for key in ("accuracy", "precision", "recall", "f1", "macro_f1", "roc_auc", "pr_auc", "fpr"):
@@ -432,16 +471,138 @@ def _latency(fn: Any, rows: list[Any], repeats: int) -> dict[str, float]:
     return {"p50_ms": float(np.percentile(arr, 50)), "p99_ms": float(np.percentile(arr, 99))}
 
 
+_TELEMETRY_DEVICES = ("fridge", "garage_door", "gps_tracker", "modbus", "motion_light", "thermostat", "weather")
+_BENCH_TABLES = ("nsl-kdd", "unsw-nb15", "ton-iot-network", *(f"ton-iot-telemetry/{d}" for d in _TELEMETRY_DEVICES))
+
+
+def _class_scores(true: Any, pred: Any) -> dict[str, float]:
+    """Macro-F1 over the true classes and exact-class accuracy (one definition for both models)."""
+    from trustmesh.detect import macro_f1_score
+
+    return {"macro_f1": round(macro_f1_score(true, pred), 4),
+            "accuracy": round(float((true.astype(str) == pred.astype(str)).mean()), 4)}  # fmt: skip
+
+
+def _bench_table_pair(name: str, train: Any, test: Any, split: str, seed: int, target_fpr: float,
+                      max_train_rows: int | None, modes: tuple[str, ...] = ("binary", "multiclass"),
+                      ) -> list[dict[str, Any]]:
+    """Binary and multi-class: trustmesh's train path vs RandomForestClassifier(200) defaults, same rows."""
+    import numpy as np
+    from sklearn.ensemble import RandomForestClassifier
+
+    from trustmesh.detect import BENIGN
+
+    if max_train_rows is not None and len(train) > max_train_rows:
+        rng = np.random.default_rng(seed)
+        train = train.subset(np.sort(rng.choice(len(train), max_train_rows, replace=False)))
+    rows: list[dict[str, Any]] = []
+    for mode in modes:
+        if mode == "multiclass" and train.labels.nunique() <= 2:
+            continue
+        multi = mode == "multiclass"
+        true = test.labels.to_numpy().astype(str) if multi else np.where(test.is_attack, "attack", BENIGN)
+        t = time.perf_counter()
+        det, _ = _fit_calibrated("gbdt", {"seed": seed, "multiclass": multi}, train, target_fpr, seed)
+        tm_fit = time.perf_counter() - t
+        tm = _class_scores(true, np.asarray(det.predict_class(test.features)).astype(str))
+        y = train.labels.to_numpy().astype(str) if multi else np.where(train.is_attack, "attack", BENIGN)
+        X, X_test = det.encode(train.features), det.encode(test.features)
+        t = time.perf_counter()
+        rf = RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=2).fit(X, y)
+        rf_fit = time.perf_counter() - t
+        ref = _class_scores(true, rf.predict(X_test).astype(str))
+        rows.append({
+            "table": name, "mode": mode, "split": split, "n_train": len(train), "n_test": len(test),
+            "features": int(X.shape[1]), "classes": int(len(np.unique(y))),
+            "trustmesh": {**tm, "fit_seconds": round(tm_fit, 2), "threshold": round(det.threshold, 6),
+                          "threshold_rule": det.calibration.get("rule"), "rounds": det.fit_report.get("rounds"),
+                          "learning_rate": det.fit_report.get("learning_rate")},
+            "random_forest": {**ref, "fit_seconds": round(rf_fit, 2)},
+            "macro_f1_delta_pt": round(100 * (tm["macro_f1"] - ref["macro_f1"]), 2),
+        })  # fmt: skip
+    return rows
+
+
+def _bench_tables(names: list[str], extra: list[tuple[Path, str | None, str | None]], data_dir: Path | None,
+                  seed: int, target_fpr: float, test_size: float, max_train_rows: int | None,
+                  show: bool) -> dict[str, Any]:
+    """Run :func:`_bench_table_pair` over built-in tables and extra ``(path, label column, benign label)``."""
+    import dataclasses
+    import os
+
+    from trustmesh.flows import load_dataset, load_table
+
+    results: list[dict[str, Any]] = []
+    started = time.perf_counter()
+    stratified = f"stratified {1 - test_size:.0%}/{test_size:.0%}"
+    with progress(show) as bar:
+        task = bar.add_task("tables", total=len(names) + len(extra))
+        for name in names:
+            bar.update(task, description=f"bench {name}")
+            if name == "nsl-kdd":
+                train = load_dataset("nsl-kdd", split="train", data_dir=data_dir)
+                test = load_dataset("nsl-kdd", split="test", data_dir=data_dir)
+                official = "KDDTrain+ -> KDDTest+"
+                results += _bench_table_pair(name, train, test, official, seed, target_fpr, max_train_rows,
+                                             ("binary",))  # fmt: skip
+                cat = [dataclasses.replace(t, labels=t.attack_category.astype(str).str.lower())  # type: ignore[union-attr]
+                       for t in (train, test)]
+                results += _bench_table_pair("nsl-kdd (5 categories)", cat[0], cat[1], official, seed, target_fpr,
+                                             max_train_rows, ("multiclass",))  # fmt: skip
+            else:
+                base, _, part = name.partition("/")
+                table = load_dataset(base, split=part or None, data_dir=data_dir)
+                tr, te = _split(len(table), table.labels.to_numpy(), test_size, seed)
+                results += _bench_table_pair(name, table.subset(tr), table.subset(te), stratified, seed, target_fpr,
+                                             max_train_rows)  # fmt: skip
+            bar.advance(task)
+        for path, label_column, benign_label in extra:
+            bar.update(task, description=f"bench {path.name}")
+            table = load_table(path, label_column=label_column, benign_label=benign_label)
+            tr, te = _split(len(table), table.labels.to_numpy(), test_size, seed)
+            results += _bench_table_pair(str(path), table.subset(tr), table.subset(te), stratified, seed, target_fpr,
+                                         max_train_rows)  # fmt: skip
+            bar.advance(task)
+    worst = min((r["macro_f1_delta_pt"] for r in results), default=None)
+    return {
+        "tables": results,
+        "seed": seed,
+        "target_fpr": target_fpr,
+        "test_size": test_size,
+        "max_train_rows": max_train_rows,
+        "reference": "sklearn RandomForestClassifier(n_estimators=200, random_state=seed, n_jobs=2), defaults "
+                     "otherwise, on trustmesh's encoded features (NaN kept: sklearn splits on missing values)",
+        "worst_macro_f1_delta_pt": worst,
+        "within_1pt": None if worst is None else bool(worst >= -1.0),
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
+        "seconds": round(time.perf_counter() - started, 1),
+    }
+
+
 @bench_app.command("detect")
 @guarded
 def bench_detect(
     rows: int = typer.Option(1_000_000, "--rows", help="Rows in the batch-scoring matrix."),
     train_rows: int = typer.Option(30_000, "--train-rows", help="TON_IoT rows each detector is trained on."),
     latency_repeats: int = typer.Option(300, "--latency-repeats", help="Single-flow calls per detector."),
+    tables: bool = typer.Option(False, "--tables", help="Instead of speed: macro-F1/accuracy of `train` vs "
+                                "RandomForest(200) on every staged labelled table, binary and multi-class."),
+    only: list[str] = typer.Option([], "--table", help="With --tables: only these built-in tables "
+                                    f"({', '.join(_BENCH_TABLES)})."),
+    input_path: list[Path] = typer.Option([], "--input", help="With --tables: an extra labelled table (repeatable)."),
+    label_column: list[str] = typer.Option([], "--label-column", help="Label column of each --input, in order."),
+    benign_label: list[str] = typer.Option([], "--benign-label", help="Benign value of each --input, in order."),
+    max_train_rows: int | None = typer.Option(None, "--max-train-rows", help="With --tables: subsample "
+                                              "each training split (seeded) to at most N rows."),
+    seed: int = typer.Option(0, "--seed", help="With --tables: seed for splits and both models."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (default: auto)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Batch flows/s and per-flow latency of every detector vs. RandomForest; pcap->flow packets/s."""
+    """Batch flows/s and per-flow latency of every detector vs. RandomForest; pcap->flow packets/s.
+
+    With --tables: trustmesh's `train` path (GBDT) against RandomForest on labelled tables instead.
+    """
     import os
 
     import numpy as np
@@ -449,6 +610,11 @@ def bench_detect(
     from trustmesh.detect import DETECTOR_KINDS, make_detector
     from trustmesh.flows import DATASETS, dataset_path, load_dataset, read_flows
 
+    if tables:
+        _bench_detect_tables(only, input_path, label_column, benign_label, max_train_rows, seed, data_dir, json_out)
+        return
+    if input_path or only:
+        raise InputError("--input and --table need --tables")
     if rows < 1000 or train_rows < 1000:
         raise InputError("--rows and --train-rows must be >= 1000")
     table = load_dataset("ton-iot-network", data_dir=data_dir)
@@ -532,3 +698,37 @@ def bench_detect(
                           f"{r['p99_ms']:.3f}")  # fmt: skip
     console.print(table_out)
     console.print(f"pcap -> flows: {doc['pcap']['packets_per_s']} packets/s over {len(pcaps)} captures")
+
+
+def _bench_detect_tables(table: list[str], input_path: list[Path], label_column: list[str], benign_label: list[str],
+                         max_train_rows: int | None, seed: int, data_dir: Path | None, json_out: bool) -> None:
+    unknown = sorted(set(table) - set(_BENCH_TABLES))
+    if unknown:
+        raise InputError(f"--table: unknown table(s) {', '.join(unknown)}; known: {', '.join(_BENCH_TABLES)}")
+    for opt, vals in (("--label-column", label_column), ("--benign-label", benign_label)):
+        if vals and len(vals) != len(input_path):
+            raise InputError(f"{opt} must be given once per --input ({len(input_path)}), got {len(vals)}")
+    if max_train_rows is not None and max_train_rows < 100:
+        raise InputError(f"--max-train-rows must be >= 100, got {max_train_rows}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    extra = [(p, label_column[i] if label_column else None, benign_label[i] if benign_label else None)
+             for i, p in enumerate(input_path)]  # fmt: skip
+    names = list(table) if table else ([] if input_path else list(_BENCH_TABLES))
+    doc = _bench_tables(names, extra, data_dir, seed, 0.01, 0.3, max_train_rows, not json_out and sys.stderr.isatty())
+    if json_out:
+        print_json(doc)
+        return
+    from rich.table import Table
+
+    out_t = Table(title=f"train path vs RandomForest(200), seed {seed}")
+    for col in ("table", "mode", "classes", "tm macro-F1", "RF macro-F1", "delta pt", "tm acc", "RF acc",
+                "tm fit s", "RF fit s"):  # fmt: skip
+        out_t.add_column(col, justify="left" if col in ("table", "mode") else "right")
+    for r in doc["tables"]:
+        tm, rf = r["trustmesh"], r["random_forest"]
+        out_t.add_row(r["table"], r["mode"], str(r["classes"]), f"{tm['macro_f1']:.4f}", f"{rf['macro_f1']:.4f}",
+                      f"{r['macro_f1_delta_pt']:+.2f}", f"{tm['accuracy']:.4f}", f"{rf['accuracy']:.4f}",
+                      str(tm["fit_seconds"]), str(rf["fit_seconds"]))  # fmt: skip
+    console.print(out_t)
+    console.print(f"worst macro-F1 delta {doc['worst_macro_f1_delta_pt']} pt; load {doc['load_average']}")

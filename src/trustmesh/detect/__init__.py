@@ -9,7 +9,14 @@ target false-positive rate; ``save_model``/``load_model`` write and verify an ar
 
 from trustmesh.detect._artifact import MANIFEST_SUFFIX, Manifest, load_model, manifest_path, save_model
 from trustmesh.detect._autoencoder import AutoencoderEnsembleDetector, DenseAutoencoderDetector
-from trustmesh.detect._base import BaseDetector, calibrate_threshold
+from trustmesh.detect._behaviour import (
+    BEHAVIOUR_KINDS,
+    BehaviourConfig,
+    BehaviourEngine,
+    BehaviourVerdict,
+    FlowRef,
+)
+from trustmesh.detect._base import BaseDetector, calibrate_threshold, guarded_threshold
 from trustmesh.detect._default import default_pcap_model, host_summary
 from trustmesh.detect._ensemble import EnsembleDetector
 from trustmesh.detect._gbdt import GBDTDetector
@@ -18,16 +25,22 @@ from trustmesh.detect._metrics import binary_metrics, evaluate_detector, leakage
 from trustmesh.detect._mlp import MLPDetector
 from trustmesh.detect._protocol import BENIGN, Detector
 from trustmesh.detect._registry import DETECTOR_KINDS, make_detector
+from trustmesh.detect._validation import macro_f1_score, validation_quality
 from trustmesh.detect.snn import SpikingDetector
 
 __all__ = [
     "AutoencoderEnsembleDetector",
+    "BEHAVIOUR_KINDS",
     "BENIGN",
     "BaseDetector",
+    "BehaviourConfig",
+    "BehaviourEngine",
+    "BehaviourVerdict",
     "DETECTOR_KINDS",
     "DenseAutoencoderDetector",
     "Detector",
     "EnsembleDetector",
+    "FlowRef",
     "GBDTDetector",
     "IsolationForestDetector",
     "MANIFEST_SUFFIX",
@@ -38,11 +51,14 @@ __all__ = [
     "calibrate_threshold",
     "default_pcap_model",
     "evaluate_detector",
+    "guarded_threshold",
     "host_summary",
     "leakage_audit",
     "load_model",
+    "macro_f1_score",
     "make_detector",
     "manifest_path",
     "per_class_metrics",
     "save_model",
+    "validation_quality",
 ]

@@ -30,6 +30,7 @@ __all__ = [
     "Preprocessor",
     "calibrate_threshold",
     "detector_class",
+    "guarded_threshold",
     "prepare_labels",
     "read_container",
     "register",
@@ -55,7 +56,7 @@ def register(cls: type[BaseDetector]) -> type[BaseDetector]:
 def detector_class(kind: str) -> type[BaseDetector]:
     """Return the detector class registered under ``kind``."""
     # Import every implementation so the registry is complete whatever was imported first.
-    from trustmesh.detect import _autoencoder, _ensemble, _gbdt, _iforest, _mlp, snn  # noqa: F401
+    from trustmesh.detect import _autoencoder, _baseline, _ensemble, _gbdt, _iforest, _mlp, snn  # noqa: F401
 
     try:
         return _REGISTRY[kind]
@@ -78,6 +79,75 @@ def calibrate_threshold(benign_scores: np.ndarray, target_fpr: float) -> float:
     ordered = np.sort(scores)[::-1]
     k = int(np.floor(target_fpr * ordered.size))
     return float(min(np.nextafter(ordered[k], np.inf), 1.0))
+
+
+def guarded_threshold(
+    scores: np.ndarray, labels: np.ndarray, best_attack: np.ndarray, fpr_threshold: float, max_f1_loss: float
+) -> tuple[float, dict[str, Any]]:
+    """Return the threshold the multi-class (and binary) decision rule uses, and a record of why.
+
+    The decision rule: a row is an attack iff ``score >= threshold``, and its class is then its most
+    probable attack class (``best_attack``); below the threshold it is benign. Macro-F1 (over the
+    classes present in ``labels``) is computed for every distinct cut of the validation scores. The
+    FPR-calibrated threshold is kept when its macro-F1 is within ``max_f1_loss`` of the best cut;
+    otherwise the threshold becomes the **largest** cut within ``max_f1_loss`` of the best (the fewest
+    alerts that still decide classes well). So a threshold that ties at 1.0, or sits above most
+    attacks, can never swallow them: it costs at most ``max_f1_loss`` of validation macro-F1.
+    """
+    if max_f1_loss < 0:
+        raise ValueError(f"max_f1_loss must be >= 0, got {max_f1_loss}")
+    s = np.asarray(scores, dtype=np.float64)
+    true = np.asarray(labels).astype(str)
+    attack = np.asarray(best_attack).astype(str)
+    n = s.size
+    if n == 0:
+        raise InputError("cannot calibrate a threshold on an empty validation set")
+    names = sorted(set(true) | set(attack) | {BENIGN}, key=lambda c: (c != BENIGN, c))
+    index = {c: i for i, c in enumerate(names)}
+    t_idx = np.fromiter((index[c] for c in true), dtype=np.int64, count=n)
+    a_idx = np.fromiter((index[c] for c in attack), dtype=np.int64, count=n)
+    order = np.argsort(-s, kind="stable")
+    s_sorted, t_sorted, a_sorted = s[order], t_idx[order], a_idx[order]
+    k = len(names)
+    # Flagging the top i rows: cumulative per-class predicted counts and true positives.
+    pred_hits = np.zeros((n + 1, k), dtype=np.int64)
+    np.add.at(pred_hits[1:], (np.arange(n), a_sorted), 1)
+    pred_hits = np.cumsum(pred_hits, axis=0)
+    tp_hits = np.zeros((n + 1, k), dtype=np.int64)
+    hit = a_sorted == t_sorted
+    np.add.at(tp_hits[1:], (np.flatnonzero(hit), a_sorted[hit]), 1)
+    tp_hits = np.cumsum(tp_hits, axis=0)
+    support = np.bincount(t_idx, minlength=k).astype(np.float64)
+    benign_top = np.concatenate([[0], np.cumsum(t_sorted == 0)])
+    cut = np.arange(n + 1)
+    tp = tp_hits.astype(np.float64)
+    pred = pred_hits.astype(np.float64)
+    tp[:, 0] = support[0] - benign_top  # unflagged benign rows are true benign predictions
+    pred[:, 0] = n - cut
+    present = support > 0
+    denom = support[present] + pred[:, present]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        f1 = np.where(denom > 0, 2 * tp[:, present] / denom, 0.0)
+    macro = f1.mean(axis=1)
+    # Valid cuts: between distinct scores (ties flag together); cut i flags rows with score >= s_sorted[i-1].
+    valid = np.ones(n + 1, dtype=bool)
+    valid[1:n] = s_sorted[1:] < s_sorted[:-1]
+    thresholds = np.empty(n + 1, dtype=np.float64)
+    thresholds[0] = min(float(np.nextafter(s_sorted[0], np.inf)), 1.0)
+    thresholds[1:] = s_sorted
+    if s_sorted[0] >= 1.0:
+        valid[0] = False  # "flag nothing" cannot be expressed by a threshold in [0, 1]
+    best = float(macro[valid].max())
+    at_fpr = int(np.sum(s >= fpr_threshold))
+    fpr_macro = float(macro[at_fpr])
+    record: dict[str, Any] = {"fpr_macro_f1": fpr_macro, "best_macro_f1": best, "max_f1_loss": max_f1_loss}
+    if fpr_macro >= best - max_f1_loss:
+        record["validation_macro_f1"] = fpr_macro
+        return float(fpr_threshold), record
+    ok = np.flatnonzero(valid & (macro >= best - max_f1_loss))
+    i = int(ok[0])  # fewest flagged rows = largest threshold
+    record["validation_macro_f1"] = float(macro[i])
+    return float(thresholds[i]), record
 
 
 def prepare_labels(
@@ -323,27 +393,68 @@ class BaseDetector:
         classes = np.asarray(self._classes, dtype=object)
         if len(self._classes) <= 2:
             return cast(np.ndarray, np.where(flagged, classes[-1], classes[0]))
-        proba = self.predict_proba_matrix(matrix)
-        best_attack = 1 + np.argmax(proba[:, 1:], axis=1)
-        return cast(np.ndarray, np.where(flagged, classes[best_attack], classes[0]))
+        return np.where(flagged, self.best_attack_class(matrix), classes[0])
 
-    def calibrate(self, X_val: pd.DataFrame, y_val_is_attack: np.ndarray, target_fpr: float = 0.01) -> float:
-        """Set the threshold to flag at most ``target_fpr`` of the benign validation rows."""
+    def calibrate(
+        self,
+        X_val: pd.DataFrame,
+        y_val_is_attack: np.ndarray,
+        target_fpr: float = 0.01,
+        *,
+        labels: np.ndarray | pd.Series | None = None,
+        max_f1_loss: float | None = None,
+    ) -> float:
+        """Set the threshold to flag at most ``target_fpr`` of the benign validation rows.
+
+        With ``max_f1_loss`` (the guard ``trustmesh train`` uses) the FPR-calibrated threshold is kept
+        only if its validation macro-F1 is within ``max_f1_loss`` of the best macro-F1 any threshold
+        reaches; otherwise it is lowered to the largest threshold that is (see
+        :func:`guarded_threshold`). ``labels`` are the validation class names for multi-class models
+        (default: the attack/benign view). The calibration record says which rule set the threshold.
+        """
         y = np.asarray(y_val_is_attack, dtype=bool)
         if y.shape != (len(X_val),):
             raise InputError(f"y_val_is_attack must have one value per row ({len(X_val)}), got {y.shape}")
-        scores = self.score(X_val)
-        self.threshold = calibrate_threshold(scores[~y], target_fpr)
+        matrix = self.encode(X_val)
+        scores = self.score_matrix(matrix)
+        fpr_threshold = calibrate_threshold(scores[~y], target_fpr)
+        self.threshold = fpr_threshold
+        rule = "fpr"
+        guard: dict[str, Any] = {}
+        if max_f1_loss is not None:
+            names = np.where(y, ATTACK, BENIGN) if labels is None else np.asarray(labels).astype(str)
+            if len(self._classes) > 2:
+                best_attack = self.best_attack_class(matrix)
+            else:
+                best_attack = np.full(len(y), ATTACK, dtype=object)
+            chosen, guard = guarded_threshold(scores, names, best_attack, fpr_threshold, max_f1_loss)
+            if chosen < fpr_threshold:
+                rule = "fpr-relaxed-for-macro-f1"
+                log.info(
+                    "%s: the threshold for FPR %.4f (%.6f) costs %.3f validation macro-F1; lowered to %.6f",
+                    self.name, target_fpr, fpr_threshold, guard["best_macro_f1"] - guard["fpr_macro_f1"], chosen,
+                )
+            self.threshold = chosen
         flagged = scores >= self.threshold
         self.calibration = {
             "target_fpr": target_fpr,
+            "rule": rule,
+            "fpr_threshold": fpr_threshold,
+            "saturated": bool(fpr_threshold >= 1.0),
             "n_benign": int((~y).sum()),
             "n_attack": int(y.sum()),
-            "validation_fpr": float(flagged[~y].mean()),
+            "validation_fpr": float(flagged[~y].mean()) if (~y).any() else None,
             "validation_tpr": float(flagged[y].mean()) if y.any() else None,
+            **guard,
         }
-        log.info("%s threshold %.6f at target FPR %.4f", self.name, self.threshold, target_fpr)
+        log.info("%s threshold %.6f at target FPR %.4f (%s)", self.name, self.threshold, target_fpr, rule)
         return self.threshold
+
+    def best_attack_class(self, matrix: np.ndarray) -> np.ndarray:
+        """Return the most probable attack class of each encoded row (multi-class models)."""
+        classes = np.asarray(self._classes, dtype=object)
+        proba = self.predict_proba_matrix(matrix)
+        return cast(np.ndarray, classes[1 + np.argmax(proba[:, 1:], axis=1)])
 
     # -- persistence -------------------------------------------------------------------------------
     def save(self, path: Path | str) -> None:
