@@ -20,6 +20,7 @@ _COMMAND_MODULES = (
     "trustmesh.cli.identity",
     "trustmesh.cli.fl",
     "trustmesh.cli.evaluate",
+    "trustmesh.cli.lab",
 )
 
 for _name in _COMMAND_MODULES:
