@@ -91,12 +91,14 @@ def test_witness_rejects_unsigned_or_unknown_logs(tmp_path: Path, ledger_dir: Pa
     led.append(make_entries(5))
     w = Witness.create(tmp_path / "w", "w.example/w")
     cp = led.checkpoint()
-    with pytest.raises(WitnessError):
+    with pytest.raises(WitnessError) as unknown:
         w.add_checkpoint(cp.to_bytes(), old_size=0, proof=[])
+    assert getattr(unknown.value, "status", None) == 404
     w.trust_log(led.verifier_key)
     forged = Checkpoint.signed(ORIGIN, 5, cp.root_hash, NoteSigner.generate(ORIGIN))
-    with pytest.raises(SignatureError):
+    with pytest.raises(WitnessError, match="not signed by the trusted key") as bad_sig:
         w.add_checkpoint(forged.to_bytes(), old_size=0, proof=[])
+    assert getattr(bad_sig.value, "status", None) == 403
     led.close()
 
 

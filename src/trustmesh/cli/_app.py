@@ -15,6 +15,7 @@ _COMMAND_MODULES = (
     "trustmesh.cli.datasets",
     "trustmesh.cli.models",
     "trustmesh.cli.ledger",
+    "trustmesh.cli.witness",
     "trustmesh.cli.respond",
     "trustmesh.cli.chain",
     "trustmesh.cli.identity",

@@ -10,13 +10,17 @@ compares two checkpoints a client holds.
 from __future__ import annotations
 
 import base64
+import binascii
+import contextlib
+import fcntl
 import json
 import os
+import re
 import struct
 import tempfile
 import threading
 import time as _time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
@@ -42,15 +46,24 @@ from trustmesh.ledger._proof import verify_consistency_path
 __all__ = [
     "Cosignature",
     "Witness",
+    "WitnessRequestError",
+    "WitnessResponse",
     "cosignature_message",
     "detect_split_view",
     "distinct_witness_keys",
+    "parse_add_checkpoint_body",
     "verify_cosignatures",
 ]
 
 KEY_FILE: Final = "witness.key"
 PUB_FILE: Final = "witness.pub"
 STATE_FILE: Final = "state.json"
+LOCK_FILE: Final = "state.lock"
+SIZE_CONTENT_TYPE: Final = "text/x.tlog.size"
+MAX_PROOF_LINES: Final = 63
+MAX_REQUEST_BYTES: Final = 1 << 20
+MAX_FORK_RECORDS: Final = 1000
+_SIZE_RE = re.compile(rb"0|[1-9][0-9]{0,19}")
 
 
 def cosignature_message(checkpoint: Checkpoint, timestamp: int) -> bytes:
@@ -217,7 +230,7 @@ class Witness:
             raise InputError(f"{d / KEY_FILE}: not a cosignature/v1 key")
         try:
             state = json.loads((d / STATE_FILE).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
             raise InputError(f"{d / STATE_FILE}: unreadable witness state ({exc})") from None
         if not isinstance(state, dict) or not isinstance(state.get("logs"), dict):
             raise InputError(f"{d / STATE_FILE}: malformed witness state")
@@ -236,12 +249,13 @@ class Witness:
     @property
     def forks(self) -> list[dict[str, Any]]:
         """Recorded fork evidence (both notes, base64)."""
-        return list(self._state.get("forks", []))
+        with self._locked_state():
+            return list(self._state.get("forks", []))
 
     def trust_log(self, log_key: str) -> None:
         """Add a log (by its verifier key) that this witness will cosign."""
         key = NoteVerifier.from_vkey(log_key)
-        with self._lock:
+        with self._locked_state():
             entry = self._state["logs"].setdefault(key.name, {"key": log_key, "size": 0, "note": None})
             if entry["key"] != log_key:
                 raise InputError(f"witness already trusts a different key for log {key.name!r}")
@@ -249,57 +263,106 @@ class Witness:
 
     def known_size(self, origin: str) -> int:
         """Return the size of the last checkpoint cosigned for ``origin`` (0 if none)."""
-        entry = self._state["logs"].get(origin)
+        with self._locked_state():
+            entry = self._state["logs"].get(origin)
         if entry is None:
-            raise WitnessError(f"witness {self.name!r} does not know the log {origin!r}")
+            raise WitnessRequestError(404, f"witness {self.name!r} does not know the log {origin!r}")
         return int(entry["size"])
 
     def add_checkpoint(self, note: bytes, *, old_size: int, proof: Sequence[bytes], timestamp: int | None = None) -> NoteSignature:
-        """Verify and cosign a checkpoint (tlog-witness add-checkpoint); return the cosignature line.
+        """Verify and cosign a checkpoint (C2SP tlog-witness add-checkpoint); return the cosignature line.
 
-        ``old_size`` must equal the size this witness last cosigned (else WitnessError, like HTTP
-        409); ``proof`` must prove consistency from that checkpoint to the new one.
+        Raises :class:`WitnessRequestError` carrying the HTTP status the spec assigns: 400 malformed
+        or ``old_size`` above the checkpoint size (or a proof with ``old_size`` 0), 403 no valid
+        signature by the trusted log key, 404 unknown origin, 409 ``old_size`` is not the size this
+        witness last cosigned (``known_size`` says which) or the same size with another root, 422 the
+        consistency proof does not verify. A fork (409 same size, 422) is recorded as evidence. The
+        check of ``old_size`` and the update of the state happen under one lock (also across
+        processes), so concurrent requests cannot roll the witness back.
         """
-        cp = Checkpoint.from_bytes(note)
-        with self._lock:
+        try:
+            cp = Checkpoint.from_bytes(note)
+        except CheckpointError as exc:
+            raise WitnessRequestError(400, f"malformed checkpoint: {exc}") from None
+        if isinstance(old_size, bool) or not isinstance(old_size, int) or old_size < 0:
+            raise WitnessRequestError(400, f"old size must be a non-negative integer, got {old_size!r}")
+        if len(proof) > MAX_PROOF_LINES or any(len(h) != 32 for h in proof):
+            raise WitnessRequestError(400, f"consistency proof must be at most {MAX_PROOF_LINES} hashes of 32 bytes")
+        with self._locked_state():
             entry = self._state["logs"].get(cp.origin)
             if entry is None:
-                raise WitnessError(f"witness {self.name!r} does not know the log {cp.origin!r}", index=cp.size)
-            cp.verify(NoteVerifier.from_vkey(entry["key"]))
+                raise WitnessRequestError(404, f"witness {self.name!r} does not know the log {cp.origin!r}", index=cp.size)
+            try:
+                cp.verify(NoteVerifier.from_vkey(entry["key"]))
+            except (SignatureError, CheckpointError) as exc:
+                raise WitnessRequestError(403, f"checkpoint is not signed by the trusted key of {cp.origin!r}: {exc}",
+                                          index=cp.size) from None
+            if old_size > cp.size:
+                raise WitnessRequestError(400, f"old size {old_size} is larger than the checkpoint size {cp.size}",
+                                          index=cp.size)
             known = int(entry["size"])
             prev = Checkpoint.from_bytes(base64.b64decode(entry["note"])) if entry["note"] else None
             if old_size != known:
-                raise WitnessError(f"witness {self.name!r} knows size {known}, request says {old_size}", index=known)
-            if cp.size < known:
-                raise WitnessError(f"checkpoint size {cp.size} is older than the known size {known}", index=cp.size)
-            if prev is not None:
-                fork = False
-                if cp.size == prev.size:
-                    fork = cp.root_hash != prev.root_hash
-                else:
-                    try:
-                        verify_consistency_path(prev.size, cp.size, proof, prev.root_hash, cp.root_hash)
-                    except ConsistencyError:
-                        fork = True
-                if fork:
-                    self._state.setdefault("forks", []).append({
-                        "origin": cp.origin,
-                        "known": entry["note"],
-                        "offered": base64.b64encode(cp.to_bytes()).decode("ascii"),
-                        "time": int(_time.time()),
-                    })
-                    self._save()
-                    raise WitnessError(
-                        f"fork detected for {cp.origin!r}: size {cp.size} is not consistent with the "
-                        f"cosigned size {prev.size}; refusing to cosign (evidence saved)",
-                        index=prev.size,
-                    )
+                raise WitnessRequestError(409, f"witness {self.name!r} knows size {known}, request says {old_size}",
+                                          index=known, known_size=known)
+            if old_size == 0 and proof:
+                raise WitnessRequestError(400, "the consistency proof must be empty when the old size is 0")
+            if prev is not None and cp.size == prev.size:
+                if cp.root_hash != prev.root_hash:
+                    self._record_fork(cp, entry)
+                    raise WitnessRequestError(
+                        409, f"fork detected for {cp.origin!r}: another root for the cosigned size {prev.size} "
+                             "(evidence saved)", index=prev.size, known_size=known)
+            elif prev is not None:
+                try:
+                    verify_consistency_path(prev.size, cp.size, proof, prev.root_hash, cp.root_hash)
+                except ConsistencyError:
+                    self._record_fork(cp, entry)
+                    raise WitnessRequestError(
+                        422, f"fork detected for {cp.origin!r}: size {cp.size} is not consistent with the "
+                             f"cosigned size {prev.size}; refusing to cosign (evidence saved)", index=prev.size) from None
             ts = int(_time.time()) if timestamp is None else timestamp
             line = _cosign_line(self._signer, cp, ts)
             entry["size"] = cp.size
             entry["note"] = base64.b64encode(cp.to_bytes()).decode("ascii")
-            self._save()
+            self._save()  # persisted before the cosignature is handed out
             return line
+
+    def handle_add_checkpoint(self, body: bytes) -> WitnessResponse:
+        """Answer one tlog-witness ``POST <prefix>/add-checkpoint`` request body (no network here)."""
+        try:
+            old_size, proof, note = parse_add_checkpoint_body(body)
+            line = self.add_checkpoint(note, old_size=old_size, proof=proof)
+        except WitnessRequestError as exc:
+            if exc.status == 409 and exc.known_size is not None:
+                return WitnessResponse(409, SIZE_CONTENT_TYPE, f"{exc.known_size}\n".encode())
+            return WitnessResponse(exc.status, "text/plain; charset=utf-8", f"{exc}\n".encode())
+        except InputError as exc:
+            return WitnessResponse(400, "text/plain; charset=utf-8", f"{exc}\n".encode())
+        return WitnessResponse(200, "text/plain; charset=utf-8", line.to_line().encode("utf-8"))
+
+    def _record_fork(self, cp: Checkpoint, entry: dict[str, Any]) -> None:
+        forks = self._state.setdefault("forks", [])
+        if len(forks) < MAX_FORK_RECORDS:
+            forks.append({
+                "origin": cp.origin,
+                "known": entry["note"],
+                "offered": base64.b64encode(cp.to_bytes()).decode("ascii"),
+                "time": int(_time.time()),
+            })
+            self._save()
+
+    @contextlib.contextmanager
+    def _locked_state(self) -> Iterator[None]:
+        """Hold the witness lock (threads and, through flock, processes) with the state reloaded."""
+        with self._lock:
+            fd = os.open(self.directory / LOCK_FILE, os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX)
+                self._state = _load_state(self.directory)
+                yield
+            finally:
+                os.close(fd)  # closing releases the flock
 
     def _save(self) -> None:
         fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=".state-")
@@ -308,3 +371,74 @@ class Witness:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, self.directory / STATE_FILE)
+        dir_fd = os.open(self.directory, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)  # the rename itself is durable before a cosignature leaves
+        finally:
+            os.close(dir_fd)
+
+
+def _load_state(d: Path) -> dict[str, Any]:
+    path = d / STATE_FILE
+    try:
+        state = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"logs": {}, "forks": []}
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise InputError(f"{path}: unreadable witness state ({exc})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("logs"), dict):
+        raise InputError(f"{path}: malformed witness state")
+    return state
+
+
+def parse_add_checkpoint_body(body: bytes) -> tuple[int, list[bytes], bytes]:
+    """Parse a tlog-witness add-checkpoint body: ``old <size>``, proof lines, a blank line, the checkpoint.
+
+    Raise WitnessRequestError(400) naming the problem; return (old size, proof hashes, note bytes).
+    """
+    if not isinstance(body, bytes | bytearray) or len(body) > MAX_REQUEST_BYTES:
+        raise WitnessRequestError(400, f"request body must be bytes, at most {MAX_REQUEST_BYTES}")
+    data = bytes(body)
+    head, sep, note = data.partition(b"\n\n")
+    if not sep:
+        raise WitnessRequestError(400, "request body has no empty line before the checkpoint")
+    lines = head.split(b"\n")
+    first = lines[0]
+    if not first.startswith(b"old ") or not _SIZE_RE.fullmatch(first[4:]):
+        raise WitnessRequestError(400, "first line must be 'old <size>' (decimal, no leading zeros)")
+    old = int(first[4:])
+    if old >= 2**63:
+        raise WitnessRequestError(400, "old size is out of range")
+    if len(lines) - 1 > MAX_PROOF_LINES:
+        raise WitnessRequestError(400, f"more than {MAX_PROOF_LINES} consistency proof lines")
+    proof = []
+    for n, raw in enumerate(lines[1:], 2):
+        try:
+            h = base64.b64decode(raw, validate=True)
+        except (binascii.Error, ValueError):
+            raise WitnessRequestError(400, f"line {n}: consistency proof line is not base64") from None
+        if len(h) != 32:
+            raise WitnessRequestError(400, f"line {n}: consistency proof line is not a 32-byte hash")
+        proof.append(h)
+    return old, proof, note
+
+
+@dataclass(frozen=True, slots=True)
+class WitnessResponse:
+    """An HTTP answer to an add-checkpoint request: status, Content-Type and body."""
+
+    status: int
+    content_type: str
+    body: bytes
+
+
+class WitnessRequestError(WitnessError):
+    """A witness refused an add-checkpoint request; ``status`` is the tlog-witness HTTP status.
+
+    For 409, ``known_size`` is the size of the last checkpoint the witness cosigned.
+    """
+
+    def __init__(self, status: int, message: str, *, index: int | None = None, known_size: int | None = None) -> None:
+        super().__init__(message, index=index)
+        self.status = status
+        self.known_size = known_size
