@@ -22,6 +22,7 @@ them into one clear line and a non-zero exit; a traceback reaching a user is a b
     ├── ModelError                  a detector is unfitted, or features do not fit it
     ├── PlaybookError               a playbook is invalid or cannot run
     ├── ActionError                 a response action failed
+    ├── SinkError                   an output (file, syslog, stream, SIEM, webhook) failed a delivery
     ├── ChainError                  the chain is unreachable, reverts or is not ours
     ├── FederatedError              a federated round cannot proceed
     ├── PrivacyBudgetExceeded       the differential-privacy budget is spent
@@ -49,6 +50,7 @@ __all__ = [
     "PrivacyBudgetExceeded",
     "ProofError",
     "SignatureError",
+    "SinkError",
     "TrustmeshError",
     "VerificationError",
     "WitnessError",
@@ -128,6 +130,10 @@ class PlaybookError(TrustmeshError):
 
 class ActionError(TrustmeshError):
     """A response action failed to apply or roll back."""
+
+
+class SinkError(TrustmeshError):
+    """An alert output (file, syslog, Redis stream, bulk endpoint, webhook) failed a delivery."""
 
 
 class ChainError(TrustmeshError):

@@ -38,6 +38,7 @@ from trustmesh.flows import FlowSource, open_source
 from trustmesh.ledger import Checkpoint, Entry, Ledger
 from trustmesh._ecs import alert_severity
 from trustmesh.records import Alert, FlowId, Incident, ModelId
+from trustmesh.sinks import SinkSet, check_sink_spec, open_sinks, sink_summary
 from trustmesh.respond import (
     DEFAULT_PLAYBOOKS,
     Action,
@@ -103,6 +104,7 @@ class PipelineConfig:
     llm_url: str | None = None
     llm_model: str | None = None
     guards: Guards = field(default_factory=Guards)
+    sinks: tuple[dict[str, Any], ...] = ()  # [[sinks]] tables, checked by trustmesh.sinks (docs/soc.md)
 
     def __post_init__(self) -> None:
         if self.replay not in {"fast", "recorded"}:
@@ -130,6 +132,9 @@ class PipelineConfig:
         except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
             raise ConfigError(f"{path}: not valid TOML ({exc})") from None
         base = path.parent
+        sink_tables = doc.pop("sinks", [])  # [[sinks]]: alert and incident outputs (docs/soc.md)
+        if not isinstance(sink_tables, list):
+            raise ConfigError(f"{path}: sinks must be an array of tables ([[sinks]])")
         known = {"pipeline", "response", "guards", "llm", "trustmesh"}
         unknown = sorted(set(doc) - known)
         if unknown:
@@ -173,6 +178,8 @@ class PipelineConfig:
                 values["guards"] = Guards.from_dict(dict(doc["guards"]))
             except (TypeError, ValueError) as exc:
                 raise ConfigError(f"{path}: [guards]: {exc}") from None
+        values["sinks"] = tuple(check_sink_spec(s, where=f"{path}: [[sinks]] #{i + 1}", base=base)
+                                for i, s in enumerate(sink_tables))
         values.update({k: v for k, v in overrides.items() if v is not None})
         values.setdefault("ledger_dir", base / "trustmesh-ledger")
         values.setdefault("state_dir", base / "trustmesh-state")
@@ -185,6 +192,7 @@ class PipelineConfig:
         """Return the settings worth recording in the ledger (no secrets: the LLM key is never here)."""
         doc = {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
         doc["guards"] = self.guards.to_dict()
+        doc["sinks"] = [sink_summary(s) for s in self.sinks]
         return _json_ready(doc)
 
 
@@ -299,6 +307,7 @@ class RunSummary:
     last_index: int = 0
     interrupted: bool = False
     seconds: float = 0.0
+    sinks: dict[str, dict[str, Any]] = field(default_factory=dict)  # per-sink sent/failed counters
 
     def to_dict(self) -> dict[str, Any]:
         """Return a JSON-ready summary (checkpoints as size/root)."""
@@ -307,7 +316,7 @@ class RunSummary:
             "decisions": self.decisions, "action_results": self.action_results, "errors": self.errors,
             "checkpoints": [{"size": c.size, "root_hash": c.root_hash.hex()} for c in self.checkpoints],
             "first_index": self.first_index, "last_index": self.last_index,
-            "interrupted": self.interrupted, "seconds": round(self.seconds, 3),
+            "interrupted": self.interrupted, "seconds": round(self.seconds, 3), "sinks": self.sinks,
         }
 
 
@@ -324,10 +333,12 @@ class Pipeline:
 
     def __init__(self, detector: Detector, manifest: Manifest, ledger: Ledger, responder: Responder,
                  correlator: Correlator, config: PipelineConfig, *,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, sinks: SinkSet | None = None) -> None:
         self.detector, self.manifest, self.ledger = detector, manifest, ledger
         self.responder, self.correlator, self.config = responder, correlator, config
         self.clock = clock
+        self.sinks = sinks if sinks is not None else SinkSet()
+        self._sink_errors: set[str] = set()
         self.model_id = str(getattr(manifest, "model_id", "model"))
         self._incident_index: dict[str, int] = {}  # incident id -> leaf of its latest version
         self._decision_index: dict[str, int] = {}
@@ -354,7 +365,8 @@ class Pipeline:
                               enforce=config.enforce,
                               llm=LLMTriage(config.llm_url, config.llm_model) if config.llm_url and config.llm_model
                               else None)
-        return cls(detector, manifest, ledger, responder, Correlator(config.correlation_window_s), config)
+        return cls(detector, manifest, ledger, responder, Correlator(config.correlation_window_s), config,
+                   sinks=open_sinks(config.sinks, state_dir=Path(config.state_dir)))
 
     def _model_payload(self) -> dict[str, Any]:
         return _json_ready(self.manifest.to_dict())
@@ -491,6 +503,7 @@ class Pipeline:
                     refs.append(self._incident_index[incident_id])
                 self._incident_index[incident_id] = self._append("incident", doc, refs)
             outcome.incidents.append((self._incident_index[incident_id], incident))
+        self._publish(outcome, created)
         for index, incident in outcome.incidents:
             try:
                 self.responder.handle(incident)
@@ -505,6 +518,19 @@ class Pipeline:
         """Record (and, for user-space actions, perform) the end of actions whose TTL passed."""
         expire(self.responder.queue, actions=self.responder.actions, clock=self.clock)
         self._drain_responses(BatchOutcome())
+
+    def _publish(self, outcome: BatchOutcome, created: float) -> None:
+        """Hand the batch's alerts and incident versions to the sinks; a failing sink is recorded, never fatal."""
+        if not len(self.sinks):
+            return
+        docs = [a.to_ecs(created=created) for _, a in outcome.alerts]
+        docs += [inc.to_ecs(created=created) for _, inc in outcome.incidents]
+        for problem in self.sinks.publish(docs):
+            # counted in summary.sinks; each distinct failure is also recorded once (a dead endpoint must not
+            # flood the ledger, and it does not fail the run: the alerts are already on the ledger)
+            if problem not in self._sink_errors and len(self._sink_errors) < 100:
+                self._sink_errors.add(problem)
+                self._append("sink.error", {"message": problem, "time": self.clock()})
 
     def _record_error(self, message: str, refs: Sequence[int] = ()) -> None:
         log.warning("%s", message)
@@ -566,6 +592,8 @@ class Pipeline:
 
     def close(self) -> RunSummary:
         """Record the end of the run, checkpoint, and close the ledger."""
+        self.summary.sinks = self.sinks.stats()
+        self.sinks.close()
         self._append("pipeline.stop", {k: v for k, v in self.summary.to_dict().items() if k != "checkpoints"},
                      refs=[self.start_index])
         self.checkpoint()
