@@ -68,7 +68,9 @@ def test_pcap_run_links_every_step_in_the_ledger(tmp_path: Path, model_path: Pat
         alert_refs = [r for r in entries[incident].refs if entries[r].kind == "alert"]
         assert alert_refs and all(r < incident for r in entries[incident].refs)
         assert any(entries[r].payload["source"]["ip"] == SCANNER for r in alert_refs)
-        assert all(entries[r].refs == (0,) for r in alert_refs), "alerts cite the model entry"
+        # model alerts cite the model entry (0); behaviour alerts the behaviour engine's entry (2)
+        assert all(entries[r].refs in ((0,), (2,)) for r in alert_refs), "alerts cite a model entry"
+        assert entries[2].kind == "model" and entries[2].payload["kind"] == "behaviour"
 
     # the auditor's view: one command proves the action and everything it was based on
     from typer.testing import CliRunner

@@ -32,7 +32,16 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from trustmesh.detect import Detector, Manifest, default_pcap_model, load_model
+from trustmesh.detect import (
+    BehaviourConfig,
+    BehaviourEngine,
+    BehaviourVerdict,
+    Detector,
+    FlowRef,
+    Manifest,
+    default_pcap_model,
+    load_model,
+)
 from trustmesh.errors import ConfigError, InputError, TrustmeshError
 from trustmesh.flows import FlowSource, open_source
 from trustmesh.ledger import Checkpoint, Entry, Ledger
@@ -60,7 +69,11 @@ __all__ = [
     "Pipeline",
     "PipelineConfig",
     "RunSummary",
+    "TableDetection",
     "alerts_from_scores",
+    "alerts_from_verdicts",
+    "detect_flows",
+    "ml_alert_mask",
 ]
 
 log = logging.getLogger(__name__)
@@ -295,10 +308,178 @@ class BatchOutcome:
 @dataclass(slots=True)
 class RunSummary:
     """Totals of a run, the leaf indices worth proving, and the checkpoints signed."""
+            detector="ml",
 
     flows: int = 0
     alerts: int = 0
     incidents: int = 0
+def ml_alert_mask(flows: pd.DataFrame, scores: np.ndarray, threshold: float, policy: Mapping[str, Any] | None,
+                  actors: Iterable[str] = ()) -> np.ndarray:
+    """Return which flows at or above ``threshold`` may alert under a model's alert policy.
+
+    ``policy`` comes from the model manifest (``training.alert_policy``). ``{"mode": "corroborated",
+    "standalone": S}`` (the default pcap model, docs/detectors.md) lets a flow alert only when one of
+    its hosts also has a behaviour verdict (``actors``) or its score reaches ``S`` (None: never alone).
+    Without a policy every flow at or above the threshold alerts.
+    """
+    hits = np.asarray(scores, dtype=np.float64) >= threshold
+    if not policy or policy.get("mode") != "corroborated" or not hits.any():
+        return hits
+    standalone = policy.get("standalone")
+    strong = hits & (np.asarray(scores) >= float(standalone)) if standalone is not None else np.zeros_like(hits)
+    known = set(actors)
+    src = flows["src_ip"].astype(str).to_numpy() if "src_ip" in flows.columns else np.full(len(flows), "")
+    dst = flows["dst_ip"].astype(str).to_numpy() if "dst_ip" in flows.columns else np.full(len(flows), "")
+    corroborated = np.fromiter(((a in known) or (b in known) for a, b in zip(src, dst, strict=True)), dtype=bool,
+                               count=len(flows))
+    out: np.ndarray = hits & (corroborated | strong)
+    return out
+
+
+#: model id of behaviour alerts (the engine's settings are recorded on the ledger under it)
+BEHAVIOUR_MODEL_ID = "behaviour-v1"
+
+
+def alerts_from_verdicts(
+    verdicts: Iterable[BehaviourVerdict],
+    flows: pd.DataFrame | None,
+    *,
+    source_name: str,
+    refs: Mapping[str, FlowRef] | None = None,
+    seen: set[tuple[str, str]] | None = None,
+) -> list[Alert]:
+    """Make one Alert per evidence flow of each behaviour verdict (skipping (kind, flow) pairs in ``seen``).
+
+    Flow details come from ``flows`` (the current batch) or, for evidence flows of earlier batches, from
+    ``refs`` (``BehaviourEngine.flow_refs``). Alert ids are deterministic (class, source and flow uid).
+    Severity follows the verdict's class and confidence (``BehaviourVerdict.severity``).
+    """
+    rows: dict[str, int] = {}
+    if flows is not None and "uid" in flows.columns:
+        rows = {str(u): i for i, u in enumerate(flows["uid"].tolist())}
+    refs = refs or {}
+    alerts: list[Alert] = []
+    for v in verdicts:
+        extra = {"behaviour": {"host": v.host, "victims": len(v.victims), "first_seen": v.first_seen,
+                               "last_seen": v.last_seen, **{k: v.evidence[k] for k in sorted(v.evidence)}}}
+        for uid in v.flow_uids:
+            if seen is not None:
+                if (v.kind, uid) in seen:
+                    continue
+                seen.add((v.kind, uid))
+            key = f"{BEHAVIOUR_MODEL_ID}\x00{v.kind}\x00{source_name}\x00{uid}"
+            common: dict[str, Any] = dict(
+                alert_id=f"alr-{hashlib.sha256(key.encode()).hexdigest()[:20]}", flow_id=FlowId(uid),
+                model_id=ModelId(BEHAVIOUR_MODEL_ID), score=float(v.confidence), threshold=0.5,
+                predicted_class=v.kind, severity=v.severity, source_name=source_name, extra=extra,
+                technique_id=v.technique_id, technique_name=v.technique_name, detector="behaviour",
+            )  # fmt: skip
+            if flows is not None and uid in rows:
+                row = flows.iloc[rows[uid]]
+                ts = row.get("ts")
+                src, dst = _opt_str(row.get("src_ip")), _opt_str(row.get("dst_ip"))
+                sport, dport = _opt_int(row.get("src_port")), _opt_int(row.get("dst_port"))
+                if dst == v.host and src != v.host:  # a mid-stream flow the engine re-oriented
+                    src, dst, sport, dport = dst, src, dport, sport
+                alerts.append(Alert(
+                    timestamp=float(ts) if ts is not None and not pd.isna(ts) else v.first_seen,
+                    source_ip=src, source_port=sport, destination_ip=dst, destination_port=dport,
+                    transport=_opt_str(row.get("proto")), application=_opt_str(row.get("service")), **common,
+                ))  # fmt: skip
+            elif uid in refs:
+                r = refs[uid]
+                alerts.append(Alert(
+                    timestamp=r.ts, source_ip=r.src_ip, source_port=r.src_port, destination_ip=r.dst_ip,
+                    destination_port=r.dst_port, transport=_opt_str(r.proto), application=_opt_str(r.service),
+                    **common,
+                ))  # fmt: skip
+            else:  # no longer retained: the verdict itself is the evidence
+                alerts.append(Alert(timestamp=v.first_seen, source_ip=v.host,
+                                    destination_ip=v.victims[0] if len(v.victims) == 1 else None, **common))
+    return alerts
+
+
+@dataclass(slots=True)
+class TableDetection:
+    """What :func:`detect_flows` found in one flow table: model scores, verdicts and every alert."""
+
+    flows: pd.DataFrame
+    scores: np.ndarray
+    allowed: np.ndarray  # flows whose model score may alert (threshold and the model's alert policy)
+    ml_alerts: list[Alert]
+    verdicts: list[BehaviourVerdict]
+    behaviour_alerts: list[Alert]
+
+    @property
+    def alerts(self) -> list[Alert]:
+        """Model alerts then behaviour alerts."""
+        return self.ml_alerts + self.behaviour_alerts
+
+    def flagged_uids(self) -> set[str]:
+        """Flow uids that at least one alert is about."""
+        return {str(a.flow_id) for a in self.alerts}
+
+
+def detect_flows(flows: pd.DataFrame, detector: Detector, manifest: Manifest, *, source_name: str,
+                 scores: np.ndarray | None = None, classes: Sequence[str | None] | None = None,
+                 behaviour: BehaviourConfig | None = None) -> TableDetection:
+    """Score a whole canonical flow table with a model and the behaviour engine (``trustmesh detect``).
+
+    ``scores``/``classes`` may be passed when already computed. Model alerts obey the manifest's alert
+    policy (:func:`ml_alert_mask`), corroborated by the verdicts' hosts.
+    """
+    if scores is None:
+        scores = np.asarray(detector.score(flows, fill_missing=True), dtype=np.float64)
+    cfg = behaviour
+    if cfg is None:
+        raw = getattr(detector, "behaviour_config", None)
+        cfg = BehaviourConfig.from_dict(raw) if isinstance(raw, Mapping) else (
+            raw if isinstance(raw, BehaviourConfig) else None)
+    canonical = {"ts", "src_ip", "dst_ip", "proto"} <= set(flows.columns)
+    verdicts = BehaviourEngine(cfg).detect(flows) if canonical and len(flows) else []
+    training = getattr(manifest, "training", None) or {}
+    allowed = ml_alert_mask(flows, scores, detector.threshold, training.get("alert_policy"),
+                            {v.host for v in verdicts})
+    ml_alerts = alerts_from_scores(flows, np.where(allowed, scores, -1.0), threshold=detector.threshold,
+                                   model_id=str(manifest.model_id), source_name=source_name, classes=classes)
+    behaviour_alerts = alerts_from_verdicts(verdicts, flows, source_name=source_name, seen=set())
+    return TableDetection(flows, scores, allowed, ml_alerts, verdicts, behaviour_alerts)
+
+
+class _BehaviourStage:
+    """A pipeline's behaviour engine, the (kind, flow) pairs already alerted and the model's alert policy."""
+
+    _MAX_SEEN = 1_000_000
+
+    def __init__(self, detector: Detector, manifest: Manifest) -> None:
+        cfg = getattr(detector, "behaviour_config", None)  # a site baseline may carry tuned settings
+        config = BehaviourConfig.from_dict(cfg) if isinstance(cfg, Mapping) else (
+            cfg if isinstance(cfg, BehaviourConfig) else None)
+        self.engine = BehaviourEngine(config)
+        self.seen: set[tuple[str, str]] = set()
+        self.actors: dict[str, float] = {}  # behaviour actors -> last_seen (they corroborate model alerts)
+        training = getattr(manifest, "training", None) or {}
+        self.policy: dict[str, Any] = dict(training.get("alert_policy") or {})
+
+    def payload(self) -> dict[str, Any]:
+        return {"model_id": BEHAVIOUR_MODEL_ID, "kind": "behaviour", "config": self.engine.config.to_dict()}
+
+    def alerts(self, flows: pd.DataFrame, source_name: str) -> list[Alert]:
+        verdicts = self.engine.update(flows)
+        if not verdicts:
+            return []
+        for v in verdicts:
+            self.actors[v.host] = max(self.actors.get(v.host, v.last_seen), v.last_seen)
+        if len(self.actors) > self.engine.config.max_hosts:
+            self.actors = dict(sorted(self.actors.items(), key=lambda kv: -kv[1])[: self.engine.config.max_hosts])
+        if len(self.seen) > self._MAX_SEEN:
+            self.seen.clear()  # bounded; at worst an evidence flow is alerted twice
+        batch = set(flows["uid"].astype(str)) if "uid" in flows.columns else set()
+        missing = [u for v in verdicts for u in v.flow_uids if u not in batch and (v.kind, u) not in self.seen]
+        refs = self.engine.flow_refs(missing) if missing else {}
+        return alerts_from_verdicts(verdicts, flows, source_name=source_name, refs=refs, seen=self.seen)
+
+
     decisions: int = 0
     action_results: int = 0
     errors: list[str] = field(default_factory=list)
@@ -371,6 +552,10 @@ class Pipeline:
     def _model_payload(self) -> dict[str, Any]:
         return _json_ready(self.manifest.to_dict())
 
+        # the behaviour engine is the second detector of every run: its settings are a model entry too
+        self._behaviour = _BehaviourStage(detector, manifest)
+        self.behaviour_index = self._append("model", self._behaviour.payload(), refs=[self.start_index])
+        self._site = _SitePhase(config)
     # ----- ledger helpers
 
     def _fit(self, payload: Mapping[str, Any]) -> dict[str, Any]:
@@ -477,10 +662,17 @@ class Pipeline:
             if hits.any():
                 predicted = iter(np.asarray(predict_class(flows[hits]), dtype=object).tolist())
                 classes = [str(next(predicted)) if hit else None for hit in hits.tolist()]
-        alerts = alerts_from_scores(flows, scores, threshold=self.detector.threshold, model_id=self.model_id,
-                                    source_name=source_name, classes=classes)
+        # behaviour verdicts first: under a "corroborated" alert policy they vouch for model alerts
+        behaviour = self._behaviour.alerts(flows, source_name)
+        allowed = ml_alert_mask(flows, scores, self.detector.threshold, self._behaviour.policy,
+                                self._behaviour.actors)
+        ml_alerts = alerts_from_scores(flows, np.where(allowed, scores, -1.0), threshold=self.detector.threshold,
+                                       model_id=self.model_id, source_name=source_name, classes=classes)
+        alerts = ml_alerts + behaviour
         created = self.clock()  # ledger alert entries are the ECS document every sink and the API see
-        indices = self._append_many([("alert", a.to_ecs(created=created), [self.model_index]) for a in alerts])
+        indices = self._append_many(
+            [("alert", a.to_ecs(created=created), [self.model_index]) for a in ml_alerts]
+            + [("alert", a.to_ecs(created=created), [self.behaviour_index]) for a in behaviour])
         touched: dict[str, Incident] = {}
         new_alerts: dict[str, list[int]] = {}
         for index, alert in zip(indices, alerts, strict=True):

@@ -384,75 +384,11 @@ def detect(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder for the default model."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary instead of the host table."),
 ) -> None:
-    """Score every flow of an input and write one alert per flow above the model's threshold."""
-    import numpy as np
-    import pandas as pd
+    """Score every flow with the model and the behaviour detectors; write one alert per flagged flow."""
+    from trustmesh.cli._detect import run_detect
 
-    from trustmesh.detect import default_pcap_model, host_summary, load_model
-    from trustmesh.flows import CANONICAL_COLUMNS, detect_kind, open_source
-    from trustmesh.pipeline import alerts_from_scores
-
-    if fmt not in ("jsonl", "stix"):
-        raise InputError(f"--format must be jsonl or stix, got {fmt!r}")
-    det, manifest = load_model(model) if model is not None else default_pcap_model(data_dir)
-    needed = set(det.feature_names)
-    kind = detect_kind(input_path)
-    canonical = needed <= set(CANONICAL_COLUMNS)
-    started = time.perf_counter()
-    if kind == "table" and not canonical:
-        batches = [_read_table_frame(input_path)]
-    else:
-        batches = list(open_source(input_path).iter_batches(50_000))
-    frames, all_scores, alerts = [], [], []
-    for batch in batches:
-        if len(batch) == 0:
-            continue
-        present = needed & {str(c) for c in batch.columns}
-        if len(present) < max(1, len(needed) // 2):
-            raise InputError(f"{input_path}: provides only {len(present)} of the {len(needed)} features model "
-                             f"{manifest.model_id} needs")  # fmt: skip
-        scores = det.score(batch, fill_missing=True)
-        classes = det.predict_class(batch.assign(**{c: np.nan for c in needed - present})) \
-            if len(det.classes_) > 2 else None
-        alerts += alerts_from_scores(batch, scores, threshold=det.threshold, model_id=manifest.model_id,
-                                     source_name=input_path.name, classes=None if classes is None else list(classes))
-        frames.append(batch)
-        all_scores.append(scores)
-    flows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CANONICAL_COLUMNS))
-    scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    if fmt == "jsonl":
-        with out.open("w", encoding="utf-8") as fh:
-            for a in alerts:
-                fh.write(json.dumps(a.to_ecs(), sort_keys=True) + "\n")
-    else:
-        out.write_text(_stix_bundle(alerts, manifest.model_id) + "\n", encoding="utf-8")
-    hosts = host_summary(flows, scores, det.threshold) if "src_ip" in flows.columns and len(flows) else None
-    doc = {
-        "input": str(input_path),
-        "kind": kind,
-        "model_id": manifest.model_id,
-        "threshold": det.threshold,
-        "flows": int(len(flows)),
-        "alerts": len(alerts),
-        "out": str(out),
-        "format": fmt,
-        "seconds": round(time.perf_counter() - started, 3),
-        "hosts": [] if hosts is None else json.loads(hosts.to_json(orient="records")),
-    }
-    if json_out:
-        print_json(doc)
-        return
-    from rich.table import Table
-
-    table = Table(title=f"{input_path.name}: {len(alerts)} alert(s) in {len(flows)} flow(s), model {manifest.model_id}")
-    for col in ("host", "flows", "alerts", "max score", "dst hosts", "dst ports", "flagged"):
-        table.add_column(col, justify="left" if col == "host" else "right")
-    for row in ([] if hosts is None else hosts.head(50).itertuples()):
-        table.add_row(str(row.host), str(row.flows), str(row.alerts), f"{row.max_score:.3f}", str(row.dst_hosts),
-                      str(row.dst_ports), "[bold red]yes[/]" if row.flagged else "no")  # fmt: skip
-    console.print(table)
-    err_console.print(f"wrote {len(alerts)} alert(s) to {out}", highlight=False)
+    run_detect(input_path, out, model, fmt, data_dir, json_out, read_table=_read_table_frame,
+               stix_bundle=_stix_bundle)
 
 
 # ----------------------------------------------------------------------------------------------- bench

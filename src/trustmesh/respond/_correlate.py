@@ -1,5 +1,8 @@
 """Correlate alerts into incidents and map them to MITRE ATT&CK techniques.
 
+Technique: an alert's own ``technique_id`` (behaviour verdicts and other detectors that name one)
+wins; otherwise it is mapped from ``predicted_class`` by :func:`technique_for`.
+
 Correlation key: alerts with the same technique and the same attacker (``source_ip``) join one
 incident while they arrive within ``window_s`` of its last alert. Denial-of-service techniques are keyed
 by the victim instead (many sources, one target). Alerts without a known technique are keyed by
@@ -24,7 +27,11 @@ __all__ = ["AUTH_PORTS", "TECHNIQUES", "Correlator", "technique_for"]
 # MITRE ATT&CK Enterprise technique ids and names (attack.mitre.org, v15).
 TECHNIQUES: dict[str, str] = {
     "T1046": "Network Service Discovery",
+    "T1018": "Remote System Discovery",
+    "T1021": "Remote Services",
+    "T1595.003": "Active Scanning: Wordlist Scanning",
     "T1110": "Brute Force",
+    "T1110.001": "Brute Force: Password Guessing",
     "T1498": "Network Denial of Service",
     "T1499": "Endpoint Denial of Service",
     "T1071": "Application Layer Protocol",
@@ -39,6 +46,9 @@ TECHNIQUES: dict[str, str] = {
 _CLASS_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = tuple(
     (re.compile(p), t)
     for p, t in (
+        (r"lateral", "T1021"),
+        (r"web.?enum|wordlist|dir.?bust|dirb\b|gobuster", "T1595.003"),
+        (r"host.?sweep|ping.?sweep|ipsweep", "T1018"),
         (r"port.?scan|portsweep|service.?scan|os.?scan|\bscan|recon|nmap|probe", "T1046"),
         (r"brute|patator|password|dictionary|credential|login", "T1110"),
         (r"ddos|flood|mirai.*(udp|syn|ack)|botnet.?attack", "T1498"),
@@ -150,7 +160,7 @@ class Correlator:
 
     def add(self, alert: Alert) -> Incident:
         """Add one alert; return the incident it opened or updated (a new version)."""
-        technique = technique_for(alert.predicted_class)
+        technique = alert.technique_id or technique_for(alert.predicted_class)
         key = self._key(alert, technique)
         state = self._open.get(key)
         if state is not None and alert.timestamp - state.incident.last_seen > self.window_s:
@@ -206,7 +216,9 @@ class Correlator:
             flows=self._merge(state, "flows", _flow(alert)),
             predicted_class=predicted_class,
             technique_id=tech,
-            technique_name=TECHNIQUES.get(tech or ""),
+            technique_name=(alert.technique_name if first and alert.technique_id == tech and alert.technique_name
+                            else state.incident.technique_name if not first and state.incident.technique_id == tech
+                            and state.incident.technique_name else TECHNIQUES.get(tech or "")),
             model_ids=self._merge(state, "models", (str(alert.model_id),)),
             alert_count=count,
         )

@@ -1,0 +1,106 @@
+"""``trustmesh detect``: the model and the behaviour detectors over one input (docs/detectors.md)."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+from trustmesh.cli._common import console, err_console, print_json
+from trustmesh.errors import InputError
+
+__all__ = ["run_detect"]
+
+
+def run_detect(input_path: Path, out: Path, model: Path | None, fmt: str, data_dir: Path | None, json_out: bool,
+               *, read_table: Any, stix_bundle: Any) -> None:
+    """Score every flow with the model and the behaviour engine; write alerts; print the host table."""
+    import numpy as np
+    import pandas as pd
+
+    from trustmesh.detect import default_pcap_model, host_summary, load_model
+    from trustmesh.flows import CANONICAL_COLUMNS, detect_kind, open_source
+    from trustmesh.pipeline import detect_flows
+
+    if fmt not in ("jsonl", "stix"):
+        raise InputError(f"--format must be jsonl or stix, got {fmt!r}")
+    det, manifest = load_model(model) if model is not None else default_pcap_model(data_dir)
+    needed = set(det.feature_names)
+    kind = detect_kind(input_path)
+    canonical = needed <= set(CANONICAL_COLUMNS)
+    started = time.perf_counter()
+    if kind == "table" and not canonical:
+        batches = [read_table(input_path)]
+    else:
+        batches = list(open_source(input_path).iter_batches(50_000))
+    frames, all_scores, all_classes = [], [], []
+    multi = len(det.classes_) > 2
+    for batch in batches:
+        if len(batch) == 0:
+            continue
+        present = needed & {str(c) for c in batch.columns}
+        if len(present) < max(1, len(needed) // 2):
+            raise InputError(f"{input_path}: provides only {len(present)} of the {len(needed)} features model "
+                             f"{manifest.model_id} needs")  # fmt: skip
+        all_scores.append(det.score(batch, fill_missing=True))
+        if multi:
+            all_classes += list(det.predict_class(batch.assign(**{c: np.nan for c in needed - present})))
+        frames.append(batch)
+    flows = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame(columns=list(CANONICAL_COLUMNS))
+    scores = np.concatenate(all_scores) if all_scores else np.zeros(0)
+    found = detect_flows(flows, det, manifest, source_name=input_path.name, scores=scores,
+                         classes=all_classes if multi and len(flows) else None)
+    alerts = found.alerts
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if fmt == "jsonl":
+        with out.open("w", encoding="utf-8") as fh:
+            for a in alerts:
+                fh.write(json.dumps(a.to_ecs(), sort_keys=True) + "\n")
+    else:
+        out.write_text(stix_bundle(alerts, manifest.model_id) + "\n", encoding="utf-8")
+    hosts = host_table(flows, np.where(found.allowed, scores, -1.0), det.threshold, found.verdicts, host_summary)
+    doc = {
+        "input": str(input_path),
+        "kind": kind,
+        "model_id": manifest.model_id,
+        "threshold": det.threshold,
+        "flows": int(len(flows)),
+        "alerts": len(alerts),
+        "model_alerts": len(found.ml_alerts),
+        "behaviour_alerts": len(found.behaviour_alerts),
+        "verdicts": [{k: v for k, v in x.to_dict().items() if k != "flow_uids"} | {"flows": len(x.flow_uids)}
+                     for x in found.verdicts],
+        "out": str(out),
+        "format": fmt,
+        "seconds": round(time.perf_counter() - started, 3),
+        "hosts": hosts,
+    }
+    if json_out:
+        print_json(doc)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"{input_path.name}: {len(alerts)} alert(s) in {len(flows)} flow(s), model {manifest.model_id}")
+    for col in ("host", "flows", "alerts", "max score", "dst hosts", "dst ports", "behaviour", "flagged"):
+        table.add_column(col, justify="left" if col in ("host", "behaviour") else "right")
+    for row in hosts[:50]:
+        table.add_row(str(row["host"]), str(row["flows"]), str(row["alerts"]), f"{row['max_score']:.3f}",
+                      str(row["dst_hosts"]), str(row["dst_ports"]), ", ".join(row["behaviour"]) or "-",
+                      "[bold red]yes[/]" if row["flagged"] else "no")  # fmt: skip
+    console.print(table)
+    err_console.print(f"wrote {len(alerts)} alert(s) to {out}", highlight=False)
+
+
+def host_table(flows: Any, scores: Any, threshold: float, verdicts: list[Any], summary: Any) -> list[dict[str, Any]]:
+    """Per-source-host rows: model alerts (after the alert policy) plus the behaviour verdicts' classes."""
+    if "src_ip" not in flows.columns or not len(flows):
+        return []
+    rows: list[dict[str, Any]] = json.loads(summary(flows, scores, threshold).to_json(orient="records"))
+    by_host: dict[str, list[str]] = {}
+    for v in verdicts:
+        by_host.setdefault(v.host, []).append(f"{v.kind} {v.technique_id}")
+    for row in rows:
+        row["behaviour"] = sorted(set(by_host.get(row["host"], [])))
+        row["flagged"] = bool(row["flagged"] or row["behaviour"])
+    return sorted(rows, key=lambda r: (not r["flagged"], -len(r["behaviour"]), -r["alerts"]))
