@@ -70,6 +70,9 @@ def test_witness_cli_cosigns_and_verify_counts_quorum(tmp_path: Path) -> None:
     r = runner.invoke(app, ["ledger", "verify", str(d), "--witness-key", wkey, "--quorum", "1", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["witness_cosignatures"] == 1
+    # issue 14: one witness named twice must not meet a quorum of two
+    r = runner.invoke(app, ["ledger", "verify", str(d), "--witness-key", wkey, "--witness-key", wkey, "--quorum", "2"])
+    assert r.exit_code == 2 and "distinct witness keys" in r.output and "Traceback" not in r.output
 
 
 @pytest.mark.parametrize(
