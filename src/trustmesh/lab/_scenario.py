@@ -254,6 +254,14 @@ def _line_of(node: yaml.Node | None, loc: tuple[int | str, ...]) -> int | None:
 
 
 _LOC_INDEX = re.compile(r"^\d+$")
+_TYPE_TAGS = ("tuple[float, float]", "float", "int", "tuple[int, int]")
+
+
+def _field(loc: tuple[int | str, ...]) -> str:
+    """Render a pydantic location as ``hosts[2].count`` (union member tags dropped)."""
+    field = ".".join(f"[{k}]" if isinstance(k, int) or _LOC_INDEX.match(str(k)) else str(k)
+                     for k in loc if k not in _TYPE_TAGS)
+    return field.replace(".[", "[").replace("from_", "from")
 
 
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
@@ -271,7 +279,8 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     try:
         return Scenario.model_validate(data)
     except ValidationError as exc:
-        err = exc.errors()[0]
+        errors = exc.errors()
+        err = errors[0]
         loc = tuple(err["loc"])
         # a model-level check reports "hosts[2].to: ..." in its message; find that field's line
         msg = str(err["msg"]).removeprefix("Value error, ")
@@ -280,10 +289,9 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
             loc = (*loc, m.group(1), int(m.group(2)), m.group(3))
             msg = msg[m.end():]
         line = _line_of(node, tuple("from" if k == "from_" else k for k in loc))
-        field = ".".join(f"[{k}]" if isinstance(k, int) or _LOC_INDEX.match(str(k)) else str(k)
-                         for k in loc if k not in ("tuple[float, float]", "float", "int", "tuple[int, int]"))
-        field = field.replace(".[", "[").replace("from_", "from")
-        extra = len(exc.errors()) - 1
+        field = _field(loc)
+        # a value that fails every member of a union (int | [lo, hi]) reports once per member: count fields
+        extra = len({_field(tuple(e["loc"])) for e in errors} - {field})
         more = f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else ""
         raise InputError(f"{source}:{line or 1}: {field or 'scenario'}: {msg}{more}") from None
 
