@@ -285,34 +285,11 @@ def alerts_from_scores(
             severity=alert_severity(score, float(threshold),
                                     technique_for(None if classes is None else _opt_str(classes[int(i)]))),
             source_name=source_name,
+            detector="ml",
         ))
     return alerts
 
 
-# --------------------------------------------------------------------------------------------------
-# the pipeline
-
-
-@dataclass(slots=True)
-class BatchOutcome:
-    """What one batch produced (for progress displays and tests)."""
-
-    flows: int = 0
-    alerts: list[tuple[int, Alert]] = field(default_factory=list)  # (leaf index, alert)
-    incidents: list[tuple[int, Incident]] = field(default_factory=list)
-    records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # decisions, results, ...
-    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    frame: pd.DataFrame = field(default_factory=pd.DataFrame)  # the canonical flows of the batch
-
-
-@dataclass(slots=True)
-class RunSummary:
-    """Totals of a run, the leaf indices worth proving, and the checkpoints signed."""
-            detector="ml",
-
-    flows: int = 0
-    alerts: int = 0
-    incidents: int = 0
 def ml_alert_mask(flows: pd.DataFrame, scores: np.ndarray, threshold: float, policy: Mapping[str, Any] | None,
                   actors: Iterable[str] = ()) -> np.ndarray:
     """Return which flows at or above ``threshold`` may alert under a model's alert policy.
@@ -480,6 +457,29 @@ class _BehaviourStage:
         return alerts_from_verdicts(verdicts, flows, source_name=source_name, refs=refs, seen=self.seen)
 
 
+# --------------------------------------------------------------------------------------------------
+# the pipeline
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    """What one batch produced (for progress displays and tests)."""
+
+    flows: int = 0
+    alerts: list[tuple[int, Alert]] = field(default_factory=list)  # (leaf index, alert)
+    incidents: list[tuple[int, Incident]] = field(default_factory=list)
+    records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # decisions, results, ...
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    frame: pd.DataFrame = field(default_factory=pd.DataFrame)  # the canonical flows of the batch
+
+
+@dataclass(slots=True)
+class RunSummary:
+    """Totals of a run, the leaf indices worth proving, and the checkpoints signed."""
+
+    flows: int = 0
+    alerts: int = 0
+    incidents: int = 0
     decisions: int = 0
     action_results: int = 0
     errors: list[str] = field(default_factory=list)
@@ -529,6 +529,10 @@ class Pipeline:
         self.model_index = self._append("model", self._model_payload())
         self.start_index = self._append("pipeline.start", {"config": config.summary(), "model_id": self.model_id},
                                         refs=[self.model_index])
+        # the behaviour engine is the second detector of every run: its settings are a model entry too
+        self._behaviour = _BehaviourStage(detector, manifest)
+        self.behaviour_index = self._append("model", self._behaviour.payload(), refs=[self.start_index])
+        self._site = _SitePhase(config)
 
     # ----- construction
 
@@ -552,10 +556,6 @@ class Pipeline:
     def _model_payload(self) -> dict[str, Any]:
         return _json_ready(self.manifest.to_dict())
 
-        # the behaviour engine is the second detector of every run: its settings are a model entry too
-        self._behaviour = _BehaviourStage(detector, manifest)
-        self.behaviour_index = self._append("model", self._behaviour.payload(), refs=[self.start_index])
-        self._site = _SitePhase(config)
     # ----- ledger helpers
 
     def _fit(self, payload: Mapping[str, Any]) -> dict[str, Any]:
