@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import typer
 from rich.table import Table
@@ -21,6 +22,10 @@ def demo(
                                          "then ../shared/datasets)."),
     no_anchor: bool = typer.Option(False, "--no-anchor", help="Skip anchoring on the embedded chain."),
     json_out: bool = typer.Option(False, "--json", help="Print the summary as JSON instead of tables."),
+    serve: bool = typer.Option(False, "--serve", help="Then open the web console on the demo's ledger "
+                               "(prints the URL and a one-time admin token; Ctrl-C stops it)."),
+    host: str = typer.Option("127.0.0.1", "--host", help="With --serve: interface to bind (default loopback)."),
+    port: int = typer.Option(8443, "--port", help="With --serve: TCP port."),
 ) -> None:
     """Detect, respond (dry-run) and prove it: replay the real attack captures through the trust loop."""
     from trustmesh.demo import run_demo
@@ -40,7 +45,17 @@ def demo(
     doc = result.summary
     if json_out:
         print_json(doc)
-        return
+    else:
+        _print_summary(doc, result)
+    if serve:
+        from trustmesh.cli.serve import serve_demo
+
+        serve_demo(result.out_dir, host=host, port=port)
+    if not json_out and any(v.startswith("FAILED") for v in doc["checks"].values()):
+        raise typer.Exit(1)
+
+
+def _print_summary(doc: Any, result: Any) -> None:
     t = Table(title="Captures replayed (documented attackers vs what was flagged)")
     for col in ("capture", "flows", "alerts", "attackers", "flagged?", "other sources flagged"):
         t.add_column(col)
@@ -76,5 +91,3 @@ def demo(
         colour = "green" if verdict.startswith("ok") else "yellow" if verdict.startswith("skipped") else "red"
         console.print(f"[{colour}]{name}[/]: {verdict}", highlight=False)
     console.print(f"report: {result.report}   ledger: {result.ledger_dir}")
-    if any(v.startswith("FAILED") for v in doc["checks"].values()):
-        raise typer.Exit(1)

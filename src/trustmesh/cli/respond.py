@@ -86,7 +86,7 @@ def show_incident(
     inc = queue.incident(incident_id)
     doc = {"incident": inc.to_dict(),
            "records": [{"seq": s, "record_type": t, **d} for s, t,
-                       d in queue.outbox(incident_id=incident_id)],
+                       d in queue.outbox(incident_id=incident_id, include_claimed=True)],
            "approvals": [a.to_dict() for a in queue.approvals(None, incident_id)],
            "actions": [a.to_dict() for a in queue.actions(incident_id=incident_id)]}
     if as_json:

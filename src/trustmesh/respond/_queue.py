@@ -42,6 +42,7 @@ CREATE TABLE IF NOT EXISTS handled (
 CREATE TABLE IF NOT EXISTS records (
   seq INTEGER PRIMARY KEY AUTOINCREMENT, record_type TEXT NOT NULL, incident_id TEXT,
   doc TEXT NOT NULL, created REAL NOT NULL);
+CREATE TABLE IF NOT EXISTS logged (seq INTEGER PRIMARY KEY, leaf INTEGER);
 """
 
 
@@ -171,22 +172,51 @@ class ApprovalQueue:
             rows = db.execute("SELECT doc FROM incidents ORDER BY updated DESC").fetchall()
         return [Incident.from_dict(json.loads(r["doc"])) for r in rows]
 
-    def add_records(self, records: Sequence[Record]) -> None:
-        """Append records to the outbox (what the pipeline later appends to the ledger)."""
-        with self._db() as db:
-            db.executemany(
-                "INSERT INTO records (record_type, incident_id, doc, created) VALUES (?,?,?,?)",
-                [(r.record_type, getattr(r, "incident_id", None), json.dumps(r.to_dict()), time.time())
-                 for r in records],
-            )
+    def add_records(self, records: Sequence[Record], *, claimed: bool = False) -> list[int]:
+        """Append records to the outbox (what the pipeline later appends to the ledger); return their seqs.
 
-    def outbox(self, after: int = 0, incident_id: str | None = None) -> list[tuple[int, str, dict[str, Any]]]:
-        """Return ``(seq, record_type, doc)`` for records with ``seq > after`` (optionally one incident)."""
+        With ``claimed`` the caller appends them to the ledger itself (the operator API does, at once):
+        they are marked in the same transaction, so ``outbox()`` never hands them to the pipeline as
+        well.
+        """
+        seqs: list[int] = []
+        with self._db() as db:
+            for r in records:
+                cur = db.execute(
+                    "INSERT INTO records (record_type, incident_id, doc, created) VALUES (?,?,?,?)",
+                    (r.record_type, getattr(r, "incident_id", None), json.dumps(r.to_dict()), time.time()))
+                seqs.append(int(cur.lastrowid or 0))
+            if claimed:
+                db.executemany("INSERT INTO logged (seq, leaf) VALUES (?, NULL)", [(s,) for s in seqs])
+        return seqs
+
+    def mark_logged(self, seq: int, leaf: int) -> None:
+        """Record the ledger leaf a claimed record was appended as."""
+        with self._db() as db:
+            db.execute("INSERT INTO logged (seq, leaf) VALUES (?, ?) ON CONFLICT(seq) DO UPDATE SET "
+                       "leaf=excluded.leaf", (seq, leaf))
+
+    def unlogged_claims(self) -> list[tuple[int, str, dict[str, Any]]]:
+        """Return claimed records whose ledger append never finished (a crash between the two)."""
+        with self._db() as db:
+            rows = db.execute("SELECT r.seq, r.record_type, r.doc FROM records r JOIN logged l ON "
+                              "l.seq = r.seq WHERE l.leaf IS NULL ORDER BY r.seq").fetchall()
+        return [(int(r["seq"]), str(r["record_type"]), json.loads(r["doc"])) for r in rows]
+
+    def outbox(self, after: int = 0, incident_id: str | None = None, *,
+               include_claimed: bool = False) -> list[tuple[int, str, dict[str, Any]]]:
+        """Return ``(seq, record_type, doc)`` for records with ``seq > after`` (optionally one incident).
+
+        Records another writer claimed for the ledger (the operator API appends its own at once) are
+        left out unless ``include_claimed``: what the pipeline drains is only what nobody logged.
+        """
         sql = "SELECT seq, record_type, doc FROM records WHERE seq > ?"
         args: list[Any] = [after]
         if incident_id is not None:
             sql += " AND incident_id = ?"
             args.append(incident_id)
+        if not include_claimed:
+            sql += " AND seq NOT IN (SELECT seq FROM logged)"
         with self._db() as db:
             rows = db.execute(sql + " ORDER BY seq", args).fetchall()
         return [(int(r["seq"]), str(r["record_type"]), json.loads(r["doc"])) for r in rows]

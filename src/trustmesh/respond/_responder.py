@@ -294,14 +294,18 @@ def _queue(state: ApprovalQueue | Path | str) -> ApprovalQueue:
 
 def approve(state: ApprovalQueue | Path | str, approval_id: str, note: str | None = None, *,
             actions: Mapping[str, Action] | None = None,
-            clock: Callable[[], float] = time.time) -> list[ResponseRecord]:
-    """Approve a queued step (in any process) and run it; return the records made."""
+            clock: Callable[[], float] = time.time, operator: str | None = None) -> list[ResponseRecord]:
+    """Approve a queued step (in any process) and run it; return the records made.
+
+    ``operator`` names the person (recorded in the decision's reason); default ``operator``.
+    """
     queue = _queue(state)
     item = queue.resolve(approval_id, "approved", note)
     request = _request_from_doc(item.request)
     action = _action_for(item.action_spec, actions)
+    who = operator or "operator"
     records = _execute(queue, action, request, Guards.from_dict(item.guards), enforce=item.enforce,
-                       decided_by="operator", reason=f"approved by operator{': ' + note if note else ''}",
+                       decided_by="operator", reason=f"approved by {who}{': ' + note if note else ''}",
                        clock=clock, approval_id=approval_id,
                        decision_id=_id("dec", approval_id, "approved"))
     queue.add_records(records)
@@ -309,15 +313,16 @@ def approve(state: ApprovalQueue | Path | str, approval_id: str, note: str | Non
 
 
 def reject(state: ApprovalQueue | Path | str, approval_id: str, note: str | None = None, *,
-           clock: Callable[[], float] = time.time) -> list[ResponseRecord]:
-    """Reject a queued step; return the decision record."""
+           clock: Callable[[], float] = time.time, operator: str | None = None) -> list[ResponseRecord]:
+    """Reject a queued step; return the decision record (``operator`` names the person)."""
     queue = _queue(state)
     item = queue.resolve(approval_id, "rejected", note)
     request = _request_from_doc(item.request)
     inc = request.incident
     decision = Decision(decision_id=_id("dec", approval_id, "rejected"), incident_id=inc.incident_id,
                         incident_version=inc.version, status="rejected",
-                        reason=f"rejected by operator{': ' + note if note else ''}", decided_by="operator",
+                        reason=f"rejected by {operator or 'operator'}{': ' + note if note else ''}",
+                        decided_by="operator",
                         timestamp=clock(), alert_ids=inc.alert_ids, playbook=request.playbook,
                         step=request.step,
                         action=request.action, targets=request.targets, ttl_s=request.ttl_s,
