@@ -23,6 +23,7 @@ _COMMAND_MODULES = (
     "trustmesh.cli.fl",
     "trustmesh.cli.evaluate",
     "trustmesh.cli.lab",
+    "trustmesh.cli.baseline",
 )
 
 for _name in _COMMAND_MODULES:

@@ -76,6 +76,14 @@ def run_detect(input_path: Path, out: Path, model: Path | None, fmt: str, data_d
         "seconds": round(time.perf_counter() - started, 3),
         "hosts": hosts,
     }
+    from trustmesh.detect._drift import model_drift  # site baselines: has the score distribution moved?
+
+    drift = model_drift(det, scores)
+    if drift is not None:
+        doc["drift"] = drift
+        if drift["drifted"]:
+            err_console.print(f"[bold yellow]warning:[/] score drift against the baseline of {manifest.model_id}: "
+                              f"PSI {drift['psi']:.3f}, KS {drift['ks']:.3f} (re-learn the baseline)", highlight=False)
     if json_out:
         print_json(doc)
         return

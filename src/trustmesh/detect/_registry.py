@@ -6,9 +6,12 @@ from typing import Any
 
 from trustmesh.detect._base import BaseDetector, detector_class
 
-__all__ = ["DETECTOR_KINDS", "make_detector"]
+__all__ = ["ARTIFACT_KINDS", "DETECTOR_KINDS", "make_detector"]
 
 DETECTOR_KINDS = ("autoencoder", "ensemble", "gbdt", "iforest", "mlp", "snn")
+#: Kinds a model artifact may hold: the trainable ones plus those built by their own command
+#: (``site-baseline``: ``trustmesh baseline``, docs/baseline.md).
+ARTIFACT_KINDS = (*DETECTOR_KINDS, "site-baseline")
 
 
 def make_detector(kind: str, **params: Any) -> BaseDetector:

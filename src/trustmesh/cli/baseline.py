@@ -1,0 +1,156 @@
+"""``trustmesh baseline``: learn a site's own benign behaviour into a ``site-baseline`` model (docs/baseline.md)."""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from trustmesh.cli._common import console, err_console, guarded, print_json
+from trustmesh.cli._root import app
+from trustmesh.errors import InputError
+
+__all__ = ["baseline"]
+
+_MAX_FLOWS = 2_000_000  # rows kept from one input (memory bound); the baseline window is the first part
+
+
+def _read_window(spec: str, duration: float | None) -> tuple[Any, str]:
+    """Read canonical flows from a file/folder or ``iface:NAME`` (for ``duration`` seconds)."""
+    import pandas as pd
+
+    from trustmesh.flows import InterfaceSource, empty_canonical, open_source
+    from trustmesh.flows._hashing import sha256_file
+
+    frames: list[Any] = []
+    rows = 0
+    if spec.startswith("iface:"):
+        if duration is None:
+            raise InputError("--duration is required with iface:NAME (how long to learn for)")
+        deadline = time.monotonic() + duration
+        batches = InterfaceSource(spec[len("iface:"):], idle_timeout=1, active_timeout=30).iter_batches(1_000)
+        try:
+            for batch in batches:
+                frames.append(batch)
+                rows += len(batch)
+                if time.monotonic() >= deadline or rows >= _MAX_FLOWS:
+                    break
+        finally:
+            close = getattr(batches, "close", None)
+            if callable(close):
+                close()
+        input_digest = "live:" + spec
+    else:
+        path = Path(spec)
+        if not path.exists():
+            raise InputError(f"{path}: no such file or directory")
+        for batch in open_source(path).iter_batches(50_000):
+            frames.append(batch)
+            rows += len(batch)
+            if rows >= _MAX_FLOWS:
+                break
+        input_digest = sha256_file(path) if path.is_file() else "dir:" + str(path)
+    flows = pd.concat(frames, ignore_index=True) if frames else empty_canonical()
+    return flows, input_digest
+
+
+def _base_model(spec: str, data_dir: Path | None) -> tuple[Any, Any]:
+    from trustmesh.detect import default_pcap_model, load_model
+
+    if spec == "none":
+        return None, None
+    if spec == "default":
+        return default_pcap_model(data_dir)
+    return load_model(Path(spec))
+
+
+def record_model(ledger_dir: Path, manifest: Any, origin: str = "trustmesh.local/log") -> int:
+    """Append the model's manifest to a ledger (created when absent) as a ``model`` entry; checkpoint."""
+    import json
+
+    from trustmesh.ledger import Ledger
+
+    try:
+        ledger = Ledger.open(ledger_dir)
+    except InputError:
+        ledger = Ledger.create(ledger_dir, origin)
+    try:
+        payload = json.loads(json.dumps(manifest.to_dict(), default=str))
+        index = ledger.append_one("model", payload)
+        ledger.checkpoint()
+    finally:
+        ledger.close()
+    return index
+
+
+@app.command("baseline")
+@guarded
+def baseline(
+    input_spec: str = typer.Option(..., "--input", help="PCAP, Zeek dir/conn.log, Suricata EVE file or iface:NAME."),
+    out: Path = typer.Option(..., "--out", help="Model file to write (plus OUT.manifest.json)."),
+    duration: float | None = typer.Option(None, "--duration", help="Learn from the first S seconds of traffic "
+                                          "(required for iface:NAME)."),
+    target_fpr: float = typer.Option(0.01, "--target-fpr", help="False-positive rate to hold on the site's traffic."),
+    base_model: str = typer.Option("default", "--base-model", help="default (the built-in pcap model), none, "
+                                   "or a model file to combine with."),
+    ledger_dir: Path | None = typer.Option(None, "--ledger", help="Record the model on this ledger."),
+    seed: int = typer.Option(0, "--seed", help="Seed of the anomaly model."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder for the default model."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Learn the site's benign behaviour and recalibrate thresholds on it (a ``site-baseline`` model)."""
+    from trustmesh.detect import save_model
+    from trustmesh.detect._baseline import fit_site_baseline
+
+    if duration is not None and not duration > 0:
+        raise InputError(f"--duration must be > 0 seconds, got {duration}")
+    if not 0.0 < target_fpr < 0.5:
+        raise InputError(f"--target-fpr must be in (0, 0.5), got {target_fpr}")
+    if seed < 0:
+        raise InputError(f"--seed must be >= 0, got {seed}")
+    started = time.perf_counter()
+    base, base_manifest = _base_model(base_model, data_dir)
+    flows, input_digest = _read_window(input_spec, duration)
+    if len(flows) == 0:
+        raise InputError(f"{input_spec}: no flows in the input (empty or unreadable traffic)")
+    det, report = fit_site_baseline(flows, base=base, base_model_id=None if base_manifest is None
+                                    else base_manifest.model_id, duration_s=duration, target_fpr=target_fpr,
+                                    seed=seed)  # fmt: skip
+    for line in report.warnings:
+        err_console.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
+    info = report.to_dict()
+    if len(info["hosts"]) > 256:  # the manifest stays small; the artifact holds the full profiles
+        info["hosts"] = info["hosts"][:256]
+        info["hosts_truncated"] = True
+    manifest = save_model(
+        det,
+        out,
+        data_digest=report.data_digest,
+        metrics={"site_holdout": {"fpr": report.holdout_fpr, "n": report.n_holdout, "target_fpr": target_fpr}},
+        training={
+            "recipe": "site-baseline/1",
+            "input": input_spec,
+            "input_sha256": input_digest,
+            "base_model": base_model,
+            "base_model_id": det.base_model_id,
+            "requested_duration_s": duration,
+            "fit_seconds": round(time.perf_counter() - started, 2),
+            **info,
+        },
+    )
+    index = record_model(ledger_dir, manifest) if ledger_dir is not None else None
+    doc = {"model": str(out), "model_id": manifest.model_id, "kind": manifest.kind, "threshold": manifest.threshold,
+           "ledger_index": index, **{k: v for k, v in info.items() if k != "hosts"}}  # fmt: skip
+    if json_out:
+        print_json(doc)
+        return
+    console.print(f"[bold]{manifest.model_id}[/] site-baseline -> {out}  threshold {manifest.threshold:.6f}")
+    console.print(f"{report.n_used} flows from {len(report.hosts)} hosts over {report.duration_s:.1f} s "
+                  f"({report.n_excluded} left out); held-out FPR {report.holdout_fpr:.4f} "
+                  f"(target {target_fpr}) on {report.n_holdout} flows"
+                  + ("" if index is None else f"; ledger entry {index}"), highlight=False)  # fmt: skip
+    if not report.behaviour_checked:
+        print("note: behaviour detectors unavailable; the window was not checked for attacks", file=sys.stderr)
