@@ -99,7 +99,9 @@ def test_host_sweeps_icmp_is_t1018_and_tcp_is_t1046() -> None:
     ("syn-flood", [flow(1000 + i * 0.002, ATT, VIC, 80, state="S0" if i % 3 else "RSTO", sp=1, dp=i % 3 == 0)
                    for i in range(3000)], "T1499"),
     ("udp-flood", [flow(1000 + i * 0.002, ATT, VIC, 53, "udp", state="S0", sb=64, sp=1) for i in range(3000)],
-     "T1498"),
+     "T1499"),  # a silent port: a listening (or filtered) service is flooded
+    ("udp-flood", [flow(1000 + i * 0.002, ATT, VIC, 4444, "udp", state="S0", sb=64, sp=1) for i in range(3000)]
+     + [flow(1000 + i, VIC, ATT, 0, "icmp", state="OTH", sb=0, sp=1) for i in range(6)], "T1498"),  # closed port
     ("icmp-flood", [flow(1000, ATT, VIC, 0, "icmp", state="OTH", sb=64 * 4000, sp=4000, dp=4000, dur=8.0)],
      "T1498"),
 ])

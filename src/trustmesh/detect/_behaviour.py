@@ -74,12 +74,16 @@ _LOGIN_SERVICES = frozenset({
 # purpose: mail relays legitimately open many short SMTP sessions.
 _LOGIN_PORTS = frozenset({21, 22, 23, 110, 143, 445, 465, 587, 993, 995, 1433, 1883, 2222, 2323, 3306,
                           3389, 5432, 5900, 5901, 6379, 8883})  # fmt: skip
+# Remote-access services (ATT&CK T1021 sub-techniques: SSH, RDP, SMB, VNC, WinRM, telnet) for lateral logins.
+_REMOTE_SERVICES = frozenset({"ssh", "telnet", "rdp", "vnc", "rfb", "smb", "smbv1", "smbv23", "winrm"})
+_REMOTE_PORTS = frozenset({22, 23, 445, 2222, 3389, 5900, 5901, 5985, 5986})
 _WEB_SERVICES = frozenset({"http", "http_proxy", "http_connect", "ssl", "tls", "https", "quic"})
 _WEB_PORTS = frozenset({80, 443, 8000, 8008, 8080, 8081, 8443, 8888})
+_HANDSHAKE = frozenset({"S1", "SF", "RSTO", "RSTR", "S2", "S3"})  # both sides sent SYN
 _PROBE_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "RSTO", "RSTR", "OTH", "S1"})
 
 # record categories (bit mask)
-_PROBE_TCP, _PROBE_UDP, _PROBE_ICMP, _LOGIN, _WEB, _UDP, _ICMP, _ESTABLISHED = (1 << i for i in range(8))
+_PROBE_TCP, _PROBE_UDP, _PROBE_ICMP, _LOGIN, _WEB, _UDP, _ICMP, _ESTABLISHED, _REMOTE = (1 << i for i in range(9))
 _PROBES = _PROBE_TCP | _PROBE_UDP | _PROBE_ICMP
 
 
@@ -95,8 +99,12 @@ class BehaviourConfig:
     flood_window_s: float = 10.0
     scan_ports: int = 8  # distinct probed (proto, port) on one victim within long_window_s
     sweep_hosts: int = 10  # distinct probed victims within long_window_s
-    brute_force_attempts: int = 10  # login sessions to one victim service within short_window_s
+    brute_force_attempts: int = 10  # similar login sessions to one victim service within short_window_s
     slow_brute_force_attempts: int = 30  # ... within long_window_s
+    brute_force_similar_share: float = 0.8  # share of those sessions of (nearly) the same size
+    brute_force_parallel: int = 3  # similar login sessions to one victim service opened within burst_window_s
+    burst_window_s: float = 1.0
+    sweep_max_probes_per_victim: int = 20  # a victim (port) probed more often is scanned (flooded): not sweep (scan) evidence
     web_requests: int = 30  # HTTP(S) connections to one victim service within short_window_s
     web_distinct_requests: int = 6  # distinct request sizes among them (many different paths)
     web_error_share: float = 0.4  # share of responses with the modal (error page) size
@@ -112,12 +120,14 @@ class BehaviourConfig:
     max_lateness_s: float = 300.0  # how late (by flow start) a flow may arrive and still be evaluated
 
     def __post_init__(self) -> None:
-        for name in ("short_window_s", "long_window_s", "flood_window_s", "flood_packets", "web_error_share",
+        for name in ("short_window_s", "long_window_s", "flood_window_s", "burst_window_s", "flood_packets",
+                     "web_error_share", "brute_force_similar_share",
                      "udp_flood_max_payload", "udp_flood_max_reply_ratio"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
         for name in ("scan_ports", "sweep_hosts", "brute_force_attempts", "slow_brute_force_attempts",
-                     "web_requests", "web_distinct_requests", "udp_flood_min_flows", "lateral_logins_hosts"):
+                     "web_requests", "web_distinct_requests", "udp_flood_min_flows", "lateral_logins_hosts",
+                     "brute_force_parallel", "sweep_max_probes_per_victim"):
             if int(getattr(self, name)) < 2:
                 raise ValueError(f"{name} must be >= 2, got {getattr(self, name)}")
         for name in ("max_hosts", "max_records_per_host", "max_evidence"):
@@ -125,8 +135,8 @@ class BehaviourConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lateral_min_prior_sessions < 0 or self.max_lateness_s < 0:
             raise ValueError("lateral_min_prior_sessions and max_lateness_s must be >= 0")
-        if not self.flood_window_s <= self.short_window_s <= self.long_window_s:
-            raise ValueError("windows must satisfy flood_window_s <= short_window_s <= long_window_s")
+        if not self.burst_window_s <= self.flood_window_s <= self.short_window_s <= self.long_window_s:
+            raise ValueError("windows must satisfy burst_window_s <= flood_window_s <= short_window_s <= long_window_s")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict."""
@@ -247,7 +257,8 @@ class _Rec:
     src_pkts: float
     dst_pkts: float
     duration: float
-    lan_peer: bool  # the peer shares the actor's /24 (IPv4) or /64 (IPv6), both private
+    state: str
+    lan_peer: bool  # the peer shares the actor's /16 (IPv4) or /64 (IPv6), both private
 
 
 @lru_cache(maxsize=65536)
@@ -258,7 +269,9 @@ def _addr_info(ip: str) -> tuple[bool, bool, str]:
     except ValueError:
         return False, False, ""
     ignored = a.is_multicast or a.is_unspecified or (a.version == 4 and str(a).endswith(".255"))
-    prefix = str(ipaddress.ip_network(f"{a}/{24 if a.version == 4 else 64}", strict=False))
+    # the LAN prefix is unknown (sites use /23../25 and more): the /16 of a private IPv4 address, the /64 of
+    # an IPv6 one; "inside" also needs a history of sessions with such peers (BehaviourEngine._inside)
+    prefix = str(ipaddress.ip_network(f"{a}/{16 if a.version == 4 else 64}", strict=False))
     return bool(ignored), bool(a.is_private), prefix
 
 
@@ -324,7 +337,7 @@ def _records(flows: pd.DataFrame) -> list[tuple[str, _Rec]]:
             ts=t, uid=uid[i] or f"row{i}", cat=_category(proto[i], service[i], state[i], dpo, s_b, d_b, s_p, d_p),
             victim=v, port=dpo, proto=proto[i], sport=spo, service=service[i], src_bytes=float(s_b),
             dst_bytes=float(d_b), src_pkts=float(s_p), dst_pkts=float(d_p), duration=max(0.0, float(dur[i])),
-            lan_peer=_same_lan(a, v),
+            state=state[i], lan_peer=_same_lan(a, v),
         )))  # fmt: skip
     return out
 
@@ -340,6 +353,8 @@ def _category(proto: str, service: str, state: str, port: int, sb: float, db: fl
             cat |= _ESTABLISHED
             if service in _LOGIN_SERVICES or (service == "-" and port in _LOGIN_PORTS):
                 cat |= _LOGIN
+                if service in _REMOTE_SERVICES or (service == "-" and port in _REMOTE_PORTS):
+                    cat |= _REMOTE
             elif service in _WEB_SERVICES or (service == "-" and port in _WEB_PORTS):
                 cat |= _WEB
     elif proto == "udp":
@@ -394,6 +409,7 @@ class _Detector:
     def __init__(self, cfg: BehaviourConfig) -> None:
         self.cfg = cfg
         self.members: dict[Any, deque[int]] = {}
+        self.recs: list[_Rec] = []  # the actor's records (set by the engine before a pass)
         self.wan: dict[Any, int] = {}  # records of the group whose peer is not on the actor's LAN
         self.marked: dict[Any, int] = {}  # highest record index already reported as evidence, per group
 
@@ -438,6 +454,12 @@ class _Detector:
 class _PortScan(_Detector):
     """Many distinct (proto, port) probed on one victim: TCP SYN/connect scans and UDP scans."""
 
+    def fresh(self, key: Any) -> list[int]:
+        # a port hit over and over is being flooded, not scanned: leave those flows to the flood detector
+        ports = self.ports.get(key, Counter())
+        cap = self.cfg.sweep_max_probes_per_victim
+        return [j for j in super().fresh(key) if ports.get((self.recs[j].proto, self.recs[j].port), 0) <= cap]
+
     def __init__(self, cfg: BehaviourConfig) -> None:
         super().__init__(cfg)
         self.ports: dict[str, Counter[tuple[str, int]]] = {}
@@ -472,10 +494,16 @@ class _PortScan(_Detector):
 class _HostSweep(_Detector):
     """Many distinct victims probed (ICMP echo, TCP SYN or UDP to a port) by one actor."""
 
+    def fresh(self, key: Any) -> list[int]:
+        # a victim probed many times in the window is being scanned or flooded: those flows are the
+        # other detectors' evidence, not this sweep's
+        cap = self.cfg.sweep_max_probes_per_victim
+        return [j for j in super().fresh(key) if self.victims.get(self.recs[j].victim, 0) <= cap]
+
     def __init__(self, cfg: BehaviourConfig) -> None:
         super().__init__(cfg)
         self.victims: Counter[str] = Counter()
-        self.icmp = 0
+        self.icmp: Counter[str] = Counter()  # ICMP probes per victim
 
     def key(self, rec: _Rec) -> Any:
         return "all" if rec.cat & _PROBES else None
@@ -483,29 +511,48 @@ class _HostSweep(_Detector):
     def add(self, i: int, rec: _Rec, key: Any) -> None:
         super().add(i, rec, key)
         self.victims[rec.victim] += 1
-        self.icmp += 1 if rec.cat & _PROBE_ICMP else 0
+        if rec.cat & _PROBE_ICMP:
+            self.icmp[rec.victim] += 1
 
     def remove(self, i: int, rec: _Rec, key: Any) -> None:
         super().remove(i, rec, key)
         self.victims[rec.victim] -= 1
         if self.victims[rec.victim] <= 0:
             del self.victims[rec.victim]
-        self.icmp -= 1 if rec.cat & _PROBE_ICMP else 0
+        if rec.cat & _PROBE_ICMP:
+            self.icmp[rec.victim] -= 1
+            if self.icmp[rec.victim] <= 0:
+                del self.icmp[rec.victim]
 
     def check(self, key: Any, recs: list[_Rec]) -> _Hit | None:
         n = len(self.victims)
         if n < self.cfg.sweep_hosts:
             return None
         members = self.members[key]
-        icmp_share = self.icmp / max(1, len(members))
+        icmp_share = len(self.icmp) / n  # victims that got an ICMP echo/timestamp request
+        # ICMP requests to most victims mean host discovery (nmap -sn also knocks on 80/443): T1018;
+        # TCP/UDP probes alone mean the sweep looks for a service: T1046
         technique = "T1018" if icmp_share >= 0.5 else "T1046"
         return _Hit("host-sweep", technique, _margin(n, self.cfg.sweep_hosts), ("all",),
                     {"distinct_victims": n, "probes": len(members), "icmp_share": round(icmp_share, 3)},
                     self.lan(key))
 
 
+def _similar_share(recs: list[_Rec], members: Iterable[int]) -> tuple[float, float]:
+    """Share of sessions within 20 % (+64 bytes) of the median session size, and that median."""
+    sizes = [recs[j].src_bytes + recs[j].dst_bytes for j in members]
+    if not sizes:
+        return 0.0, 0.0
+    med = float(np.median(sizes))
+    return sum(1 for x in sizes if abs(x - med) <= 0.2 * med + 64) / len(sizes), med
+
+
 class _BruteForce(_Detector):
-    """Many login sessions to one victim service (rate matters: one correct login is one session)."""
+    """Many near-identical login sessions to one victim service (a guesser repeats the same exchange).
+
+    Rate and sameness together: one correct login is one session; telemetry that reconnects often
+    varies in size with its payload.
+    """
 
     window_attr = "short_window_s"
 
@@ -519,13 +566,11 @@ class _BruteForce(_Detector):
         members = self.members.get(key)
         if not members or len(members) < self.threshold():
             return None
-        sizes = [recs[j].src_bytes + recs[j].dst_bytes for j in list(members)[-200:]]
-        # guessing tools repeat the same exchange: similar session sizes raise confidence
-        med = float(np.median(sizes))
-        similar = sum(1 for s in sizes if abs(s - med) <= 0.2 * med + 64) / len(sizes)
-        conf = _margin(len(members), self.threshold()) * (0.75 + 0.25 * similar)
-        technique = "T1110.001"
-        return _Hit("brute-force", technique, conf, key,
+        similar, med = _similar_share(recs, list(members)[-200:])
+        if similar < self.cfg.brute_force_similar_share:
+            return None
+        conf = _margin(len(members), self.threshold()) * (0.8 + 0.2 * similar)
+        return _Hit("brute-force", "T1110.001", conf, key,
                     {"sessions": len(members), "similar_share": round(similar, 3), "median_bytes": med},
                     self.lan(key))
 
@@ -535,6 +580,22 @@ class _SlowBruteForce(_BruteForce):
 
     def threshold(self) -> int:
         return self.cfg.slow_brute_force_attempts
+
+
+class _ParallelLogins(_BruteForce):
+    """Several near-identical login sessions to one service opened at once (guessers run parallel tasks)."""
+
+    window_attr = "burst_window_s"
+
+    def threshold(self) -> int:
+        return self.cfg.brute_force_parallel
+
+    def check(self, key: Any, recs: list[_Rec]) -> _Hit | None:
+        hit = super().check(key, recs)
+        if hit is not None:
+            hit.confidence *= 0.9  # a short burst is weaker evidence than a sustained rate
+            hit.evidence = {"parallel_sessions": hit.evidence["sessions"], "similar_share": hit.evidence["similar_share"]}
+        return hit
 
 
 class _WebEnum(_Detector):
@@ -608,7 +669,7 @@ class _Flood(_Detector):
         self.pkts[key] = self.pkts.get(key, 0.0) + sign * _eff_pkts(rec, w)
         self.reply[key] = self.reply.get(key, 0.0) + sign * rec.dst_pkts * share
         self.payload[key] = self.payload.get(key, 0.0) + sign * rec.src_bytes * share
-        self.answered[key] = self.answered.get(key, 0) + int(sign) * (1 if rec.dst_pkts > 0 else 0)
+        self.answered[key] = self.answered.get(key, 0) + int(sign) * (1 if rec.state in _HANDSHAKE else 0)
 
     def add(self, i: int, rec: _Rec, key: Any) -> None:
         super().add(i, rec, key)
@@ -639,7 +700,7 @@ class _Flood(_Detector):
             if len(members) < cfg.udp_flood_min_flows and per_pkt > cfg.udp_flood_max_payload:
                 return None  # one big-packet stream (a bulk UDP transfer), not a flood
         elif kind == "syn-flood":
-            # a service answered (SYN/ACK or RST): the flood exhausts that endpoint
+            # the port answered SYN/ACK: a listening service is being exhausted (endpoint DoS)
             technique = "T1499" if self.answered.get(key, 0) > 0 else "T1498"
         return _Hit(kind, technique, _margin(pkts, cfg.flood_packets), (victim, port), ev,
                     self.lan(key))
@@ -656,7 +717,7 @@ class _LateralLogins(_Detector):
 
     def key(self, rec: _Rec) -> Any:
         small = rec.src_bytes + rec.dst_bytes < 1_000_000  # bulk copies (scp) are not logins
-        return "all" if rec.cat & _LOGIN and rec.lan_peer and small else None
+        return "all" if rec.cat & _REMOTE and rec.lan_peer and small else None
 
     def add(self, i: int, rec: _Rec, key: Any) -> None:
         super().add(i, rec, key)
@@ -677,7 +738,7 @@ class _LateralLogins(_Detector):
 
 
 _DETECTORS: tuple[Callable[[BehaviourConfig], _Detector], ...] = (
-    _PortScan, _HostSweep, _BruteForce, _SlowBruteForce, _WebEnum, _Flood, _LateralLogins,
+    _PortScan, _HostSweep, _BruteForce, _SlowBruteForce, _ParallelLogins, _WebEnum, _Flood, _LateralLogins,
 )
 
 
@@ -821,6 +882,7 @@ class BehaviourEngine:
             return
         for factory in _DETECTORS:
             det = factory(cfg)
+            det.recs = recs
             window = float(getattr(cfg, det.window_attr))
             left = bisect.bisect_left(host.keys, recs[start].ts - window)
             keys: list[Any] = [None] * (len(recs) - left)
@@ -845,6 +907,14 @@ class BehaviourEngine:
                     if fresh:
                         self._record(actor, host, hit, [recs[j] for j in fresh])
 
+    def _icmp_errors(self, victim: str, actor: str, first: float, last: float) -> bool:
+        host = self._hosts.get(victim)
+        if host is None:
+            return False
+        lo = bisect.bisect_left(host.keys, first - 2.0)
+        hi = bisect.bisect_right(host.keys, last + 2.0)
+        return any(r.proto == "icmp" and r.victim == actor for r in host.recs[lo:hi])
+
     def _inside(self, host: _Host, before: float) -> bool:
         need = self.config.lateral_min_prior_sessions
         return need > 0 and sum(1 for t in host.lan_sessions if t < before) >= need
@@ -854,6 +924,10 @@ class BehaviourEngine:
         kind, technique = hit.kind, hit.technique
         first = min(r.ts for r in evidence)
         last = max(r.ts + r.duration for r in evidence)
+        if kind == "udp-flood":
+            # a closed UDP port answers with ICMP errors (flows from the victim); silence means a
+            # listening (or filtered) service is being flooded: endpoint DoS
+            technique = "T1498" if self._icmp_errors(hit.group[0], actor, first, last) else "T1499"
         key0 = (actor, kind, technique)
         ep0 = self._episodes.get(key0)
         start = first if ep0 is None else min(ep0.first_seen, first)
