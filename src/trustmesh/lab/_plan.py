@@ -135,6 +135,7 @@ class LabPlan:
     benign: list[PlannedBenign]
     attacks: list[PlannedAttack]
     site_pages: int
+    sshd_max_auth_tries: int = 6
 
     def host(self, name: str) -> PlannedHost:
         """Return the host called ``name``."""
@@ -333,8 +334,12 @@ class _Planner:
             tool = "hping3"
             assert victim is not None
             rate = rng.choice((200, 300, 500, 800))
-            seconds = rng.choice((5, 8, 12))
-            count = rate * seconds
+            seconds = rng.choice((5.0, 8.0, 12.0))
+            if spec.rate is not None:
+                rate = _draw_int(rng, spec.rate)
+            if spec.seconds is not None:
+                seconds = _draw(rng, spec.seconds)
+            count = max(1, round(rate * seconds))
             flag = {"syn-flood": ["-S"], "udp-flood": ["--udp"], "icmp-flood": ["--icmp"]}[kind]
             argv = ["hping3", *flag, "-c", str(count), "-i", f"u{1_000_000 // rate}"]
             if kind != "icmp-flood":
@@ -354,7 +359,7 @@ class _Planner:
         elif kind == "brute-force":
             assert victim is not None
             technique = "T1110"
-            words = self._wordlist(rng.randint(20, 60) if variant != "ssh-slow" else rng.randint(6, 12))
+            words = self._wordlist(rng.randint(40, 100) if variant != "ssh-slow" else rng.randint(6, 12))
             files["passwords.txt"] = "\n".join(words) + "\n"
             params["wordlist_size"] = len(words)
             params["wordlist_has_password"] = self.password in words
@@ -417,8 +422,8 @@ class _Planner:
 
     def _wordlist(self, n: int) -> list[str]:
         words = self.rng.sample(_PASSWORDS, min(n, len(_PASSWORDS)))
-        if self.rng.random() < 0.5:  # sometimes the right password is in the list (hydra then stops early)
-            words.insert(self.rng.randrange(len(words) + 1), self.password)
+        if self.rng.random() < 0.3:  # sometimes the right password is in the list (hydra then stops there)
+            words.insert(self.rng.randrange(len(words) // 2, len(words) + 1), self.password)
         return words
 
 
@@ -433,4 +438,4 @@ def plan_scenario(scenario: Scenario, seed: int, *, duration: float | None = Non
     attacks = p.attacks()
     return LabPlan(scenario.name, seed, float(duration) if duration is not None else drawn, str(p.lan), p.lan_gw,
                    str(p.outside), p.out_gw, p.domain, p.user, p.password, p.hosts, benign, attacks,
-                   p.rng.randint(4, 12))
+                   p.rng.randint(4, 12), p.rng.choice((2, 3, 6)))

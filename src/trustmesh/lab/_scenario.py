@@ -142,13 +142,16 @@ class AttackSpec(_Model):
     to: str
     at: FloatSpan = (5.0, 20.0)
     timeout: Annotated[float, Field(gt=1.0, le=120.0)] = 60.0
+    #: floods only: packets per second and seconds (default: drawn from 200-800 pps for 5-12 s)
+    rate: IntSpan | None = None
+    seconds: FloatSpan | None = None
 
     _v_variant = field_validator("variant", mode="before")(lambda v: _names(v))
 
-    @field_validator("at", mode="before")
+    @field_validator("at", "rate", "seconds", mode="before")
     @classmethod
     def _at(cls, v: Any) -> Any:
-        return _span(v, "time")
+        return _span(v, "value")
 
     @model_validator(mode="after")
     def _variants(self) -> AttackSpec:
@@ -156,6 +159,11 @@ class AttackSpec(_Model):
         bad = [v for v in self.variant if v not in allowed]
         if bad:
             raise ValueError(f"variant {bad[0]!r} is not one of {', '.join(allowed)} for {self.kind}")
+        if (self.rate is not None or self.seconds is not None) and not self.kind.endswith("-flood"):
+            raise ValueError(f"rate and seconds apply to floods only, not {self.kind}")
+        for name, v, lo, hi in (("rate", self.rate, 1, 5000), ("seconds", self.seconds, 0.5, 60)):
+            if v is not None and not all(lo <= x <= hi for x in (v if isinstance(v, tuple) else (v,))):
+                raise ValueError(f"{name} must be within {lo}..{hi}, got {v}")
         return self
 
     @property

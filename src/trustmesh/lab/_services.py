@@ -50,7 +50,7 @@ def _ssh(net: LabNetwork, plan: LabPlan, h: PlannedHost, work: Path, pw_hash: st
     cfg.write_text(
         f"Port {port}\nListenAddress {h.ip}\nHostKey {key}\nPidFile none\nUsePAM no\n"
         "PasswordAuthentication yes\nKbdInteractiveAuthentication no\nPubkeyAuthentication no\n"
-        "PermitRootLogin no\nStrictModes no\nMaxAuthTries 6\nMaxStartups 200\nMaxSessions 20\n"
+        f"PermitRootLogin no\nStrictModes no\nMaxAuthTries {plan.sshd_max_auth_tries}\nMaxStartups 200\nMaxSessions 20\n"
         "LoginGraceTime 20\nAuthorizedKeysFile none\nX11Forwarding no\nAllowTcpForwarding no\n"
         f"AllowUsers {plan.user}\nSubsystem sftp internal-sftp\nLogLevel ERROR\n", encoding="utf-8")
     Path("/run/sshd").mkdir(mode=0o755, exist_ok=True)  # sshd's privilege-separation directory
