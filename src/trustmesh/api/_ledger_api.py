@@ -174,6 +174,8 @@ def create_ledger_app(
                 check_idempotency_key(idem)
             except InputError as exc:
                 return _error(400, f"Idempotency-Key: {exc}")
+            if len(idem) > 190:
+                return _error(400, "Idempotency-Key must be at most 190 characters")
         try:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
