@@ -105,11 +105,22 @@ def world(tmp_path: Path) -> Iterator[tuple[Ledger, Witness, Server]]:
     led.close()
 
 
-def test_spec_example_request_parses() -> None:
+SPEC_RESPONSE = (
+    "\u2014 witness.example/w1 CMp+6LWBU0anHGH5aNDTJkH/gj79sG+T6+iP2ThYN5krrDJbR1HDnucjL39QsZTSvVjyQLrdk3DXDqI5G2HgLatVs0pWh6Up69HVOw==\n"
+    "\u2014 witness.example/w1 I7rEps0pvK2UqkS2gSpVUDhrhVtQV9lgF6pRrWAvjJHjyWpW7VcE3SiOlVlbQNt64vWhO+DlkL0+UfzuOBMh9ChdMkP1vi/lCAsmlw==\n"
+    "\u2014 witness.example/w2 AWui8Sk55XjYLOijihBjhqEH6nS1ndDymE0a+6idX7pLcnoB+dhnz0854aLZgrrKbYKA7nC3HNJhm/kWl7oJlqU3rXXvpysAdyP3wQ==\n"
+).encode()
+
+
+def test_spec_example_request_and_response_parse() -> None:
     old, proof, note = parse_add_checkpoint_body(SPEC_REQUEST)
     assert old == 20852014 and len(proof) == 4 and all(len(h) == 32 for h in proof)
     cp = Checkpoint.from_bytes(note)
     assert (cp.origin, cp.size, len(cp.signatures)) == ("example.com/behind-the-sofa", 20852163, 2)
+    # the client concatenates the response to the checkpoint and parses it as one note
+    both = Checkpoint.from_bytes(note + SPEC_RESPONSE)
+    assert [s.name for s in both.signatures[2:]] == ["witness.example/w1", "witness.example/w1", "witness.example/w2"]
+    assert all(len(s.signature) == 8 + 64 for s in both.signatures[2:])  # timestamped Ed25519 cosignatures
 
 
 @pytest.mark.integration
