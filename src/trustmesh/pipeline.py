@@ -14,6 +14,7 @@ reader — that is the back-pressure), and only per-incident bookkeeping is kept
 from __future__ import annotations
 
 import dataclasses
+from collections import OrderedDict
 import hashlib
 import json
 import logging
@@ -43,7 +44,7 @@ from trustmesh.detect import (
     load_model,
 )
 from trustmesh.errors import ConfigError, InputError, TrustmeshError
-from trustmesh.flows import FlowSource, open_source
+from trustmesh.flows import FlowSource, detect_kind, empty_canonical, fuse_signature, iter_eve_alerts, open_source
 from trustmesh.ledger import Checkpoint, Entry, Ledger
 from trustmesh._ecs import alert_severity
 from trustmesh.records import Alert, FlowId, Incident, ModelId
@@ -81,6 +82,7 @@ log = logging.getLogger(__name__)
 _INLINE_LIMIT = 48_000  # bytes of JSON kept inline in an entry (the ledger refuses entries over 64 KiB)
 _APPEND_CHUNK = 5_000  # entries per durable transaction
 _MAX_REFS = 1024  # the ledger's limit on the leaf indices one entry may cite
+_FLOW_SCORE_MEMORY = 200_000  # flows whose model score is kept for fusing Suricata alerts
 
 
 
@@ -519,6 +521,7 @@ class Pipeline:
         self.responder, self.correlator, self.config = responder, correlator, config
         self.clock = clock
         self.sinks = sinks if sinks is not None else SinkSet()
+        self._flow_scores: OrderedDict[str, float] = OrderedDict()  # uid -> model score, for Suricata fusion
         self._sink_errors: set[str] = set()
         self.model_id = str(getattr(manifest, "model_id", "model"))
         self._incident_index: dict[str, int] = {}  # incident id -> leaf of its latest version
@@ -652,9 +655,13 @@ class Pipeline:
         """Score one batch of canonical flows and carry every alert through response into the ledger."""
         outcome = BatchOutcome(flows=len(flows), frame=flows)
         if flows.empty:
+            signatures = list(flows.attrs.get("suricata_alerts", ()))
+            if signatures:  # Suricata EVE alert events (see _LazySource), fused with the model's verdicts
+                self._process_signatures(signatures, outcome)
             return outcome
         scores = np.asarray(self.detector.score(flows, fill_missing=True), dtype=np.float64)
         outcome.scores = scores
+        self._remember_scores(flows, scores)
         classes: list[str | None] | None = None
         predict_class = getattr(self.detector, "predict_class", None)
         if callable(predict_class) and len(getattr(self.detector, "classes_", ()) or ()) > 2:
@@ -673,6 +680,20 @@ class Pipeline:
         indices = self._append_many(
             [("alert", a.to_ecs(created=created), [self.model_index]) for a in ml_alerts]
             + [("alert", a.to_ecs(created=created), [self.behaviour_index]) for a in behaviour])
+        self.summary.flows += len(flows)
+        self._correlate_and_respond(alerts, indices, outcome, created)
+        if self._since_checkpoint >= self.config.checkpoint_every:
+            self.checkpoint()
+        return outcome
+
+    def expire_actions(self) -> None:
+        """Record (and, for user-space actions, perform) the end of actions whose TTL passed."""
+        expire(self.responder.queue, actions=self.responder.actions, clock=self.clock)
+        self._drain_responses(BatchOutcome())
+
+    def _correlate_and_respond(self, alerts: Sequence[Alert], indices: Sequence[int], outcome: BatchOutcome,
+                               created: float) -> None:
+        """Correlate recorded alerts into incidents, record the incidents, publish, respond."""
         touched: dict[str, Incident] = {}
         new_alerts: dict[str, list[int]] = {}
         for index, alert in zip(indices, alerts, strict=True):
@@ -680,7 +701,6 @@ class Pipeline:
             incident = self.correlator.add(alert)
             touched[incident.incident_id] = incident
             new_alerts.setdefault(incident.incident_id, []).append(index)
-        self.summary.flows += len(flows)
         self.summary.alerts += len(alerts)
         # one incident entry per touched incident and batch (its latest version), not one per alert;
         # an entry cites at most _MAX_REFS leaves, so a burst of alerts is cited by a chain of entries
@@ -702,14 +722,24 @@ class Pipeline:
             except TrustmeshError as exc:  # a response problem must not lose the alerts already recorded
                 self._record_error(f"response to {incident.incident_id} failed: {exc}", refs=[index])
         self._drain_responses(outcome)
-        if self._since_checkpoint >= self.config.checkpoint_every:
-            self.checkpoint()
-        return outcome
 
-    def expire_actions(self) -> None:
-        """Record (and, for user-space actions, perform) the end of actions whose TTL passed."""
-        expire(self.responder.queue, actions=self.responder.actions, clock=self.clock)
-        self._drain_responses(BatchOutcome())
+    def _remember_scores(self, flows: pd.DataFrame, scores: np.ndarray) -> None:
+        """Keep the model's score of recent flows (bounded) so Suricata alerts on them can be fused."""
+        if "uid" not in flows.columns:
+            return
+        self._flow_scores.update(zip(flows["uid"].astype(str).tolist(), scores.tolist(), strict=True))
+        while len(self._flow_scores) > _FLOW_SCORE_MEMORY:
+            self._flow_scores.popitem(last=False)
+
+    def _process_signatures(self, signatures: Sequence[Alert], outcome: BatchOutcome) -> None:
+        """Record Suricata signature alerts, each fused with the model's verdict on its flow, and correlate."""
+        created = self.clock()
+        fused = []
+        for a in signatures:
+            seen = self._flow_scores.get(str(a.flow_id))
+            fused.append(fuse_signature(a, seen, None if seen is None else self.detector.threshold, self.model_id))
+        indices = self._append_many([("alert", a.to_ecs(created=created), [self.start_index]) for a in fused])
+        self._correlate_and_respond(fused, indices, outcome, created)
 
     def _publish(self, outcome: BatchOutcome, created: float) -> None:
         """Hand the batch's alerts and incident versions to the sinks; a failing sink is recorded, never fatal."""
@@ -877,6 +907,12 @@ class _LazySource:
         if self.spec.startswith(("iface:", "follow:")):
             batches = _adaptive(batches, batch_size)
         yield from batches
+        if not self.spec.startswith(("iface:", "follow:")) and detect_kind(self.spec) == "suricata":
+            # the file's EVE alert events, after its flows: fusion then finds the model's verdict on each flow
+            for signatures in iter_eve_alerts(self.spec, batch_size, source_name=self.spec):
+                carrier = empty_canonical()
+                carrier.attrs["suricata_alerts"] = signatures
+                yield carrier
 
 
 _DONE = object()

@@ -48,6 +48,13 @@ from trustmesh.flows._sources import (
     read_flows,
 )
 from trustmesh.flows._suricata import follow_suricata_eve, iter_suricata_eve, read_suricata_eve
+from trustmesh.flows._suricata_alerts import (
+    SURICATA_MODEL_ID,
+    eve_alert,
+    fuse_signature,
+    iter_eve_alerts,
+    technique_for_signature,
+)
 from trustmesh.flows._tables import LabelledTable, load_table
 from trustmesh.flows._ton import ton_iot_to_canonical
 from trustmesh.flows._zeek import follow_zeek_conn, iter_zeek_conn, read_zeek_conn
@@ -71,6 +78,7 @@ __all__ = [
     "NSL_KDD_CATEGORIES",
     "NSL_KDD_COLUMNS",
     "PcapSource",
+    "SURICATA_MODEL_ID",
     "SuricataEveSource",
     "TableSource",
     "ZeekConnSource",
@@ -80,9 +88,12 @@ __all__ = [
     "derive_conn_state",
     "detect_kind",
     "empty_canonical",
+    "eve_alert",
     "follow_source",
     "follow_suricata_eve",
     "follow_zeek_conn",
+    "fuse_signature",
+    "iter_eve_alerts",
     "iter_interface",
     "iter_pcap",
     "iter_suricata_eve",
@@ -95,6 +106,7 @@ __all__ = [
     "read_pcap",
     "read_suricata_eve",
     "read_zeek_conn",
+    "technique_for_signature",
     "to_canonical",
     "ton_iot_to_canonical",
     "validate_canonical",
