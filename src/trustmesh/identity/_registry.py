@@ -262,7 +262,7 @@ class IdentityRegistry:
         if kind == ADMIN:
             self._apply_admin(index, payload)
             return
-        device_id = check_device_id(str(payload.get("device_id", "")))
+        device_id = check_device_id(payload.get("device_id"))  # type: ignore[arg-type]  # checked to be a str there
         seq = _int_field(payload, "seq")
         record = self._devices.get(device_id)
         expected = 0 if record is None else record.seq
