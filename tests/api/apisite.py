@@ -61,6 +61,16 @@ def train_model(data_dir: Path, out: Path) -> Path:
     return path
 
 
+def shared_model(data_dir: Path, basetemp: Path) -> Path:
+    """Train the test model once per pytest session (the API and the browser tests share it)."""
+    out = basetemp / "api-model-shared"
+    path = out / "gbdt.model"
+    if not path.exists():
+        out.mkdir(parents=True, exist_ok=True)
+        train_model(data_dir, out)
+    return path
+
+
 def make_site(root: Path, model: Path, data_dir: Path, *, extra_api: str = "") -> Site:
     """Write a pipeline TOML (with an [api] table) whose playbook needs approval for scans."""
     root.mkdir(parents=True, exist_ok=True)

@@ -7,13 +7,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from apisite import Site, make_site, run_pipeline, train_model
+from apisite import Site, make_site, run_pipeline, shared_model
 
 
 @pytest.fixture(scope="session")
 def api_model(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small multi-class GBDT trained on real TON_IoT flows mapped to the canonical schema."""
-    return train_model(data_dir, tmp_path_factory.mktemp("api-model"))
+    return shared_model(data_dir, tmp_path_factory.getbasetemp())
 
 
 @pytest.fixture(scope="session")

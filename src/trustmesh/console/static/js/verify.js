@@ -92,9 +92,14 @@ export async function rootFromInclusionProof(index, size, leaf, path) {
 
 /** Parse a verifier key `name+hexid+base64(0x01 || pubkey)` and check its key id. */
 export async function parseVerifierKey(vkey) {
-  const parts = vkey.trim().split("+");
-  if (parts.length !== 3) throw new VerifyError("key", "the log key is not name+hash+key");
-  const [name, hexid, blob] = parts;
+  // split on the first two "+" only: the base64 key may itself contain "+"
+  const text = vkey.trim();
+  const a = text.indexOf("+");
+  const b = a < 0 ? -1 : text.indexOf("+", a + 1);
+  if (a <= 0 || b < 0) throw new VerifyError("key", "the log key is not name+hash+key");
+  const name = text.slice(0, a);
+  const hexid = text.slice(a + 1, b);
+  const blob = text.slice(b + 1);
   const raw = b64decode(blob);
   if (hexid.length !== 8 || raw.length !== 33) throw new VerifyError("key", "the log key has a bad hash or length");
   if (raw[0] !== 0x01) throw new VerifyError("key", `the log key is of type 0x${raw[0].toString(16)}, not Ed25519 (0x01)`);
