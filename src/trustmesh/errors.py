@@ -26,10 +26,25 @@ them into one clear line and a non-zero exit; a traceback reaching a user is a b
     ├── ChainError                  the chain is unreachable, reverts or is not ours
     ├── FederatedError              a federated round cannot proceed
     ├── PrivacyBudgetExceeded       the differential-privacy budget is spent
+    ├── EnvironmentProblem          the machine, not the input: disk full, read-only media,
+    │                               permission denied, I/O error (carries ``path``)
     └── MissingDependencyError      an optional extra is not installed (says which)
+
+Exit codes (the CLI maps every error to one of them; see README "Exit codes"):
+
+==== =====================================================================================
+0    success
+1    does not verify: any ``VerificationError`` (a proof, signature, checkpoint, log, digest)
+2    bad input: ``InputError`` and every other ``TrustmeshError`` (file, field, argument)
+3    environment: ``EnvironmentProblem`` (disk full, read-only, permissions; names the path)
+130  interrupted (SIGINT)
+==== =====================================================================================
 """
 
 from __future__ import annotations
+
+import errno
+import os
 
 __all__ = [
     "ActionError",
@@ -40,6 +55,7 @@ __all__ = [
     "ConfigError",
     "ConsistencyError",
     "DatasetError",
+    "EnvironmentProblem",
     "FederatedError",
     "InclusionProofError",
     "InputError",
@@ -146,6 +162,34 @@ class FederatedError(TrustmeshError):
 
 class PrivacyBudgetExceeded(TrustmeshError):
     """The differential-privacy budget (epsilon at delta) would be exceeded."""
+
+
+class EnvironmentProblem(TrustmeshError):
+    """The machine refused an operation: disk full, read-only media, permission denied, I/O error.
+
+    Not the input's fault and not a verification failure: the same command succeeds once the
+    environment is fixed. ``path`` names the file or folder involved when known.
+    """
+
+    #: errno values that describe the machine rather than the input
+    ERRNOS = frozenset({errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM, errno.EIO,
+                        errno.EMFILE, errno.ENFILE, errno.ENOMEM, errno.ETXTBSY})
+    _WHAT = {errno.ENOSPC: "no space left on device (disk full)", errno.EDQUOT: "disk quota exceeded",
+             errno.EROFS: "read-only file system", errno.EACCES: "permission denied",
+             errno.EPERM: "operation not permitted", errno.EIO: "input/output error"}
+
+    def __init__(self, message: str, *, path: str | None = None) -> None:
+        super().__init__(message)
+        self.path = path
+
+    @classmethod
+    def from_os_error(cls, exc: OSError, path: str | os.PathLike[str] | None = None) -> EnvironmentProblem | None:
+        """Return the problem an ``OSError`` describes, or None when it is not an environment error."""
+        if exc.errno not in cls.ERRNOS:
+            return None
+        where = str(path if path is not None else exc.filename if exc.filename is not None else "")
+        what = cls._WHAT.get(exc.errno, exc.strerror or os.strerror(exc.errno or 0))
+        return cls(f"{where}: {what}" if where else what, path=where or None)
 
 
 class MissingDependencyError(TrustmeshError):

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import re
 import threading
 import time
 from pathlib import Path
@@ -70,7 +71,8 @@ def test_follow_suricata_eve_keeps_only_flow_events(tmp_path: Path, data_dir: Pa
     n_flows = sum(json.loads(ln)["event_type"] == "flow" for ln in lines)
     eve = tmp_path / "eve.json"
     eve.write_text("\n".join(lines[:1]) + "\n", encoding="utf-8")
-    batches = follow_source(eve).iter_batches(10_000)
+    source = follow_source(eve)
+    batches = source.iter_batches(10_000)
     with eve.open("a", encoding="utf-8") as fh:
         fh.write("\n".join(lines[1:]) + "\n")
     got = 0
@@ -78,11 +80,17 @@ def test_follow_suricata_eve_keeps_only_flow_events(tmp_path: Path, data_dir: Pa
     while got < n_flows and time.monotonic() < deadline:
         got += len(next(batches))
     assert got == n_flows
+    # a bad line is skipped and counted (naming FILE:LINE); the flow after it still arrives
+    flow_line = next(ln for ln in lines if json.loads(ln)["event_type"] == "flow")
     with eve.open("a", encoding="utf-8") as fh:
-        fh.write("{not json\n")
-    with pytest.raises(InputError, match=r"eve.json:\d+: not JSON"):
-        while True:
-            next(batches)
+        fh.write("{not json\n" + flow_line + "\n")
+    more = 0
+    deadline = time.monotonic() + 20
+    while more < 1 and time.monotonic() < deadline:
+        more += len(next(batches))
+    assert more == 1
+    assert source.bad_records.count == 1
+    assert re.fullmatch(r".*eve\.json:\d+: not JSON .*", str(source.bad_records.examples[0]))
 
 
 def test_only_logs_can_be_followed(tmp_path: Path, data_dir: Path) -> None:

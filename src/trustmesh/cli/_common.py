@@ -16,7 +16,20 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, SpinnerColumn
 
 from trustmesh.errors import TrustmeshError
 
-__all__ = ["console", "err_console", "fail", "guarded", "print_json", "progress", "setup_logging"]
+__all__ = [
+    "EXIT_BAD_INPUT",
+    "EXIT_ENVIRONMENT",
+    "EXIT_INTERRUPTED",
+    "EXIT_NOT_VERIFIED",
+    "classify",
+    "console",
+    "err_console",
+    "fail",
+    "guarded",
+    "print_json",
+    "progress",
+    "setup_logging",
+]
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -37,29 +50,73 @@ def fail(message: str, code: int = 2) -> typer.Exit:
     return typer.Exit(code)
 
 
-def guarded(func: Callable[P, R]) -> Callable[P, R]:
-    """Turn any TrustmeshError (and common OS errors) raised by a command into one line and exit 2.
+#: Exit codes shared by every command (documented in README "Exit codes" and errors.py).
+EXIT_NOT_VERIFIED = 1
+EXIT_BAD_INPUT = 2
+EXIT_ENVIRONMENT = 3
+EXIT_INTERRUPTED = 130
 
-    Verification failures exit 1 so scripts can tell "does not verify" from "bad input".
+
+def classify(exc: BaseException) -> tuple[int, str] | None:
+    """Return ``(exit code, one-line message)`` for an error a command may raise, or None for a bug.
+
+    ``VerificationError`` -> 1 (does not verify); ``EnvironmentProblem`` and the OS errors that describe
+    the machine (disk full, read-only media, permissions) -> 3, naming the path; every other
+    ``TrustmeshError`` and input-shaped OS error -> 2 (bad input).
+    """
+    import sqlite3
+
+    from trustmesh.errors import EnvironmentProblem, VerificationError
+
+    if isinstance(exc, VerificationError):
+        return EXIT_NOT_VERIFIED, f"{type(exc).__name__}: {exc}"
+    if isinstance(exc, EnvironmentProblem):
+        return EXIT_ENVIRONMENT, f"environment: {exc}"
+    if isinstance(exc, TrustmeshError):
+        return EXIT_BAD_INPUT, str(exc)
+    if isinstance(exc, FileNotFoundError):
+        return EXIT_BAD_INPUT, f"{exc.filename}: no such file or directory"
+    if isinstance(exc, (IsADirectoryError, NotADirectoryError, FileExistsError)):
+        return EXIT_BAD_INPUT, f"{exc.filename}: {exc.strerror}"
+    if isinstance(exc, OSError):
+        env = EnvironmentProblem.from_os_error(exc)
+        if env is not None:
+            return EXIT_ENVIRONMENT, f"environment: {env}"
+        return EXIT_ENVIRONMENT, f"environment: {exc.filename or 'I/O'}: {exc.strerror or exc}"
+    if isinstance(exc, sqlite3.OperationalError):  # escaped the ledger's own translation
+        return EXIT_ENVIRONMENT, f"environment: database: {exc}"
+    if isinstance(exc, UnicodeDecodeError):
+        return EXIT_BAD_INPUT, f"input is not UTF-8 text ({exc.reason} at byte {exc.start})"
+    if isinstance(exc, RecursionError):
+        return EXIT_BAD_INPUT, "input is nested too deeply"
+    return None
+
+
+def guarded(func: Callable[P, R]) -> Callable[P, R]:
+    """Turn any TrustmeshError (and OS errors) raised by a command into one line and its exit code.
+
+    Exit 1: does not verify; 2: bad input; 3: the environment (disk full, read-only, permissions);
+    130: interrupted. See :func:`classify`.
     """
 
     @functools.wraps(func)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        from trustmesh.errors import VerificationError
-
         try:
             return func(*args, **kwargs)
-        except VerificationError as exc:
-            name = type(exc).__name__
-            raise fail(f"{name}: {exc}", code=1) from None
-        except TrustmeshError as exc:
-            raise fail(str(exc)) from None
-        except FileNotFoundError as exc:
-            raise fail(f"{exc.filename}: no such file or directory") from None
-        except PermissionError as exc:
-            raise fail(f"{exc.filename}: permission denied") from None
         except KeyboardInterrupt:
-            raise fail("interrupted", code=130) from None
+            raise fail("interrupted", code=EXIT_INTERRUPTED) from None
+        except (TrustmeshError, OSError, UnicodeDecodeError, RecursionError) as exc:
+            known = classify(exc)
+            if known is None:  # pragma: no cover - classify knows every type caught here
+                raise
+            raise fail(known[1], code=known[0]) from None
+        except Exception as exc:
+            import sqlite3
+
+            if isinstance(exc, sqlite3.OperationalError):
+                code, message = classify(exc) or (EXIT_ENVIRONMENT, str(exc))
+                raise fail(message, code=code) from None
+            raise
 
     return wrapper
 

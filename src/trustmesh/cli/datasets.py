@@ -72,8 +72,13 @@ def verify(
     names: list[str] | None = typer.Argument(None, help="Datasets to verify (default: all)."),
     data_dir: Path | None = _DATA_DIR,
     as_json: bool = _JSON,
+    full: bool = typer.Option(False, "--full", help="Rehash every file, ignoring the hash cache."),
 ) -> None:
-    """Check the sha256 of every file; exit 1 with one line per missing/corrupted file and where to get it."""
+    """Check the sha256 of every file; exit 1 with one line per missing/corrupted file and where to get it.
+
+    Hashes are cached by device, inode, ctime, size and mtime (any write changes the ctime);
+    ``--full`` rehashes everything.
+    """
     from trustmesh.flows import DATASETS, check_dataset
 
     wanted = list(names) if names else sorted(DATASETS)
@@ -82,7 +87,7 @@ def verify(
         from trustmesh.errors import InputError
 
         raise InputError(f"unknown dataset(s): {', '.join(unknown)}; known: {', '.join(sorted(DATASETS))}")
-    statuses = [s for n in wanted for s in check_dataset(n, data_dir)]
+    statuses = [s for n in wanted for s in check_dataset(n, data_dir, full=full)]
     problems = [s for s in statuses if s.status != "ok"]
     if as_json:
         print_json(

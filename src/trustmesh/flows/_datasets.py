@@ -2,8 +2,9 @@
 
 Facts (file names, sha256 of the stored file, row counts, attacker/victim addresses, origins) are taken
 from the staging README (``../shared/datasets/README.md``); docs/datasets.md repeats them for users.
-Loading a dataset always verifies the sha256 of every file it reads first (cached by path, size and
-mtime, see ``_hashing``), so a model is never trained on a silently corrupted copy.
+Loading a dataset always verifies the sha256 of every file it reads first (cached by device, inode,
+ctime, size and mtime, see ``_hashing``: a rewrite with the old mtime restored still changes the
+ctime), so a model is never trained on a silently corrupted copy.
 
 Parsed tables are cached as Parquet under ``Settings().cache_dir / "datasets"``, keyed by the sha256
 of the input files and a format version; a changed file changes the key, so the cache cannot go stale.
@@ -496,9 +497,13 @@ def dataset_path(name: str, data_dir: Path | str | None = None, split: str | Non
 
 
 def check_dataset(
-    name: str, data_dir: Path | str | None = None, *, split: str | None = None, hash_files: bool = True
+    name: str, data_dir: Path | str | None = None, *, split: str | None = None, hash_files: bool = True,
+    full: bool = False,
 ) -> list[FileStatus]:
-    """Return the status of every file of a dataset (never raises for missing/corrupted files)."""
+    """Return the status of every file of a dataset (never raises for missing/corrupted files).
+
+    ``full=True`` rehashes every file, ignoring the hash cache.
+    """
     spec = _spec(name)
     root = _resolve_dir(data_dir)
     out: list[FileStatus] = []
@@ -510,7 +515,7 @@ def check_dataset(
         if not hash_files:
             out.append(FileStatus(name, p, f.sha256, "unchecked", None, spec.origin))
             continue
-        actual = sha256_file(p)
+        actual = sha256_file(p, full=full)
         status: Literal["ok", "corrupted"] = "ok" if actual == f.sha256 else "corrupted"
         out.append(FileStatus(name, p, f.sha256, status, actual, spec.origin))
     return out
@@ -520,8 +525,9 @@ def verify_dataset(name: str, data_dir: Path | str | None = None, *, split: str 
     """Verify the sha256 of every file of a dataset (or one split); return the verified paths.
 
     Raises ``DatasetError`` naming each missing or corrupted file, expected vs actual sha256, and
-    where to obtain a good copy. Hashes are cached by (path, size, mtime), so repeated calls on
-    unchanged files do not rehash.
+    where to obtain a good copy. Hashes are cached by (device, inode, ctime, size, mtime), so repeated
+    calls on unchanged files do not rehash; any write to a file (even one that restores its mtime)
+    changes its ctime and forces a rehash.
     """
     statuses = check_dataset(name, data_dir, split=split)
     problems = [s.problem() for s in statuses if s.status != "ok"]

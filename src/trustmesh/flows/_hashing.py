@@ -1,9 +1,13 @@
-"""Hash dataset files once: sha256 results cached by (path, size, mtime).
+"""Hash dataset files: sha256 results cached by (device, inode, ctime, size, mtime).
 
 Rehashing a 2 MB file costs a few milliseconds, but a registry verify touches every file on every
-load; the cache keeps repeated loads free. The cache lives in memory and, best effort, as a small JSON
-file under ``Settings().cache_dir`` so separate processes (CLI runs, test sessions) share it. A file
-whose size or modification time changes is hashed again, so a corrupted copy is never trusted.
+load; the cache keeps repeated loads cheap. The cache lives in memory and, best effort, as a small JSON
+file under ``Settings().cache_dir`` so separate processes (CLI runs, test sessions) share it.
+
+The key includes the inode change time (``st_ctime_ns``), which the kernel sets on every write and
+every ``utime`` call and which no unprivileged call can set back: a file whose bytes were changed and
+whose mtime was then restored (``touch -r``) has a new ctime, so it is hashed again. A copy or a
+replacement has a new inode. ``full=True`` (``trustmesh datasets verify --full``) ignores the cache.
 """
 
 from __future__ import annotations
@@ -33,7 +37,7 @@ _CACHE_NAME = "sha256-cache.json"
 
 
 def _key(path: Path, st: os.stat_result) -> str:
-    return f"{path.resolve()}|{st.st_size}|{st.st_mtime_ns}"
+    return f"{path.resolve()}|{st.st_dev}|{st.st_ino}|{st.st_ctime_ns}|{st.st_size}|{st.st_mtime_ns}"
 
 
 def _cache_file() -> Path | None:
@@ -75,19 +79,26 @@ def _hash_stream(path: Path) -> str:
     return h.hexdigest()
 
 
-def sha256_file(path: Path | str) -> Sha256Hex:
-    """Return the hex sha256 of a file's bytes, reusing a cached value while size and mtime are unchanged."""
+def sha256_file(path: Path | str, *, full: bool = False) -> Sha256Hex:
+    """Return the hex sha256 of a file's bytes.
+
+    A cached value is reused while the file's device, inode, ctime, size and mtime are unchanged;
+    ``full=True`` always rehashes (and refreshes the cache). A file seen for the first time is hashed.
+    """
     p = Path(path)
     st = p.stat()
     key = _key(p, st)
     cache = _cache_file()
-    with _LOCK:
-        if cache is not None:
-            _load_disk(cache)
-        hit = _MEMO.get(key)
-    if hit is not None:
-        return Sha256Hex(hit)
+    if not full:
+        with _LOCK:
+            if cache is not None:
+                _load_disk(cache)
+            hit = _MEMO.get(key)
+        if hit is not None:
+            return Sha256Hex(hit)
     value = _hash_stream(p)
+    if p.stat().st_ctime_ns != st.st_ctime_ns:  # changed while we read it: do not cache a torn hash
+        return Sha256Hex(value)
     with _LOCK:
         _MEMO[key] = value
         if cache is not None:

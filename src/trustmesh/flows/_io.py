@@ -11,7 +11,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
+from trustmesh._safeload import check_depth
 from trustmesh.errors import InputError
+from trustmesh.flows._records import MAX_JSON_DEPTH, MAX_LINE_CHARS, BadRecord, BadRecordHandler, report
 
 __all__ = ["head_bytes", "is_gzip", "json_objects", "open_text"]
 
@@ -50,10 +52,18 @@ def open_text(path: Path) -> Iterator[IO[str]]:
         text.close()
 
 
-def json_objects(lines: Iterator[str | None], path: Path) -> Iterator[tuple[int, dict[str, Any]] | None]:
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
+def json_objects(
+    lines: Iterator[str | None], path: Path, on_bad: BadRecordHandler | None = None
+) -> Iterator[tuple[int, dict[str, Any]] | None]:
     """Parse JSON lines into ``(line number, object)``, skipping blank lines; pass ``None`` ticks on.
 
-    A line that is not a JSON object raises ``InputError`` naming ``path`` and the line number.
+    A line that is not a JSON object (invalid JSON, ``NaN``/``Infinity``, longer than
+    ``MAX_LINE_CHARS``, nested deeper than ``MAX_JSON_DEPTH``) is a bad record naming ``path`` and the
+    line: handed to ``on_bad`` and skipped, or, without a handler, raised as ``InputError``.
     """
     for lineno, raw in enumerate(lines, 1):
         if raw is None:
@@ -62,10 +72,26 @@ def json_objects(lines: Iterator[str | None], path: Path) -> Iterator[tuple[int,
         line = raw.strip()
         if not line:
             continue
+        if len(line) > MAX_LINE_CHARS:
+            report(BadRecord(str(path), lineno, None, f"line longer than {MAX_LINE_CHARS} characters"), on_bad)
+            continue
         try:
-            rec = json.loads(line)
+            rec = json.loads(line, parse_constant=_no_constant)
         except json.JSONDecodeError as exc:
-            raise InputError(f"{path}:{lineno}: not JSON ({exc.msg})") from exc
+            report(BadRecord(str(path), lineno, None, f"not JSON ({exc.msg})"), on_bad)
+            continue
+        except RecursionError:
+            report(BadRecord(str(path), lineno, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"), on_bad)
+            continue
+        except ValueError as exc:  # NaN/Infinity constants, integers with too many digits
+            report(BadRecord(str(path), lineno, None, f"not acceptable JSON ({exc})"), on_bad)
+            continue
         if not isinstance(rec, dict):
-            raise InputError(f"{path}:{lineno}: expected a JSON object per line")
+            report(BadRecord(str(path), lineno, None, "expected a JSON object per line"), on_bad)
+            continue
+        try:
+            check_depth(rec, MAX_JSON_DEPTH, f"{path}:{lineno}")
+        except InputError:
+            report(BadRecord(str(path), lineno, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"), on_bad)
+            continue
         yield lineno, rec

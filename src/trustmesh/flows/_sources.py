@@ -9,7 +9,7 @@ the same parsers around a growing file without changing the mapping.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
@@ -18,7 +18,8 @@ import pandas as pd
 from trustmesh.errors import InputError
 from trustmesh.flows._io import head_bytes, is_gzip
 from trustmesh.flows._pcap import CAPTURE_MAGICS, iter_interface, iter_pcap
-from trustmesh.flows._schema import CANONICAL_COLUMNS, empty_canonical, to_canonical
+from trustmesh.flows._records import BadRecordHandler, BadRecordLog, screen_frame
+from trustmesh.flows._schema import CANONICAL_COLUMNS, CANONICAL_DTYPES, empty_canonical, to_canonical
 from trustmesh.flows._suricata import follow_suricata_eve, iter_suricata_eve
 from trustmesh.flows._tables import read_frame
 from trustmesh.flows._ton import TON_REQUIRED, ton_iot_to_canonical
@@ -99,6 +100,8 @@ class ZeekConnSource:
 
     paths: tuple[Path, ...]
     follow: bool = False  # tail the (single) log as it grows, across rotation; never ends
+    #: records skipped as bad (counted, first ones kept); they never stop the source
+    bad_records: BadRecordLog = field(default_factory=BadRecordLog, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -108,10 +111,10 @@ class ZeekConnSource:
     def iter_batches(self, batch_size: int = 10_000) -> Iterator[pd.DataFrame]:
         """Yield canonical flow batches, file by file (or, following, as lines are appended)."""
         if self.follow:
-            yield from follow_zeek_conn(self.paths[-1], batch_size)
+            yield from follow_zeek_conn(self.paths[-1], batch_size, on_bad_record=self.bad_records)
             return
         for p in self.paths:
-            yield from iter_zeek_conn(p, batch_size)
+            yield from iter_zeek_conn(p, batch_size, on_bad_record=self.bad_records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -120,6 +123,8 @@ class SuricataEveSource:
 
     path: Path
     follow: bool = False  # tail the file as it grows, across rotation; never ends
+    #: records skipped as bad (counted, first ones kept); they never stop the source
+    bad_records: BadRecordLog = field(default_factory=BadRecordLog, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -129,8 +134,8 @@ class SuricataEveSource:
     def iter_batches(self, batch_size: int = 10_000) -> Iterator[pd.DataFrame]:
         """Yield canonical flow batches from flow events (following the file when ``follow``)."""
         if self.follow:
-            return follow_suricata_eve(self.path, batch_size)
-        return iter_suricata_eve(self.path, batch_size)
+            return follow_suricata_eve(self.path, batch_size, on_bad_record=self.bad_records)
+        return iter_suricata_eve(self.path, batch_size, on_bad_record=self.bad_records)
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +143,8 @@ class TableSource:
     """A CSV/CSV.gz/Parquet flow table: canonical columns already, or TON_IoT/Zeek-like columns."""
 
     path: Path
+    #: rows skipped as bad (counted, first ones kept); they never stop the source
+    bad_records: BadRecordLog = field(default_factory=BadRecordLog, compare=False, repr=False)
 
     @property
     def name(self) -> str:
@@ -163,6 +170,16 @@ class TableSource:
         if raw.empty:
             yield empty_canonical()
             return
+        if raw.columns.duplicated().any():
+            dup = sorted({str(c) for c in raw.columns[raw.columns.duplicated()]})
+            raise InputError(f"{self.path}: column(s) {', '.join(dup)[:80]} given more than once")
+        # CSV rows are numbered as file lines (header = line 1); Parquet rows from 1
+        first_line = 1 if raw.attrs.get("format") == "parquet" or self.path.suffix == ".parquet" else 2
+        raw = screen_frame(raw, source=str(self.path), lines=range(first_line, first_line + len(raw)),
+                           on_bad=self.bad_records, numeric=_TABLE_NUMERIC, strict_text_numbers=False)
+        if raw.empty:
+            yield empty_canonical()
+            return
         # map once, then slice: per-chunk mapping costs a fixed ~30 ms per batch
         if mapper == "canonical":
             flows = to_canonical(raw, source=str(self.path))
@@ -170,6 +187,9 @@ class TableSource:
             flows = ton_iot_to_canonical(raw, source=str(self.path))
         for start in range(0, len(flows), batch_size):
             yield flows.iloc[start : start + batch_size].reset_index(drop=True)
+
+
+_TABLE_NUMERIC = tuple(c for c, d in CANONICAL_DTYPES.items() if d == "float64")
 
 
 def detect_kind(path: Path | str) -> str:
@@ -220,7 +240,7 @@ def _zeek_dir(p: Path) -> ZeekConnSource:
     raise InputError(f"{p}: directory holds no conn.log (looked for {', '.join(_CONN_NAMES)}, conn.*.log*)")
 
 
-def follow_source(path: Path | str) -> FlowSource:
+def follow_source(path: Path | str, *, on_bad_record: BadRecordHandler | None = None) -> FlowSource:
     """Return a source that tails a growing Zeek conn.log (or a Zeek log folder) or Suricata EVE file.
 
     The file must already hold its first record (or header), so its kind can be told; after that
@@ -230,34 +250,39 @@ def follow_source(path: Path | str) -> FlowSource:
     if p.is_dir():
         for name in ("conn.log", "conn.log.json"):
             if (p / name).exists():
-                return ZeekConnSource((p / name,), follow=True)
+                return ZeekConnSource((p / name,), follow=True, bad_records=BadRecordLog(on_record=on_bad_record))
         raise InputError(f"{p}: no conn.log to follow in this folder")
     kind = detect_kind(p)
     if kind == "zeek":
-        return ZeekConnSource((p,), follow=True)
+        return ZeekConnSource((p,), follow=True, bad_records=BadRecordLog(on_record=on_bad_record))
     if kind == "suricata":
-        return SuricataEveSource(p, follow=True)
+        return SuricataEveSource(p, follow=True, bad_records=BadRecordLog(on_record=on_bad_record))
     raise InputError(f"{p}: only Zeek conn.log and Suricata EVE files can be followed (this is {kind})")
 
 
-def open_source(path: Path | str, *, allow_truncated: bool = False) -> FlowSource:
+def open_source(path: Path | str, *, allow_truncated: bool = False,
+                on_bad_record: BadRecordHandler | None = None) -> FlowSource:
     """Detect the kind of ``path`` and return a ``FlowSource`` for it.
 
     pcap/pcapng by magic bytes; Zeek TSV by its ``#separator``/``#fields`` header; JSON lines as Zeek
     conn (``id.orig_h``) or Suricata EVE (``event_type``); a directory by its ``conn.log*``; otherwise a
     CSV/Parquet flow table. Raises ``InputError`` naming the file when nothing fits.
+
+    Bad records in a log or table are skipped and counted on the source's ``bad_records``;
+    ``on_bad_record`` is also called with each one (the pipeline records them in the ledger).
     """
     p = Path(path).expanduser()
     kind = detect_kind(p)
+    log = BadRecordLog(on_record=on_bad_record)
     if kind == "pcap":
         return PcapSource(p, allow_truncated=allow_truncated)
     if kind == "zeek":
-        return ZeekConnSource((p,))
+        return ZeekConnSource((p,), bad_records=log)
     if kind == "zeek-dir":
-        return _zeek_dir(p)
+        return ZeekConnSource(_zeek_dir(p).paths, bad_records=log)
     if kind == "suricata":
-        return SuricataEveSource(p)
-    return TableSource(p)
+        return SuricataEveSource(p, bad_records=log)
+    return TableSource(p, bad_records=log)
 
 
 def read_flows(path: Path | str) -> pd.DataFrame:

@@ -25,6 +25,7 @@ from trustmesh.flows._follow import follow_lines
 from trustmesh.errors import InputError
 from trustmesh.flows._connstate import derive_conn_state
 from trustmesh.flows._io import json_objects, open_text
+from trustmesh.flows._records import BadRecord, BadRecordHandler, report, screen_frame
 from trustmesh.flows._schema import empty_canonical, to_canonical
 
 __all__ = [
@@ -47,19 +48,35 @@ def _flags(hexes: pd.Series, bit: int) -> npt.NDArray[np.float64]:
 
 
 def _epoch(values: pd.Series, source: str) -> pd.Series:
+    """Return epoch seconds of ISO 8601 timestamps; an unparseable one becomes NaN (screened later)."""
+    text = values.map(lambda v: v if isinstance(v, str) else None)
     try:
-        ts = pd.to_datetime(values, format="ISO8601", utc=True)
-    except (ValueError, TypeError) as exc:
+        ts = pd.to_datetime(text, format="ISO8601", utc=True, errors="coerce")
+    except (ValueError, TypeError, OverflowError) as exc:
         raise InputError(f"{source}: unparseable flow.start/end timestamp ({exc})") from exc
     return (ts - _EPOCH) / pd.Timedelta(seconds=1)
 
 
-def suricata_flows_to_canonical(records: list[dict[str, Any]], *, source: str = "suricata eve") -> pd.DataFrame:
-    """Map a list of EVE ``flow`` event dicts to the canonical schema."""
+def _bad_timestamps(raw: pd.Series, parsed: pd.Series) -> npt.NDArray[np.bool_]:
+    """Rows whose timestamp is present but did not parse."""
+    present = raw.map(lambda v: v is not None and not (isinstance(v, float) and v != v)).to_numpy(dtype=bool)
+    out: npt.NDArray[np.bool_] = present & parsed.isna().to_numpy()
+    return out
+
+
+def suricata_flows_to_canonical(records: list[dict[str, Any]], *, source: str = "suricata eve",
+                                lines: list[int] | None = None,
+                                on_bad: BadRecordHandler | None = None) -> pd.DataFrame:
+    """Map a list of EVE ``flow`` event dicts to the canonical schema.
+
+    Each record is validated (ports, finite counters, timestamps): a bad one goes to ``on_bad`` with
+    its line from ``lines`` and is dropped, or is raised as ``InputError`` without a handler.
+    """
     if not records:
         return empty_canonical()
     df = pd.json_normalize(records)
     n = len(df)
+    line_of = (lambda i: lines[i]) if lines is not None else (lambda i: i + 1)
 
     def col(name: str, default: Any = np.nan) -> pd.Series:
         return df[name] if name in df.columns else pd.Series([default] * n)
@@ -67,6 +84,13 @@ def suricata_flows_to_canonical(records: list[dict[str, Any]], *, source: str = 
     proto = col("proto", "-").astype("str").str.lower()
     start = _epoch(col("flow.start", None), source)
     end = _epoch(col("flow.end", None), source)
+    bad_time = np.zeros(n, dtype=bool)
+    for name, parsed in (("flow.start", start), ("flow.end", end)):
+        wrong = _bad_timestamps(col(name, None), parsed) & ~bad_time
+        for i in np.flatnonzero(wrong):
+            report(BadRecord(source, line_of(int(i)), name, f"not an ISO 8601 timestamp "
+                             f"({str(col(name, None).iloc[i])[:40]!r})"), on_bad)
+        bad_time |= wrong
     is_icmp = proto.str.startswith("icmp").to_numpy()
     src_port = np.where(is_icmp, col("icmp_type", 0), col("src_port", 0))
     dst_port = np.where(is_icmp, col("icmp_code", 0), col("dest_port", 0))
@@ -80,9 +104,9 @@ def suricata_flows_to_canonical(records: list[dict[str, Any]], *, source: str = 
             "ts": start,
             "uid": col("flow_id", "").astype("str"),
             "src_ip": col("src_ip", "").astype("str"),
-            "src_port": pd.to_numeric(pd.Series(src_port), errors="coerce").fillna(0),
+            "src_port": pd.Series(src_port, dtype=object),
             "dst_ip": col("dest_ip", "").astype("str"),
-            "dst_port": pd.to_numeric(pd.Series(dst_port), errors="coerce").fillna(0),
+            "dst_port": pd.Series(dst_port, dtype=object),
             "proto": proto,
             "service": app,
             "duration": end - start,
@@ -96,51 +120,72 @@ def suricata_flows_to_canonical(records: list[dict[str, Any]], *, source: str = 
             ),  # fmt: skip
         }
     )
-    return to_canonical(out, source=source)
+    out["__line"] = [line_of(i) for i in range(n)]
+    out = out.loc[~bad_time].reset_index(drop=True)
+    numeric = ("ts", "duration", "src_bytes", "dst_bytes", "src_pkts", "dst_pkts")
+    out = screen_frame(out, source=source, lines=out["__line"].tolist(), on_bad=on_bad, numeric=numeric)
+    return to_canonical(out.drop(columns="__line"), source=source)
 
 
-def _eve_batches(lines: Iterator[str | None], p: Path, batch_size: int, seen: list[int]) -> Iterator[pd.DataFrame]:
+def _eve_batches(lines: Iterator[str | None], p: Path, batch_size: int, seen: list[int],
+                 on_bad: BadRecordHandler | None = None) -> Iterator[pd.DataFrame]:
     """Parse EVE lines into canonical batches of ``flow`` events; ``None`` lines release a batch early.
 
     ``seen[0]`` counts the EVE records read (of any event type), so callers can tell an empty log.
+    A line that is not an EVE record, or a flow record with a bad field, goes to ``on_bad``.
     """
     records: list[dict[str, Any]] = []
-    for item in json_objects(lines, p):
+    linenos: list[int] = []
+
+    def flush() -> pd.DataFrame:
+        return suricata_flows_to_canonical(records, source=str(p), lines=linenos, on_bad=on_bad)
+
+    for item in json_objects(lines, p, on_bad):
         if item is None:  # a follow-mode idle tick
             if records:
-                yield suricata_flows_to_canonical(records, source=str(p))
-                records = []
+                yield flush()
+                records, linenos = [], []
             continue
         lineno, rec = item
-        if "event_type" not in rec:
-            raise InputError(f"{p}:{lineno}: not a Suricata EVE record (no event_type)")
+        if not isinstance(rec.get("event_type"), str):
+            report(BadRecord(str(p), lineno, "event_type", "not a Suricata EVE record (no event_type)"), on_bad)
+            continue
         seen[0] += 1
         if rec["event_type"] != "flow":
             continue
+        if not isinstance(rec.get("flow", {}), dict):
+            report(BadRecord(str(p), lineno, "flow", "flow must be a JSON object"), on_bad)
+            continue
         records.append(rec)
+        linenos.append(lineno)
         if len(records) >= batch_size:
-            yield suricata_flows_to_canonical(records, source=str(p))
-            records = []
+            yield flush()
+            records, linenos = [], []
     if records:
-        yield suricata_flows_to_canonical(records, source=str(p))
+        yield flush()
 
 
-def iter_suricata_eve(path: Path | str, batch_size: int = 10_000) -> Iterator[pd.DataFrame]:
-    """Yield canonical flow batches from the ``flow`` events of a Suricata EVE JSON file."""
+def iter_suricata_eve(path: Path | str, batch_size: int = 10_000, *,
+                      on_bad_record: BadRecordHandler | None = None) -> Iterator[pd.DataFrame]:
+    """Yield canonical flow batches from the ``flow`` events of a Suricata EVE JSON file.
+
+    A bad record goes to ``on_bad_record`` and is skipped; without a handler it raises ``InputError``.
+    """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     p = Path(path)
     seen = [0]
     try:
         with open_text(p) as fh:
-            yield from _eve_batches(fh, p, batch_size, seen)
+            yield from _eve_batches(fh, p, batch_size, seen, on_bad_record)
     except zlib.error as exc:
         raise InputError(f"{p}: corrupt gzip data ({exc})") from exc
     if seen[0] == 0:
         raise InputError(f"{p}: log is empty")
 
 
-def follow_suricata_eve(path: Path | str, batch_size: int = 10_000, *, poll_s: float = 0.2) -> Iterator[pd.DataFrame]:
+def follow_suricata_eve(path: Path | str, batch_size: int = 10_000, *, poll_s: float = 0.2,
+                        on_bad_record: BadRecordHandler | None = None) -> Iterator[pd.DataFrame]:
     """Follow a growing EVE file (``tail -F``, across rotation); yield its ``flow`` events as batches.
 
     Batches are released when full or when the file has been quiet for ``poll_s`` seconds. Lines
@@ -149,7 +194,7 @@ def follow_suricata_eve(path: Path | str, batch_size: int = 10_000, *, poll_s: f
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     p = Path(path)
-    yield from _eve_batches(follow_lines(p, poll_s=poll_s), p, batch_size, [0])
+    yield from _eve_batches(follow_lines(p, poll_s=poll_s), p, batch_size, [0], on_bad_record)
 
 
 def read_suricata_eve(path: Path | str) -> pd.DataFrame:

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from trustmesh._safeload import load_yaml_node
 from trustmesh.errors import PlaybookError
 from trustmesh.records import Incident
 
@@ -207,17 +208,10 @@ class PlaybookSet:
     @classmethod
     def from_yaml(cls, text: str, source: str = "<string>") -> PlaybookSet:
         """Parse and validate YAML text; raise PlaybookError with ``source:line:col`` on any problem."""
-        try:
-            root = yaml.compose(text, Loader=yaml.SafeLoader)
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
-            problem = getattr(exc, "problem", None) or str(exc)
-            raise PlaybookError(f"{where}: not valid YAML: {problem}") from None
+        root, data = load_yaml_node(text, source, error=PlaybookError)
         if root is None:
             raise PlaybookError(f"{source}: empty playbook file")
         _reject_duplicate_keys(root, source)
-        data = yaml.safe_load(text)
         if isinstance(data, dict) and "playbooks" not in data:
             data, root = {"playbooks": [data]}, _wrap(root)
         try:
