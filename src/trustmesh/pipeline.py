@@ -120,6 +120,12 @@ class PipelineConfig:
     llm_model: str | None = None
     guards: Guards = field(default_factory=Guards)
     sinks: tuple[dict[str, Any], ...] = ()  # [[sinks]] tables, checked by trustmesh.sinks (docs/soc.md)
+    # [baseline] (docs/baseline.md): learn a site baseline over the first baseline_s seconds of flow
+    # time, then detect with it; drift of a site-baseline model's scores is checked every drift_window flows
+    baseline_s: float | None = None
+    baseline_target_fpr: float = 0.01
+    baseline_out: Path | None = None  # default: state_dir / "site-baseline.tm"
+    drift_window: int = 2000
 
     def __post_init__(self) -> None:
         if self.replay not in {"fast", "recorded"}:
@@ -132,6 +138,12 @@ class PipelineConfig:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
         if (self.llm_url is None) != (self.llm_model is None):
             raise ConfigError("llm.url and llm.model must be given together")
+        if self.baseline_s is not None and not self.baseline_s > 0:
+            raise ConfigError(f"baseline.duration_s must be > 0, got {self.baseline_s}")
+        if not 0.0 < self.baseline_target_fpr < 0.5:
+            raise ConfigError(f"baseline.target_fpr must be in (0, 0.5), got {self.baseline_target_fpr}")
+        if self.drift_window < 100:
+            raise ConfigError(f"baseline.drift_window must be >= 100 flows, got {self.drift_window}")
 
     @classmethod
     def load(cls, path: Path | str, **overrides: Any) -> PipelineConfig:
@@ -151,6 +163,7 @@ class PipelineConfig:
         if not isinstance(sink_tables, list):
             raise ConfigError(f"{path}: sinks must be an array of tables ([[sinks]])")
         known = {"pipeline", "response", "guards", "llm", "trustmesh"}
+        known |= {"baseline"}  # [baseline]: learn-then-detect (docs/baseline.md)
         unknown = sorted(set(doc) - known)
         if unknown:
             raise ConfigError(f"{path}: unknown table(s) {', '.join(unknown)}; known: {', '.join(sorted(known))}")
@@ -188,6 +201,16 @@ class PipelineConfig:
             if key not in {"url", "model"}:
                 raise ConfigError(f"{path}: unknown key llm.{key} (the API key comes from TRUSTMESH_LLM_API_KEY)")
             values[f"llm_{key}"] = raw
+        for key, raw in dict(doc.get("baseline", {})).items():
+            names = {"duration_s": "baseline_s", "target_fpr": "baseline_target_fpr", "out": "baseline_out",
+                     "drift_window": "drift_window"}
+            if key not in names:
+                raise ConfigError(f"{path}: unknown key baseline.{key}; known: {', '.join(sorted(names))}")
+            if key == "out":
+                raw = rel(str(raw))
+            elif isinstance(raw, bool) or not isinstance(raw, int | float):
+                raise ConfigError(f"{path}: baseline.{key} must be a number, got {raw!r}")
+            values[names[key]] = raw
         if "guards" in doc:
             try:
                 values["guards"] = Guards.from_dict(dict(doc["guards"]))
@@ -682,6 +705,7 @@ class Pipeline:
             + [("alert", a.to_ecs(created=created), [self.behaviour_index]) for a in behaviour])
         self.summary.flows += len(flows)
         self._correlate_and_respond(alerts, indices, outcome, created)
+        self._site.after_batch(self, flows, scores)
         if self._since_checkpoint >= self.config.checkpoint_every:
             self.checkpoint()
         return outcome
@@ -814,6 +838,7 @@ class Pipeline:
 
     def close(self) -> RunSummary:
         """Record the end of the run, checkpoint, and close the ledger."""
+        self._site.finish(self)
         self.summary.sinks = self.sinks.stats()
         self.sinks.close()
         self._append("pipeline.stop", {k: v for k, v in self.summary.to_dict().items() if k != "checkpoints"},
@@ -828,6 +853,115 @@ class Pipeline:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# learn-then-detect and drift (docs/baseline.md)
+
+
+class _SitePhase:
+    """Learn a site baseline over the first ``baseline_s`` seconds of flows, then switch to it; check drift.
+
+    While learning, flows are still scored (and alerted) by the configured model, which becomes the
+    baseline's base model. The learned model, the switch and every drift found are ledger entries
+    (``model``, ``model.switch``, ``model.drift``; ``model.baseline`` while a learning attempt found too
+    little traffic or the run ended first) citing the model entries they concern.
+    """
+
+    _MAX_ROWS = 500_000  # flows kept for learning (memory bound)
+
+    def __init__(self, config: PipelineConfig) -> None:
+        self.config = config
+        self.learning = config.baseline_s is not None
+        self.frames: list[pd.DataFrame] = []
+        self.rows = 0
+        self.first_ts: float | None = None
+        self.last_ts: float | None = None
+        self.retry_at = 0
+        self.drift_scores: list[np.ndarray] = []
+        self.drift_rows = 0
+
+    def after_batch(self, pipe: Pipeline, flows: pd.DataFrame, scores: np.ndarray) -> None:
+        """Feed one scored batch: collect it while learning, else add its scores to the drift window."""
+        if self.learning:
+            self._collect(pipe, flows)
+        elif getattr(pipe.detector, "reference", None) is not None:
+            self.drift_scores.append(np.asarray(scores, dtype=np.float64))
+            self.drift_rows += len(scores)
+            if self.drift_rows >= self.config.drift_window:
+                self._check_drift(pipe)
+
+    def _collect(self, pipe: Pipeline, flows: pd.DataFrame) -> None:
+        ts = pd.to_numeric(flows["ts"], errors="coerce") if "ts" in flows else pd.Series(dtype=float)
+        if ts.notna().any():
+            lo, hi = float(ts.min()), float(ts.max())
+            self.first_ts = lo if self.first_ts is None else min(self.first_ts, lo)
+            self.last_ts = hi if self.last_ts is None else max(self.last_ts, hi)
+        if self.rows < self._MAX_ROWS:
+            self.frames.append(flows)
+            self.rows += len(flows)
+        assert self.config.baseline_s is not None
+        span = 0.0 if self.first_ts is None or self.last_ts is None else self.last_ts - self.first_ts
+        if span >= self.config.baseline_s and self.rows >= self.retry_at:
+            self._switch(pipe)
+
+    def _switch(self, pipe: Pipeline) -> None:
+        from trustmesh.detect import BaseDetector, save_model
+        from trustmesh.detect._baseline import fit_site_baseline
+
+        frame = pd.concat(self.frames, ignore_index=True)
+        base = pipe.detector if isinstance(pipe.detector, BaseDetector) else None
+        try:
+            det, report = fit_site_baseline(frame, base=base, base_model_id=pipe.model_id,
+                                            duration_s=self.config.baseline_s,
+                                            target_fpr=self.config.baseline_target_fpr)
+        except TrustmeshError as exc:
+            self.retry_at = 2 * self.rows  # try again once twice as much traffic has been seen
+            log.warning("baseline not learned yet: %s", exc)
+            pipe._append("model.baseline", {"status": "retrying", "message": str(exc), "flows": self.rows,
+                                            "time": pipe.clock()}, refs=[pipe.model_index])  # fmt: skip
+            return
+        out = self.config.baseline_out or Path(self.config.state_dir) / "site-baseline.tm"
+        info = report.to_dict()
+        info["hosts"] = info["hosts"][:256]
+        manifest = save_model(det, out, data_digest=report.data_digest,
+                              metrics={"site_holdout": {"fpr": report.holdout_fpr, "n": report.n_holdout,
+                                                        "target_fpr": report.target_fpr}},
+                              training={"recipe": "site-baseline/1", "learned_in_run": True,
+                                        "base_model_id": pipe.model_id, **info})
+        old_id, old_index = pipe.model_id, pipe.model_index
+        new_index = pipe._append("model", _json_ready(manifest.to_dict()), refs=[old_index])
+        pipe._append("model.switch", {
+            "from_model_id": old_id, "to_model_id": manifest.model_id, "model_file": str(out),
+            "baseline_s": self.config.baseline_s, "flows_learned": report.n_used, "flows_excluded": report.n_excluded,
+            "holdout_fpr": report.holdout_fpr, "attacks_in_window": info["attacks"], "time": pipe.clock(),
+        }, refs=[old_index, new_index])  # fmt: skip
+        for line in report.warnings:
+            log.warning("%s", line)
+        pipe.detector, pipe.manifest, pipe.model_id, pipe.model_index = det, manifest, manifest.model_id, new_index
+        self.learning, self.frames, self.rows = False, [], 0
+
+    def _check_drift(self, pipe: Pipeline) -> None:
+        from trustmesh.detect._drift import score_drift
+
+        scores = np.concatenate(self.drift_scores)
+        self.drift_scores, self.drift_rows = [], 0
+        report = score_drift(pipe.detector.reference, scores,  # type: ignore[attr-defined]
+                             threshold=pipe.detector.threshold)
+        if report is not None and report.drifted:
+            log.warning("model %s: score drift (PSI %.3f, KS %.3f)", pipe.model_id, report.psi, report.ks)
+            pipe._append("model.drift", {"model_id": pipe.model_id, "time": pipe.clock(), **report.to_dict()},
+                         refs=[pipe.model_index])
+
+    def finish(self, pipe: Pipeline) -> None:
+        """At the end of a run: say so on the ledger when the learning period never completed."""
+        if self.learning:
+            span = 0.0 if self.first_ts is None or self.last_ts is None else self.last_ts - self.first_ts
+            message = (f"baseline not learned: the run ended after {span:.1f} s of flows ({self.rows} flows); "
+                       f"the learning period is {self.config.baseline_s} s")
+            log.warning("%s", message)
+            pipe._append("model.baseline", {"status": "incomplete", "message": message, "flows": self.rows,
+                                            "time": pipe.clock()}, refs=[pipe.model_index])  # fmt: skip
 
 
 def _open_or_create(directory: Path, origin: str) -> Ledger:

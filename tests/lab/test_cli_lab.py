@@ -60,3 +60,23 @@ def test_lab_unavailable_names_root_and_missing_tools(monkeypatch: pytest.Monkey
     res = runner.invoke(app, ["lab", "run", "brute-force", "--seed", "7", "--out", "/nonexistent/never-made"])
     assert res.exit_code == 2 and "'hydra' not found" in res.stderr
     assert not Path("/nonexistent/never-made").exists()
+
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "lab"
+
+
+def test_label_command_relabels_a_committed_capture_like_the_lab_did(tmp_path: Path) -> None:
+    run = DATA / "mini-site-s7"
+    out = tmp_path / "labels.csv"
+    res = runner.invoke(app, ["lab", "label", str(run / "capture.pcap"), "--truth", str(run), "--out", str(out),
+                              "--json"])
+    assert res.exit_code == 0, res.output
+    import pandas as pd
+
+    got = pd.read_csv(out, keep_default_na=False).sort_values("uid", ignore_index=True)
+    want = pd.read_parquet(run / "flows.parquet").sort_values("uid", ignore_index=True)
+    assert list(got["uid"]) == list(want["uid"])
+    assert list(got["label"]) == list(want["label"]) and list(got["attack_id"]) == list(want["attack_id"])
+    bad = runner.invoke(app, ["lab", "label", str(run / "capture.pcap"), "--truth", str(run), "--out",
+                              str(tmp_path / "x.txt")])
+    assert bad.exit_code == 2 and "must end in .parquet or .csv" in bad.stderr

@@ -113,3 +113,27 @@ def test_bad_truth_files_are_rejected_with_the_field(tmp_path: Path, doc: str, m
 def test_missing_truth_file(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="no such file"):
         load_truth(tmp_path / "nope.json")
+
+
+def test_overlapping_attacks_the_most_recently_started_wins() -> None:
+    doc = _truth()
+    flood = {**doc["attacks"][0], "id": "a9", "kind": "syn-flood", "tool": "hping3", "technique_id": "T1499",
+             "technique_name": "Endpoint Denial of Service", "start": T0 + 15, "end": T0 + 19}
+    truth = GroundTruth.model_validate({**doc, "attacks": [*doc["attacks"], flood]})
+    flows = _flows([(12.0, "172.20.1.9", "10.50.0.10", 2222, "tcp"),    # hydra, before the flood: a1
+                    (16.0, "172.20.1.9", "10.50.0.10", 2222, "tcp"),    # during both: the flood
+                    (19.8, "172.20.1.9", "10.50.0.10", 2222, "tcp")])   # in the flood's slack: still the flood
+    assert list(match_attacks(flows, truth)) == ["a1", "a9", "a9"]
+    assert list(label_flows(flows, truth)["attack_type"]) == ["brute-force", "syn-flood", "syn-flood"]
+
+
+def test_an_icmp_flow_opened_by_an_earlier_ping_belongs_to_the_flood_it_carries() -> None:
+    doc = _truth()
+    sweep = {**doc["attacks"][2], "id": "s1", "kind": "host-sweep", "protos": ["icmp", "tcp"],
+             "targets": ["10.50.0.0/24"], "technique_id": "T1018", "start": T0 + 5, "end": T0 + 6}
+    flood = {**doc["attacks"][2], "id": "f1", "kind": "icmp-flood", "protos": ["icmp"], "technique_id": "T1498",
+             "start": T0 + 50, "end": T0 + 53}
+    truth = GroundTruth.model_validate({**doc, "attacks": [sweep, flood]})
+    flows = _flows([(5.5, "172.20.1.9", "10.50.0.10", 0, "icmp"), (5.5, "172.20.1.9", "10.50.0.20", 0, "icmp")])
+    flows["duration"] = [47.0, 0.0]  # the first one carried the flood's echo requests too
+    assert list(match_attacks(flows, truth)) == ["f1", "s1"]

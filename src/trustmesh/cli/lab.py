@@ -120,3 +120,34 @@ def run_cmd(scenario: str = typer.Argument(..., help="Shipped scenario name or Y
     console.print(f"wrote {result.out}/capture.pcap, truth.json, flows.parquet, labels.csv: {s['flows']} flows "
                   f"({s['attack_flows']} attack, {s['benign_flows']} benign) in {result.wall_s:.0f} s",
                   highlight=False)
+
+
+@lab_app.command("label")
+@guarded
+def label_cmd(source: Path = typer.Argument(..., help="Flows of a lab run: its capture (pcap), a Zeek conn.log, "
+                                                      "Suricata EVE or a canonical flow table."),
+              truth_path: Path = typer.Option(..., "--truth", help="The run's truth.json (or its folder)."),
+              out: Path = typer.Option(..., "--out", help="Labelled flows: .parquet or .csv."),
+              as_json: bool = _JSON) -> None:
+    """Label any flow source of a lab run from its truth (label, attack_type, technique_id, attack_id)."""
+    from trustmesh.errors import InputError
+    from trustmesh.flows import read_flows
+    from trustmesh.lab import label_flows, load_truth, match_attacks
+
+    if out.suffix not in (".parquet", ".csv"):
+        raise InputError(f"{out}: --out must end in .parquet or .csv")
+    truth = load_truth(truth_path)
+    flows = read_flows(source)
+    labelled = label_flows(flows, truth)
+    labelled["attack_id"] = match_attacks(flows, truth).to_numpy()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    if out.suffix == ".parquet":
+        labelled.to_parquet(out, index=False)
+    else:
+        labelled.to_csv(out, index=False)
+    counts = {str(k): int(v) for k, v in labelled["attack_type"].value_counts().items()}
+    if as_json:
+        print_json({"out": str(out), "flows": len(labelled), "by_type": counts})
+        return
+    console.print(f"wrote {out}: {len(labelled)} flows, " + ", ".join(f"{k} {v}" for k, v in sorted(counts.items())),
+                  highlight=False)

@@ -187,6 +187,7 @@ class _Planner:
         self.rng = random.Random(f"trustmesh-lab/{scenario.name}/{seed}")
         self.hosts: list[PlannedHost] = []
         self.groups: dict[str, list[PlannedHost]] = {}
+        self._turns: dict[str, int] = {}
 
     def network(self) -> None:
         rng = self.rng
@@ -277,7 +278,11 @@ class _Planner:
     def _attack(self, spec: AttackSpec, aid: str) -> PlannedAttack:
         rng = self.rng
         variant = rng.choice(spec.variants)
-        attacker = rng.choice(self.groups[spec.from_])
+        # spread a group's attacks over its members (so one address rarely runs two tools at once)
+        members = self.groups[spec.from_]
+        turn = self._turns.setdefault(spec.from_, rng.randrange(len(members)))
+        self._turns[spec.from_] = turn + 1
+        attacker = members[turn % len(members)]
         if spec.to == "lan":
             victim = None
         else:

@@ -3,8 +3,9 @@
 A flow is an attack flow when it belongs to an attack's conversation: the attacker and one of the
 attack's ``targets`` are its two ends, its protocol is one the attack's tool sends (or the ICMP errors
 it provokes), its destination port is one the attack aims at (when the attack names ports) and it
-starts while the attack's process ran (``start - slack`` .. ``end + slack``). Everything else is
-benign. The rule uses addresses, ports and times only, so flows metered by any tool (nfstream, Zeek)
+starts while the attack's process ran (``start - slack`` .. ``end + slack``); among several matching
+attacks the most recently started one wins. ICMP flows (no ports: a meter folds an echo flood into
+the flow an earlier ping opened) match when their span overlaps the attack. Everything else is benign. The rule uses addresses, ports and times only, so flows metered by any tool (nfstream, Zeek)
 from the same capture get the same labels.
 """
 
@@ -161,7 +162,12 @@ def _in_nets(ips: pd.Series, nets: list[ipaddress.IPv4Network | ipaddress.IPv6Ne
 
 
 def match_attacks(flows: pd.DataFrame, truth: GroundTruth, *, slack: float = SLACK_S) -> pd.Series:
-    """Return, per flow, the id of the first attack (by start) whose conversation it belongs to, or ""."""
+    """Return, per flow, the id of the attack whose conversation it belongs to, or "".
+
+    When several attacks match (one attacker running two tools at one victim at once), the one that started
+    most recently before the flow wins: a flood or scan started during a slow brute force owns the flows
+    that follow it.
+    """
     need = ("ts", "src_ip", "dst_ip", "dst_port", "proto")
     missing = [c for c in need if c not in flows.columns]
     if missing:
@@ -174,16 +180,22 @@ def match_attacks(flows: pd.DataFrame, truth: GroundTruth, *, slack: float = SLA
     dst = flows["dst_ip"].astype(str)
     proto = flows["proto"].astype(str).str.lower().to_numpy()
     dport = flows["dst_port"].to_numpy()
+    dur = (flows["duration"].astype(float).fillna(0.0).to_numpy() if "duration" in flows.columns
+           else np.zeros(len(flows)))
+    icmp = proto == "icmp"
     for a in sorted(truth.attacks, key=lambda a: (a.start, a.id)):
         nets = [ipaddress.ip_network(t, strict=False) for t in a.targets]
         in_time = (ts >= a.start - slack) & (ts <= a.end + slack)
+        # ICMP has no ports, so a meter folds an echo flood into the flow an earlier ping to the same host
+        # opened: for ICMP the flow's span overlapping the attack counts too
+        in_time |= icmp & (ts <= a.end + slack) & (ts + dur >= a.start - slack)
         protos = np.isin(proto, a.protos)
         outbound = (src == a.attacker).to_numpy() & _in_nets(dst, nets)
         if a.ports is not None:
             outbound &= np.isin(dport, a.ports) | (proto == "icmp")
         # flows a target opens towards the attacker during the attack: ICMP errors the probes provoke
         inbound = (dst == a.attacker).to_numpy() & _in_nets(src, nets) & (proto == "icmp")
-        hit = in_time & protos & (outbound | inbound) & (out == "")
+        hit = in_time & protos & (outbound | inbound) & ((out == "") | (ts >= a.start - slack) | icmp)
         out[hit] = a.id
     return pd.Series(out, index=flows.index, dtype="str")
 
