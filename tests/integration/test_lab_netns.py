@@ -39,6 +39,11 @@ attacks:
 """
 
 
+def _etc_netns() -> set[str]:
+    root = Path("/etc/netns")
+    return {p.name for p in root.glob("tml*")} if root.exists() else set()
+
+
 def _lab_namespaces() -> list[str]:
     out = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True, check=False).stdout
     return [line.split()[0] for line in out.splitlines() if line.startswith("tml")]
@@ -51,7 +56,7 @@ def test_lab_run_captures_and_labels_real_attacks_and_benign_traffic(tmp_path: P
     reason = lab_unavailable(plan)
     if reason is not None:
         pytest.skip(reason)
-    before = set(_lab_namespaces())
+    before, before_etc = set(_lab_namespaces()), _etc_netns()
     out = tmp_path / "run"
     exe = str(Path(sys.executable).with_name("trustmesh"))
     done = subprocess.run([exe, "lab", "run", str(scen), "--seed", "7", "--out", str(out), "--json"],
@@ -95,8 +100,8 @@ def test_lab_run_captures_and_labels_real_attacks_and_benign_traffic(tmp_path: P
     assert len(truth.flows) == len(flows) == len(pd.read_csv(out / "labels.csv"))
     assert truth.summary["attack_flows"] == len(attack)
 
-    assert set(_lab_namespaces()) == before  # nothing left behind
-    assert not any(Path("/etc/netns").glob("tml*")) if Path("/etc/netns").exists() else True
+    assert set(_lab_namespaces()) <= before  # nothing left behind
+    assert _etc_netns() <= before_etc
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
     assert str(out / "capture.pcap") not in procs  # tcpdump is gone
 
@@ -113,3 +118,36 @@ def test_lab_run_refuses_to_overwrite_and_rejects_bad_scenarios(tmp_path: Path) 
                           text=True, timeout=60, check=False)
     assert done.returncode == 2 and "bad.yaml:3: hosts[0].services" in done.stderr
     assert "Traceback" not in done.stderr and not (tmp_path / "o").exists()
+
+
+def test_interrupted_run_leaves_nothing_behind(tmp_path: Path) -> None:
+    import signal
+    import time
+
+    scen = tmp_path / "itest.yaml"
+    scen.write_text(SCENARIO.replace("duration: 24", "duration: 60"))
+    reason = lab_unavailable(plan_scenario(load_scenario(scen), 8))
+    if reason is not None:
+        pytest.skip(reason)
+    before, before_etc = set(_lab_namespaces()), _etc_netns()
+    exe = str(Path(sys.executable).with_name("trustmesh"))
+    out = tmp_path / "run"
+    proc = subprocess.Popen([exe, "lab", "run", str(scen), "--seed", "8", "--out", str(out), "--quiet"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 60
+        while not (out / "capture.pcap").exists() and time.monotonic() < deadline:  # mid-run: tcpdump writing
+            time.sleep(0.2)
+        assert (out / "capture.pcap").exists()
+        time.sleep(2)
+        proc.send_signal(signal.SIGINT)
+        _, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
+    assert set(_lab_namespaces()) <= before
+    assert not (out / "capture.pcap").exists() and not (out / "truth.json").exists()
+    assert _etc_netns() <= before_etc
+    procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
+    assert str(tmp_path) not in procs  # no service, generator or tcpdump of this run survives
