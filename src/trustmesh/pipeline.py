@@ -23,7 +23,6 @@ import os
 import signal
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -43,6 +42,7 @@ from trustmesh.detect import (
     default_pcap_model,
     load_model,
 )
+from trustmesh.config import check_field_types, load_toml
 from trustmesh.errors import ConfigError, InputError, TrustmeshError
 from trustmesh.flows import FlowSource, detect_kind, empty_canonical, fuse_signature, iter_eve_alerts, open_source
 from trustmesh.ledger import Checkpoint, Entry, Ledger
@@ -152,12 +152,7 @@ class PipelineConfig:
         Relative paths are taken relative to the file's folder. Unknown keys are refused by name.
         """
         path = Path(path)
-        try:
-            doc = tomllib.loads(path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"{path}: configuration file not found") from None
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{path}: not valid TOML ({exc})") from None
+        doc = load_toml(path, "configuration file")  # one ConfigError naming the file for every failure
         base = path.parent
         sink_tables = doc.pop("sinks", [])  # [[sinks]]: alert and incident outputs (docs/soc.md)
         if not isinstance(sink_tables, list):
@@ -222,6 +217,7 @@ class PipelineConfig:
         values.setdefault("ledger_dir", base / "trustmesh-ledger")
         values.setdefault("state_dir", base / "trustmesh-state")
         try:
+            check_field_types(cls, values, str(path))  # a wrong-typed key is named, not a traceback
             return cls(**values)
         except TypeError as exc:
             raise ConfigError(f"{path}: {exc}") from None
@@ -783,6 +779,23 @@ class Pipeline:
         self.summary.errors.append(message)
         self._append("pipeline.error", {"message": message, "time": self.clock()}, refs)
 
+    def _record_bad_records(self, source: FlowSource) -> None:
+        """Append one ``pipeline.error`` per record the source skipped (FILE:LINE, field, problem)."""
+        from trustmesh.flows import BadRecordLog
+
+        bad_log = getattr(source, "bad_records", None)
+        if not isinstance(bad_log, BadRecordLog):
+            return
+        bad = bad_log.drain()
+        if not bad:
+            return
+        now = self.clock()
+        room = max(0, 100 - len(self.summary.errors))  # the summary shows the first ones; the ledger has all kept
+        self.summary.errors.extend(f"source {source.name}: skipped bad record {b}" for b in bad[:room])
+        self._append_many([("pipeline.error", {"message": f"source {source.name}: skipped bad record {b}",
+                                               "file": b.source, "line": b.line, "field": b.field, "time": now}, ())
+                           for b in bad])
+
     def run(self, sources: Iterable[FlowSource], *, stop: threading.Event | None = None,
             on_batch: Callable[[str, BatchOutcome], None] | None = None) -> RunSummary:
         """Stream every source through :meth:`process`; stop cleanly when ``stop`` is set.
@@ -798,6 +811,7 @@ class Pipeline:
                     break
                 try:
                     for batch in self._paced(source.iter_batches(self.config.batch_size), stop):
+                        self._record_bad_records(source)
                         outcome = self.process(batch, source.name)
                         if on_batch is not None:
                             on_batch(source.name, outcome)
@@ -808,6 +822,7 @@ class Pipeline:
                     self._record_error(f"source {source.name}: {exc}")
                 except OSError as exc:
                     self._record_error(f"source {source.name}: {exc.strerror or exc}")
+                self._record_bad_records(source)
                 if self._since_checkpoint:
                     self.checkpoint()
         self.summary.interrupted = stop.is_set()
@@ -1017,7 +1032,10 @@ class _LazySource:
     """Open a source only when the run reaches it, so a bad file is recorded and the run goes on."""
 
     def __init__(self, spec: str, idle_timeout: int = 1, active_timeout: int = 30) -> None:
+        from trustmesh.flows import BadRecordLog
+
         self.spec, self.idle_timeout, self.active_timeout = spec, idle_timeout, active_timeout
+        self.bad_records = BadRecordLog()  # records the source skipped; Pipeline.run drains them
 
     @property
     def name(self) -> str:
@@ -1032,11 +1050,11 @@ class _LazySource:
         elif self.spec.startswith("follow:"):
             from trustmesh.flows import follow_source
 
-            source = follow_source(self.spec[len("follow:"):])
+            source = follow_source(self.spec[len("follow:"):], on_bad_record=self.bad_records)
         else:
             if not Path(self.spec).exists():
                 raise InputError(f"{self.spec}: source not found")
-            source = open_source(self.spec)
+            source = open_source(self.spec, on_bad_record=self.bad_records)
         batches = source.iter_batches(batch_size)
         if self.spec.startswith(("iface:", "follow:")):
             batches = _adaptive(batches, batch_size)

@@ -24,6 +24,7 @@ from trustmesh.flows._datasets import (
 )
 from trustmesh.flows._features import FeatureEncoder
 from trustmesh.flows._pcap import check_capture, iter_interface, iter_pcap, nfstream_to_canonical, read_pcap
+from trustmesh.flows._records import BadRecord, BadRecordHandler, BadRecordLog
 from trustmesh.flows._schema import (
     CANONICAL_COLUMNS,
     CANONICAL_DTYPES,
@@ -60,6 +61,9 @@ from trustmesh.flows._ton import ton_iot_to_canonical
 from trustmesh.flows._zeek import follow_zeek_conn, iter_zeek_conn, read_zeek_conn
 
 __all__ = [
+    "BadRecord",
+    "BadRecordHandler",
+    "BadRecordLog",
     "CANONICAL_COLUMNS",
     "CANONICAL_DTYPES",
     "CANONICAL_FEATURES",

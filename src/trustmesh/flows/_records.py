@@ -93,7 +93,7 @@ class BadRecordLog:
             if kept:
                 self.examples.append(bad)
                 self._pending.append(bad)
-        if self.count <= 10:
+        if self.count <= 10 and not isinstance(self.on_record, BadRecordLog):  # the outer log reports it
             log.warning("skipped bad record: %s", bad)
         if self.on_record is not None:
             self.on_record(bad)
