@@ -16,9 +16,12 @@ Rules (documented for users in docs/datasets.md):
   (CIC-IDS files concatenated with their headers) are removed, ``-``/``(empty)``/empty cells become NaN,
   text columns whose every value is numeric become numbers, and ±inf becomes NaN (tree models treat NaN
   as "missing"; ±inf would distort scalers).
-* **Identifiers.** IP addresses, MACs, flow ids/uids, timestamps/dates, row ids (``id``, ``Unnamed: 0``)
-  and source ports identify a capture rather than a behaviour and let models learn the label from the
-  address plan; they are dropped by default and listed in ``dropped_columns``. ``dst_port`` is kept (it
+* **Encoding.** UTF-8 first; a file that is not UTF-8 is read as Windows-1252 with a warning
+  (CIC-IDS2017's web-attack labels contain a cp1252 en dash).
+* **Identifiers.** IP addresses, MACs, flow ids/uids, timestamps/dates, row ids (``id``, ``Unnamed: 0``),
+  source ports and near-unique text columns (a distinct value in over half of >= 1,000 rows) identify a
+  capture rather than a behaviour and let models learn the label from the address plan; they are
+  dropped by default and listed in ``dropped_columns``. ``dst_port`` is kept (it
   names the service). ``keep_columns`` overrides the drop for named columns.
 """
 
@@ -207,26 +210,35 @@ def read_frame(path: Path | str, *, header: bool = True, names: Sequence[str] | 
             raise InputError(f"{p}: binary data inside gzip, not a CSV table")
     sep = "\t" if p.name.endswith((".tsv", ".tsv.gz")) else ","
     try:
-        return pd.read_csv(
-            p,
-            sep=sep,
-            header=0 if header and names is None else None,
-            names=list(names) if names is not None else None,
-            encoding="utf-8-sig",
-            na_values=_NA_VALUES,
-            keep_default_na=False,
-            low_memory=False,
-            skipinitialspace=True,
-            compression="gzip" if kind == "gzip" else None,
-        )
+        try:
+            return _read_csv(p, sep, header, names, kind, "utf-8-sig")
+        except UnicodeDecodeError as exc:
+            # CIC-IDS2017's web-attack CSVs carry a Windows-1252 en dash in their labels ("Web Attack \x96 ...").
+            log.warning("%s: not UTF-8 (%s at byte %d); reading it as Windows-1252", p, exc.reason, exc.start)
+            return _read_csv(p, sep, header, names, kind, "cp1252")
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"{p}: file is empty (no header row)") from exc
     except pd.errors.ParserError as exc:
         raise InputError(f"{p}: not a well-formed CSV table ({exc})") from exc
     except UnicodeDecodeError as exc:
-        raise InputError(f"{p}: not UTF-8 text ({exc.reason} at byte {exc.start})") from exc
+        raise InputError(f"{p}: neither UTF-8 nor Windows-1252 text ({exc.reason} at byte {exc.start})") from exc
     except (OSError, EOFError) as exc:
         raise InputError(f"{p}: cannot read ({exc})") from exc
+
+
+def _read_csv(p: Path, sep: str, header: bool, names: Sequence[str] | None, kind: str, encoding: str) -> pd.DataFrame:
+    return pd.read_csv(
+        p,
+        sep=sep,
+        header=0 if header and names is None else None,
+        names=list(names) if names is not None else None,
+        encoding=encoding,
+        na_values=_NA_VALUES,
+        keep_default_na=False,
+        low_memory=False,
+        skipinitialspace=True,
+        compression="gzip" if kind == "gzip" else None,
+    )
 
 
 def _expand(path_or_glob: Path | str) -> list[Path]:
@@ -398,7 +410,12 @@ def make_labels(
 
 
 def identifier_columns(df: pd.DataFrame) -> list[str]:
-    """Return the columns that identify hosts, flows or time rather than behaviour."""
+    """Return the columns that identify hosts, flows or time rather than behaviour.
+
+    Besides the names and IP-address values above, a text column with a distinct value in more than
+    half of at least 1,000 rows (flow ids, URLs with session tokens, free text) is treated as an
+    identifier: a model can only memorise it.
+    """
     out = []
     for c in df.columns:
         n = _norm(c)
@@ -409,6 +426,8 @@ def identifier_columns(df: pd.DataFrame) -> list[str]:
         if pd.api.types.is_string_dtype(s) or s.dtype == object:
             sample = s.dropna().head(200).astype(str)
             if len(sample) and bool(sample.str.match(_IP_RE).all()):
+                out.append(c)
+            elif len(s) >= 1000 and s.nunique(dropna=True) > 0.5 * len(s):
                 out.append(c)
     return out
 
