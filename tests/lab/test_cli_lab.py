@@ -58,7 +58,7 @@ def test_lab_unavailable_names_root_and_missing_tools(monkeypatch: pytest.Monkey
     monkeypatch.setattr("shutil.which", lambda tool: None if tool == "hydra" else f"/usr/bin/{tool}")
     assert "'hydra' not found" in str(lab_unavailable(plan))
     res = runner.invoke(app, ["lab", "run", "brute-force", "--seed", "7", "--out", "/nonexistent/never-made"])
-    assert res.exit_code == 2 and "'hydra' not found" in res.stderr
+    assert res.exit_code == 3 and "'hydra' not found" in res.stderr
     assert not Path("/nonexistent/never-made").exists()
 
 

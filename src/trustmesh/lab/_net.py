@@ -24,7 +24,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from trustmesh._procs import stop_group
-from trustmesh.errors import TrustmeshError
+from trustmesh.errors import EnvironmentProblem
 from trustmesh.lab._plan import LabPlan
 
 __all__ = ["LabNetwork"]
@@ -51,10 +51,13 @@ class LabNetwork:
     # -- plumbing ----------------------------------------------------------------------------
     @staticmethod
     def sh(*argv: str, timeout: float = 30) -> str:
-        """Run a command on the host side (``ip -n ...``); raise ``TrustmeshError`` when it fails."""
-        done = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=timeout)
+        """Run a command on the host side (``ip -n ...``); raise ``EnvironmentProblem`` when it fails."""
+        try:
+            done = subprocess.run(list(argv), capture_output=True, text=True, check=False, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise EnvironmentProblem(f"lab: {' '.join(argv)} did not finish within {timeout:g} s") from None
         if done.returncode != 0:
-            raise TrustmeshError(f"lab: {' '.join(argv)} failed: {done.stderr.strip()}")
+            raise EnvironmentProblem(f"lab: {' '.join(argv)} failed: {done.stderr.strip()}")
         return done.stdout
 
     def exec(self, ns: str, *argv: str, timeout: float = 30) -> str:

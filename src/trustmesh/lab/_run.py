@@ -26,7 +26,7 @@ from typing import Any
 import pandas as pd
 
 from trustmesh._procs import stop_group
-from trustmesh.errors import InputError, TrustmeshError
+from trustmesh.errors import EnvironmentProblem, InputError
 from trustmesh.lab._net import LabNetwork
 from trustmesh.lab._plan import LabPlan, PlannedAttack, PlannedBenign
 from trustmesh.lab._services import start_services, wait_ready
@@ -131,7 +131,7 @@ def run_plan(plan: LabPlan, out: Path, *, force: bool = False, progress: Any = N
         raise InputError(f"{out}: already holds a lab run (capture.pcap/truth.json); use --force to replace it")
     reason = lab_unavailable(plan)
     if reason is not None:
-        raise TrustmeshError(f"lab: {reason}")
+        raise EnvironmentProblem(f"lab: {reason}")
     out.mkdir(parents=True, exist_ok=True)
     for n in ("capture.pcap", "truth.json", "flows.parquet", "labels.csv"):
         (out / n).unlink(missing_ok=True)
@@ -154,7 +154,7 @@ def run_plan(plan: LabPlan, out: Path, *, force: bool = False, progress: Any = N
         deadline = time.monotonic() + 10
         while b"listening on" not in (work / "tcpdump.err").read_bytes():
             if tcpdump.poll() is not None or time.monotonic() > deadline:
-                raise TrustmeshError(f"lab: tcpdump did not start: {(work / 'tcpdump.err').read_text().strip()}")
+                raise EnvironmentProblem(f"lab: tcpdump did not start: {(work / 'tcpdump.err').read_text().strip()}")
             time.sleep(0.05)
         time.sleep(0.3)
         t0 = time.time()

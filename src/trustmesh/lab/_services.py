@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from trustmesh.errors import TrustmeshError
+from trustmesh.errors import EnvironmentProblem
 from trustmesh.lab._net import LabNetwork
 from trustmesh.lab._plan import LabPlan, PlannedHost
 
@@ -26,7 +26,7 @@ def _hash_password(password: str, salt: str) -> str:
     done = subprocess.run(["openssl", "passwd", "-6", "-salt", salt, "-stdin"], input=password, capture_output=True,
                           text=True, check=False, timeout=10)
     if done.returncode != 0:
-        raise TrustmeshError(f"lab: openssl passwd failed: {done.stderr.strip()}")
+        raise EnvironmentProblem(f"lab: openssl passwd failed: {done.stderr.strip()}")
     return done.stdout.strip()
 
 
@@ -147,4 +147,4 @@ def wait_ready(net: LabNetwork, pairs: list[tuple[str, int]], timeout: float = 2
     left = net.exec(net.gw, sys.executable, "-c", _PROBE, str(timeout), *(f"{a}:{p}" for a, p in pairs),
                     timeout=timeout + 15).strip()
     if left:
-        raise TrustmeshError(f"lab: services did not start within {timeout:g} s: {left}")
+        raise EnvironmentProblem(f"lab: services did not start within {timeout:g} s: {left}")
