@@ -10,7 +10,7 @@ from typing import Any
 import typer
 
 from trustmesh.cli._common import console, err_console, guarded, print_json
-from trustmesh.cli._root import app
+from trustmesh.cli._root import app, bench_app
 from trustmesh.errors import InputError
 
 __all__ = ["baseline"]
@@ -154,3 +154,107 @@ def baseline(
                   + ("" if index is None else f"; ledger entry {index}"), highlight=False)  # fmt: skip
     if not report.behaviour_checked:
         print("note: behaviour detectors unavailable; the window was not checked for attacks", file=sys.stderr)
+
+
+# ----------------------------------------------------------------------------------------------- bench
+
+
+def _bench_one(run: Path, duration: float, target_fpr: float, base: Any, base_manifest: Any, tmp: Path,
+               compare: Any) -> dict[str, Any]:
+    """Baseline on the first ``duration`` s of one lab run, detect on the rest, score against the truth."""
+    import numpy as np
+
+    from trustmesh.detect import load_model, save_model
+    from trustmesh.detect._baseline import fit_site_baseline
+    from trustmesh.flows import read_flows
+    from trustmesh.lab import label_flows, load_truth
+    from trustmesh.pipeline import detect_flows
+
+    truth = load_truth(run / "truth.json")
+    flows = label_flows(read_flows(run / "capture.pcap"), truth)
+    cut = truth.start + duration
+    window, test = flows[flows["ts"] < cut], flows[flows["ts"] >= cut].reset_index(drop=True)
+    det, report = fit_site_baseline(window.drop(columns=["label", "attack_type", "technique_id", "attack_id"],
+                                                errors="ignore"), base=base, duration_s=duration,
+                                    base_model_id=None if base_manifest is None else base_manifest.model_id,
+                                    target_fpr=target_fpr)  # fmt: skip
+    path = tmp / f"{run.name}.tm"
+    save_model(det, path, data_digest=report.data_digest, training={"recipe": "site-baseline/1"})
+    loaded, manifest = load_model(path)
+
+    def score(found: Any) -> dict[str, Any]:
+        benign = (test["label"] == "benign").to_numpy()
+        uids = test["uid"].astype(str).to_numpy()
+        ml = {str(a.flow_id) for a in found.ml_alerts}
+        beh = {str(a.flow_id) for a in found.behaviour_alerts}
+        hit_ml, hit_beh = np.isin(uids, list(ml)), np.isin(uids, list(beh))
+        n_b = int(benign.sum())
+        attacks = []
+        for a in truth.attacks:
+            if a.end < cut:
+                continue
+            alerted = any(x.source_ip == a.attacker for x in found.alerts)
+            techniques = sorted({v.technique_id for v in found.verdicts if v.host == a.attacker})
+            attacks.append({"id": a.id, "kind": a.kind, "attacker": a.attacker, "technique_id": a.technique_id,
+                            "flows": int((test["attack_id"] == a.id).sum()), "flagged": alerted,
+                            "verdict_techniques": techniques,
+                            "technique_right": any(t.split(".")[0] == a.technique_id.split(".")[0]
+                                                   for t in techniques)})  # fmt: skip
+        return {
+            "benign_flows": n_b,
+            "benign_fpr": float((hit_ml | hit_beh)[benign].mean()) if n_b else None,
+            "benign_fpr_model": float(hit_ml[benign].mean()) if n_b else None,
+            "benign_fpr_behaviour": float(hit_beh[benign].mean()) if n_b else None,
+            "benign_alerted": int((hit_ml | hit_beh)[benign].sum()),
+            "attacks": attacks,
+            "attackers_flagged": sum(x["flagged"] for x in attacks),
+            "attacks_technique_right": sum(x["technique_right"] for x in attacks),
+        }
+
+    doc: dict[str, Any] = {
+        "run": str(run), "scenario": truth.scenario, "seed": truth.seed, "duration_s": duration,
+        "baseline": {"flows": report.n_used, "excluded": report.n_excluded, "holdout_fpr": report.holdout_fpr,
+                     "threshold": loaded.threshold, "attacks_in_window": list(report.attacks)},
+        "test_flows": int(len(test)),
+        "site_baseline": score(detect_flows(test, loaded, manifest, source_name=run.name)),
+    }  # fmt: skip
+    if compare is not None:
+        doc["base_model_alone"] = score(detect_flows(test, compare[0], compare[1], source_name=run.name))
+    return doc
+
+
+@bench_app.command("baseline")
+@guarded
+def bench_baseline(
+    runs: list[Path] = typer.Argument(..., help="Lab run folders (capture.pcap + truth.json) with a benign warm-up."),
+    duration: float = typer.Option(75.0, "--duration", help="Seconds from the run's start the baseline learns from."),
+    target_fpr: float = typer.Option(0.01, "--target-fpr", help="False-positive rate to hold on the site."),
+    base_model: str = typer.Option("default", "--base-model", help="default, none, or a model file."),
+    compare: bool = typer.Option(True, "--compare/--no-compare", help="Also score the base model alone."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder for the default model."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Site baseline on each lab run's warm-up, then benign FPR and attackers found on the rest (docs/baseline.md)."""
+    import os
+    import tempfile
+
+    if not duration > 0:
+        raise InputError(f"--duration must be > 0 seconds, got {duration}")
+    base, base_manifest = _base_model(base_model, data_dir)
+    results = []
+    with tempfile.TemporaryDirectory() as tmp:
+        for run in runs:
+            if not (run / "truth.json").is_file() or not (run / "capture.pcap").is_file():
+                raise InputError(f"{run}: not a lab run folder (needs capture.pcap and truth.json)")
+            pair = (base, base_manifest) if compare and base is not None else None
+            results.append(_bench_one(run, duration, target_fpr, base, base_manifest, Path(tmp), pair))
+    doc = {"runs": results, "target_fpr": target_fpr, "base_model": base_model, "load": os.getloadavg()}
+    if json_out:
+        print_json(doc)
+        return
+    for r in results:
+        s = r["site_baseline"]
+        console.print(f"{r['scenario']} seed {r['seed']}: benign FPR {s['benign_fpr']:.4f} "
+                      f"(model {s['benign_fpr_model']:.4f}, behaviour {s['benign_fpr_behaviour']:.4f}) on "
+                      f"{s['benign_flows']} flows; attackers flagged {s['attackers_flagged']}/{len(s['attacks'])}, "
+                      f"technique right {s['attacks_technique_right']}/{len(s['attacks'])}", highlight=False)
