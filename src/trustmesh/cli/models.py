@@ -531,14 +531,26 @@ def bench_detect(
     benign_label: list[str] = typer.Option([], "--benign-label", help="Benign value of each --input, in order."),
     max_train_rows: int | None = typer.Option(None, "--max-train-rows", help="With --tables: subsample "
                                               "each training split (seeded) to at most N rows."),
+    only_inputs: bool = typer.Option(False, "--only-inputs", help="With --tables: skip the built-in tables."),
     seed: int = typer.Option(0, "--seed", help="With --tables: seed for splits and both models."),
+    lab: list[Path] = typer.Option([], "--lab", help="Instead of speed: detection on a `trustmesh lab run` folder "
+                                   "or a folder of them (repeatable): "
+                                   "(benign FPR, attackers flagged, techniques, incidents, proposed blocks)."),
+    model: Path | None = typer.Option(None, "--model", help="With --lab: model file (default: the pcap model)."),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (default: auto)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Batch flows/s and per-flow latency of every detector vs. RandomForest; pcap->flow packets/s.
 
+    With --lab DIR...: detection quality on labelled lab captures (docs/detectors.md).
+
     With --tables: trustmesh's `train` path (GBDT) against RandomForest on labelled tables instead.
     """
+    if lab:
+        from trustmesh.cli._detect import run_lab_bench
+
+        run_lab_bench(lab, model, data_dir, json_out)
+        return
     import os
 
     import numpy as np
@@ -547,10 +559,11 @@ def bench_detect(
     from trustmesh.flows import DATASETS, dataset_path, load_dataset, read_flows
 
     if tables:
-        _bench_detect_tables(only, input_path, label_column, benign_label, max_train_rows, seed, data_dir, json_out)
+        _bench_detect_tables(only, input_path, label_column, benign_label, max_train_rows, seed, data_dir, json_out,
+                             only_inputs)
         return
-    if input_path or only:
-        raise InputError("--input and --table need --tables")
+    if input_path or only or only_inputs:
+        raise InputError("--input, --table and --only-inputs need --tables")
     if rows < 1000 or train_rows < 1000:
         raise InputError("--rows and --train-rows must be >= 1000")
     table = load_dataset("ton-iot-network", data_dir=data_dir)
@@ -637,7 +650,8 @@ def bench_detect(
 
 
 def _bench_detect_tables(table: list[str], input_path: list[Path], label_column: list[str], benign_label: list[str],
-                         max_train_rows: int | None, seed: int, data_dir: Path | None, json_out: bool) -> None:
+                         max_train_rows: int | None, seed: int, data_dir: Path | None, json_out: bool,
+                         only_inputs: bool = False) -> None:
     unknown = sorted(set(table) - set(_BENCH_TABLES))
     if unknown:
         raise InputError(f"--table: unknown table(s) {', '.join(unknown)}; known: {', '.join(_BENCH_TABLES)}")
@@ -650,7 +664,9 @@ def _bench_detect_tables(table: list[str], input_path: list[Path], label_column:
         raise InputError(f"--seed must be >= 0, got {seed}")
     extra = [(p, label_column[i] if label_column else None, benign_label[i] if benign_label else None)
              for i, p in enumerate(input_path)]  # fmt: skip
-    names = list(table) if table else ([] if input_path else list(_BENCH_TABLES))
+    if only_inputs and not input_path:
+        raise InputError("--only-inputs needs at least one --input")
+    names = list(table) if table else ([] if only_inputs else list(_BENCH_TABLES))
     doc = _bench_tables(names, extra, data_dir, seed, 0.01, 0.3, max_train_rows, not json_out and sys.stderr.isatty())
     if json_out:
         print_json(doc)
