@@ -106,6 +106,8 @@ class PipelineConfig:
     replay_speed: float = 1.0
     batch_size: int = 1024
     checkpoint_every: int = 10_000  # entries; also at the end of each source and at shutdown
+    checkpoint_interval_s: float = 10.0  # s; a checkpoint is signed once this long passed with new entries
+    micro_batch_s: float = 0.03  # s; live/follow/stream flows are scored in batches cut by size or by this wait
     correlation_window_s: float = 300.0
     live_idle_timeout: int = 1  # s; live flows are emitted after this much silence (fast containment)
     live_active_timeout: int = 30  # s; long-lived live flows are emitted at least this often
@@ -136,6 +138,10 @@ class PipelineConfig:
             raise ConfigError(f"batch_size must be >= 1, got {self.batch_size}")
         if self.checkpoint_every < 1:
             raise ConfigError(f"checkpoint_every must be >= 1, got {self.checkpoint_every}")
+        if isinstance(self.checkpoint_interval_s, bool) or not 0 < self.checkpoint_interval_s <= 86_400:
+            raise ConfigError(f"checkpoint_interval_s must be in (0, 86400] seconds, got {self.checkpoint_interval_s!r}")
+        if isinstance(self.micro_batch_s, bool) or not 0 <= self.micro_batch_s <= 5:
+            raise ConfigError(f"micro_batch_s must be in [0, 5] seconds, got {self.micro_batch_s!r}")
         if (self.llm_url is None) != (self.llm_model is None):
             raise ConfigError("llm.url and llm.model must be given together")
         if self.baseline_s is not None and not self.baseline_s > 0:
@@ -172,7 +178,7 @@ class PipelineConfig:
             return q if q.is_absolute() else base / q
 
         simple = {"origin", "replay", "replay_speed", "batch_size", "checkpoint_every", "correlation_window_s",
-                  "live_idle_timeout", "live_active_timeout"}
+                  "live_idle_timeout", "live_active_timeout", "checkpoint_interval_s", "micro_batch_s"}
         for key, raw in pipe.items():
             if key in {"ledger_dir", "state_dir", "model", "data_dir"}:
                 values[key] = rel(str(raw))
@@ -547,6 +553,7 @@ class Pipeline:
         self._decision_index: dict[str, int] = {}
         self._outbox_seq = self._load_cursor()
         self._since_checkpoint = 0
+        self._checkpointed_at = time.monotonic()
         self.summary = RunSummary(first_index=ledger.size)
         self.model_index = self._append("model", self._model_payload())
         self.start_index = self._append("pipeline.start", {"config": config.summary(), "model_id": self.model_id},
@@ -616,7 +623,18 @@ class Pipeline:
         cp = self.ledger.checkpoint()
         self.summary.checkpoints.append(cp)
         self._since_checkpoint = 0
+        self._checkpointed_at = time.monotonic()
         return cp
+
+    def maybe_checkpoint(self) -> Checkpoint | None:
+        """Sign a checkpoint if entries were appended and ``checkpoint_every`` entries or
+        ``checkpoint_interval_s`` seconds have passed since the last one (bounds the unsigned tail)."""
+        if not self._since_checkpoint:
+            return None
+        if (self._since_checkpoint >= self.config.checkpoint_every
+                or time.monotonic() - self._checkpointed_at >= self.config.checkpoint_interval_s):
+            return self.checkpoint()
+        return None
 
     def _cursor_file(self) -> Path:
         digest = hashlib.sha256(self.ledger.origin.encode()).hexdigest()[:12]
@@ -702,8 +720,7 @@ class Pipeline:
         self.summary.flows += len(flows)
         self._correlate_and_respond(alerts, indices, outcome, created)
         self._site.after_batch(self, flows, scores)
-        if self._since_checkpoint >= self.config.checkpoint_every:
-            self.checkpoint()
+        self.maybe_checkpoint()
         return outcome
 
     def expire_actions(self) -> None:
@@ -802,6 +819,11 @@ class Pipeline:
 
         A source that fails (a truncated capture, a log that disappears) is recorded in the ledger as a
         ``pipeline.error`` and the run goes on with the next one; what was already scored stays.
+
+        Each source is read on its own thread (:class:`_Feeder`), so the run never blocks inside a
+        source: a quiet followed log, a dead meter or an empty stream cannot delay a stop (SIGINT/SIGTERM
+        or ``stop``) or the time-based checkpoint. Live, follow and stream sources are scored in
+        micro-batches cut by size (``batch_size``) or by time (``micro_batch_s``).
         """
         stop = stop or threading.Event()
         started = time.perf_counter()
@@ -809,10 +831,13 @@ class Pipeline:
             for source in sources:
                 if stop.is_set():
                     break
+                feeder = _Feeder(source, self.config.batch_size,
+                                 self.config.micro_batch_s if _is_streaming(source) else None)
                 try:
-                    for batch in self._paced(source.iter_batches(self.config.batch_size), stop):
+                    for batch in self._paced(feeder.batches(stop, on_idle=self.maybe_checkpoint), stop):
                         self._record_bad_records(source)
                         outcome = self.process(batch, source.name)
+                        feeder.acknowledge(batch)  # e.g. XACK stream records: their entries are on the ledger
                         if on_batch is not None:
                             on_batch(source.name, outcome)
                         self.expire_actions()
@@ -822,6 +847,8 @@ class Pipeline:
                     self._record_error(f"source {source.name}: {exc}")
                 except OSError as exc:
                     self._record_error(f"source {source.name}: {exc.strerror or exc}")
+                finally:
+                    feeder.close()
                 self._record_bad_records(source)
                 if self._since_checkpoint:
                     self.checkpoint()
@@ -1055,10 +1082,7 @@ class _LazySource:
             if not Path(self.spec).exists():
                 raise InputError(f"{self.spec}: source not found")
             source = open_source(self.spec, on_bad_record=self.bad_records)
-        batches = source.iter_batches(batch_size)
-        if self.spec.startswith(("iface:", "follow:")):
-            batches = _adaptive(batches, batch_size)
-        yield from batches
+        yield from source.iter_batches(batch_size)
         if not self.spec.startswith(("iface:", "follow:")) and detect_kind(self.spec) == "suricata":
             # the file's EVE alert events, after its flows: fusion then finds the model's verdict on each flow
             for signatures in iter_eve_alerts(self.spec, batch_size, source_name=self.spec):
@@ -1068,47 +1092,133 @@ class _LazySource:
 
 
 _DONE = object()
+_STREAMING_PREFIXES = ("iface:", "follow:", "redis:", "rediss:")
 
 
-def _adaptive(batches: Iterator[pd.DataFrame], max_rows: int) -> Iterator[pd.DataFrame]:
-    """Read a live source on a thread; hand over everything that queued up while the last batch ran.
+def _is_streaming(source: FlowSource) -> bool:
+    """Whether a source never ends on its own (live capture, followed log, stream): micro-batch it."""
+    return source.name.startswith(_STREAMING_PREFIXES) or bool(getattr(source, "streaming", False))
 
-    When scoring and recording keep up, each flow is handled the moment it arrives (lowest time to
-    contain); when they fall behind, batches grow so the per-batch costs (fsyncs) are shared. The
-    queue is bounded, so a reader that gets too far ahead waits: memory stays bounded.
+
+def _acks(frame: pd.DataFrame) -> list[Any]:
+    """Acknowledgement tokens a frame carries (plain data: pandas deep-copies ``attrs``)."""
+    many = frame.attrs.get("trustmesh_acks")
+    if many:
+        return list(many)
+    return [frame.attrs["trustmesh_ack"]] if "trustmesh_ack" in frame.attrs else []
+
+
+class _Feeder:
+    """Read one source on a thread; hand the runner micro-batches cut by size or by time.
+
+    The runner waits on a queue with a short timeout instead of inside the source, so a source that
+    blocks (a quiet log, a dead meter, an empty stream) never delays a stop or a time-based checkpoint.
+    With ``max_wait_s`` (streaming sources) frames that arrive within that long of the first one are
+    merged, up to ``max_rows``: a burst is scored in one batch, a lone flow waits at most ``max_wait_s``.
+    Without it, each frame is handed over as read (file sources already come in full batches). The
+    queue is bounded, so a reader that gets ahead waits: memory stays bounded and a slow scorer slows
+    the reader (back-pressure). Frames may carry ``attrs["trustmesh_ack"]``, a token the runner hands
+    back to the source's ``acknowledge(token)`` (:meth:`acknowledge`) once the frame's entries are on
+    the ledger (a stream source then XACKs the records).
     """
-    import queue
 
-    q: queue.Queue[object] = queue.Queue(maxsize=256)
+    _TICK_S = 0.1  # how often the runner wakes while a source is quiet
 
-    def reader() -> None:
+    def __init__(self, source: FlowSource, max_rows: int, max_wait_s: float | None) -> None:
+        import queue
+
+        self.source, self.max_rows, self.max_wait_s = source, max_rows, max_wait_s
+        self._q: queue.Queue[object] = queue.Queue(maxsize=64)
+        self._closed = threading.Event()
+        self._thread = threading.Thread(target=self._read, name=f"trustmesh-source-{source.name[:40]}", daemon=True)
+
+    def _put(self, item: object) -> bool:
+        import queue
+
+        while not self._closed.is_set():
+            try:
+                self._q.put(item, timeout=self._TICK_S)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _read(self) -> None:
+        batches = self.source.iter_batches(self.max_rows)
         try:
             for batch in batches:
-                q.put(batch)
-        except BaseException as exc:  # handed to the consumer, which raises it in the pipeline's thread
-            q.put(exc)
-        q.put(_DONE)
+                if not self._put(batch):
+                    break
+        except BaseException as exc:  # handed to the runner, which records it in the pipeline's thread
+            self._put(exc)
+        finally:
+            close = getattr(batches, "close", None)
+            if callable(close):
+                try:
+                    close()  # a generator's finally blocks stop meters and close files
+                except Exception:  # noqa: BLE001 - closing is best effort once the run is over
+                    log.debug("closing source %s failed", self.source.name, exc_info=True)
+        self._put(_DONE)
 
-    threading.Thread(target=reader, name="trustmesh-live-reader", daemon=True).start()
-    while True:
-        item = q.get()
-        if item is _DONE:
-            return
-        if isinstance(item, BaseException):
-            raise item
-        parts = [item]
-        rows = len(item)  # type: ignore[arg-type]
-        while rows < max_rows:
-            try:
-                more = q.get_nowait()
-            except queue.Empty:
-                break
-            if more is _DONE or isinstance(more, BaseException):
-                q.put(more)  # deliver after this batch
-                break
-            parts.append(more)
-            rows += len(more)  # type: ignore[arg-type]
-        yield parts[0] if len(parts) == 1 else pd.concat(parts, ignore_index=True)
+    def batches(self, stop: threading.Event, on_idle: Callable[[], object] | None = None) -> Iterator[pd.DataFrame]:
+        """Yield (merged) frames until the source ends or ``stop`` is set; call ``on_idle`` while waiting."""
+        import queue
+
+        if not self._thread.is_alive() and self._thread.ident is None:
+            self._thread.start()
+        held: object | None = None
+        while not stop.is_set():
+            if held is not None:
+                item, held = held, None
+            else:
+                try:
+                    item = self._q.get(timeout=self._TICK_S)
+                except queue.Empty:
+                    if on_idle is not None:
+                        on_idle()
+                    continue
+            if item is _DONE:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            if not isinstance(item, pd.DataFrame):
+                continue
+            parts = [item]
+            rows = len(item)
+            if self.max_wait_s is not None and not (item.empty and item.attrs):
+                deadline = time.monotonic() + self.max_wait_s
+                while rows < self.max_rows:
+                    wait = deadline - time.monotonic()
+                    try:
+                        more = self._q.get(timeout=wait) if wait > 0 else self._q.get_nowait()
+                    except queue.Empty:
+                        break
+                    if not isinstance(more, pd.DataFrame) or (more.empty and more.attrs):
+                        held = more  # the end, an error or a carrier frame (EVE alert events): after this batch
+                        break
+                    parts.append(more)
+                    rows += len(more)
+            yield parts[0] if len(parts) == 1 else _merge(parts)
+
+    def acknowledge(self, batch: pd.DataFrame) -> None:
+        """Hand every ack token the frame (or the frames merged into it) carries back to the source."""
+        tokens = _acks(batch)
+        ack = getattr(self.source, "acknowledge", None)
+        if tokens and callable(ack):
+            for token in tokens:
+                ack(token)
+
+    def close(self) -> None:
+        """Tell the reader thread to stop at its next step (a blocked source is left to its own timeouts)."""
+        self._closed.set()
+
+
+def _merge(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
+    """Concatenate frames, keeping every part's acknowledgement token."""
+    frame = pd.concat([p for p in parts if len(p.columns)], ignore_index=True)
+    acks = [a for p in parts for a in _acks(p)]
+    frame.attrs = {"trustmesh_acks": tuple(acks)} if acks else {}
+    return frame
 
 
 def open_sources(specs: Sequence[str], config: PipelineConfig | None = None) -> list[FlowSource]:

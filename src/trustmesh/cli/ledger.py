@@ -311,9 +311,16 @@ def verify_command(
     witness_key: list[str] = typer.Option([], "--witness-key", help="Witness verifier key (repeatable)."),
     quorum: int = typer.Option(0, "--quorum", help="Witness cosignatures each checkpoint needs."),
     chain: str | None = typer.Option(None, "--chain", help="Also check the chain anchor ('embedded' or a JSON-RPC URL)."),
+    require_checkpoint: bool = typer.Option(False, "--require-checkpoint", help="Fail (exit 1) when entries lie "
+                                            "past the last signed checkpoint (an unsigned tail)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
-    """Recompute the whole log and check it against its checkpoints (exit 0 only if everything verifies)."""
+    """Recompute the whole log and check it against its checkpoints (exit 0 only if everything verifies).
+
+    The entries past the last signed checkpoint (the unsigned tail) are verified against the recomputed
+    tree but nobody has signed them yet; the report says how many there are.
+    """
+    from trustmesh.errors import CheckpointError
     from trustmesh.ledger import audit
 
     kept = None
@@ -323,6 +330,10 @@ def verify_command(
         kept = trusted_checkpoint.read_bytes()
     report = audit(directory, kept, log_key=log_key, witness_keys=witness_key, quorum=quorum)
     doc: dict[str, Any] = report.to_json()
+    doc["unsigned_entries"] = int(doc["size"]) - int(doc.get("latest_checkpoint_size") or 0)
+    if require_checkpoint and doc["unsigned_entries"] > 0:
+        raise CheckpointError(f"{directory}: {doc['unsigned_entries']} entries lie past the last signed checkpoint "
+                              f"(size {doc.get('latest_checkpoint_size') or 0} of {doc['size']})")
     if chain is not None:
         try:
             from trustmesh.ledger.anchor import verify_anchor
@@ -334,7 +345,8 @@ def verify_command(
     else:
         console.print(
             f"OK {doc['origin']}: {doc['size']} entries, root {doc['root']}, "
-            f"{doc['checkpoints_verified']} checkpoints verified"
+            f"{doc['checkpoints_verified']} checkpoints verified, {doc['unsigned_entries']} entries past the last "
+            "checkpoint"
             + (f", trusted checkpoint of size {doc['trusted_checkpoint_size']} consistent" if kept else "")
             + (", anchor verified" if chain is not None else ""),
             highlight=False,
