@@ -33,7 +33,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
-from trustmesh.errors import InputError, LogIntegrityError
+from trustmesh.errors import EnvironmentProblem, InputError, LogIntegrityError, TrustmeshError
 from trustmesh.ledger.hazmat import EMPTY_ROOT, HASH_SIZE, node_hash
 
 __all__ = [
@@ -159,6 +159,45 @@ def rewrite_stored_entries(db: sqlite3.Connection, entries: Sequence[bytes]) -> 
         db.execute("INSERT INTO bundles VALUES(?,?,?)", (b // TILE_WIDTH, len(chunk), pack_bundle(chunk)))
 
 
+# SQLite primary result codes that describe the machine, not the database's content
+_ENV_CODES = {3: "permission denied", 5: "database is locked by another process", 8: "read-only database or media",
+              10: "input/output error", 13: "disk full", 14: "cannot open the database file", 22: "file too large"}
+
+
+def sqlite_problem(path: Path, exc: sqlite3.Error) -> TrustmeshError:
+    """Translate a SQLite error: environment problems (full, read-only, I/O) vs a damaged ledger file."""
+    code = getattr(exc, "sqlite_errorcode", None)
+    text = str(exc).lower()
+    primary = code & 0xFF if isinstance(code, int) else None
+    if primary in _ENV_CODES or "disk is full" in text or "readonly" in text or "unable to open" in text:
+        what = _ENV_CODES.get(primary or -1, str(exc))
+        return EnvironmentProblem(f"{path}: {what} ({exc})", path=str(path))
+    return LogIntegrityError(f"{path}: not a readable ledger database ({exc})")
+
+
+def _writable(path: Path) -> bool:
+    """Return True when the database file and its folder (WAL and shm files live there) are writable."""
+    import os
+
+    return os.access(path, os.W_OK) and os.access(path.parent, os.W_OK)
+
+
+def _connect_read_only(path: Path) -> sqlite3.Connection:
+    """Open a ledger on read-only media: ``mode=ro``, or ``immutable=1`` when no WAL index can be made."""
+    from urllib.parse import quote
+
+    uri = f"file:{quote(str(path.resolve()))}"
+    try:
+        db = sqlite3.connect(f"{uri}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+    except sqlite3.OperationalError:
+        # a WAL database whose -shm file cannot be created: nothing can be writing it, read it as is
+        db = sqlite3.connect(f"{uri}?immutable=1", uri=True, isolation_level=None, check_same_thread=False)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+        return db
+
+
 class TileStore:
     """The SQLite tile store behind a Ledger (one writer at a time; readers see committed state)."""
 
@@ -169,16 +208,21 @@ class TileStore:
             raise InputError(f"{path}: no ledger database here (run `trustmesh ledger init` first)")
         self.path = Path(path)
         self._lock = threading.RLock()
+        # read-only media (a mounted archive, a write-protected copy): open without writing anything
+        self.read_only = not create and not _writable(self.path)
         try:
-            self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
-            if create:
-                self._db.execute("PRAGMA page_size=16384")
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            if create:
-                self._db.executescript(_SCHEMA)
+            if self.read_only:
+                self._db = _connect_read_only(self.path)
+            else:
+                self._db = sqlite3.connect(str(path), isolation_level=None, check_same_thread=False, timeout=30.0)
+                if create:
+                    self._db.execute("PRAGMA page_size=16384")
+                self._db.execute("PRAGMA journal_mode=WAL")
+                self._db.execute(f"PRAGMA synchronous={synchronous.upper()}")
+                if create:
+                    self._db.executescript(_SCHEMA)
         except sqlite3.DatabaseError as exc:
-            raise LogIntegrityError(f"{path}: not a readable ledger database ({exc})") from None
+            raise sqlite_problem(self.path, exc) from None
         self._size = -1
         self._cache: OrderedDict[int, tuple[int, bytes]] = OrderedDict()
         self._edge: list[list[bytes]] = []  # per stratum: level-0 hashes of the partial tile
@@ -189,7 +233,7 @@ class TileStore:
             self.refresh()
         except sqlite3.DatabaseError as exc:
             self._db.close()
-            raise LogIntegrityError(f"{path}: not a readable ledger database ({exc})") from None
+            raise sqlite_problem(self.path, exc) from None
 
     # ----------------------------------------------------------------------------- basics
     def _check_schema(self) -> None:
@@ -452,6 +496,9 @@ class TileStore:
                     self._db.execute("INSERT INTO idempotency(key, first, count, digest) VALUES(?,?,?,?)",
                                      (idempotency[0], first, len(entries), idempotency[1]))
                 self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error: not a damaged log
+                self._rollback()
+                raise sqlite_problem(self.path, exc) from None
             except BaseException:
                 self._rollback()
                 raise
