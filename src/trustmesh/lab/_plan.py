@@ -350,6 +350,8 @@ class _Planner:
             if kind != "icmp-flood":
                 svc = [p for k, p in victim.services.items() if k in (("ssh", "http", "mqtt") if kind == "syn-flood"
                                                                        else ("dns",))]
+                if kind == "udp-flood" and rng.random() < 0.5:
+                    svc = []  # half the UDP floods hit a closed port: the victim answers ICMP unreachables
                 port = rng.choice(svc) if svc else rng.randint(1024, 60000)
                 argv += ["-p", str(port)]
                 technique = "T1499" if svc else "T1498"
