@@ -163,7 +163,7 @@ class PipelineConfig:
         sink_tables = doc.pop("sinks", [])  # [[sinks]]: alert and incident outputs (docs/soc.md)
         if not isinstance(sink_tables, list):
             raise ConfigError(f"{path}: sinks must be an array of tables ([[sinks]])")
-        known = {"pipeline", "response", "guards", "llm", "trustmesh"}
+        known = {"pipeline", "response", "guards", "llm", "trustmesh", "api"}  # [api]: trustmesh serve
         known |= {"baseline"}  # [baseline]: learn-then-detect (docs/baseline.md)
         unknown = sorted(set(doc) - known)
         if unknown:

@@ -223,6 +223,17 @@ def test_revoked_token_is_refused_and_admin_manages_tokens(site: Site) -> None:
     assert bob not in json.dumps(stored) and admin not in json.dumps(stored)
 
 
+def test_run_and_serve_read_one_file(tmp_path: Path) -> None:
+    from trustmesh.api import ServeConfig
+    from trustmesh.pipeline import PipelineConfig
+
+    cfg = tmp_path / "t.toml"
+    cfg.write_text('[pipeline]\nledger_dir = "l"\nstate_dir = "s"\n\n[api]\nport = 9443\nmetrics_public = true\n')
+    run, serve = PipelineConfig.load(cfg), ServeConfig.load(cfg)
+    assert (run.ledger_dir, run.state_dir) == (serve.ledger_dir, serve.state_dir) == (tmp_path / "l", tmp_path / "s")
+    assert serve.port == 9443 and serve.metrics_public and serve.token_path == tmp_path / "s" / "api-tokens.json"
+
+
 def test_config_errors_name_the_key(tmp_path: Path) -> None:
     from trustmesh.api import ServeConfig
     from trustmesh.errors import ConfigError
