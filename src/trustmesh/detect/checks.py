@@ -28,6 +28,16 @@ from trustmesh.errors import InputError
 __all__ = ["CHECKS", "check_detector"]
 
 
+def _require(condition: object, message: str) -> None:
+    """Raise ``AssertionError(message)`` unless ``condition`` holds.
+
+    An explicit raise, not ``assert``: ``python -O`` strips assert statements, and a conformance
+    check that vanishes under -O would pass every detector.
+    """
+    if not condition:
+        raise AssertionError(message)
+
+
 def _fit(factory: Callable[[], BaseDetector], X: pd.DataFrame, y: np.ndarray) -> BaseDetector:
     det = factory()
     det.fit(X, None if not det.supervised else y)
@@ -38,7 +48,7 @@ def check_deterministic(factory: Callable[[], BaseDetector], X: pd.DataFrame, y:
     """Same seed and data give identical scores."""
     a = _fit(factory, X, y).score(X)
     b = _fit(factory, X, y).score(X)
-    assert np.array_equal(a, b), "same seed gave different scores"
+    _require(np.array_equal(a, b), "same seed gave different scores")
 
 
 def check_roundtrip(det: BaseDetector, X: pd.DataFrame) -> None:
@@ -48,25 +58,25 @@ def check_roundtrip(det: BaseDetector, X: pd.DataFrame) -> None:
         det.save(path)
         again = type(det).load(path)
         also = BaseDetector.load(path)
-    assert np.array_equal(det.score(X), again.score(X)), "scores changed after save/load"
-    assert np.array_equal(det.score(X), also.score(X)), "BaseDetector.load gave different scores"
-    assert again.threshold == det.threshold, "threshold changed after save/load"
-    assert again.classes_ == det.classes_, "classes changed after save/load"
-    assert type(also) is type(det), "BaseDetector.load returned the wrong class"
+    _require(np.array_equal(det.score(X), again.score(X)), "scores changed after save/load")
+    _require(np.array_equal(det.score(X), also.score(X)), "BaseDetector.load gave different scores")
+    _require(again.threshold == det.threshold, "threshold changed after save/load")
+    _require(again.classes_ == det.classes_, "classes changed after save/load")
+    _require(type(also) is type(det), "BaseDetector.load returned the wrong class")
 
 
 def check_columns(det: BaseDetector, X: pd.DataFrame) -> None:
     """Column order does not matter, extra columns are ignored, a missing one is named."""
     base = det.score(X)
     reordered = X[list(reversed(X.columns))]
-    assert np.array_equal(base, det.score(reordered)), "reordered columns changed the scores"
+    _require(np.array_equal(base, det.score(reordered)), "reordered columns changed the scores")
     extra = X.assign(zz_extra_column=np.arange(len(X)), aa_extra_text="x")
-    assert np.array_equal(base, det.score(extra)), "extra columns changed the scores"
+    _require(np.array_equal(base, det.score(extra)), "extra columns changed the scores")
     victim = str(X.columns[len(X.columns) // 2])
     try:
         det.score(X.drop(columns=[victim]))
     except InputError as exc:
-        assert victim in str(exc), f"InputError for a missing column does not name it: {exc}"
+        _require(victim in str(exc), f"InputError for a missing column does not name it: {exc}")
     else:
         raise AssertionError("a missing feature column was not refused")
 
@@ -74,17 +84,17 @@ def check_columns(det: BaseDetector, X: pd.DataFrame) -> None:
 def check_scores(det: BaseDetector, X: pd.DataFrame, y: np.ndarray) -> None:
     """Scores are float64 in [0, 1]; predict agrees with the threshold; calibrate honours the FPR."""
     s = det.score(X)
-    assert s.dtype == np.float64 and s.shape == (len(X),), "scores must be float64, one per row"
-    assert np.all((s >= 0.0) & (s <= 1.0)), "scores outside [0, 1]"
-    assert np.array_equal(det.predict(X), s >= det.threshold), "predict disagrees with score >= threshold"
+    _require(s.dtype == np.float64 and s.shape == (len(X),), "scores must be float64, one per row")
+    _require(np.all((s >= 0.0) & (s <= 1.0)), "scores outside [0, 1]")
+    _require(np.array_equal(det.predict(X), s >= det.threshold), "predict disagrees with score >= threshold")
     names = det.predict_class(X)
-    assert np.array_equal(names != "benign", s >= det.threshold), "predict_class disagrees with predict"
+    _require(np.array_equal(names != "benign", s >= det.threshold), "predict_class disagrees with predict")
     is_attack = np.asarray(y) != "benign" if np.asarray(y).dtype.kind in "OUS" else np.asarray(y, dtype=bool)
     t = det.calibrate(X, is_attack, target_fpr=0.05)
-    assert 0.0 <= t <= 1.0 and det.threshold == t, "calibrate must set and return a threshold in [0, 1]"
+    _require(0.0 <= t <= 1.0 and det.threshold == t, "calibrate must set and return a threshold in [0, 1]")
     benign = s[~is_attack]
     ties = np.sum(benign == 1.0)
-    assert np.mean(benign >= t) <= 0.05 + ties / max(benign.size, 1) + 1e-12, "calibrated FPR above target"
+    _require(np.mean(benign >= t) <= 0.05 + ties / max(benign.size, 1) + 1e-12, "calibrated FPR above target")
 
 
 def check_not_mutated(factory: Callable[[], BaseDetector], X: pd.DataFrame, y: np.ndarray) -> None:

@@ -19,7 +19,7 @@ import sys
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol, runtime_checkable
 
@@ -67,6 +67,8 @@ class Outcome:
     targets: tuple[str, ...] = ()
     commands: tuple[str, ...] = ()
     state: dict[str, Any] = field(default_factory=dict)  # what rollback needs
+    #: one ``(target, status, detail)`` per requested target, for actions that apply per target
+    per_target: tuple[tuple[str, str, str], ...] = ()
 
 
 @runtime_checkable
@@ -182,58 +184,90 @@ class NftablesAction:
         return [" ".join(argv) + " <<< (table definition)"]
 
     def elements(self, request: ActionRequest) -> list[tuple[str, str]]:
-        """Return ``(set name, element)`` pairs for the request's targets."""
+        """Return ``(set name, element)`` pairs for the request's targets (ActionError on the first bad one)."""
+        good, bad = self.elements_per_target(request)
+        if bad:
+            raise ActionError(bad[0][1])
+        return [(s, e) for _, s, e in good]
+
+    def elements_per_target(self, request: ActionRequest) -> tuple[list[tuple[str, str, str]], list[tuple[str, str]]]:
+        """Split the targets into ``(target, set, element)`` to add and ``(target, problem)`` refused.
+
+        A target that does not parse is refused on its own; the others still get their element.
+        """
         verdict = str(request.params.get("verdict", "drop"))
         if verdict not in {"drop", "reject"}:
             raise ActionError(f"verdict must be drop or reject, got {verdict!r}")
-        out: list[tuple[str, str]] = []
-        if request.params.get("target") == "flow":
-            for item in request.targets:
-                src, dst, proto, port = _parse_flow(item)
-                out.append((self._set_name("flow", verdict), f"{src} . {dst} . {proto} . {port}"))
-            return out
+        good: list[tuple[str, str, str]] = []
+        bad: list[tuple[str, str]] = []
+        flows = request.params.get("target") == "flow"
         for item in request.targets:
-            ip = _check_ip(item)
-            out.append((self._set_name("v4" if ip.version == 4 else "v6", verdict), str(ip)))
-        return out
+            try:
+                if flows:
+                    src, dst, proto, port = _parse_flow(item)
+                    good.append((item, self._set_name("flow", verdict), f"{src} . {dst} . {proto} . {port}"))
+                else:
+                    ip = _check_ip(item)
+                    good.append((item, self._set_name("v4" if ip.version == 4 else "v6", verdict), str(ip)))
+            except ActionError as exc:
+                bad.append((item, str(exc)))
+        return good, bad
 
     def apply(self, request: ActionRequest, *, enforce: bool) -> Outcome:
         """Add one set element per target, with ``timeout TTLs`` when the request has a TTL.
 
-        ``commands`` lists one ``nft add element`` per target; they run as one ``nft -f -`` script.
+        Targets are applied one by one in effect: a target that does not parse, or that nft refuses,
+        fails alone (``per_target`` gives each target's result) and every other target is still
+        blocked. The good elements run as one ``nft -f -`` script; if nft refuses that script, each
+        element is retried on its own so one bad element cannot leave the rest unblocked.
         """
         try:
-            elements = self.elements(request)
+            good, bad = self.elements_per_target(request)
         except ActionError as exc:
-            return Outcome("failed", str(exc), request.targets)
-        if not elements:
-            return Outcome("noop", "no targets to block", ())
+            return Outcome("failed", str(exc), request.targets,
+                           per_target=tuple((t, "failed", str(exc)) for t in request.targets))
+        refused = [(t, "failed", why) for t, why in bad]
+        if not good:
+            if not refused:
+                return Outcome("noop", "no targets to block", ())
+            return Outcome("failed", "; ".join(d for _, _, d in refused), request.targets, per_target=tuple(refused))
         ttl = f" timeout {int(request.ttl_s)}s" if request.ttl_s else ""
-        cmds = [self._argv("add", "element", "inet", self.table, s, f"{{ {e}{ttl} }}") for s, e in elements]
-        state = {"spec": self.spec(), "elements": [[s, e] for s, e in elements]}
+        cmds = [self._argv("add", "element", "inet", self.table, s, f"{{ {e}{ttl} }}") for _, s, e in good]
         shown = tuple(" ".join(c) for c in cmds)
         if not enforce:
-            return Outcome("dry_run", f"would add {len(cmds)} element(s) to inet {self.table}",
-                           request.targets,
-                           shown, state)
-        # all elements go in one `nft -f -` run: one transaction (all or none) and one process
-        script = "".join(f"add element inet {self.table} {s} {{ {e}{ttl} }}\n" for s, e in elements)
+            state = {"spec": self.spec(), "elements": [[s, e] for _, s, e in good]}
+            per = tuple((t, "dry_run", f"would add {e}") for t, _, e in good) + tuple(refused)
+            return Outcome("dry_run", f"would add {len(cmds)} element(s) to inet {self.table}" + _refused(refused),
+                           tuple(t for t, _, _ in good), shown, state, per)
+        lines = [f"add element inet {self.table} {s} {{ {e}{ttl} }}\n" for _, s, e in good]
         try:
             setup = [] if self._ready else self._ensure()
-            done = _run(self._argv("-f", "-"), stdin=script)
+            done = _run(self._argv("-f", "-"), stdin="".join(lines))
             if done.returncode != 0 and "No such file or directory" in done.stderr:
                 setup = self._ensure()  # the table was deleted behind our back: recreate, retry once
-                done = _run(self._argv("-f", "-"), stdin=script)
-            if done.returncode != 0:
-                return Outcome("failed", f"nft failed: {done.stderr.strip() or done.returncode}",
-                               request.targets, tuple(setup) + shown, state)
+                done = _run(self._argv("-f", "-"), stdin="".join(lines))
+            if done.returncode == 0:
+                results = [(t, "applied", f"added {e}") for t, _, e in good]
+            else:  # nft refused the batch (all or none): find which element it refuses, apply the rest
+                results = []
+                for (t, _, e), line in zip(good, lines, strict=True):
+                    one = _run(self._argv("-f", "-"), stdin=line)
+                    results.append((t, "applied", f"added {e}") if one.returncode == 0
+                                   else (t, "failed", f"nft failed: {one.stderr.strip() or one.returncode}"))
         except FileNotFoundError as exc:
             return Outcome("failed", f"cannot run {exc.filename!r}: not installed or not on PATH",
-                           request.targets, shown, state)
+                           request.targets, shown, per_target=tuple(refused))
         except (ActionError, subprocess.TimeoutExpired, OSError) as exc:
-            return Outcome("failed", str(exc), request.targets, shown, state)
-        return Outcome("applied", f"added {len(cmds)} element(s) to inet {self.table}", request.targets,
-                       tuple(setup) + shown, state)
+            return Outcome("failed", str(exc), request.targets, shown, per_target=tuple(refused))
+        applied = [(t, s, e) for (t, s, e), r in zip(good, results, strict=True) if r[1] == "applied"]
+        failed = [r for r in results if r[1] == "failed"] + refused
+        per = tuple(results) + tuple(refused)
+        if not applied:
+            return Outcome("failed", "; ".join(f"{t}: {d}" for t, _, d in failed), request.targets,
+                           tuple(setup) + shown, per_target=per)
+        state = {"spec": self.spec(), "elements": [[s, e] for _, s, e in applied]}
+        return Outcome("applied", f"added {len(applied)} element(s) to inet {self.table}" + _refused(failed),
+                       tuple(t for t, _, _ in applied), tuple(setup) + shown, state, per)
 
     def rollback(self, state: dict[str, Any], *, enforce: bool) -> Outcome:
         """Delete the elements an apply added; an element already expired counts as removed."""
@@ -278,6 +312,13 @@ class NftablesAction:
         done = _run(self._argv("delete", "table", "inet", self.table))
         if done.returncode != 0 and "No such file or directory" not in done.stderr:
             raise ActionError(f"nft delete table inet {self.table} failed: {done.stderr.strip()}")
+
+
+def _refused(failed: Sequence[tuple[str, str, str]]) -> str:
+    if not failed:
+        return ""
+    shown = "; ".join(f"{t!r}: {d}" for t, _, d in failed[:5])
+    return f"; {len(failed)} target(s) not blocked: {shown}" + (" ..." if len(failed) > 5 else "")
 
 
 def _parse_flow(item: str) -> tuple[str, str, str, int]:
