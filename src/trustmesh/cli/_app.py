@@ -17,6 +17,7 @@ _COMMAND_MODULES = (
     "trustmesh.cli.ledger",
     "trustmesh.cli.witness",
     "trustmesh.cli.respond",
+    "trustmesh.cli.stix",
     "trustmesh.cli.serve",
     "trustmesh.cli.chain",
     "trustmesh.cli.identity",

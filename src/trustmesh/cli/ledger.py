@@ -44,7 +44,13 @@ def _db_errors(func: Callable[P, R]) -> Callable[P, R]:
         try:
             return func(*args, **kwargs)
         except sqlite3.Error as exc:
-            raise LogIntegrityError(f"the ledger database is damaged or locked ({exc})") from None
+            from trustmesh.ledger._store import sqlite_problem
+
+            where = kwargs.get("directory")
+            problem = sqlite_problem(Path(str(where)) if where is not None else Path("ledger"), exc)
+            if isinstance(problem, LogIntegrityError):  # disk full / read-only / I/O stay environment (exit 3)
+                raise LogIntegrityError(f"the ledger database is damaged or locked ({exc})") from None
+            raise problem from None
 
     return wrapper
 

@@ -308,59 +308,12 @@ def evaluate(
 
 
 def _stix_bundle(alerts: list[Any], model_id: str) -> str:
-    import datetime as dt
-    import ipaddress
+    """Return the STIX 2.1 bundle of ``alerts`` (trustmesh.sinks.stix_bundle; docs/soc.md)."""
+    import os
 
-    import stix2
+    from trustmesh.sinks import bundle_json, stix_bundle
 
-    def when(ts: float) -> dt.datetime:
-        return dt.datetime.fromtimestamp(max(ts, 0.0), tz=dt.UTC)
-
-    def addr(ip: str | None) -> Any:
-        if not ip:
-            return None
-        try:
-            version = ipaddress.ip_address(ip).version
-        except ValueError:
-            return None
-        return stix2.IPv4Address(value=ip) if version == 4 else stix2.IPv6Address(value=ip)
-
-    identity = stix2.Identity(name="trustmesh", identity_class="system")
-    objects: list[Any] = [identity]
-    by_host: dict[str, list[Any]] = {}
-    host_addr: dict[str, Any] = {}
-    for a in alerts:
-        src, dst = addr(a.source_ip), addr(a.destination_ip)
-        if src is None:
-            continue
-        traffic = stix2.NetworkTraffic(
-            src_ref=src.id, dst_ref=None if dst is None else dst.id,
-            src_port=a.source_port, dst_port=a.destination_port,
-            protocols=[a.transport or "unknown"],
-        )  # fmt: skip
-        observed = stix2.ObservedData(
-            created_by_ref=identity.id, first_observed=when(a.timestamp), last_observed=when(a.timestamp),
-            number_observed=1, object_refs=[traffic.id, src.id] + ([] if dst is None else [dst.id]),
-            labels=[f"trustmesh-score-{a.score:.3f}"], external_references=[
-                {"source_name": "trustmesh", "external_id": a.alert_id, "description": f"flow {a.flow_id}"}],
-        )  # fmt: skip
-        objects += [o for o in (src, dst, traffic, observed) if o is not None]
-        by_host.setdefault(a.source_ip, []).append(observed)
-        host_addr[a.source_ip] = src
-    for host, observed in by_host.items():
-        kind = "ipv4-addr" if host_addr[host].type == "ipv4-addr" else "ipv6-addr"
-        indicator = stix2.Indicator(
-            created_by_ref=identity.id, name=f"trustmesh: suspicious host {host}",
-            pattern=f"[{kind}:value = '{host}']", pattern_type="stix", valid_from=observed[0].first_observed,
-            indicator_types=["anomalous-activity"], description=f"{len(observed)} flow(s) scored above the "
-            f"threshold of model {model_id}",
-        )  # fmt: skip
-        sighting = stix2.Sighting(
-            created_by_ref=identity.id, sighting_of_ref=indicator.id, count=len(observed),
-            observed_data_refs=[o.id for o in observed[:1000]],
-        )  # fmt: skip
-        objects += [indicator, sighting]
-    return str(stix2.Bundle(objects=objects, allow_custom=False).serialize(pretty=False))
+    return bundle_json(stix_bundle(alerts, producer=os.environ.get("TRUSTMESH_STIX_PRODUCER", "trustmesh")))
 
 
 def _read_table_frame(path: Path) -> Any:
