@@ -165,10 +165,11 @@ def _ssh(a: dict[str, Any], host: str, port: int, command: str, timeout: float) 
 def ssh_logins(a: dict[str, Any], rng: random.Random) -> None:
     if a.get("once"):  # an attacker with stolen credentials: one pass over the targets
         for host, port in a["targets"]:
-            if time.time() >= a["until"]:
-                return
-            _ssh(a, host, port, rng.choice(a["commands"]), min(20.0, max(1.0, a["until"] - time.time())))
-            time.sleep(a["delay"])
+            for _ in range(rng.randint(1, a.get("sessions", 1))):
+                if time.time() >= a["until"]:
+                    return
+                _ssh(a, host, port, rng.choice(a["commands"]), min(20.0, max(1.0, a["until"] - time.time())))
+                time.sleep(a["delay"])
         return
     while _sleep_until(_next(rng, a["interval"]), a["until"]):
         host, port = rng.choice(a["targets"])
