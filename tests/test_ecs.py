@@ -179,3 +179,11 @@ def test_community_id_rejects_what_it_cannot_hash() -> None:
 def test_pinned_reference_is_ecs_8() -> None:
     assert {row["ECS_Version"] for row in ECS_FIELDS.values()} == {"8.12.0-dev"}
     assert ECS_FIELDS["@timestamp"]["Type"] == "date" and ECS_FIELDS["event.severity"]["Type"] == "long"
+
+
+def test_alert_round_trips_through_its_document() -> None:
+    for alert in (_alert(technique_id="T1110.001", technique_name="Password Guessing", detector="behaviour",
+                         extra={"k": [1, 2]}), _alert(timestamp=18.8, detector="ml")):
+        assert _ecs.alert_from_document(alert.to_ecs(created=1.7e9)) == alert
+    with pytest.raises(ValueError, match="trustmesh"):
+        _ecs.alert_from_document({"event": {}})

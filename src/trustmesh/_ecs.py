@@ -41,6 +41,7 @@ __all__ = [
     "RELATIVE_BEFORE",
     "TECHNIQUES",
     "alert_document",
+    "alert_from_document",
     "alert_severity",
     "community_id",
     "flatten",
@@ -363,6 +364,36 @@ def alert_document(alert: Alert, *, created: float | None = None) -> dict[str, A
         "trustmesh": trustmesh,
     }
     return _drop_empty(doc)
+
+
+def alert_from_document(doc: Mapping[str, Any]) -> Alert:
+    """Rebuild the :class:`~trustmesh.records.Alert` an :func:`alert_document` was made from.
+
+    Raises ``ValueError`` naming the missing or wrong field (ledger entries, sink lines and API
+    bodies are untrusted input).
+    """
+    from trustmesh.records import Alert, FlowId, ModelId
+
+    try:
+        tm = doc["trustmesh"]
+        flow = tm["flow"]
+        threat = doc.get("threat", {}).get("technique", {})
+        sub = threat.get("subtechnique", {})
+        technique = (sub.get("id") or threat.get("id") or [None])[0]
+        names = sub.get("name") or threat.get("name") or [None]
+        return Alert(
+            alert_id=str(tm["alert_id"]), timestamp=float(flow["ts"]), flow_id=FlowId(str(flow["id"])),
+            model_id=ModelId(str(tm["model_id"])), score=float(tm["score"]), threshold=float(tm["threshold"]),
+            source_ip=doc.get("source", {}).get("ip"), source_port=doc.get("source", {}).get("port"),
+            destination_ip=doc.get("destination", {}).get("ip"),
+            destination_port=doc.get("destination", {}).get("port"),
+            transport=doc.get("network", {}).get("transport"), application=doc.get("network", {}).get("protocol"),
+            predicted_class=tm.get("predicted_class"), severity=int(doc["event"]["severity"]),
+            source_name=tm.get("source"), extra=dict(tm.get("extra") or {}), technique_id=technique,
+            technique_name=names[0] if technique else None, detector=tm.get("detector"),
+        )  # fmt: skip
+    except (KeyError, TypeError, IndexError) as exc:
+        raise ValueError(f"not a trustmesh ECS alert document: missing or wrong field {exc}") from None
 
 
 def incident_document(incident: Incident, *, created: float | None = None) -> dict[str, Any]:
