@@ -422,7 +422,8 @@ class _Planner:
                 argv = ["{python}", "{agent}", "ssh-logins", _json({
                     "targets": [[h.ip, h.services["ssh"]] for h in chosen], "user": self.user, "once": True,
                     "commands": ["id; uname -a", "cat /etc/passwd", "ls -la ~", "ps aux"],
-                    "delay": rng.choice((0.5, 1.0, 2.0)), "seed": rng.randrange(2**31)})]
+                    "delay": rng.choice((0.5, 1.0, 2.0)), "seed": rng.randrange(2**31),
+                    "sessions": rng.choice((1, 2, 3))})]
                 protos, ports = ["tcp"], sorted({h.services["ssh"] for h in chosen})
         return PlannedAttack(aid, kind, variant, tool, argv, technique, TECHNIQUES[technique], attacker.ip,
                              victims, targets, protos, ports, at, spec.timeout, params, files)
