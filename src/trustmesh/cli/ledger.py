@@ -591,3 +591,104 @@ def bench_ledger_command(
                       f"{row['inclusion_verify_us']:.0f} us; consistency prove {row['consistency_prove_us']:.0f} us, "
                       f"verify {row['consistency_verify_us']:.0f} us; {row['bytes_per_entry']:.0f} B/entry on disk",
                       highlight=False)
+
+
+# ------------------------------------------------------------------------------------- get / search
+# (issue 13, item 7: read the ledger from the CLI; added by the SOC-outputs work, docs/soc.md)
+
+
+def _entry_doc(led: Any, index: int, *, full: bool) -> dict[str, Any]:
+    entry = led.entry(index)
+    payload = dict(entry.payload)
+    if full and isinstance(payload.get("full_document_sha256"), str):
+        # the entry keeps the sha256 of a large payload; get_blob checks the blob against it
+        payload = json.loads(led.get_blob(payload["full_document_sha256"]))
+    return {"index": index, "kind": entry.kind, "time": entry.time, "refs": list(entry.refs),
+            "leaf_hash": led.leaf_hash(index).hex(), "payload": payload}
+
+
+def _field_value(payload: Any, path: str) -> list[Any]:
+    """Values at a dotted path (``source.ip``, ``threat.technique.id``); lists are searched element-wise."""
+    values = [payload]
+    for part in path.split("."):
+        nxt: list[Any] = []
+        for v in values:
+            items = v if isinstance(v, list) else [v]
+            nxt += [i[part] for i in items if isinstance(i, dict) and part in i]
+        values = nxt
+    out: list[Any] = []
+    for v in values:
+        out += v if isinstance(v, list) else [v]
+    return out
+
+
+def _matches(value: Any, wanted: str) -> bool:
+    if isinstance(value, bool):
+        return wanted.lower() == str(value).lower()
+    if isinstance(value, int | float):
+        try:
+            return float(wanted) == float(value)
+        except ValueError:
+            return False
+    return value is not None and str(value) == wanted
+
+
+@ledger_app.command("get")
+@guarded
+@_db_errors
+def get_command(
+    directory: Path = typer.Argument(..., help="Ledger folder."),
+    index: int = typer.Argument(..., help="Leaf index."),
+    full: bool = typer.Option(False, "--full", help="Replace a blob-backed payload by the full, checked document."),
+    prove: bool = typer.Option(False, "--prove", help="Add the inclusion proof, verified against the current root."),
+) -> None:
+    """Print one entry as JSON: index, kind, time, refs, leaf hash and payload (an alert is its ECS document)."""
+    from trustmesh.ledger import Ledger, verify_inclusion
+
+    with Ledger.open(directory, read_only=True) as led:
+        if not 0 <= index < led.size:
+            raise InputError(f"{directory}: index must be in 0..{led.size - 1}, got {index}")
+        doc = _entry_doc(led, index, full=full)
+        if prove:
+            proof = led.prove_inclusion(index)
+            verify_inclusion(proof, proof.root_hash, led.entry_bytes(index))
+            doc["inclusion"] = proof.to_json()
+    print_json(doc)
+
+
+@ledger_app.command("search")
+@guarded
+@_db_errors
+def search_command(
+    directory: Path = typer.Argument(..., help="Ledger folder."),
+    kind: list[str] = typer.Option([], "--kind", help="Entry kind (alert, incident, decision, ...); repeatable: any."),
+    field: list[str] = typer.Option([], "--field", help="F=V on the payload, F a dotted path (source.ip=1.2.3.4, "
+                                    "threat.technique.id=T1046); repeatable: all must match."),
+    start: int = typer.Option(0, "--from", help="First leaf index to look at."),
+    limit: int = typer.Option(100, "--limit", help="Stop after this many matches (0: no limit)."),
+) -> None:
+    """Print matching entries as JSON lines (newest last), each as ``trustmesh ledger get`` prints it."""
+    from trustmesh.ledger import Ledger
+
+    wanted: list[tuple[str, str]] = []
+    for f in field:
+        name, sep, value = f.partition("=")
+        if not sep or not name.strip():
+            raise InputError(f"--field must be NAME=VALUE, got {f!r}")
+        wanted.append((name.strip(), value))
+    if start < 0 or limit < 0:
+        raise InputError("--from and --limit must be >= 0")
+    found = 0
+    with Ledger.open(directory, read_only=True) as led:
+        for i in range(start, led.size):
+            entry = led.entry(i)
+            if kind and entry.kind not in kind:
+                continue
+            if not all(any(_matches(v, value) for v in _field_value(entry.payload, name)) for name, value in wanted):
+                continue
+            sys.stdout.write(json.dumps(_entry_doc(led, i, full=False), sort_keys=True) + "\n")
+            found += 1
+            if limit and found >= limit:
+                break
+    sys.stdout.flush()
+    err_console.print(f"{found} matching entr{'y' if found == 1 else 'ies'}", highlight=False)
