@@ -163,6 +163,7 @@ def test_alerts_are_ecs_filtered_and_paged(site: Site) -> None:
         assert host["alerts"] == scanner["matched"] and host["incidents"]
         incs = c.get("/api/v1/incidents", headers=_auth(viewer)).json()["items"]
         assert incs and all(i["ledger_index"] is not None for i in incs)
+        assert all(i["ecs"]["ecs"]["version"].startswith("8.") and i["ecs"]["event"]["kind"] for i in incs)
         one = c.get(f"/api/v1/incidents/{incs[0]['incident_id']}", headers=_auth(viewer)).json()
         assert one["incident"]["incident_id"] == incs[0]["incident_id"]
         models = c.get("/api/v1/models", headers=_auth(viewer)).json()["items"]

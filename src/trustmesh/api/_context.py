@@ -100,6 +100,10 @@ def _open_ledger(config: ServeConfig) -> Ledger:
         ledger = Ledger.create(config.ledger_dir, config.origin or DEFAULT_ORIGIN)
         ledger.checkpoint()  # size 0: the console has a signed head to show from the start
         return ledger
+    if not (config.ledger_dir / "log.key").is_file():
+        ledger.close()
+        raise ConfigError(f"{config.ledger_dir}: no log.key; the server signs a checkpoint after each operator "
+                          "decision, so it needs the ledger's signing key (run it as the pipeline's user)")
     if config.origin is not None and ledger.origin != config.origin:
         found = ledger.origin
         ledger.close()

@@ -178,6 +178,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         d["ledger_index"] = ctx.index.incident_leaf.get(inc.incident_id)
         d["pending_approvals"] = pending[inc.incident_id]
         d["active_actions"] = active[inc.incident_id]
+        d["ecs"] = inc.to_ecs()  # the one ECS incident document (trustmesh._ecs), as sinks and the ledger see it
         return d
 
     @r.get("/incidents", tags=["incidents"])

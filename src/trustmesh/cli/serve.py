@@ -16,7 +16,7 @@ __all__ = ["run_server", "serve", "serve_demo", "token_app"]
 token_app = typer.Typer(help="Operator API tokens (roles viewer, responder, admin).", no_args_is_help=True)
 app.add_typer(token_app, name="token")
 
-_CONFIG_HELP = "Pipeline TOML (the one `trustmesh run` uses; [api] table for the server)."
+_CONFIG_HELP = "Pipeline TOML (the one `trustmesh run` uses; its api table configures the server)."
 
 
 def _api() -> Any:
@@ -48,7 +48,10 @@ def run_server(config: Any, *, on_ready: Callable[[str], None] | None = None) ->
         server = uvicorn.Server(uv)
         if on_ready is not None:
             on_ready(url)
-        server.run()
+        try:
+            server.run()
+        except KeyboardInterrupt:  # Ctrl-C is how a server is stopped: uvicorn has shut down cleanly
+            pass
     finally:
         server_app.state.context.close()
 

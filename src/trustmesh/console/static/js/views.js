@@ -91,14 +91,14 @@ function timeline(incidents) {
   const t1 = Math.max(...rows.map((i) => i.last_seen), t0 + 1);
   const W = 900;
   const rowH = 18;
-  const left = 150;
+  const left = 190;
   const svg = h("svg:svg", { viewBox: `0 0 ${W + left + 10} ${rows.length * rowH + 24}`, class: "timeline", role: "img", "aria-label": "incident timeline" });
   rows.forEach((inc, i) => {
     const x = left + ((inc.first_seen - t0) / (t1 - t0)) * W;
     const w = Math.max(3, ((inc.last_seen - inc.first_seen) / (t1 - t0)) * W);
     const y = i * rowH + 4;
     const a = h("svg:a", { href: `#/incidents/${inc.incident_id}` });
-    a.append(h("svg:text", { x: 4, y: y + 12, class: "tl-label" }, (inc.source_ips || [])[0] || inc.incident_id.slice(0, 12)));
+    a.append(h("svg:text", { x: 4, y: y + 12, class: "tl-label" }, `${(inc.source_ips || [])[0] || inc.incident_id.slice(0, 12)} ${inc.technique_id || ""}`));
     const rect = h("svg:rect", { x, y, width: w, height: rowH - 6, rx: 3, class: `tl-bar sev-fill-${inc.severity}` });
     rect.append(h("svg:title", {}, `${inc.incident_id} ${inc.technique_id || ""} ${inc.alert_count} alerts\n${fmtTime(inc.first_seen)} → ${fmtTime(inc.last_seen)}`));
     a.append(rect);
