@@ -317,26 +317,46 @@ def alerts_from_scores(
     return alerts
 
 
+#: seconds before a verdict's first and after its last evidence flow in which it vouches for model alerts
+CORROBORATION_MARGIN_S = 1.0
+
+
 def ml_alert_mask(flows: pd.DataFrame, scores: np.ndarray, threshold: float, policy: Mapping[str, Any] | None,
-                  actors: Iterable[str] = ()) -> np.ndarray:
+                  actors: Mapping[str, tuple[float, float, frozenset[str]]] | None = None) -> np.ndarray:
     """Return which flows at or above ``threshold`` may alert under a model's alert policy.
 
     ``policy`` comes from the model manifest (``training.alert_policy``). ``{"mode": "corroborated",
-    "standalone": S}`` (the default pcap model, docs/detectors.md) lets a flow alert only when one of
-    its hosts also has a behaviour verdict (``actors``) or its score reaches ``S`` (None: never alone).
-    Without a policy every flow at or above the threshold alerts.
+    "standalone": S}`` (the default pcap model, docs/detectors.md) lets a flow alert only when it goes
+    from a behaviour verdict's actor to one of its victims within the verdict's span (``actors``: host ->
+    (first_seen, last_seen, victims), widened by ``CORROBORATION_MARGIN_S``), or when its score reaches
+    ``S`` (None: never alone). The actor's other traffic (a compromised device keeps sending its
+    telemetry) stays unalerted. Without a policy every flow at or above the threshold alerts.
     """
     hits = np.asarray(scores, dtype=np.float64) >= threshold
     if not policy or policy.get("mode") != "corroborated" or not hits.any():
         return hits
     standalone = policy.get("standalone")
     strong = hits & (np.asarray(scores) >= float(standalone)) if standalone is not None else np.zeros_like(hits)
-    known = set(actors)
+    spans = actors or {}
     src = flows["src_ip"].astype(str).to_numpy() if "src_ip" in flows.columns else np.full(len(flows), "")
     dst = flows["dst_ip"].astype(str).to_numpy() if "dst_ip" in flows.columns else np.full(len(flows), "")
-    corroborated = np.fromiter(((a in known) or (b in known) for a, b in zip(src, dst, strict=True)), dtype=bool,
-                               count=len(flows))
+    ts = pd.to_numeric(flows["ts"], errors="coerce").to_numpy(dtype=np.float64) if "ts" in flows.columns \
+        else np.full(len(flows), np.nan)
+    m = CORROBORATION_MARGIN_S
+    corroborated = np.fromiter(
+        (a in spans and spans[a][0] - m <= t <= spans[a][1] + m and b in spans[a][2]
+         for a, b, t in zip(src, dst, ts, strict=True)),
+        dtype=bool, count=len(flows))
     out: np.ndarray = hits & (corroborated | strong)
+    return out
+
+
+def _spans(verdicts: Iterable[BehaviourVerdict], into: dict[str, tuple[float, float, frozenset[str]]] | None = None
+           ) -> dict[str, tuple[float, float, frozenset[str]]]:
+    out = {} if into is None else into
+    for v in verdicts:
+        lo, hi, victims = out.get(v.host, (v.first_seen, v.last_seen, frozenset()))
+        out[v.host] = (min(lo, v.first_seen), max(hi, v.last_seen), victims | frozenset(v.victims))
     return out
 
 
@@ -442,8 +462,7 @@ def detect_flows(flows: pd.DataFrame, detector: Detector, manifest: Manifest, *,
     canonical = {"ts", "src_ip", "dst_ip", "proto"} <= set(flows.columns)
     verdicts = BehaviourEngine(cfg).detect(flows) if canonical and len(flows) else []
     training = getattr(manifest, "training", None) or {}
-    allowed = ml_alert_mask(flows, scores, detector.threshold, training.get("alert_policy"),
-                            {v.host for v in verdicts})
+    allowed = ml_alert_mask(flows, scores, detector.threshold, training.get("alert_policy"), _spans(verdicts))
     ml_alerts = alerts_from_scores(flows, np.where(allowed, scores, -1.0), threshold=detector.threshold,
                                    model_id=str(manifest.model_id), source_name=source_name, classes=classes)
     behaviour_alerts = alerts_from_verdicts(verdicts, flows, source_name=source_name, seen=set())
@@ -461,7 +480,7 @@ class _BehaviourStage:
             cfg if isinstance(cfg, BehaviourConfig) else None)
         self.engine = BehaviourEngine(config)
         self.seen: set[tuple[str, str]] = set()
-        self.actors: dict[str, float] = {}  # behaviour actors -> last_seen (they corroborate model alerts)
+        self.actors: dict[str, tuple[float, float, frozenset[str]]] = {}  # verdict hosts -> span (corroborates model alerts)
         training = getattr(manifest, "training", None) or {}
         self.policy: dict[str, Any] = dict(training.get("alert_policy") or {})
 
@@ -472,10 +491,10 @@ class _BehaviourStage:
         verdicts = self.engine.update(flows)
         if not verdicts:
             return []
-        for v in verdicts:
-            self.actors[v.host] = max(self.actors.get(v.host, v.last_seen), v.last_seen)
+        _spans(verdicts, self.actors)
         if len(self.actors) > self.engine.config.max_hosts:
-            self.actors = dict(sorted(self.actors.items(), key=lambda kv: -kv[1])[: self.engine.config.max_hosts])
+            recent = sorted(self.actors.items(), key=lambda kv: -kv[1][1])[: self.engine.config.max_hosts]
+            self.actors = dict(recent)
         if len(self.seen) > self._MAX_SEEN:
             self.seen.clear()  # bounded; at worst an evidence flow is alerted twice
         batch = set(flows["uid"].astype(str)) if "uid" in flows.columns else set()

@@ -112,3 +112,31 @@ def host_table(flows: Any, scores: Any, threshold: float, verdicts: list[Any], s
         row["behaviour"] = sorted(set(by_host.get(row["host"], [])))
         row["flagged"] = bool(row["flagged"] or row["behaviour"])
     return sorted(rows, key=lambda r: (not r["flagged"], -len(r["behaviour"]), -r["alerts"]))
+
+
+def run_lab_bench(runs: list[Path], model: Path | None, data_dir: Path | None, json_out: bool) -> None:
+    """``trustmesh bench detect --lab DIR...``: print the lab detection report (JSON or a table)."""
+    from trustmesh.evaluate._lab import bench_lab_runs
+
+    doc = bench_lab_runs(runs, model=model, data_dir=data_dir)
+    if json_out:
+        print_json(doc)
+        return
+    from rich.table import Table
+
+    table = Table(title=f"lab detection, model {doc['model_id']}")
+    for col in ("run", "flows", "benign FPR", "attacks flagged", "technique ok", "blocks", "incidents", "false inc."):
+        table.add_column(col, justify="left" if col == "run" else "right")
+    for r in doc["runs"]:
+        atk = r["attacks"]
+        scan_like = [a for a in atk if a["kind"] not in ("web-enumeration", "lateral-movement")]
+        table.add_row(r["run"], str(r["flows"]), "-" if r["benign_fpr"] is None else f"{r['benign_fpr']:.4f}",
+                      f"{sum(a['flagged'] for a in atk)}/{len(atk)}", f"{sum(a['technique_ok'] for a in atk)}/{len(atk)}",
+                      f"{sum(a['blocked'] for a in scan_like)}/{len(scan_like)}", str(r["incidents"]),
+                      str(r["false_incidents"]))  # fmt: skip
+    console.print(table)
+    for r in doc["runs"]:
+        for a in r["attacks"]:
+            if not (a["flagged"] and a["technique_ok"]):
+                err_console.print(f"{r['run']}: {a['id']} {a['kind']}/{a['variant']} from {a['attacker']}: "
+                                  f"flagged={a['flagged']} verdicts={a['verdicts'] or '-'}", highlight=False)

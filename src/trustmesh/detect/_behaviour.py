@@ -99,6 +99,7 @@ class BehaviourConfig:
     flood_window_s: float = 10.0
     scan_ports: int = 8  # distinct probed (proto, port) on one victim within long_window_s
     sweep_hosts: int = 10  # distinct probed victims within long_window_s
+    sweep_pairs: int = 20  # ... or this many distinct probed (victim, port) pairs over >= 3 victims
     brute_force_attempts: int = 10  # similar login sessions to one victim service within short_window_s
     slow_brute_force_attempts: int = 30  # ... within long_window_s
     brute_force_similar_share: float = 0.8  # share of those sessions of (nearly) the same size
@@ -125,7 +126,7 @@ class BehaviourConfig:
                      "udp_flood_max_payload", "udp_flood_max_reply_ratio"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("scan_ports", "sweep_hosts", "brute_force_attempts", "slow_brute_force_attempts",
+        for name in ("scan_ports", "sweep_hosts", "sweep_pairs", "brute_force_attempts", "slow_brute_force_attempts",
                      "web_requests", "web_distinct_requests", "udp_flood_min_flows", "lateral_logins_hosts",
                      "brute_force_parallel", "sweep_max_probes_per_victim"):
             if int(getattr(self, name)) < 2:
@@ -504,6 +505,7 @@ class _HostSweep(_Detector):
         super().__init__(cfg)
         self.victims: Counter[str] = Counter()
         self.icmp: Counter[str] = Counter()  # ICMP probes per victim
+        self.pairs: Counter[tuple[str, str, int]] = Counter()  # (victim, proto, port) probed
 
     def key(self, rec: _Rec) -> Any:
         return "all" if rec.cat & _PROBES else None
@@ -511,6 +513,7 @@ class _HostSweep(_Detector):
     def add(self, i: int, rec: _Rec, key: Any) -> None:
         super().add(i, rec, key)
         self.victims[rec.victim] += 1
+        self.pairs[(rec.victim, rec.proto, rec.port)] += 1
         if rec.cat & _PROBE_ICMP:
             self.icmp[rec.victim] += 1
 
@@ -519,6 +522,10 @@ class _HostSweep(_Detector):
         self.victims[rec.victim] -= 1
         if self.victims[rec.victim] <= 0:
             del self.victims[rec.victim]
+        pair = (rec.victim, rec.proto, rec.port)
+        self.pairs[pair] -= 1
+        if self.pairs[pair] <= 0:
+            del self.pairs[pair]
         if rec.cat & _PROBE_ICMP:
             self.icmp[rec.victim] -= 1
             if self.icmp[rec.victim] <= 0:
@@ -526,25 +533,37 @@ class _HostSweep(_Detector):
 
     def check(self, key: Any, recs: list[_Rec]) -> _Hit | None:
         n = len(self.victims)
-        if n < self.cfg.sweep_hosts:
+        # a sweep of a few ports over a handful of live hosts (a LAN scan after ARP discovery) counts too
+        pairs = sum(1 for (v, _, _), c in self.pairs.items() if self.victims[v] <= self.cfg.sweep_max_probes_per_victim)
+        by_pairs = n >= 3 and pairs >= self.cfg.sweep_pairs
+        if n < self.cfg.sweep_hosts and not by_pairs:
             return None
         members = self.members[key]
         icmp_share = len(self.icmp) / n  # victims that got an ICMP echo/timestamp request
         # ICMP requests to most victims mean host discovery (nmap -sn also knocks on 80/443): T1018;
         # TCP/UDP probes alone mean the sweep looks for a service: T1046
         technique = "T1018" if icmp_share >= 0.5 else "T1046"
-        return _Hit("host-sweep", technique, _margin(n, self.cfg.sweep_hosts), ("all",),
-                    {"distinct_victims": n, "probes": len(members), "icmp_share": round(icmp_share, 3)},
+        conf = max(_margin(n, self.cfg.sweep_hosts), _margin(pairs, self.cfg.sweep_pairs) if n >= 3 else 0.0)
+        return _Hit("host-sweep", technique, conf, ("all",),
+                    {"distinct_victims": n, "probes": len(members), "probed_pairs": pairs,
+                     "icmp_share": round(icmp_share, 3)},
                     self.lan(key))
 
 
 def _similar_share(recs: list[_Rec], members: Iterable[int]) -> tuple[float, float]:
-    """Share of sessions within 20 % (+64 bytes) of the median session size, and that median."""
-    sizes = [recs[j].src_bytes + recs[j].dst_bytes for j in members]
-    if not sizes:
+    """Share of sessions whose bytes BOTH ways are within 15 % (+32 bytes) of the medians, and the median size.
+
+    A guesser repeats one exchange (same request, same refusal); telemetry that reconnects often sends
+    payloads of varying size, and real logins run different commands.
+    """
+    idx = list(members)
+    if not idx:
         return 0.0, 0.0
-    med = float(np.median(sizes))
-    return sum(1 for x in sizes if abs(x - med) <= 0.2 * med + 64) / len(sizes), med
+    up = np.array([recs[j].src_bytes for j in idx])
+    down = np.array([recs[j].dst_bytes for j in idx])
+    mu, md = float(np.median(up)), float(np.median(down))
+    ok = (np.abs(up - mu) <= 0.15 * mu + 32) & (np.abs(down - md) <= 0.15 * md + 32)
+    return float(ok.mean()), mu + md
 
 
 class _BruteForce(_Detector):
