@@ -167,11 +167,12 @@ def _bench_one(run: Path, duration: float, target_fpr: float, base: Any, base_ma
     from trustmesh.detect import load_model, save_model
     from trustmesh.detect._baseline import fit_site_baseline
     from trustmesh.flows import read_flows
-    from trustmesh.lab import label_flows, load_truth
+    from trustmesh.lab import label_flows, load_truth, match_attacks
     from trustmesh.pipeline import detect_flows
 
     truth = load_truth(run / "truth.json")
-    flows = label_flows(read_flows(run / "capture.pcap"), truth)
+    raw = read_flows(run / "capture.pcap")
+    flows = label_flows(raw, truth).assign(attack_id=match_attacks(raw, truth).to_numpy())
     cut = truth.start + duration
     window, test = flows[flows["ts"] < cut], flows[flows["ts"] >= cut].reset_index(drop=True)
     det, report = fit_site_baseline(window.drop(columns=["label", "attack_type", "technique_id", "attack_id"],

@@ -546,7 +546,10 @@ class BaselineReport:
     def warnings(self) -> list[str]:
         """One line per attack the behaviour detectors recognised in the baseline window."""
         return [f"the baseline traffic contains a {a['kind']} ({a.get('technique_id') or '-'}) from {a['host']}; "
-                f"its {a['flows']} flow(s) were left out of the baseline" for a in self.attacks]  # fmt: skip
+                f"{a['flows']} flow(s) were left out of the baseline"
+                + ("" if a.get("host_left_out", True) else
+                   " (only the attack's: the host took part in the site's traffic throughout the window)")
+                for a in self.attacks]  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form."""
@@ -612,15 +615,33 @@ def fit_site_baseline(
     excluded = np.zeros(len(frame), dtype=bool)
     verdicts = baseline_attacks(frame) if check_attacks else None
     src = _ip(frame["src_ip"])
+    uids = frame["uid"].astype(str).to_numpy() if "uid" in frame.columns else np.full(len(frame), "")
+    dst = _ip(frame["dst_ip"])
+    port = pd.to_numeric(frame["dst_port"], errors="coerce").fillna(-1).to_numpy()
+    finite_ts = ts[np.isfinite(ts)]
+    span = float(np.ptp(finite_ts)) if finite_ts.size else 0.0
     for verdict in verdicts or []:
         host = str(verdict.host)
-        hit = (src == host) | frame["uid"].astype(str).isin(set(map(str, verdict.flow_uids))).to_numpy() \
-            if "uid" in frame.columns else src == host
+        # the verdict's evidence, plus the actor's other flows to its victims' attacked ports in its time span
+        ports = list(verdict.ports) if verdict.ports else None
+        to_victims = (src == host) & np.isin(dst, list(verdict.victims)) & (
+            np.isin(port, ports) if ports is not None else True)
+        evidence = np.isin(uids, list(map(str, verdict.flow_uids))) | (
+            to_victims & (ts >= verdict.first_seen - 1.0) & (ts <= verdict.last_seen + 1.0))
+        mine = (src == host) | (dst == host)
+        rest = ts[mine & ~evidence & np.isfinite(ts)]
+        # A host that took part in the site's benign traffic all along (before, around and after the
+        # verdict: an inside host that is compromised, or one whose legitimate habit the detectors
+        # mistake for an attack) keeps that part; a host that appears only with its attack is left out.
+        established = span > 0 and rest.size >= 3 and float(np.ptp(rest)) >= 0.5 * span
+        hit = evidence | (mine if not established else np.zeros_like(mine))
         excluded |= hit
         attacks.append({"kind": str(verdict.kind), "host": host, "technique_id": verdict.technique_id,
-                        "flows": int(hit.sum()), "confidence": float(verdict.confidence)})  # fmt: skip
+                        "flows": int(hit.sum()), "confidence": float(verdict.confidence),
+                        "host_left_out": not established})  # fmt: skip
     for a in attacks:
-        log.warning("baseline window: %s (%s) from %s; its flows are left out", a["kind"], a["technique_id"], a["host"])
+        log.warning("baseline window: %s (%s) from %s; %s left out", a["kind"], a["technique_id"], a["host"],
+                    "its flows are" if a["host_left_out"] else "the attack's flows are")  # fmt: skip
     if "label" in frame.columns:  # labelled input: known attack rows never teach the baseline
         excluded |= frame["label"].astype(str).str.lower().isin(["attack", "malicious", "1"]).to_numpy()
     used = frame[~excluded].reset_index(drop=True)
