@@ -119,3 +119,20 @@ def test_mixed_eve_file_fuses_alerts_with_model_verdicts(tmp_path: Path, data_di
     for d in fused:
         ml = d["trustmesh"]["extra"]["ml"]
         assert (d["trustmesh"]["extra"]["fusion"] == "corroborated") == (ml["score"] >= ml["threshold"])
+
+
+def test_detect_writes_the_signature_alerts_of_an_eve_file(tmp_path: Path, data_dir: Path, eve_model: Path) -> None:
+    from typer.testing import CliRunner
+
+    from trustmesh.cli import app
+
+    path = tmp_path / "alerts-only.json"
+    path.write_text("".join(_alert_lines(data_dir)))
+    out = tmp_path / "alerts.jsonl"
+    result = CliRunner().invoke(app, ["detect", "--model", str(eve_model), "--input", str(path), "--out", str(out),
+                                      "--json"])
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)
+    assert summary["flows"] == 0 and summary["signature_alerts"] == summary["alerts"] == 745
+    docs = [json.loads(line) for line in out.read_text().splitlines()]
+    assert len(docs) == 745 and docs[0]["rule"]["ruleset"] == "suricata"

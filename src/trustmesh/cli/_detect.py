@@ -52,6 +52,13 @@ def run_detect(input_path: Path, out: Path, model: Path | None, fmt: str, data_d
     found = detect_flows(flows, det, manifest, source_name=input_path.name, scores=scores,
                          classes=all_classes if multi and len(flows) else None)
     alerts = found.alerts
+    signatures: list[Any] = []
+    if kind == "suricata":  # the EVE file's own signature alerts, fused with the model's verdicts (docs/soc.md)
+        from trustmesh.flows import fused_eve_alerts
+
+        signatures = fused_eve_alerts(input_path, flows["uid"] if "uid" in flows.columns else [], scores,
+                                      det.threshold, manifest.model_id, source_name=input_path.name)
+        alerts = list(alerts) + signatures
     out.parent.mkdir(parents=True, exist_ok=True)
     if fmt == "jsonl":
         with out.open("w", encoding="utf-8") as fh:
@@ -69,6 +76,7 @@ def run_detect(input_path: Path, out: Path, model: Path | None, fmt: str, data_d
         "alerts": len(alerts),
         "model_alerts": len(found.ml_alerts),
         "behaviour_alerts": len(found.behaviour_alerts),
+        "signature_alerts": len(signatures),
         "verdicts": [{k: v for k, v in x.to_dict().items() if k != "flow_uids"} | {"flows": len(x.flow_uids)}
                      for x in found.verdicts],
         "out": str(out),

@@ -53,6 +53,7 @@ from trustmesh.flows._suricata_alerts import (
     SURICATA_MODEL_ID,
     eve_alert,
     fuse_signature,
+    fused_eve_alerts,
     iter_eve_alerts,
     technique_for_signature,
 )
@@ -97,6 +98,7 @@ __all__ = [
     "follow_suricata_eve",
     "follow_zeek_conn",
     "fuse_signature",
+    "fused_eve_alerts",
     "iter_eve_alerts",
     "iter_interface",
     "iter_pcap",

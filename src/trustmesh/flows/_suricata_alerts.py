@@ -29,14 +29,15 @@ import datetime as dt
 import hashlib
 import json
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 from trustmesh.flows._io import open_text
 from trustmesh.records import Alert, FlowId, ModelId
 
-__all__ = ["SURICATA_MODEL_ID", "eve_alert", "fuse_signature", "iter_eve_alerts", "technique_for_signature"]
+__all__ = ["SURICATA_MODEL_ID", "eve_alert", "fuse_signature", "fused_eve_alerts", "iter_eve_alerts",
+           "technique_for_signature"]
 
 SURICATA_MODEL_ID = "suricata"
 _SEVERITY = {1: 3, 2: 2, 3: 1}
@@ -193,3 +194,19 @@ def fuse_signature(alert: Alert, score: float | None, threshold: float | None, m
         return dataclasses.replace(alert, extra=extra)
     return dataclasses.replace(alert, extra=extra, severity=min(4, alert.severity + 1),
                                score=max(alert.score, min(1.0, float(score))))
+
+
+def fused_eve_alerts(path: Path | str, uids: Iterable[Any], scores: Iterable[float], threshold: float,
+                     model_id: str, *, source_name: str | None = None) -> list[Alert]:
+    """Return every alert event of an EVE file, each fused with the model's score of its flow.
+
+    ``uids`` and ``scores`` are the canonical flows' ``uid`` column and the model's scores (a flow
+    missing from them leaves its alerts ``signature-only``).
+    """
+    seen = dict(zip((str(u) for u in uids), (float(s) for s in scores), strict=True))
+    out: list[Alert] = []
+    for batch in iter_eve_alerts(path, source_name=source_name):
+        for a in batch:
+            score = seen.get(str(a.flow_id))
+            out.append(fuse_signature(a, score, None if score is None else threshold, model_id))
+    return out
