@@ -246,3 +246,32 @@ def test_config_errors_name_the_key(tmp_path: Path) -> None:
     cfg.write_text('[api]\ntls_cert = "c.pem"\n')
     with pytest.raises(ConfigError, match="tls_cert and api.tls_key"):
         ServeConfig.load(cfg)
+
+
+def test_claimed_records_a_crash_left_off_the_ledger_are_appended_at_start(site: Site) -> None:
+    from trustmesh.records import Decision, IncidentId
+    from trustmesh.respond import ApprovalQueue
+
+    queue = ApprovalQueue(site.state_dir)
+    incident = queue.incidents()[0]
+    lost = Decision(decision_id="dec-crash-test", incident_id=IncidentId(incident.incident_id), incident_version=1,
+                    status="rejected", reason="rejected by rita", decided_by="operator", timestamp=1.0)
+    queue.add_records([lost], claimed=True)  # claimed, then the server died before its ledger append
+    assert [d["decision_id"] for _, _, d in queue.unlogged_claims()] == ["dec-crash-test"]
+    assert all(d.get("decision_id") != "dec-crash-test" for _, _, d in queue.outbox())  # the pipeline skips it
+    with serving(site):
+        pass
+    assert queue.unlogged_claims() == []
+    with Ledger.open(site.ledger_dir, read_only=True) as led:
+        hits = [i for i in range(led.size) if led.entry(i).payload.get("decision_id") == "dec-crash-test"]
+        assert len(hits) == 1 and led.latest_checkpoint().size == led.size  # type: ignore[union-attr]
+    queue.close()
+
+
+def test_serve_needs_the_ledger_signing_key(site: Site) -> None:
+    from trustmesh.api import ServeConfig, create_app
+    from trustmesh.errors import ConfigError
+
+    (site.ledger_dir / "log.key").unlink()
+    with pytest.raises(ConfigError, match="log.key"):
+        create_app(ServeConfig.load(site.config))

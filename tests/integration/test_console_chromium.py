@@ -157,3 +157,78 @@ def test_console_live_replay_approval_proof_and_tamper(browser: Any, data_dir: P
         # no script errors (the refused sign-in's 401 is the only failed request)
         errors = [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
         assert all("Failed to load resource" in m and "401" in m for m in errors), errors
+
+
+VECTORS = Path(__file__).resolve().parents[2].parent / "shared" / "vectors" / "merkle" / "inclusion"
+
+_RUN_VECTORS = """
+const [cases, notes, done] = [arguments[0], arguments[1], arguments[arguments.length - 1]];
+import("/js/verify.js").then(async (m) => {
+  const proofs = [];
+  for (const c of cases) {
+    try {
+      await m.verifyInclusion(c.leafIdx, c.treeSize, m.b64decode(c.leafHash || ""), (c.proof || []).map(m.b64decode),
+        m.b64decode(c.root || ""));
+      proofs.push("ok");
+    } catch (err) {
+      proofs.push(`error: ${err.message}`);
+    }
+  }
+  const sigs = [];
+  for (const [note, key] of notes) {
+    try {
+      await m.verifyCheckpoint(note, key);
+      sigs.push("ok");
+    } catch (err) {
+      sigs.push(`error: ${err.message}`);
+    }
+  }
+  done({ proofs, sigs });
+}).catch((err) => done({ fatal: String(err) }));
+"""
+
+
+@pytest.mark.integration
+def test_browser_verifier_passes_the_rfc9162_vectors_and_rejects_forged_checkpoints(
+        browser: Any, tmp_path: Path) -> None:
+    import base64
+    import json
+
+    from trustmesh.ledger import Ledger, NoteSigner
+
+    if not VECTORS.is_dir():
+        pytest.skip(f"the transparency-dev vectors are missing at {VECTORS}")
+    cases = [json.loads(p.read_text()) for p in sorted(VECTORS.rglob("*.json"))]
+    assert len(cases) == 98
+    # a real checkpoint of a real ledger, and forgeries of it
+    site = make_site(tmp_path / "site", tmp_path / "unused.model", tmp_path)
+    with Ledger.create(site.ledger_dir, "test.trustmesh/api") as led:
+        led.append_one("alert", {"n": 1})
+        note = led.checkpoint().to_bytes().decode()
+        key = led.verifier_key
+    body, sigs = note.split("\n\n")
+    lines = body.split("\n")
+    other_root = base64.b64encode(bytes(32)).decode()
+    sig_name, sig_b64 = sigs.strip("\n").split(" ")[1:]
+    flipped = bytearray(base64.b64decode(sig_b64))
+    flipped[-1] ^= 1
+    notes = [
+        [note, key],                                                                          # genuine
+        ["\n".join([lines[0], lines[1], other_root]) + "\n\n" + sigs, key],                   # root replaced
+        ["\n".join([lines[0], "7", lines[2]]) + "\n\n" + sigs, key],                          # size replaced
+        [body + "\n\n" + f"\u2014 {sig_name} {base64.b64encode(flipped).decode()}\n", key],  # signature bit
+        [note, NoteSigner.generate("test.trustmesh/api").verifier.to_vkey()],                 # another key
+    ]
+    with serving(site) as srv:
+        browser.get(srv.url + "/")
+        browser.set_script_timeout(60)
+        out = browser.execute_async_script(_RUN_VECTORS, cases, notes)
+    assert "fatal" not in out, out
+    for case, got in zip(cases, out["proofs"], strict=True):
+        if case["wantErr"]:
+            assert got != "ok", case["desc"]
+        else:
+            assert got == "ok", (case["desc"], got)
+    assert out["sigs"][0] == "ok"
+    assert all(s.startswith("error:") for s in out["sigs"][1:]), out["sigs"]
+    assert "signature does not verify" in out["sigs"][1] and "signature does not verify" in out["sigs"][3]

@@ -65,6 +65,7 @@ export async function rootFromInclusionProof(index, size, leaf, path) {
   let fn = BigInt(index);
   let sn = BigInt(size) - 1n;
   if (fn > sn) throw new VerifyError("proof", `leaf index ${index} is not below tree size ${size}`);
+  if (leaf.length !== 32) throw new VerifyError("proof", "the leaf hash is not 32 bytes");
   let r = leaf;
   const steps = [];
   for (const p of path) {
@@ -88,6 +89,17 @@ export async function rootFromInclusionProof(index, size, leaf, path) {
   }
   if (sn !== 0n) throw new VerifyError("proof", "the audit path is shorter than the tree needs");
   return { root: r, steps };
+}
+
+/** Check that `leaf` is leaf `index` of the tree of `size` with root `root` (RFC 9162 §2.1.3.2); throw if not. */
+export async function verifyInclusion(index, size, leaf, path, root) {
+  if (root.length !== 32) throw new VerifyError("root", "the root hash is not 32 bytes");
+  const walked = await rootFromInclusionProof(index, size, leaf, path);
+  if (!equal(walked.root, root)) {
+    throw new VerifyError("root", `the entry and its ${walked.steps.length}-hash audit path lead to ${hex(walked.root).slice(0, 16)}..., ` +
+      `not the signed root ${hex(root).slice(0, 16)}...: the entry was altered or the proof is wrong`);
+  }
+  return walked;
 }
 
 /** Parse a verifier key `name+hexid+base64(0x01 || pubkey)` and check its key id. */
@@ -182,14 +194,12 @@ export async function verifyEntry(doc, trustedKey) {
       throw new VerifyError("proof", `the proof is for size ${proof.treeSize}, the checkpoint for ${body.size}`);
     }
     if (proof.leafIdx !== doc.index) throw new VerifyError("proof", "the proof is for another leaf");
-    const { root, steps } = await rootFromInclusionProof(proof.leafIdx, proof.treeSize, leaf, proof.proof.map(b64decode));
+    report.checkpointRoot = hex(body.root);
+    const path = proof.proof.map(b64decode);
+    const { root, steps } = await rootFromInclusionProof(proof.leafIdx, proof.treeSize, leaf, path);
     report.pathSteps = steps;
     report.computedRoot = hex(root);
-    report.checkpointRoot = hex(body.root);
-    if (!equal(root, body.root)) {
-      throw new VerifyError("root", `the entry and its ${steps.length}-hash audit path lead to ${hex(root).slice(0, 16)}..., ` +
-        `not the signed root ${hex(body.root).slice(0, 16)}...: the entry was altered or the proof is wrong`);
-    }
+    await verifyInclusion(proof.leafIdx, proof.treeSize, leaf, path, body.root);
     step("inclusion", `${steps.length} hashes lead to the signed root ${hex(root).slice(0, 16)}...`);
     return report;
   } catch (err) {
