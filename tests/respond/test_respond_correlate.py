@@ -118,3 +118,59 @@ def test_unlabelled_alerts_hammering_one_login_port_become_brute_force() -> None
     assert many_web[-1].technique_id is None, "port 80 is not a login service"
     with pytest.raises(ValueError, match="brute_force_attempts must be >= 2"):
         Correlator(brute_force_attempts=1)
+
+
+# ---------------------------------------------------------------------------------------- techniques
+
+
+def _verdict_alert(i: int, technique: str, name: str, cls: str, *, score: float = 0.6, sev: int = 2,
+                   dst: str = "10.0.0.5") -> Alert:
+    return Alert(alert_id=f"b{i}", timestamp=float(i), flow_id=FlowId(f"f{i}"), model_id=ModelId("behaviour-v1"),
+                 score=score, threshold=0.5, source_ip="10.0.0.66", destination_ip=dst, destination_port=22,
+                 transport="tcp", predicted_class=cls, severity=sev, technique_id=technique, technique_name=name,
+                 detector="behaviour")
+
+
+def test_alert_technique_wins_over_the_class_mapping() -> None:
+    corr = Correlator(window_s=60)
+    # "port-scan" alone would map to T1046; the verdict says lateral movement by a scan is T1046 too,
+    # but a brute force named as its sub-technique must keep it
+    inc = corr.add(_verdict_alert(1, "T1110.001", "Brute Force: Password Guessing", "brute-force"))
+    assert (inc.technique_id, inc.technique_name) == ("T1110.001", "Brute Force: Password Guessing")
+    inc2 = corr.add(_verdict_alert(2, "T1021", "Remote Services", "lateral-movement"))
+    assert inc2.incident_id != inc.incident_id and inc2.technique_id == "T1021"
+    unnamed = corr.add(_alert(3, cls="lateral-movement"))  # a model alert with only a class
+    assert unnamed.technique_id == "T1021" and unnamed.technique_name == "Remote Services"
+
+
+@pytest.mark.parametrize(("label", "technique"), [
+    ("host-sweep", "T1018"), ("web-enumeration", "T1595.003"), ("lateral-movement", "T1021"),
+    ("port-scan", "T1046"), ("syn-flood", "T1498"), ("brute-force", "T1110"), ("ipsweep", "T1018"),
+])
+def test_behaviour_classes_map_to_techniques(label: str, technique: str) -> None:
+    assert technique_for(label) == technique
+
+
+@pytest.mark.parametrize(("technique", "name", "cls", "playbook", "blocks"), [
+    ("T1046", "Network Service Discovery", "port-scan", "block-port-scanner", True),
+    ("T1018", "Remote System Discovery", "host-sweep", "block-port-scanner", True),
+    ("T1595.003", "Active Scanning: Wordlist Scanning", "web-enumeration", "block-port-scanner", True),
+    ("T1110.001", "Brute Force: Password Guessing", "brute-force", "block-brute-force", True),
+    ("T1498", "Network Denial of Service", "udp-flood", "dos-flood", True),
+    ("T1499", "Endpoint Denial of Service", "syn-flood", "dos-flood", True),
+    ("T1021", "Remote Services", "lateral-movement", "quarantine-lateral-movement", False),
+])
+def test_default_playbooks_follow_the_technique(technique: str, name: str, cls: str, playbook: str,
+                                                blocks: bool) -> None:
+    from trustmesh.respond import DEFAULT_PLAYBOOKS, PlaybookSet
+
+    books = PlaybookSet.load([DEFAULT_PLAYBOOKS])
+    # a verdict just above its detector's threshold (confidence 0.6, low severity) still gets its playbook
+    inc = Correlator().add(_verdict_alert(1, technique, name, cls, score=0.6, sev=1))
+    first = books.matching(inc)[0]
+    assert first.name == playbook
+    assert any(step.type == "nftables" for step in first.actions) is blocks
+    if not blocks:
+        assert all(step.approval for step in first.actions if step.type == "quarantine")
+    weak = Correlator().add(_verdict_alert(2, technique, name, cls, score=0.3, sev=1))
+    assert books.matching(weak)[0].name == "log-everything-else"

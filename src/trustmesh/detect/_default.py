@@ -64,7 +64,8 @@ def _sha256(path: Path) -> str:
     return h.hexdigest()
 
 
-def _train(csv: Path, digest: str, out: Path) -> tuple[BaseDetector, Manifest]:
+def _train(csv: Path, digest: str, out: Path, *, max_rows: int | None = None) -> tuple[BaseDetector, Manifest]:
+    """Fit, calibrate and save the default model (``max_rows``: a stratified subsample, for tests)."""
     from sklearn.model_selection import train_test_split
 
     from trustmesh.detect._gbdt import GBDTDetector
@@ -73,6 +74,10 @@ def _train(csv: Path, digest: str, out: Path) -> tuple[BaseDetector, Manifest]:
 
     raw = pd.read_csv(csv, encoding="utf-8-sig", low_memory=False)
     flows = ton_iot_to_canonical(raw, source=str(csv))
+    if max_rows is not None and max_rows < len(flows):
+        keep, _ = train_test_split(np.arange(len(flows)), train_size=max_rows, random_state=_SEED,
+                                   stratify=flows["attack_type"].astype(str))
+        flows = flows.iloc[np.sort(keep)].reset_index(drop=True)
     X = flows[list(DEFAULT_FEATURES)]
     labels = flows["attack_type"].astype(str).to_numpy()
     is_attack = labels != "benign"
