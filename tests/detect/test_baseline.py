@@ -192,3 +192,40 @@ def test_cli_bad_input_is_one_line(args: list[str], data_dir: Path, tmp_path: Pa
     lines = [ln for ln in out.output.splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in out.output
     assert not (tmp_path / "m.tm").exists()
+
+
+def test_cli_live_interface_learns_for_the_duration_then_stops(tmp_path: Path) -> None:
+    import os
+    import socket
+    import subprocess
+    import sys
+    import threading
+    import time
+
+    if os.geteuid() != 0:
+        pytest.skip("live capture on lo needs root (CAP_NET_RAW)")
+    done = threading.Event()
+
+    def traffic() -> None:  # real UDP datagrams on loopback while the baseline listens
+        with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+            i = 0
+            while not done.is_set():
+                s.sendto(b"x" * 20, ("127.0.0.1", 20000 + i % 300))
+                i += 1
+                time.sleep(0.01)
+
+    exe = str(Path(sys.executable).with_name("trustmesh"))
+    threading.Thread(target=traffic, daemon=True).start()
+    try:
+        proc = subprocess.run([exe, "baseline", "--input", "iface:lo",
+                               "--duration", "4", "--base-model", "none", "--out", str(tmp_path / "lo.tm")],
+                              capture_output=True, text=True, timeout=120)
+    finally:
+        done.set()
+    # a few seconds of loopback datagrams are far too little for a baseline: one line, exit 2
+    assert proc.returncode == 2, proc.stderr
+    assert "too little traffic" in proc.stderr and "Traceback" not in proc.stderr
+    out = subprocess.run([exe, "baseline", "--input", "iface:lo",
+                          "--base-model", "none", "--out", str(tmp_path / "lo.tm")], capture_output=True, text=True,
+                         timeout=60)
+    assert out.returncode == 2 and "--duration is required" in out.stderr

@@ -18,11 +18,60 @@ __all__ = ["baseline"]
 _MAX_FLOWS = 2_000_000  # rows kept from one input (memory bound); the baseline window is the first part
 
 
+def _capture_live(interface: str, duration: float) -> list[Any]:
+    """Meter ``interface`` for ``duration`` seconds; return the flow batches seen (bounded in time).
+
+    The capture runs on a reader thread (nfstream blocks until a flow expires); the reader stops at
+    the first batch after the deadline, and a silent interface cannot hold the command past it.
+    """
+    import queue
+    import threading
+
+    from trustmesh.flows import InterfaceSource
+
+    source = InterfaceSource(interface, idle_timeout=1, active_timeout=max(1, int(duration)))
+    q: queue.Queue[object] = queue.Queue()
+    stop = threading.Event()
+
+    def reader() -> None:
+        batches = source.iter_batches(1_000)
+        try:
+            for batch in batches:
+                q.put(batch)
+                if stop.is_set():
+                    break
+        except BaseException as exc:  # handed to the command's thread
+            q.put(exc)
+        finally:
+            close = getattr(batches, "close", None)
+            if callable(close):
+                close()
+            q.put(None)
+
+    threading.Thread(target=reader, name="trustmesh-baseline-capture", daemon=True).start()
+    deadline = time.monotonic() + duration
+    frames: list[Any] = []
+    rows = 0
+    while (left := deadline - time.monotonic()) > 0 and rows < _MAX_FLOWS:
+        try:
+            item = q.get(timeout=min(left, 0.5))
+        except queue.Empty:
+            continue
+        if item is None:
+            break
+        if isinstance(item, BaseException):
+            raise item
+        frames.append(item)
+        rows += len(item)  # type: ignore[arg-type]
+    stop.set()
+    return frames
+
+
 def _read_window(spec: str, duration: float | None) -> tuple[Any, str]:
     """Read canonical flows from a file/folder or ``iface:NAME`` (for ``duration`` seconds)."""
     import pandas as pd
 
-    from trustmesh.flows import InterfaceSource, empty_canonical, open_source
+    from trustmesh.flows import empty_canonical, open_source
     from trustmesh.flows._hashing import sha256_file
 
     frames: list[Any] = []
@@ -30,18 +79,8 @@ def _read_window(spec: str, duration: float | None) -> tuple[Any, str]:
     if spec.startswith("iface:"):
         if duration is None:
             raise InputError("--duration is required with iface:NAME (how long to learn for)")
-        deadline = time.monotonic() + duration
-        batches = InterfaceSource(spec[len("iface:"):], idle_timeout=1, active_timeout=30).iter_batches(1_000)
-        try:
-            for batch in batches:
-                frames.append(batch)
-                rows += len(batch)
-                if time.monotonic() >= deadline or rows >= _MAX_FLOWS:
-                    break
-        finally:
-            close = getattr(batches, "close", None)
-            if callable(close):
-                close()
+        frames = _capture_live(spec[len("iface:"):], duration)
+        rows = sum(len(f) for f in frames)
         input_digest = "live:" + spec
     else:
         path = Path(spec)
