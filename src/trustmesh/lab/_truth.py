@@ -5,7 +5,8 @@ attack's ``targets`` are its two ends, its protocol is one the attack's tool sen
 it provokes), its destination port is one the attack aims at (when the attack names ports) and it
 starts while the attack's process ran (``start - slack`` .. ``end + slack``); among several matching
 attacks the most recently started one wins. ICMP flows (no ports: a meter folds an echo flood into
-the flow an earlier ping opened) match when their span overlaps the attack. Everything else is benign. The rule uses addresses, ports and times only, so flows metered by any tool (nfstream, Zeek)
+the flow an earlier ping opened) match when their span overlaps the attack. Everything else is
+benign. The rule uses addresses, ports and times only, so flows metered by any tool (nfstream, Zeek)
 from the same capture get the same labels.
 """
 
