@@ -105,7 +105,8 @@ def run_cmd(scenario: str = typer.Argument(..., help="Shipped scenario name or Y
                 err_console.print(line, highlight=False)
 
         say(f"lab: {plan.scenario} seed {plan.seed}: {len(plan.hosts)} hosts, LAN {plan.lan}, "
-            f"{plan.duration:.0f} s, {len(plan.attacks)} attacks")
+            f"{plan.duration:.0f} s, {len(plan.attacks)} attacks"
+            + (" (held-out seed: report results on it, never tune)" if seed >= 100 else ""))
         result = run_plan(plan, out, force=force, progress=say)
     finally:
         signal.signal(signal.SIGTERM, old)
