@@ -127,6 +127,7 @@ def alert_severity(score: float, threshold: float, technique_id: str | None = No
 # time
 
 
+@functools.lru_cache(maxsize=4096)  # one event.created per batch; repeated flow starts
 def iso_utc(ts: float) -> str:
     """Format epoch seconds as ISO 8601 UTC with microseconds: ``2021-06-06T13:59:46.457984Z``."""
     if not math.isfinite(ts):
@@ -160,6 +161,7 @@ _ICMP6_PAIRS = {128: 129, 129: 128, 133: 134, 134: 133, 135: 136, 136: 135, 130:
                 139: 140, 140: 139, 144: 145, 145: 144}  # fmt: skip
 
 
+@functools.lru_cache(maxsize=65_536)  # flows of one scan or session share their tuple
 def community_id(saddr: str, daddr: str, sport: int | None, dport: int | None, proto: int | str,
                  *, seed: int = 0) -> str | None:
     """Return the Community ID v1 flow hash (``"1:" + base64(sha1(...))``), or None if not computable.
@@ -225,6 +227,7 @@ def _observer() -> dict[str, Any]:
             "hostname": socket.gethostname()}  # fmt: skip
 
 
+@functools.lru_cache(maxsize=65_536)  # the same hosts recur in every batch
 def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     if not value:
         return None
@@ -234,6 +237,7 @@ def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | No
         return None
 
 
+@functools.lru_cache(maxsize=65_536)
 def _direction(src: Any, dst: Any) -> str:
     if src is None or dst is None:
         return "unknown"
