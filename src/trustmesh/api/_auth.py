@@ -93,18 +93,62 @@ class NonceStore:
         except sqlite3.Error as exc:
             raise InputError(f"{target}: cannot open the nonce store ({exc})") from None
         self._last_purge = 0.0
+        self.deferred = False  # True: claims are held in memory until flush() writes them in one transaction
+        self._pending: dict[str, float] = {}
+        self._known: dict[str, float] = {}  # deferred mode: every unexpired nonce (from disk and since)
+        self._known_cap = 10_000
+
+    def defer(self) -> None:
+        """Switch to deferred claims: load the unexpired nonces once; later claims are checked in memory."""
+        with self._lock:
+            if self.deferred:
+                return
+            rows = self._db.execute("SELECT key, expires FROM nonces WHERE expires >= ?", (_time.time(),)).fetchall()
+            self._known = {str(k): float(e) for k, e in rows}
+            self._known_cap = max(10_000, len(self._known))
+            self.deferred = True
 
     def claim(self, key: str, expires: float, now: float) -> bool:
-        """Record ``key`` durably; return False if it was already recorded and has not expired."""
+        """Record ``key`` (durably, unless ``deferred``); return False if it is recorded and has not expired.
+
+        With ``deferred`` set, a claim is refused at once for a second use but written to disk only by
+        :meth:`flush`, which a group-committing server calls before it acknowledges the requests:
+        one fsync for the whole group, and no acknowledged request's nonce is lost by a crash.
+        """
         with self._lock:
             if now - self._last_purge > 60:
                 self._db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
                 self._last_purge = now
+            if self.deferred:  # every unexpired nonce is in memory (loaded once from disk): no query per claim
+                held = self._known.get(key)
+                if held is not None and held >= now:
+                    return False
+                self._known[key] = expires
+                self._pending[key] = expires
+                if len(self._known) > 2 * self._known_cap:
+                    self._known = {k: v for k, v in self._known.items() if v >= now}
+                    self._known_cap = max(self._known_cap, len(self._known))
+                return True
             row = self._db.execute("SELECT expires FROM nonces WHERE key=?", (key,)).fetchone()
             if row is not None and float(row[0]) >= now:
                 return False
             self._db.execute("INSERT OR REPLACE INTO nonces(key, expires) VALUES(?, ?)", (key, expires))
             return True
+
+    def flush(self) -> None:
+        """Write the deferred claims in one durable transaction."""
+        with self._lock:
+            if not self._pending:
+                return
+            rows = list(self._pending.items())
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self._db.executemany("INSERT OR REPLACE INTO nonces(key, expires) VALUES(?, ?)", rows)
+                self._db.execute("COMMIT")
+            except BaseException:
+                self._db.execute("ROLLBACK")
+                raise
+            self._pending.clear()
 
     def close(self) -> None:
         """Close the database."""
@@ -162,6 +206,18 @@ class RequestAuth:
     def configured(self) -> bool:
         """Whether any credential is configured (without one, writes are refused)."""
         return bool(self.token_digests or self.client_keys)
+
+    def defer_nonces(self) -> None:
+        """Hold accepted nonces in memory until :meth:`flush_nonces` (a group-committing server)."""
+        with self._lock:
+            if self.nonces is None:
+                self.nonces = NonceStore(None)
+            self.nonces.defer()
+
+    def flush_nonces(self) -> None:
+        """Write deferred nonces durably (call before acknowledging the requests they came with)."""
+        if self.nonces is not None:
+            self.nonces.flush()
 
     def use_nonce_store(self, path: Path) -> None:
         """Persist accepted nonces in ``path`` (unless a store is configured already)."""

@@ -221,6 +221,50 @@ class Ledger:
             first = self._store.append(raws, hashes, idem)
         return list(range(first, first + len(raws)))
 
+    def append_group(self, requests: Sequence[tuple[Sequence[Entry], str | None]]) -> list[list[int] | InputError]:
+        """Append several independent requests in one durable transaction (group commit).
+
+        Each request is ``(entries, idempotency_key)`` with the rules of :meth:`append`; the result
+        per request is its leaf indices or the InputError that refused it (bad refs, a reused key),
+        which leaves the other requests untouched. One fsync covers the whole group, so a server can
+        acknowledge many concurrent single-entry requests at the cost of one.
+        """
+        if self.read_only:
+            raise InputError(f"{self.directory}: ledger opened read-only; appends are refused")
+        sha = hashlib.sha256
+        out: list[list[int] | InputError | None] = [None] * len(requests)
+        staged: list[tuple[int, list[bytes], list[bytes], tuple[str, bytes] | None]] = []
+        with self._store._lock:
+            base = self._store.size
+            offset = 0
+            keys: set[str] = set()  # a key repeated within the group is appended once
+            for r, (entries, key) in enumerate(requests):
+                try:
+                    if not entries or len(entries) > MAX_BATCH or not all(isinstance(e, Entry) for e in entries):
+                        raise InputError(f"a request needs 1..{MAX_BATCH} Entry objects")
+                    idem = None if key is None else (check_idempotency_key(key), request_digest(entries))
+                    earlier = None if idem is None else self._store.lookup_idempotency(idem[0])
+                    if earlier is None and key in keys:
+                        earlier = (0, 0)
+                    if earlier is None:
+                        for i, e in enumerate(entries):
+                            if e.refs and max(e.refs) >= base + offset + i:
+                                raise InputError(f"entry {i} of the batch refers to leaf {max(e.refs)}, which is "
+                                                 "not earlier than it")
+                except InputError as exc:
+                    out[r] = exc
+                    continue
+                raws = [e.to_bytes() for e in entries]
+                staged.append((r, raws, [sha(b"\x00" + x).digest() for x in raws], idem))
+                if earlier is None:
+                    offset += len(raws)
+                if key is not None:
+                    keys.add(key)
+            firsts = self._store.append_requests([(raws, hashes, idem) for _, raws, hashes, idem in staged])
+        for (r, raws, _, _), first in zip(staged, firsts, strict=True):
+            out[r] = first if isinstance(first, InputError) else list(range(first, first + len(raws)))
+        return [x if x is not None else InputError("not appended") for x in out]
+
     def sequence(self, entries: Sequence[Entry], *, idempotency_key: str | None = None) -> tuple[list[int], Checkpoint]:
         """Append one batch durably and sign the checkpoint that covers it (one batch, one checkpoint)."""
         indices = self.append(entries, idempotency_key=idempotency_key)

@@ -512,6 +512,75 @@ class TileStore:
                     self._cache.pop(key, None)
             return first
 
+    def append_requests(
+        self, requests: Sequence[tuple[Sequence[bytes], Sequence[bytes], tuple[str, bytes] | None]]
+    ) -> list[int | InputError]:
+        """Append several requests' entries in one durable transaction (group commit).
+
+        Each request is ``(entries, leaf_hashes, idempotency)`` as for :meth:`append`. Returns, per
+        request, its first index, or the InputError that refused it (a key reused for a different
+        request); a refused request writes nothing and does not affect the others. A key seen twice
+        in the group for the same request gets the first one's indices.
+        """
+        results: list[int | InputError] = []
+        with self._lock:
+            self._db.execute("BEGIN IMMEDIATE")
+            try:
+                self.refresh()
+                self._load_edge()
+                first = self._size
+                raws: list[bytes] = []
+                hashes: list[bytes] = []
+                keyed: list[tuple[str, int, int, bytes]] = []
+                in_group: dict[str, tuple[bytes, int, int]] = {}
+                for entries, leaf_hashes, idem in requests:
+                    if idem is not None:
+                        seen = in_group.get(idem[0])
+                        try:
+                            if seen is not None:
+                                if seen[0] != idem[1] or seen[2] != len(entries):
+                                    raise InputError(f"idempotency key {idem[0]!r} was already used for a different "
+                                                     "request; use a new key")
+                                results.append(seen[1])
+                                continue
+                            earlier = self._idempotent(idem[0], idem[1], len(entries))
+                        except InputError as exc:
+                            results.append(exc)
+                            continue
+                        if earlier is not None:
+                            results.append(earlier)
+                            continue
+                        in_group[idem[0]] = (idem[1], first + len(raws), len(entries))
+                        keyed.append((idem[0], first + len(raws), len(entries), idem[1]))
+                    results.append(first + len(raws))
+                    raws.extend(entries)
+                    hashes.extend(leaf_hashes)
+                tile_rows, bundle_rows = self._stage(raws, hashes) if raws else ([], [])
+                self._db.executemany("INSERT OR REPLACE INTO bundles(idx, width, data) VALUES(?,?,?)", bundle_rows)
+                self._db.executemany("INSERT OR REPLACE INTO tiles(id, width, data) VALUES(?,?,?)", tile_rows)
+                new_size = first + len(raws)
+                self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('size', ?)", (str(new_size),))
+                if keyed:
+                    self._db.execute("CREATE TABLE IF NOT EXISTS idempotency(key TEXT PRIMARY KEY, "
+                                     "first INTEGER NOT NULL, count INTEGER NOT NULL, digest BLOB NOT NULL)")
+                    self._db.executemany("INSERT INTO idempotency(key, first, count, digest) VALUES(?,?,?,?)", keyed)
+                self._db.execute("COMMIT")
+            except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error: not a damaged log
+                self._rollback()
+                raise sqlite_problem(self.path, exc) from None
+            except BaseException:
+                self._rollback()
+                raise
+            self._size = new_size
+            for key, width, data in tile_rows:
+                if width == TILE_WIDTH:
+                    self._cache[key] = (width, data)
+                    if len(self._cache) > _CACHE_TILES:
+                        self._cache.popitem(last=False)
+                else:
+                    self._cache.pop(key, None)
+        return results
+
     def _rollback(self) -> None:
         try:
             self._db.execute("ROLLBACK")
