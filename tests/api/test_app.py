@@ -166,6 +166,8 @@ def test_alerts_are_ecs_filtered_and_paged(site: Site) -> None:
         assert all(i["ecs"]["ecs"]["version"].startswith("8.") and i["ecs"]["event"]["kind"] for i in incs)
         one = c.get(f"/api/v1/incidents/{incs[0]['incident_id']}", headers=_auth(viewer)).json()
         assert one["incident"]["incident_id"] == incs[0]["incident_id"]
+        summary = c.get("/api/v1/summary", headers=_auth(viewer)).json()
+        assert sum(summary["alerts_by_severity"].values()) == summary["alerts"] == first["matched"]
         models = c.get("/api/v1/models", headers=_auth(viewer)).json()["items"]
         assert models and models[0]["kind"] == "model" and models[0]["alerts"] > 0
 

@@ -118,6 +118,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
                 "pending_approvals": len(queue.approvals("pending")),
                 "active_actions": len(queue.actions(status="applied")) + len(queue.actions(status="dry_run")),
                 "damaged_entries": len(ctx.index.damaged), "kinds": {k: len(v) for k, v in ctx.index.kinds.items()},
+                "alerts_by_severity": {str(k): v for k, v in sorted(Counter(a.severity for a in ctx.index.alerts).items())},
+                "top_techniques": Counter(a.technique_id for a in ctx.index.alerts if a.technique_id).most_common(5),
                 "server_time": time.time()}
 
     # -- alerts ---------------------------------------------------------------------------------

@@ -73,13 +73,29 @@ export async function alertsView(main) {
     await poll(true);
   }
 
+  const kpis = h("div", { class: "kpis", id: "alert-kpis" });
+  async function drawKpis() {
+    const s = await call("/summary");
+    const sev = s.alerts_by_severity || {};
+    clear(kpis,
+      [["4", "critical"], ["3", "high"], ["2", "medium"], ["1", "low"]].map(([k, label]) =>
+        h("div", { class: `kpi kpi-sev-${k}` }, h("b", {}, String(sev[k] || 0)), h("span", {}, label))),
+      h("div", { class: "kpi kpi-wide" }, h("span", {}, "top techniques"),
+        h("div", {}, (s.top_techniques || []).map(([t, n]) => h("span", { class: "technique" }, `${t} ×${n}`)))));
+  }
   clear(main,
     h("div", { class: "view-head" }, h("h1", {}, "Alerts"), live, counter, h("span", { class: "muted" }, "ECS 8 documents straight from the ledger, newest first")),
+    kpis,
     form,
     h("div", { class: "table-wrap" }, h("table", { class: "grid", id: "alerts-table" },
       h("thead", {}, h("tr", {}, ALERT_HEADERS.map((x) => h("th", {}, x)))), tbody)));
-  await poll(true);
-  timer = setInterval(() => { if (!paused) poll(false).catch(() => {}); }, POLL_MS);
+  await Promise.all([poll(true), drawKpis()]);
+  let ticks = 0;
+  timer = setInterval(() => {
+    if (paused) return;
+    poll(false).catch(() => {});
+    if (++ticks % 3 === 0) drawKpis().catch(() => {});
+  }, POLL_MS);
   return () => clearInterval(timer);
 }
 
