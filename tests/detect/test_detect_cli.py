@@ -76,8 +76,10 @@ def test_default_model_flags_the_port_scanner(data_dir: Path, tmp_path: Path, mo
     bundle = json.loads(out_file.read_text())
     assert bundle["type"] == "bundle"
     types = {o["type"] for o in bundle["objects"]}
-    assert {"indicator", "sighting", "observed-data", "network-traffic", "ipv4-addr"} <= types
-    assert any("172.16.0.8" in o.get("pattern", "") for o in bundle["objects"])
+    assert {"identity", "sighting", "attack-pattern"} <= types
+    # 172.16.0.8 is an internal (private) host: a sighting of the scan technique, never an indicator (docs/soc.md)
+    assert not any("172.16.0.8" in o.get("pattern", "") for o in bundle["objects"])
+    assert any(o["type"] == "sighting" and "172.16.0.8" in o.get("description", "") for o in bundle["objects"])
 
 
 @pytest.mark.parametrize("content", [b"", b"\x00\xff\x10garbage\x00" * 50, b"a,b,c\n1,2,3\n4,5,6\n"])
