@@ -125,7 +125,10 @@ def load_yaml_node(text: str | bytes, source: str = "<string>", *, limits: YamlL
     if len(text) > lim.max_bytes:
         raise error(f"{source}: {len(text)} characters, more than the {lim.max_bytes} allowed for YAML")
     loader_cls = type("_Loader", (_CountingLoader,), {"max_aliases": lim.max_aliases})
-    loader = loader_cls(text)
+    try:
+        loader = loader_cls(text)  # the reader refuses control characters already here
+    except yaml.YAMLError as exc:
+        raise error(f"{source}: not valid YAML: {getattr(exc, 'problem', None) or exc}") from None
     try:
         node = loader.get_single_node()
         if node is None:

@@ -74,7 +74,14 @@ __all__ = [
 
 
 class TrustmeshError(Exception):
-    """Root of every error trustmesh raises on purpose."""
+    """Root of every error trustmesh raises on purpose.
+
+    Its text is always one line: messages that quote a library's multi-line error are folded.
+    """
+
+    def __str__(self) -> str:
+        text = super().__str__()
+        return " ".join(text.split()) if "\n" in text or "\r" in text else text
 
 
 class InputError(TrustmeshError):

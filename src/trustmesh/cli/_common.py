@@ -46,7 +46,11 @@ def setup_logging(verbose: int) -> None:
 
 def fail(message: str, code: int = 2) -> typer.Exit:
     """Print one error line on stderr and return the Exit to raise."""
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
+    from rich.markup import escape
+
+    one_line = " ".join(message.split())  # a message is one line, whatever a library put in it
+    # escaped: a file name or value like "[/x]" inside the message must not be read as rich markup
+    err_console.print(f"[bold red]error:[/] {escape(one_line)}", highlight=False, soft_wrap=True)
     return typer.Exit(code)
 
 

@@ -219,7 +219,7 @@ def read_frame(path: Path | str, *, header: bool = True, names: Sequence[str] | 
     except pd.errors.EmptyDataError as exc:
         raise InputError(f"{p}: file is empty (no header row)") from exc
     except pd.errors.ParserError as exc:
-        raise InputError(f"{p}: not a well-formed CSV table ({exc})") from exc
+        raise InputError(f"{p}: not a well-formed CSV table ({' '.join(str(exc).split())})") from exc
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: neither UTF-8 nor Windows-1252 text ({exc.reason} at byte {exc.start})") from exc
     except (OSError, EOFError) as exc:
@@ -325,10 +325,13 @@ def _coerce_column(s: pd.Series) -> pd.Series:
     if present.any() and bool((num.notna() == present).all()):
         vals = num.to_numpy(dtype=np.float64, na_value=np.nan)
         out = np.where(missing, np.nan, vals[np.where(missing, 0, codes)])
-        if pd.api.types.is_integer_dtype(num.dtype) and not bool(np.isnan(out).any()):
+        if (pd.api.types.is_integer_dtype(num.dtype) and not bool(np.isnan(out).any())
+                and bool((np.abs(out) < 2.0 ** 63).all())):  # beyond int64 stays float: never wrap
             return pd.Series(out.astype(np.int64), index=s.index, name=s.name)
         out[np.isinf(out)] = np.nan
         return pd.Series(out, index=s.index, name=s.name)
+    if not bool(present.any()):  # every value missing
+        return pd.Series(np.full(len(s), np.nan), index=s.index, name=s.name)
     # a column mixing numbers and text stays text (pandas' default "str" dtype, NaN for missing)
     text = uniq.to_numpy(dtype=object)
     picked = np.where(missing, None, text[np.where(missing, 0, codes)])

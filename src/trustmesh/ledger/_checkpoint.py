@@ -79,7 +79,7 @@ class Checkpoint:
             raise CheckpointError(f"checkpoint size {size_line[:30]!r} is not a decimal without leading zeros")
         try:
             root = base64.b64decode(root_line, validate=True)
-        except binascii.Error:
+        except (binascii.Error, ValueError):  # ValueError: non-ASCII characters in the line
             raise CheckpointError("checkpoint root hash is not base64") from None
         if len(root) != HASH_SIZE or base64.b64encode(root).decode("ascii") != root_line:
             raise CheckpointError("checkpoint root hash is not the base64 of 32 bytes")

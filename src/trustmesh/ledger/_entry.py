@@ -111,7 +111,7 @@ class Entry:
             if name not in doc:
                 raise InputError(f"entry is missing the field {name!r}")
         when = doc.get("time", _time.time() if default_time is None else default_time)
-        return cls(kind=doc["kind"], payload=doc["payload"], time=when, refs=tuple(doc.get("refs", ())))
+        return cls(kind=doc["kind"], payload=doc["payload"], time=when, refs=_check_refs(doc.get("refs", ())))
 
     @classmethod
     def from_bytes(cls, raw: bytes) -> Entry:

@@ -70,6 +70,10 @@ def _check_name(name: str) -> str:
         raise InputError(f"key name must be non-empty without spaces or '+', got {name!r}")
     if any(ord(c) < 0x20 for c in name):
         raise InputError(f"key name must not contain control characters, got {name!r}")
+    try:
+        name.encode("utf-8")
+    except UnicodeEncodeError:  # a lone surrogate (e.g. from undecodable command-line bytes)
+        raise InputError(f"key name is not valid Unicode text, got {name!r}") from None
     return name
 
 
@@ -229,7 +233,11 @@ class NoteSigner:
         mode = p.stat().st_mode & 0o777
         if mode & 0o077:
             raise InputError(f"{p}: private key is readable by others (mode {mode:o}); run chmod 600 {p}")
-        return cls.from_skey(p.read_text(encoding="utf-8"))
+        try:
+            text = p.read_text(encoding="utf-8")
+        except UnicodeDecodeError as exc:
+            raise InputError(f"{p}: private key file is not UTF-8 text (byte {exc.start})") from None
+        return cls.from_skey(text)
 
 
 @dataclass(frozen=True, slots=True)
