@@ -53,6 +53,9 @@ def run(
         console.print(f"{doc['flows']} flows, {doc['alerts']} alerts, {doc['incidents']} incidents, "
                       f"{doc['decisions']} decisions; ledger entries {doc['first_index']}..{doc['last_index']}; "
                       f"checkpoint size {doc['checkpoints'][-1]['size']}")
+        for name, st in doc.get("sinks", {}).items():  # [[sinks]] outputs (docs/soc.md)
+            err_console.print(f"sink {name}: {st['sent']} sent, {st['failed']} failed"
+                              + (f" (last error: {st['last_error']})" if st["last_error"] else ""), highlight=False)
         for e in doc["errors"]:
             err_console.print(f"[yellow]warning:[/] {e}")
     if doc["interrupted"]:
