@@ -157,3 +157,13 @@ def _check_demo(proc: subprocess.Popen[str]) -> None:
     finally:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=30)
+
+
+def test_bench_api_reports_index_and_latency(cli_site: Site) -> None:
+    out = CliRunner().invoke(app, ["bench", "api", "--config", str(cli_site.config), "--requests", "3", "--json"])
+    assert out.exit_code == 0, out.output
+    doc = json.loads(out.stdout)
+    assert doc["alerts"] > 100 and doc["ledger_entries"] > doc["alerts"]
+    assert doc["index_entries_per_s"] > 0 and doc["index_bytes_per_alert"] > 0
+    assert set(doc["latency"]) == {"alerts?limit=100", "incidents", "ledger/entries (proof)", "summary"}
+    assert all(v["median_ms"] > 0 for v in doc["latency"].values())

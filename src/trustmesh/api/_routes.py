@@ -165,7 +165,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         items = []
         for leaf, entry in ctx.index.entries(picked):
             if entry is not None:
-                items.append(alert_document(entry.payload, leaf))
+                items.append(alert_document(entry["payload"], leaf))
             else:
                 items.append({"trustmesh": {"ledger_index": leaf, "damaged": True}})
         more = total > len(picked)
@@ -312,7 +312,7 @@ def build_router(ctx: ApiContext) -> APIRouter:
         ctx.index.refresh()
         rows = [a for a in ctx.index.alerts if host in (a.source_ip, a.destination_ip)]
         recent = [r.leaf for r in rows[-50:]][::-1]
-        docs = [alert_document(e.payload, leaf) for leaf, e in ctx.index.entries(recent) if e is not None]
+        docs = [alert_document(e["payload"], leaf) for leaf, e in ctx.index.entries(recent) if e is not None]
         incs = [i.to_dict() | {"alert_ids": None, "ledger_index": ctx.index.incident_leaf.get(i.incident_id)}
                 for i in queue.incidents() if host in i.source_ips or host in i.destination_ips]
         acts = [a.to_dict() for a in queue.actions() if host in a.targets]
@@ -332,8 +332,8 @@ def build_router(ctx: ApiContext) -> APIRouter:
     def entries_of(*kinds: str, limit: int = MAX_PAGE) -> list[dict[str, Any]]:
         ctx.index.refresh()
         leaves = sorted(leaf for k in kinds for leaf in ctx.index.kinds.get(k, []))[-limit:][::-1]
-        return [{"leaf": leaf, "kind": e.kind, "time": e.time, "refs": list(e.refs), "payload": e.payload}
-                for leaf, e in ctx.index.entries(leaves) if e is not None]
+        return [{"leaf": leaf, "kind": e["kind"], "time": e.get("time"), "refs": list(e.get("refs") or []),
+                 "payload": e["payload"]} for leaf, e in ctx.index.entries(leaves) if e is not None]
 
     @r.get("/models", tags=["models"])
     def models(_: Viewer) -> dict[str, Any]:

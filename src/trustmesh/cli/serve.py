@@ -9,7 +9,7 @@ from typing import Any
 import typer
 
 from trustmesh.cli._common import console, err_console, guarded, print_json
-from trustmesh.cli._root import app
+from trustmesh.cli._root import app, bench_app
 
 __all__ = ["run_server", "serve", "serve_demo", "token_app"]
 
@@ -157,3 +157,79 @@ def serve_demo(out_dir: Path, *, host: str = "127.0.0.1", port: int = 8443) -> N
         run_server(cfg, on_ready=ready)
     finally:
         store.revoke(rec.token_id)
+
+
+@bench_app.command("api")
+@guarded
+def bench_api(
+    config: Path = typer.Option(..., "--config", "-c", help=_CONFIG_HELP),
+    requests: int = typer.Option(50, "--requests", help="Requests per endpoint (timed over real HTTP)."),
+    as_json: bool = typer.Option(False, "--json", help="Print JSON."),
+) -> None:
+    """Time the operator server on a deployment: ledger index catch-up, its memory, request latency."""
+    import socket
+    import statistics
+    import threading
+    import time
+    import tracemalloc
+
+    import httpx
+    import uvicorn
+
+    api = _api()
+    from trustmesh.api._index import LedgerIndex
+
+    if requests < 1:
+        raise typer.BadParameter("--requests must be >= 1")
+    cfg = api.ServeConfig.load(config)
+    server_app = api.create_app(cfg)
+    ctx = server_app.state.context
+    fresh = LedgerIndex(ctx.ledger)
+    tracemalloc.start()
+    t0 = time.perf_counter()
+    size = fresh.refresh()
+    index_s = time.perf_counter() - t0
+    index_bytes = tracemalloc.get_traced_memory()[0]
+    tracemalloc.stop()
+    t0 = time.perf_counter()
+    LedgerIndex(ctx.ledger).refresh()
+    untraced_s = time.perf_counter() - t0
+    token, rec = ctx.tokens.create("bench", "viewer")
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(server_app, log_level="warning", lifespan="off", ws="none"))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started and thread.is_alive():
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    latencies: dict[str, dict[str, float]] = {}
+    last = max(0, (ctx.ledger.latest_checkpoint().size if ctx.ledger.latest_checkpoint() else 1) - 1)
+    try:
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {token}"}) as client:
+            for name, path in (("alerts?limit=100", "/api/v1/alerts?limit=100"), ("incidents", "/api/v1/incidents"),
+                               ("ledger/entries (proof)", f"/api/v1/ledger/entries/{last}"),
+                               ("summary", "/api/v1/summary")):
+                times = []
+                for _ in range(requests):
+                    t = time.perf_counter()
+                    client.get(path).raise_for_status()
+                    times.append((time.perf_counter() - t) * 1e3)
+                times.sort()
+                latencies[name] = {"median_ms": round(statistics.median(times), 2),
+                                   "p95_ms": round(times[int(0.95 * (len(times) - 1))], 2)}
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+        sock.close()
+        ctx.tokens.revoke(rec.token_id)
+        ctx.close()
+    doc = {"ledger_entries": size, "alerts": len(fresh.alerts),
+           "index_entries_per_s": round(size / untraced_s) if untraced_s else None,
+           "index_bytes_per_alert": round(index_bytes / max(len(fresh.alerts), 1)),
+           "index_seconds_traced": round(index_s, 3), "requests_per_endpoint": requests, "latency": latencies}
+    if as_json:
+        print_json(doc)
+        return
+    for key, value in doc.items():
+        console.print(f"{key}: {value}", highlight=False)
