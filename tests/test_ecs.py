@@ -187,3 +187,12 @@ def test_alert_round_trips_through_its_document() -> None:
         assert _ecs.alert_from_document(alert.to_ecs(created=1.7e9)) == alert
     with pytest.raises(ValueError, match="trustmesh"):
         _ecs.alert_from_document({"event": {}})
+
+
+def test_extra_is_plain_json() -> None:
+    import numpy as np
+
+    doc = _alert(extra={"behaviour": {"ports": np.int64(1000), "rate": np.float32(0.5), "ok": np.bool_(True)}}).to_ecs(
+        created=0)
+    assert doc["trustmesh"]["extra"] == {"behaviour": {"ports": 1000, "rate": 0.5, "ok": True}}
+    json.dumps(doc, allow_nan=False)

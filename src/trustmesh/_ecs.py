@@ -283,6 +283,12 @@ def _json_safe(value: Any) -> Any:
         return None
     if value is None or isinstance(value, bool | int | float | str):
         return value
+    item = getattr(value, "item", None)  # numpy scalars (behaviour evidence counts) -> Python numbers
+    if callable(item):
+        try:
+            return _json_safe(item())
+        except (TypeError, ValueError):
+            pass
     return str(value)
 
 
