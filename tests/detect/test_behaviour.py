@@ -243,3 +243,16 @@ def test_real_attack_captures(data_dir: Path, rel: str, kind: str, host: str, te
 ])
 def test_real_captures_without_these_behaviours(data_dir: Path, rel: str) -> None:
     assert BehaviourEngine().detect(_pcap(data_dir, rel)) == []
+
+
+def test_real_suricata_eve_slow_inbound_scan(data_dir: Path) -> None:
+    from trustmesh.flows import open_source
+
+    path = data_dir / "logs" / "suricata" / "test6-malicious.suricata.json.gz"
+    if not path.exists():
+        pytest.skip(f"optional: {path} not staged")
+    flows = pd.concat(list(open_source(path).iter_batches(50_000)), ignore_index=True)
+    verdicts = BehaviourEngine().detect(flows)
+    # an internet scanner probing 482 ports of one host over a day (REJ flows; EVE bytes include headers)
+    assert {(v.kind, v.host, v.technique_id) for v in verdicts} == {("port-scan", "193.46.255.92", "T1046")}
+    assert {"192.168.1.129"} == {vic for v in verdicts for vic in v.victims}

@@ -1,9 +1,10 @@
 """Behaviour detectors: scans, sweeps, floods, brute force, web enumeration and lateral movement.
 
 The engine keeps, per actor (the flow originator ``src_ip``), the canonical flows of the last
-``long_window_s`` seconds as compact records and slides three windows over them (``long_window_s``
-for port scans, host sweeps and slow brute force; ``short_window_s`` for brute force and web
-enumeration; ``flood_window_s`` for floods). A detector fires when a monotone count in one window
+``slow_window_s`` seconds as compact records and slides windows over them (``slow_window_s`` for very
+slow port scans; ``long_window_s`` for port scans, host sweeps and slow brute force; ``short_window_s``
+for brute force, web enumeration and lateral logins; ``flood_window_s`` for floods; ``burst_window_s``
+for parallel login attempts). A detector fires when a monotone count in one window
 crosses its threshold; every record of the firing group inside that window becomes evidence, and
 verdicts of one actor, class and technique are merged into one episode while evidence keeps coming.
 
@@ -16,7 +17,7 @@ Order does not matter: records are kept sorted by flow start, and an update re-e
 window whose right end is at or after the earliest new record, so streaming ``update`` over batches in
 any order equals one ``detect`` over the whole table while the records are retained (see
 docs/detectors.md). Memory is bounded by ``max_hosts`` actors x ``max_records_per_host`` records and by
-evicting actors idle for longer than ``long_window_s + max_lateness_s``.
+evicting actors idle for longer than ``slow_window_s + max_lateness_s``.
 """
 
 from __future__ import annotations
@@ -79,6 +80,7 @@ _REMOTE_SERVICES = frozenset({"ssh", "telnet", "rdp", "vnc", "rfb", "smb", "smbv
 _REMOTE_PORTS = frozenset({22, 23, 445, 2222, 3389, 5900, 5901, 5985, 5986})
 _WEB_SERVICES = frozenset({"http", "http_proxy", "http_connect", "ssl", "tls", "https", "quic"})
 _WEB_PORTS = frozenset({80, 443, 8000, 8008, 8080, 8081, 8443, 8888})
+_NO_HANDSHAKE = frozenset({"S0", "REJ", "RSTOS0", "SH", "SHR", "RSTRH"})  # the responder never sent SYN/ACK
 _HANDSHAKE = frozenset({"S1", "SF", "RSTO", "RSTR", "S2", "S3"})  # both sides sent SYN
 _PROBE_STATES = frozenset({"S0", "REJ", "RSTOS0", "RSTRH", "SH", "SHR", "RSTO", "RSTR", "OTH", "S1"})
 
@@ -97,12 +99,14 @@ class BehaviourConfig:
     short_window_s: float = 60.0
     long_window_s: float = 900.0
     flood_window_s: float = 10.0
+    slow_window_s: float = 3600.0  # very slow scans (a few ports an hour, e.g. internet background scanners)
     scan_ports: int = 8  # distinct probed (proto, port) on one victim within long_window_s
+    slow_scan_ports: int = 20  # ... within slow_window_s
     sweep_hosts: int = 10  # distinct probed victims within long_window_s
     sweep_pairs: int = 20  # ... or this many distinct probed (victim, port) pairs over >= 3 victims
     brute_force_attempts: int = 10  # similar login sessions to one victim service within short_window_s
     slow_brute_force_attempts: int = 30  # ... within long_window_s
-    brute_force_similar_share: float = 0.8  # share of those sessions of (nearly) the same size
+    brute_force_similar_share: float = 0.9  # share of those sessions of (nearly) the same size
     brute_force_parallel: int = 3  # similar login sessions to one victim service opened within burst_window_s
     burst_window_s: float = 1.0
     sweep_max_probes_per_victim: int = 20  # a victim (port) probed more often is scanned (flooded): not sweep (scan) evidence
@@ -121,12 +125,13 @@ class BehaviourConfig:
     max_lateness_s: float = 300.0  # how late (by flow start) a flow may arrive and still be evaluated
 
     def __post_init__(self) -> None:
-        for name in ("short_window_s", "long_window_s", "flood_window_s", "burst_window_s", "flood_packets",
+        for name in ("short_window_s", "long_window_s", "slow_window_s", "flood_window_s", "burst_window_s",
+                     "flood_packets",
                      "web_error_share", "brute_force_similar_share",
                      "udp_flood_max_payload", "udp_flood_max_reply_ratio"):
             if not float(getattr(self, name)) > 0:
                 raise ValueError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("scan_ports", "sweep_hosts", "sweep_pairs", "brute_force_attempts", "slow_brute_force_attempts",
+        for name in ("scan_ports", "slow_scan_ports", "sweep_hosts", "sweep_pairs", "brute_force_attempts", "slow_brute_force_attempts",
                      "web_requests", "web_distinct_requests", "udp_flood_min_flows", "lateral_logins_hosts",
                      "brute_force_parallel", "sweep_max_probes_per_victim"):
             if int(getattr(self, name)) < 2:
@@ -136,8 +141,10 @@ class BehaviourConfig:
                 raise ValueError(f"{name} must be >= 1, got {getattr(self, name)}")
         if self.lateral_min_prior_sessions < 0 or self.max_lateness_s < 0:
             raise ValueError("lateral_min_prior_sessions and max_lateness_s must be >= 0")
-        if not self.burst_window_s <= self.flood_window_s <= self.short_window_s <= self.long_window_s:
-            raise ValueError("windows must satisfy burst_window_s <= flood_window_s <= short_window_s <= long_window_s")
+        if not (self.burst_window_s <= self.flood_window_s <= self.short_window_s <= self.long_window_s
+                <= self.slow_window_s):
+            raise ValueError("windows must satisfy burst_window_s <= flood_window_s <= short_window_s <= "
+                             "long_window_s <= slow_window_s")
 
     def to_dict(self) -> dict[str, Any]:
         """Return the settings as a JSON-ready dict."""
@@ -346,11 +353,12 @@ def _records(flows: pd.DataFrame) -> list[tuple[str, _Rec]]:
 def _category(proto: str, service: str, state: str, port: int, sb: float, db: float, sp: float, dp: float) -> int:
     cat = 0
     if proto == "tcp":
-        if sb == 0 and sp <= 5 and state in _PROBE_STATES:
-            # a handshake (or half of one) in which the client said nothing: a probe (a service that
-            # speaks first, like SSH, may have sent its banner before the prober reset the connection)
+        if sp <= 5 and (state in _NO_HANDSHAKE or (sb == 0 and state in _PROBE_STATES)):
+            # no handshake at all (whatever the byte counts: Suricata counts header bytes), or a handshake
+            # in which the client said nothing: a probe (a service that speaks first, like SSH, may have
+            # sent its banner before the prober reset the connection)
             cat |= _PROBE_TCP
-        elif sb > 0 and db > 0:
+        elif sb > 0 and db > 0 and state not in _NO_HANDSHAKE:
             cat |= _ESTABLISHED
             if service in _LOGIN_SERVICES or (service == "-" and port in _LOGIN_PORTS):
                 cat |= _LOGIN
@@ -490,6 +498,20 @@ class _PortScan(_Detector):
         return _Hit("port-scan", "T1046", _margin(len(ports), self.cfg.scan_ports), (key,),
                     {"distinct_ports": len(ports), "udp_ports": udp, "probes": len(members)},
                     self.lan(key))
+
+
+class _SlowPortScan(_PortScan):
+    """The same over ``slow_window_s`` with its own (higher) port count."""
+
+    window_attr = "slow_window_s"
+
+    def check(self, key: Any, recs: list[_Rec]) -> _Hit | None:
+        ports = self.ports.get(key)
+        if not ports or len(ports) < self.cfg.slow_scan_ports:
+            return None
+        hit = _Hit("port-scan", "T1046", _margin(len(ports), self.cfg.slow_scan_ports) * 0.95, (key,),
+                   {"distinct_ports_slow_window": len(ports), "probes": len(self.members[key])}, self.lan(key))
+        return hit
 
 
 class _HostSweep(_Detector):
@@ -757,7 +779,7 @@ class _LateralLogins(_Detector):
 
 
 _DETECTORS: tuple[Callable[[BehaviourConfig], _Detector], ...] = (
-    _PortScan, _HostSweep, _BruteForce, _SlowBruteForce, _ParallelLogins, _WebEnum, _Flood, _LateralLogins,
+    _PortScan, _SlowPortScan, _HostSweep, _BruteForce, _SlowBruteForce, _ParallelLogins, _WebEnum, _Flood, _LateralLogins,
 )
 
 
@@ -873,7 +895,7 @@ class BehaviourEngine:
         cfg = self.config
         touched: dict[str, float] = {}
         for actor, rec in _records(flows):
-            if rec.ts < self._clock - cfg.long_window_s - cfg.max_lateness_s:
+            if rec.ts < self._clock - cfg.slow_window_s - cfg.max_lateness_s:
                 continue  # too late: the windows it belongs to were evicted
             host = self._hosts.get(actor)
             if host is None:
@@ -934,6 +956,15 @@ class BehaviourEngine:
         hi = bisect.bisect_right(host.keys, last + 2.0)
         return any(r.proto == "icmp" and r.victim == actor for r in host.recs[lo:hi])
 
+    def _provoked(self, peer: str, actor: str, first: float, last: float) -> bool:
+        """True when ``peer`` sent ``actor`` UDP/TCP probes around that time (ICMP then answers them)."""
+        host = self._hosts.get(peer)
+        if host is None:
+            return False
+        lo = bisect.bisect_left(host.keys, first - 2.0)
+        hi = bisect.bisect_right(host.keys, last + 2.0)
+        return sum(1 for r in host.recs[lo:hi] if r.victim == actor and r.cat & (_PROBE_UDP | _PROBE_TCP | _UDP)) >= 10
+
     def _inside(self, host: _Host, before: float) -> bool:
         need = self.config.lateral_min_prior_sessions
         return need > 0 and sum(1 for t in host.lan_sessions if t < before) >= need
@@ -947,6 +978,8 @@ class BehaviourEngine:
             # a closed UDP port answers with ICMP errors (flows from the victim); silence means a
             # listening (or filtered) service is being flooded: endpoint DoS
             technique = "T1498" if self._icmp_errors(hit.group[0], actor, first, last) else "T1499"
+        if kind == "icmp-flood" and self._provoked(hit.group[0], actor, first, last):
+            return  # ICMP errors a victim sends back to the host flooding or scanning it
         key0 = (actor, kind, technique)
         ep0 = self._episodes.get(key0)
         start = first if ep0 is None else min(ep0.first_seen, first)
@@ -954,9 +987,10 @@ class BehaviourEngine:
             return  # logins to several LAN hosts by a host with no history on the LAN: not lateral
         if kind in ("port-scan", "host-sweep", "brute-force") and hit.lan and self._inside(host, start):
             kind, technique = "lateral-movement", ("T1021" if hit.kind == "brute-force" else "T1046")
-        key = (actor, kind, technique)
+        # one flood episode per actor and class: its technique may sharpen (closed-port evidence arrives late)
+        key = (actor, kind, "" if kind.endswith("-flood") else technique)
         ep = self._episodes.get(key)
-        if ep is not None and first > ep.last_seen + cfg.long_window_s:
+        if ep is not None and first > ep.last_seen + cfg.slow_window_s:
             self._finished.append(ep)  # a new episode after a quiet gap
             ep = None
         if ep is None:
@@ -964,6 +998,9 @@ class BehaviourEngine:
             if kind == "lateral-movement":
                 ep.evidence["behaviour"] = hit.kind
         ep.first_seen, ep.last_seen = min(ep.first_seen, first), max(ep.last_seen, last)
+        if ep.technique != technique and technique == "T1498":
+            ep.technique = technique
+            ep.dirty = True
         if hit.confidence > ep.confidence:
             ep.confidence = hit.confidence
             ep.dirty = True
@@ -985,7 +1022,7 @@ class BehaviourEngine:
 
     def _evict(self, *, keep_episodes: bool = False) -> None:
         cfg = self.config
-        horizon = self._clock - cfg.long_window_s - cfg.max_lateness_s
+        horizon = self._clock - cfg.slow_window_s - cfg.max_lateness_s
         for actor in [a for a, h in self._hosts.items() if h.last_seen < horizon]:
             del self._hosts[actor]
         for host in self._hosts.values():
@@ -999,7 +1036,7 @@ class BehaviourEngine:
             idle = sorted(self._hosts.items(), key=lambda kv: kv[1].last_seen)
             for actor, _ in idle[: len(self._hosts) - cfg.max_hosts]:
                 del self._hosts[actor]
-        stale = [k for k, e in self._episodes.items() if e.last_seen < horizon - cfg.long_window_s]
+        stale = [k for k, e in self._episodes.items() if e.last_seen < horizon - cfg.slow_window_s]
         for key in stale:
             ep = self._episodes.pop(key)
             if keep_episodes:
