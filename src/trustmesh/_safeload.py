@@ -42,8 +42,10 @@ class JsonLimits:
     max_depth: int = 64
 
 
-def _where(source: str, mark: Any) -> str:
-    return f"{source}:{mark.line + 1}:{mark.column + 1}" if mark is not None else source
+def _where(source: str, mark: Any, columns: bool = True) -> str:
+    if mark is None:
+        return source
+    return f"{source}:{mark.line + 1}:{mark.column + 1}" if columns else f"{source}:{mark.line + 1}"
 
 
 def _measure(root: yaml.Node, source: str, limits: YamlLimits, error: type[TrustmeshError]) -> None:
@@ -108,10 +110,11 @@ class _CountingLoader(yaml.SafeLoader):  # type: ignore[misc]  # PyYAML ships no
 
 
 def load_yaml_node(text: str | bytes, source: str = "<string>", *, limits: YamlLimits | None = None,
-                   error: type[TrustmeshError] = InputError) -> tuple[yaml.Node | None, Any]:
+                   error: type[TrustmeshError] = InputError, columns: bool = True) -> tuple[yaml.Node | None, Any]:
     """Compose and construct one YAML document safely; return ``(node graph, Python value)``.
 
     The node graph (with line/column marks) lets callers point at the offending line of a value.
+    ``columns=False`` names ``FILE:LINE`` instead of ``FILE:LINE:COL`` in syntax errors.
     Raises ``error`` (an ``InputError`` subclass) naming ``source``, line and column on any problem.
     """
     lim = limits or YamlLimits()
@@ -138,7 +141,7 @@ def load_yaml_node(text: str | bytes, source: str = "<string>", *, limits: YamlL
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         problem = getattr(exc, "problem", None) or str(exc)
-        raise error(f"{_where(source, mark)}: not valid YAML: {problem}") from None
+        raise error(f"{_where(source, mark, columns)}: not valid YAML: {problem}") from None
     except RecursionError:
         raise error(f"{source}: YAML nested too deeply") from None
     except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp or int PyYAML cannot build

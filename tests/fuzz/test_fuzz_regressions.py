@@ -150,3 +150,12 @@ def test_json_loader_limits() -> None:
     with pytest.raises(InputError, match="not acceptable JSON"):
         load_json('{"a": NaN}', "x.json")
     assert load_json(json.dumps({"a": [1, {"b": 2}]}), "x.json") == {"a": [1, {"b": 2}]}
+
+
+def test_lab_scenario_alias_bomb_is_refused() -> None:
+    from trustmesh.lab import parse_scenario
+
+    rows = ['a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]']
+    rows += [f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]" for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
+    with pytest.raises(InputError, match="scenario.yaml:.*expands to more than"):
+        parse_scenario("\n".join(rows) + "\n", "scenario.yaml")

@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from trustmesh._safeload import load_yaml_node
 from trustmesh.errors import InputError
 
 __all__ = [
@@ -275,8 +276,7 @@ def _field(loc: tuple[int | str, ...]) -> str:
 def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
     """Parse and validate scenario YAML; raise ``InputError`` naming ``source``, the line and the field."""
     try:
-        data = yaml.safe_load(text)
-        node = yaml.compose(text)
+        node, data = load_yaml_node(text, source, columns=False)  # alias, depth and size limits (trustmesh._safeload)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f":{mark.line + 1}" if mark is not None else ""
