@@ -738,6 +738,9 @@ class Pipeline:
             + [("alert", a.to_ecs(created=created), [self.behaviour_index]) for a in behaviour])
         self.summary.flows += len(flows)
         self._correlate_and_respond(alerts, indices, outcome, created)
+        carried = list(flows.attrs.get("suricata_alerts", ()))
+        if carried:  # a followed EVE log's alert events read with these flows, fused with the scores just made
+            self._process_signatures(carried, outcome)
         self._site.after_batch(self, flows, scores)
         self.maybe_checkpoint()
         return outcome
@@ -1237,6 +1240,9 @@ def _merge(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
     frame = pd.concat([p for p in parts if len(p.columns)], ignore_index=True)
     acks = [a for p in parts for a in _acks(p)]
     frame.attrs = {"trustmesh_acks": tuple(acks)} if acks else {}
+    carried = [a for p in parts for a in p.attrs.get("suricata_alerts", ())]
+    if carried:  # EVE alert events read with these frames (follow mode)
+        frame.attrs["suricata_alerts"] = carried
     return frame
 
 

@@ -136,3 +136,48 @@ def test_detect_writes_the_signature_alerts_of_an_eve_file(tmp_path: Path, data_
     assert summary["flows"] == 0 and summary["signature_alerts"] == summary["alerts"] == 745
     docs = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(docs) == 745 and docs[0]["rule"]["ruleset"] == "suricata"
+
+
+def test_followed_eve_log_carries_its_alerts(tmp_path: Path, data_dir: Path) -> None:
+    import threading
+
+    from trustmesh.flows import follow_suricata_eve
+
+    with gzip.open(data_dir / EVE, "rt", encoding="utf-8") as fh:
+        lines = [next(fh) for _ in range(400)]
+    want = sum(json.loads(line)["event_type"] == "alert" for line in lines)
+    flows_want = sum(json.loads(line)["event_type"] == "flow" for line in lines)
+    path = tmp_path / "eve.json"
+    path.write_text("".join(lines))
+    got: dict[str, int] = {"alerts": 0, "flows": 0}
+    done = threading.Event()
+
+    def consume() -> None:
+        gen = follow_suricata_eve(path, batch_size=100, poll_s=0.05)
+        for batch in gen:
+            got["alerts"] += len(batch.attrs.get("suricata_alerts", ()))
+            got["flows"] += len(batch)
+            if got["alerts"] >= want and got["flows"] >= flows_want:
+                done.set()
+                return
+
+    threading.Thread(target=consume, daemon=True).start()
+    assert want > 0 and done.wait(30), got
+    assert got == {"alerts": want, "flows": flows_want}
+
+
+def test_alerts_riding_on_a_flow_batch_are_fused_with_it(tmp_path: Path, data_dir: Path, eve_model: Path) -> None:
+    from trustmesh.flows import iter_suricata_eve
+
+    batch = next(iter(iter_suricata_eve(data_dir / EVE, 5000)))
+    uids = set(batch["uid"].astype(str))
+    riding = [a for b in iter_eve_alerts(data_dir / EVE) for a in b if str(a.flow_id) in uids][:50]
+    assert riding
+    batch.attrs["suricata_alerts"] = riding  # as a followed EVE log delivers them
+    cfg = PipelineConfig(ledger_dir=tmp_path / "ledger", state_dir=tmp_path / "state", model=eve_model)
+    pipeline = Pipeline.from_config(cfg)
+    outcome = pipeline.process(batch, "follow:eve.json")
+    summary = pipeline.close()
+    sig = [a for _, a in outcome.alerts if a.detector == "suricata"]
+    assert len(sig) == len(riding) and summary.alerts >= len(riding)
+    assert all("ml" in a.extra for a in sig)  # every one found its flow's score in the same batch

@@ -27,6 +27,7 @@ from trustmesh.flows._connstate import derive_conn_state
 from trustmesh.flows._io import json_objects, open_text
 from trustmesh.flows._records import BadRecord, BadRecordHandler, report, screen_frame
 from trustmesh.flows._schema import empty_canonical, to_canonical
+from trustmesh.flows._suricata_alerts import eve_alert
 
 __all__ = [
     "follow_suricata_eve", "iter_suricata_eve", "read_suricata_eve", "suricata_flows_to_canonical"]
@@ -128,21 +129,28 @@ def suricata_flows_to_canonical(records: list[dict[str, Any]], *, source: str = 
 
 
 def _eve_batches(lines: Iterator[str | None], p: Path, batch_size: int, seen: list[int],
-                 on_bad: BadRecordHandler | None = None) -> Iterator[pd.DataFrame]:
+                 on_bad: BadRecordHandler | None = None,
+                 alerts: list[Any] | None = None) -> Iterator[pd.DataFrame]:
     """Parse EVE lines into canonical batches of ``flow`` events; ``None`` lines release a batch early.
 
     ``seen[0]`` counts the EVE records read (of any event type), so callers can tell an empty log.
     A line that is not an EVE record, or a flow record with a bad field, goes to ``on_bad``.
+    With ``alerts`` (a list; follow mode), ``alert`` events become Alerts that ride on the next batch
+    as ``attrs["suricata_alerts"]`` (an empty frame when no flow came: flows._suricata_alerts).
     """
     records: list[dict[str, Any]] = []
     linenos: list[int] = []
 
     def flush() -> pd.DataFrame:
-        return suricata_flows_to_canonical(records, source=str(p), lines=linenos, on_bad=on_bad)
+        frame = suricata_flows_to_canonical(records, source=str(p), lines=linenos, on_bad=on_bad)
+        if alerts:
+            frame.attrs["suricata_alerts"] = list(alerts)
+            alerts.clear()
+        return frame
 
     for item in json_objects(lines, p, on_bad):
         if item is None:  # a follow-mode idle tick
-            if records:
+            if records or alerts:
                 yield flush()
                 records, linenos = [], []
             continue
@@ -152,6 +160,10 @@ def _eve_batches(lines: Iterator[str | None], p: Path, batch_size: int, seen: li
             continue
         seen[0] += 1
         if rec["event_type"] != "flow":
+            if alerts is not None and rec["event_type"] == "alert":
+                signature = eve_alert(rec, source_name=str(p))
+                if signature is not None:
+                    alerts.append(signature)
             continue
         if not isinstance(rec.get("flow", {}), dict):
             report(BadRecord(str(p), lineno, "flow", "flow must be a JSON object"), on_bad)
@@ -161,7 +173,7 @@ def _eve_batches(lines: Iterator[str | None], p: Path, batch_size: int, seen: li
         if len(records) >= batch_size:
             yield flush()
             records, linenos = [], []
-    if records:
+    if records or alerts:
         yield flush()
 
 
@@ -188,13 +200,15 @@ def follow_suricata_eve(path: Path | str, batch_size: int = 10_000, *, poll_s: f
                         on_bad_record: BadRecordHandler | None = None) -> Iterator[pd.DataFrame]:
     """Follow a growing EVE file (``tail -F``, across rotation); yield its ``flow`` events as batches.
 
+    Its ``alert`` events ride on the batches as ``attrs["suricata_alerts"]`` (docs/soc.md).
+
     Batches are released when full or when the file has been quiet for ``poll_s`` seconds. Lines
     that are not EVE JSON are refused with the line number, as in :func:`iter_suricata_eve`.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     p = Path(path)
-    yield from _eve_batches(follow_lines(p, poll_s=poll_s), p, batch_size, [0], on_bad_record)
+    yield from _eve_batches(follow_lines(p, poll_s=poll_s), p, batch_size, [0], on_bad_record, alerts=[])
 
 
 def read_suricata_eve(path: Path | str) -> pd.DataFrame:
