@@ -415,8 +415,7 @@ class BaseDetector:
         y = np.asarray(y_val_is_attack, dtype=bool)
         if y.shape != (len(X_val),):
             raise InputError(f"y_val_is_attack must have one value per row ({len(X_val)}), got {y.shape}")
-        matrix = self.encode(X_val)
-        scores = self.score_matrix(matrix)
+        scores = self.score(X_val)
         fpr_threshold = calibrate_threshold(scores[~y], target_fpr)
         self.threshold = fpr_threshold
         rule = "fpr"
@@ -424,7 +423,7 @@ class BaseDetector:
         if max_f1_loss is not None:
             names = np.where(y, ATTACK, BENIGN) if labels is None else np.asarray(labels).astype(str)
             if len(self._classes) > 2:
-                best_attack = self.best_attack_class(matrix)
+                best_attack = self.best_attack_class(self.encode(X_val))
             else:
                 best_attack = np.full(len(y), ATTACK, dtype=object)
             chosen, guard = guarded_threshold(scores, names, best_attack, fpr_threshold, max_f1_loss)
