@@ -167,3 +167,25 @@ def test_bench_api_reports_index_and_latency(cli_site: Site) -> None:
     assert doc["index_entries_per_s"] > 0 and doc["index_bytes_per_alert"] > 0
     assert set(doc["latency"]) == {"alerts?limit=100", "incidents", "ledger/entries (proof)", "summary"}
     assert all(v["median_ms"] > 0 for v in doc["latency"].values())
+
+
+def test_incidents_approve_with_config_records_the_decision_at_once_by_name(cli_site: Site) -> None:
+    from trustmesh.ledger import Ledger
+    from trustmesh.respond import ApprovalQueue
+
+    queue = ApprovalQueue(cli_site.state_dir)
+    pending = queue.approvals("pending")
+    queue.close()
+    assert pending, "the fixture's scan must leave an approval waiting"
+    runner = CliRunner()
+    out = runner.invoke(app, ["incidents", "approve", pending[0].approval_id, "--config", str(cli_site.config),
+                              "--operator", "olga", "--note", "seen on the span port", "--json"])
+    assert out.exit_code == 0, out.output
+    receipt = json.loads(out.stdout)
+    with Ledger.open(cli_site.ledger_dir, read_only=True) as led:
+        op = led.entry(receipt["operator_entry"])
+        assert op.kind == "operator.decision" and op.payload["operator"] == "olga" and op.payload["role"] == "local"
+        decision = next(led.entry(r["leaf"]) for r in receipt["records"] if r["record_type"] == "decision")
+        assert "olga" in decision.payload["reason"] and led.latest_checkpoint().size == receipt["tree_size"]  # type: ignore[union-attr]
+    again = runner.invoke(app, ["incidents", "approve", pending[0].approval_id, "--config", str(cli_site.config)])
+    assert again.exit_code == 2 and "already approved" in again.output and "Traceback" not in again.output

@@ -20,19 +20,43 @@ import json
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from typing import Any, Final
+from dataclasses import dataclass
+from typing import Any, Final, Protocol
 
 from trustmesh.api._index import LedgerIndex
-from trustmesh.api._tokens import TokenRecord
+from trustmesh.api._tokens import check_name
 from trustmesh.errors import InputError
 from trustmesh.ledger import Entry, Ledger
 from trustmesh.respond import ApprovalQueue, ResponseRecord, approve, reject, rollback
 
-__all__ = ["Operator", "OperatorOutcome"]
+__all__ = ["LocalOperator", "Operator", "OperatorOutcome", "Who"]
 
 _INLINE_LIMIT: Final = 48_000  # as the pipeline: larger payloads go to a blob, the entry keeps its sha256
 
 OperatorOutcome = dict[str, Any]
+
+
+class Who(Protocol):
+    """Who decides: an API token's record, or a person at the server's shell."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def role(self) -> str: ...
+    @property
+    def token_id(self) -> str: ...
+
+
+@dataclass(frozen=True, slots=True)
+class LocalOperator:
+    """A named operator using the CLI on the server itself (shell access is the credential)."""
+
+    name: str
+    role: str = "local"
+    token_id: str = "none"
+
+    def __post_init__(self) -> None:
+        check_name(self.name)
 
 
 class _ClaimingQueue(ApprovalQueue):
@@ -76,27 +100,27 @@ class Operator:
         self.queue.close()
 
     # -- requests ------------------------------------------------------------------------------
-    def approve(self, who: TokenRecord, approval_id: str, note: str | None) -> OperatorOutcome:
+    def approve(self, who: Who, approval_id: str, note: str | None) -> OperatorOutcome:
         """Approve a pending step and run it (guards apply; dry-run unless it was queued enforcing)."""
         item = self.queue.approval(approval_id)
         return self._decide(who, "approve", item.incident_id, {"approval_id": approval_id}, note,
                             lambda: approve(self.queue, approval_id, note, clock=self.clock,
                                             operator=who.name))
 
-    def reject(self, who: TokenRecord, approval_id: str, note: str | None) -> OperatorOutcome:
+    def reject(self, who: Who, approval_id: str, note: str | None) -> OperatorOutcome:
         """Reject a pending step."""
         item = self.queue.approval(approval_id)
         return self._decide(who, "reject", item.incident_id, {"approval_id": approval_id}, note,
                             lambda: reject(self.queue, approval_id, note, clock=self.clock, operator=who.name))
 
-    def rollback(self, who: TokenRecord, incident_id: str, action_id: str | None,
+    def rollback(self, who: Who, incident_id: str, action_id: str | None,
                  note: str | None) -> OperatorOutcome:
         """Undo an incident's applied (or dry-run) actions, or one of them."""
         self.queue.incident(incident_id)  # unknown incident -> InputError (404)
         return self._decide(who, "rollback", incident_id, {"action_id": action_id}, note,
                             lambda: rollback(self.queue, incident_id, action_id, clock=self.clock))
 
-    def _decide(self, who: TokenRecord, operation: str, incident_id: str, what: dict[str, Any],
+    def _decide(self, who: Who, operation: str, incident_id: str, what: dict[str, Any],
                 note: str | None, run: Callable[[], list[ResponseRecord]]) -> OperatorOutcome:
         if note is not None and len(note) > 2000:
             raise InputError("note must be at most 2000 characters")

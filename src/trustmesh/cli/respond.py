@@ -108,18 +108,58 @@ def show_incident(
                       f"{r.get('reason') or r.get('detail') or ''}", highlight=False, soft_wrap=True)
 
 
+_CONFIG_HELP = ("Pipeline TOML: append the decision (with your name) to its ledger now and sign a checkpoint; "
+                "without it the pipeline records it at its next batch.")
+_OPERATOR_HELP = "Your name, recorded with the decision (default: your login name)."
+
+
+def _now(config: Path, operator: str | None, call: str, *args: Any) -> dict[str, Any]:
+    """Decide through the operator API's code path: on the ledger at once, by name (docs/api.md)."""
+    import getpass
+
+    try:
+        from trustmesh.api import ServeConfig
+        from trustmesh.api._context import open_context
+        from trustmesh.api._operator import LocalOperator
+    except ImportError as exc:
+        from trustmesh.errors import MissingDependencyError
+
+        raise MissingDependencyError(exc.name or "fastapi", "api") from None
+    ctx = open_context(ServeConfig.load(config))
+    try:
+        out: dict[str, Any] = getattr(ctx.operator, call)(LocalOperator(operator or getpass.getuser()), *args)
+    finally:
+        ctx.close()
+    return out
+
+
+def _receipt(out: dict[str, Any], as_json: bool) -> None:
+    if as_json:
+        print_json(out)
+        return
+    for r in out["records"]:
+        console.print(f"#{r['leaf']:<7} {r['record_type']:<14} {r.get('status', ''):<12} "
+                      f"{r.get('reason') or r.get('detail') or ''}", highlight=False, soft_wrap=True)
+    console.print(f"#{out['operator_entry']:<7} operator.decision; checkpoint {out['tree_size']} signed", highlight=False)
+
+
 @incidents_app.command("approve")
 @guarded
 def approve_action(
     approval_id: str = typer.Argument(..., help="Approval id (apr-...) from `incidents show`."),
     note: str | None = typer.Option(None, "--note", help="Why (recorded)."),
     state: Path | None = typer.Option(None, "--state", help=_STATE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    operator: str | None = typer.Option(None, "--operator", help=_OPERATOR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Approve a queued action and run it now (guards still apply; dry-run unless it was queued enforcing)."""
     from trustmesh.respond import approve
 
-    _emit(approve(_queue(state), approval_id, note), as_json)
+    if config is not None:
+        _receipt(_now(config, operator, "approve", approval_id, note), as_json)
+        return
+    _emit(approve(_queue(state), approval_id, note, operator=operator), as_json)
 
 
 @incidents_app.command("reject")
@@ -128,12 +168,17 @@ def reject_action(
     approval_id: str = typer.Argument(..., help="Approval id (apr-...)."),
     note: str | None = typer.Option(None, "--note", help="Why (recorded)."),
     state: Path | None = typer.Option(None, "--state", help=_STATE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    operator: str | None = typer.Option(None, "--operator", help=_OPERATOR_HELP),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Reject a queued action."""
     from trustmesh.respond import reject
 
-    _emit(reject(_queue(state), approval_id, note), as_json)
+    if config is not None:
+        _receipt(_now(config, operator, "reject", approval_id, note), as_json)
+        return
+    _emit(reject(_queue(state), approval_id, note, operator=operator), as_json)
 
 
 @incidents_app.command("rollback")
@@ -142,11 +187,17 @@ def rollback_incident(
     incident_id: str = typer.Argument(..., help="Incident id (inc-...)."),
     action_id: str | None = typer.Option(None, "--action", help="Roll back only this action (act-...)."),
     state: Path | None = typer.Option(None, "--state", help=_STATE_HELP),
+    config: Path | None = typer.Option(None, "--config", help=_CONFIG_HELP),
+    operator: str | None = typer.Option(None, "--operator", help=_OPERATOR_HELP),
+    note: str | None = typer.Option(None, "--note", help="Why (recorded, with --config)."),
     as_json: bool = typer.Option(False, "--json", help="Print JSON."),
 ) -> None:
     """Undo an incident's actions (delete nft elements, release quarantined devices)."""
     from trustmesh.respond import rollback
 
+    if config is not None:
+        _receipt(_now(config, operator, "rollback", incident_id, action_id, note), as_json)
+        return
     _emit(rollback(_queue(state), incident_id, action_id), as_json)
 
 
