@@ -31,6 +31,7 @@ from trustmesh.lab._net import LabNetwork
 from trustmesh.lab._plan import LabPlan, PlannedAttack, PlannedBenign
 from trustmesh.lab._services import start_services, wait_ready
 from trustmesh.lab._truth import TRUTH_FORMAT, GroundTruth, label_flows, match_attacks
+from trustmesh.testbed import netns_unavailable
 
 __all__ = ["LabResult", "lab_unavailable", "required_tools", "run_plan"]
 
@@ -70,7 +71,7 @@ def lab_unavailable(plan: LabPlan | None = None) -> str | None:
     for tool in required_tools(plan) if plan is not None else ["ip", "tcpdump", "nmap", "hping3", "hydra"]:
         if shutil.which(tool) is None and not Path(tool).exists():
             return f"{tool!r} not found (apt-get install the lab's tools: see docs/lab.md)"
-    return None
+    return netns_unavailable(tools=("ip",))  # can this machine actually make a namespace?
 
 
 @dataclass
