@@ -63,6 +63,7 @@ def _check_sync(value: str) -> str:
 
 def _read_entries(source: str) -> list[Any]:
     """Read and validate JSON-lines entries (every line first, so bad input changes nothing)."""
+    from trustmesh._safeload import load_json
     from trustmesh.ledger import Entry
 
     if source == "-":
@@ -81,10 +82,7 @@ def _read_entries(source: str) -> list[Any]:
             continue
         if len(raw) > MAX_LINE_BYTES:
             raise InputError(f"{name}:{n}: line is longer than {MAX_LINE_BYTES} bytes")
-        try:
-            doc = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            raise InputError(f"{name}:{n}: not valid JSON ({exc})") from None
+        doc = load_json(raw, f"{name}:{n}")  # depth, size and finite-number limits (trustmesh._safeload)
         try:
             entries.append(Entry.from_dict(doc))
         except InputError as exc:
@@ -272,6 +270,7 @@ def check_proof_command(
     old_checkpoint: Path | None = typer.Option(None, "--old-checkpoint", help="Older signed checkpoint (consistency proofs)."),
 ) -> None:
     """Check a proof offline against signed checkpoints (exit 0 verified, 1 rejected, 2 bad input)."""
+    from trustmesh._safeload import load_json
     from trustmesh.ledger import (
         Checkpoint,
         ConsistencyProof,
@@ -289,10 +288,7 @@ def check_proof_command(
     key = NoteVerifier.from_vkey(_read(Path(log_key[1:])).decode().strip() if log_key.startswith("@") else log_key)
     cp = Checkpoint.from_bytes(_read(checkpoint))
     cp.verify(key)
-    try:
-        doc = json.loads(_read(proof_file))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{proof_file}: not valid JSON ({exc})") from None
+    doc = load_json(_read(proof_file), str(proof_file))
     if isinstance(doc, dict) and "leafIdx" in doc:
         inc = InclusionProof.from_json(doc)
         verify_inclusion(inc, cp, None if entry is None else _read(entry))
