@@ -79,7 +79,11 @@ def export(
 
     if (alerts_path is None) == (ledger_dir is None):
         raise InputError("give exactly one of --alerts FILE or --ledger DIR")
-    alerts = _alerts_from_jsonl(alerts_path) if alerts_path is not None else _alerts_from_ledger(ledger_dir)  # type: ignore[arg-type]
+    if alerts_path is not None:
+        alerts = _alerts_from_jsonl(alerts_path)
+    else:
+        assert ledger_dir is not None
+        alerts = _alerts_from_ledger(ledger_dir)
     try:
         bundle = stix_bundle(alerts, producer=producer, tlp=tlp, internal_networks=internal)
     except ValueError as exc:

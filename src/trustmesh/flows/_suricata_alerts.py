@@ -152,7 +152,8 @@ def eve_alert(rec: Mapping[str, Any], *, source_name: str) -> Alert | None:
     )
 
 
-def iter_eve_alerts(path: Path | str, batch_size: int = 1024, *, source_name: str | None = None) -> Iterator[list[Alert]]:
+def iter_eve_alerts(path: Path | str, batch_size: int = 1024, *,
+                    source_name: str | None = None) -> Iterator[list[Alert]]:
     """Yield the ``alert`` events of an EVE file (plain or gzip) as lists of at most ``batch_size`` Alerts.
 
     Lines that are not JSON, or alerts without signature id, signature or timestamp, are skipped:

@@ -25,9 +25,18 @@ def doc_kind(doc: Mapping[str, Any]) -> str:
     return dataset.removeprefix("trustmesh.") if dataset.startswith("trustmesh.") else "alert"
 
 
-def redact_url(url: str) -> str:
-    """Return ``url`` without a password (``redis://:secret@host`` -> ``redis://:***@host``)."""
-    return re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+def redact_url(url: str, *, keep_path: bool = True) -> str:
+    """Return ``url`` without a password (``redis://:secret@host`` -> ``redis://:***@host``).
+
+    ``keep_path=False`` also drops the path and query (``https://hooks.example.org/…``): webhook URLs
+    often carry their secret token there.
+    """
+    text = re.sub(r"(//[^/@:]*:)[^/@]*@", r"\1***@", url)
+    if not keep_path:
+        m = re.match(r"^([a-z][a-z0-9+.-]*://[^/?#]*)(.*)$", text, re.I)
+        if m and m.group(2) not in ("", "/"):
+            text = m.group(1) + "/…"
+    return text
 
 
 @runtime_checkable

@@ -102,5 +102,7 @@ def open_sinks(specs: Iterable[Mapping[str, Any]], *, state_dir: Path | None = N
 
 
 def sink_summary(spec: Mapping[str, Any]) -> dict[str, Any]:
-    """Return a spec fit for the ledger: URLs without passwords (secrets are never in a spec)."""
-    return {k: redact_url(str(v)) if k in _SECRET_IN else v for k, v in spec.items()}
+    """Return a spec fit for the ledger: URLs without passwords, webhook URLs without their path (a
+    webhook's token often is its path); secrets themselves are never in a spec, only variable names."""
+    hide_path = spec.get("type") == "webhook"
+    return {k: redact_url(str(v), keep_path=not hide_path) if k in _SECRET_IN else v for k, v in spec.items()}

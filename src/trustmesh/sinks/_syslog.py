@@ -53,6 +53,7 @@ def cef_line(doc: Mapping[str, Any]) -> str:
     f = flatten(doc)
     sev = _CEF_SEVERITY.get(int(f.get("event.severity", 1)), 3)
     technique = f.get("threat.technique.subtechnique.id") or f.get("threat.technique.id")
+    technique = technique[0] if isinstance(technique, list) and technique else technique
     ext: list[tuple[str, Any]] = [
         ("rt", _epoch_ms(f["@timestamp"]) if "@timestamp" in f else None),
         ("src", f.get("source.ip")), ("spt", f.get("source.port")),
@@ -61,7 +62,7 @@ def cef_line(doc: Mapping[str, Any]) -> str:
         ("app", f.get("network.protocol")), ("cat", f.get("rule.category")), ("externalId", f.get("event.id")),
         ("dvchost", f.get("observer.hostname")), ("msg", f.get("message")),
         ("cs1Label", "communityId" if f.get("network.community_id") else None), ("cs1", f.get("network.community_id")),
-        ("cs2Label", "mitreTechnique" if technique else None), ("cs2", technique[0] if isinstance(technique, list) else technique),
+        ("cs2Label", "mitreTechnique" if technique else None), ("cs2", technique),
         ("cs3Label", "detector"), ("cs3", f.get("trustmesh.detector") or f.get("event.dataset")),
         ("cs4Label", "modelId" if f.get("trustmesh.model_id") else None), ("cs4", f.get("trustmesh.model_id")),
         ("cfp1Label", "score" if f.get("trustmesh.score") is not None else None), ("cfp1", f.get("trustmesh.score")),

@@ -71,7 +71,7 @@ class WebhookSink:
                  breaker_s: float = 60.0, deliveries_path: str | Path | None = None, verify_tls: bool = True,
                  sleep: Callable[[float], None] = time.sleep, clock: Callable[[], float] = time.time) -> None:
         if not url.startswith(("http://", "https://")):
-            raise ValueError(f"url must be http:// or https://, got {redact_url(url)!r}")
+            raise ValueError(f"url must be http:// or https://, got {redact_url(url, keep_path=False)!r}")
         if retries < 0 or backoff_s < 0 or max_backoff_s < 0:
             raise ValueError("retries, backoff_s and max_backoff_s must be >= 0")
         if timeout_s <= 0:
@@ -90,9 +90,14 @@ class WebhookSink:
         self.last_delivered = 0
 
     @property
+    def shown_url(self) -> str:
+        """The URL as counters, records and errors show it: no password, no path (tokens live there)."""
+        return redact_url(self.url, keep_path=False)
+
+    @property
     def name(self) -> str:
-        """``webhook <url>``."""
-        return f"webhook {redact_url(self.url)}"
+        """``webhook <scheme://host/…>``."""
+        return f"webhook {self.shown_url}"
 
     def _record(self, record: dict[str, Any]) -> None:
         self.deliveries.append(record)
@@ -112,7 +117,7 @@ class WebhookSink:
         body = json.dumps(doc, sort_keys=True, separators=(",", ":"), allow_nan=False).encode("utf-8")
         delivery = str(uuid.uuid4())
         record: dict[str, Any] = {"delivery_id": delivery, "event_id": doc.get("event", {}).get("id"),
-                                  "kind": doc_kind(doc), "url": redact_url(self.url), "attempts": 0,
+                                  "kind": doc_kind(doc), "url": self.shown_url, "attempts": 0,
                                   "status": "failed", "http_status": None, "error": None}  # fmt: skip
         started = self._clock()
         for attempt in range(self.retries + 1):
@@ -154,7 +159,7 @@ class WebhookSink:
         for doc in docs:
             if self._clock() < self._open_until:
                 record = {"delivery_id": None, "event_id": doc.get("event", {}).get("id"), "kind": doc_kind(doc),
-                          "url": redact_url(self.url), "attempts": 0, "status": "skipped", "http_status": None,
+                          "url": self.shown_url, "attempts": 0, "status": "skipped", "http_status": None,
                           "error": "circuit open after repeated failures", "time": self._clock(), "seconds": 0.0}
             else:
                 record = self._deliver(doc)
@@ -171,7 +176,7 @@ class WebhookSink:
                     self._open_until = self._clock() + self.breaker_s
                     self._failures_in_row = 0
         if failed:
-            raise SinkError(f"{failed} of {len(docs)} delivery(ies) to {redact_url(self.url)} failed; last: {last_error}")
+            raise SinkError(f"{failed} of {len(docs)} delivery(ies) to {self.shown_url} failed; last: {last_error}")
 
     def close(self) -> None:
         """Close the HTTP client."""
