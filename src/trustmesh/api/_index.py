@@ -54,9 +54,7 @@ def _num(value: Any, default: float = 0.0) -> float:
 
 
 def field_value(payload: Mapping[str, Any], dotted: str) -> Any:
-    """Return ``payload[a][b]...`` for ``a.b...`` (a flat key containing dots wins); None when absent."""
-    if dotted in payload:
-        return payload[dotted]
+    """Return ``payload[a][b]...`` for ``a.b...`` (None when absent); for the alert filter fields."""
     node: Any = payload
     for part in dotted.split("."):
         if not isinstance(node, Mapping) or part not in node:
@@ -65,15 +63,28 @@ def field_value(payload: Mapping[str, Any], dotted: str) -> Any:
     return node
 
 
+def field_values(payload: Any, dotted: str) -> list[Any]:
+    """Every value at a dotted path, lists searched element-wise (as ``trustmesh ledger search``)."""
+    values = [payload]
+    for part in dotted.split("."):
+        values = [i[part] for v in values for i in (v if isinstance(v, list) else [v])
+                  if isinstance(i, Mapping) and part in i]
+    out: list[Any] = []
+    for v in values:
+        out += v if isinstance(v, list) else [v]
+    return out
+
+
 def matches(value: Any, wanted: str) -> bool:
-    """Whether a payload value equals a query string (JSON scalars by their JSON text; lists: any item)."""
-    if isinstance(value, list):
-        return any(matches(v, wanted) for v in value)
-    if isinstance(value, str):
-        return value == wanted
-    if value is None:
-        return wanted in {"null", ""}
-    return json.dumps(value) == wanted
+    """Whether one payload value equals a query string (the ``ledger search --field`` rule)."""
+    if isinstance(value, bool):
+        return wanted.lower() == str(value).lower()
+    if isinstance(value, int | float):
+        try:
+            return float(wanted) == float(value)
+        except ValueError:
+            return False
+    return value is not None and str(value) == wanted
 
 
 def _first(value: Any) -> Any:
@@ -220,6 +231,6 @@ class LedgerIndex:
                 entry = self.ledger.entry(leaf)
             except (LogIntegrityError, InputError):
                 continue
-            if all(matches(field_value(entry.payload, f), v) for f, v in fields.items()):
+            if all(any(matches(x, v) for x in field_values(entry.payload, f)) for f, v in fields.items()):
                 hits.append((leaf, entry))
         return hits, (pool[pos] if pos > 0 else None)
