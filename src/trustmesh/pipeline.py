@@ -108,6 +108,10 @@ class PipelineConfig:
     checkpoint_every: int = 10_000  # entries; also at the end of each source and at shutdown
     checkpoint_interval_s: float = 10.0  # s; a checkpoint is signed once this long passed with new entries
     micro_batch_s: float = 0.03  # s; live/follow/stream flows are scored in batches cut by size or by this wait
+    # a shared ledger served by `trustmesh ledger serve` (several workers append to one log) instead of
+    # ledger_dir: its URL and this worker's client signing key (NoteSigner file, mode 0600)
+    ledger_url: str | None = None
+    ledger_key: Path | None = None
     correlation_window_s: float = 300.0
     live_idle_timeout: int = 1  # s; live flows are emitted after this much silence (fast containment)
     live_active_timeout: int = 30  # s; long-lived live flows are emitted at least this often
@@ -142,6 +146,10 @@ class PipelineConfig:
             raise ConfigError(f"checkpoint_interval_s must be in (0, 86400] seconds, got {self.checkpoint_interval_s!r}")
         if isinstance(self.micro_batch_s, bool) or not 0 <= self.micro_batch_s <= 5:
             raise ConfigError(f"micro_batch_s must be in [0, 5] seconds, got {self.micro_batch_s!r}")
+        if (self.ledger_url is None) != (self.ledger_key is None):
+            raise ConfigError("pipeline.ledger_url and pipeline.ledger_key must be given together")
+        if self.ledger_url is not None and not str(self.ledger_url).startswith("http://"):
+            raise ConfigError(f"pipeline.ledger_url must be http://HOST:PORT, got {self.ledger_url!r}")
         if (self.llm_url is None) != (self.llm_model is None):
             raise ConfigError("llm.url and llm.model must be given together")
         if self.baseline_s is not None and not self.baseline_s > 0:
@@ -178,9 +186,9 @@ class PipelineConfig:
             return q if q.is_absolute() else base / q
 
         simple = {"origin", "replay", "replay_speed", "batch_size", "checkpoint_every", "correlation_window_s",
-                  "live_idle_timeout", "live_active_timeout", "checkpoint_interval_s", "micro_batch_s"}
+                  "live_idle_timeout", "live_active_timeout", "checkpoint_interval_s", "micro_batch_s", "ledger_url"}
         for key, raw in pipe.items():
-            if key in {"ledger_dir", "state_dir", "model", "data_dir"}:
+            if key in {"ledger_dir", "state_dir", "model", "data_dir", "ledger_key"}:
                 values[key] = rel(str(raw))
             elif key == "sources":
                 if not isinstance(raw, list):
@@ -243,7 +251,7 @@ def _json_ready(doc: Mapping[str, Any]) -> dict[str, Any]:
 
 
 def _source_spec(spec: str, rel: Callable[[str], Path]) -> str:
-    if spec.startswith("iface:"):
+    if spec.startswith(("iface:", "redis://", "rediss://")):
         return spec
     if spec.startswith("follow:"):
         return "follow:" + str(rel(spec[len("follow:"):]))
@@ -591,7 +599,8 @@ class Pipeline:
         if detector is None or manifest is None:
             loaded = load_model(config.model) if config.model is not None else default_pcap_model(config.data_dir)
             detector, manifest = loaded[0], loaded[1]
-        ledger = _open_or_create(Path(config.ledger_dir), config.origin)
+        ledger = _open_or_create(Path(config.ledger_dir), config.origin) if config.ledger_url is None else (
+            _remote_ledger(config))
         playbook_files = config.playbooks or (DEFAULT_PLAYBOOKS,)
         playbooks = PlaybookSet.load(list(playbook_files))
         responder = Responder(playbooks, _actions(config), config.guards, config.state_dir,
@@ -1028,6 +1037,21 @@ class _SitePhase:
                                             "time": pipe.clock()}, refs=[pipe.model_index])  # fmt: skip
 
 
+def _remote_ledger(config: PipelineConfig) -> Ledger:
+    """A client of ``trustmesh ledger serve`` (signed requests, idempotency keys) in place of a local log."""
+    from trustmesh._remote_ledger import RemoteLedger
+    from trustmesh.ledger import NoteSigner
+
+    assert config.ledger_url is not None and config.ledger_key is not None
+    if not Path(config.ledger_key).is_file():
+        raise ConfigError(f"{config.ledger_key}: ledger_key not found (a client signing key file)")
+    remote = RemoteLedger(config.ledger_url, NoteSigner.load(Path(config.ledger_key)), config.origin,
+                          blob_dir=Path(config.state_dir) / "blobs")
+    remote.latest_checkpoint()  # fails early, naming the URL, when the server is unreachable or serves another log
+    # the pipeline uses only append/checkpoint/put_blob/size/origin/close, which RemoteLedger provides
+    return remote  # type: ignore[return-value]
+
+
 def _open_or_create(directory: Path, origin: str) -> Ledger:
     try:
         ledger = Ledger.open(directory)
@@ -1084,18 +1108,40 @@ class _LazySource:
         from trustmesh.flows import BadRecordLog
 
         self.spec, self.idle_timeout, self.active_timeout = spec, idle_timeout, active_timeout
+        self._inner: FlowSource | None = None
         self.bad_records = BadRecordLog()  # records the source skipped; Pipeline.run drains them
 
     @property
     def name(self) -> str:
+        if self.spec.startswith(("redis://", "rediss://")):
+            from trustmesh.flows import parse_redis_spec
+
+            try:
+                return parse_redis_spec(self.spec).name  # never the password
+            except InputError:
+                return self.spec.split("@")[-1]
         return self.spec
 
+    @property
+    def streaming(self) -> bool:
+        return self.spec.startswith(("iface:", "follow:", "redis://", "rediss://"))
+
+    def acknowledge(self, token: Any) -> None:
+        """Pass a frame's acknowledgement on to the opened source (a stream XACKs its records)."""
+        ack = getattr(self._inner, "acknowledge", None)
+        if callable(ack):
+            ack(token)
+
     def iter_batches(self, batch_size: int = 1024) -> Iterator[pd.DataFrame]:
-        if self.spec.startswith("iface:"):
+        if self.spec.startswith(("redis://", "rediss://")):
+            from trustmesh.flows import RedisStreamSource
+
+            source: FlowSource = RedisStreamSource(self.spec, bad_records=self.bad_records)
+        elif self.spec.startswith("iface:"):
             from trustmesh.flows import InterfaceSource
 
-            source: FlowSource = InterfaceSource(self.spec[len("iface:"):], idle_timeout=self.idle_timeout,
-                                                 active_timeout=self.active_timeout)
+            source = InterfaceSource(self.spec[len("iface:"):], idle_timeout=self.idle_timeout,
+                                     active_timeout=self.active_timeout)
         elif self.spec.startswith("follow:"):
             from trustmesh.flows import follow_source
 
@@ -1104,6 +1150,7 @@ class _LazySource:
             if not Path(self.spec).exists():
                 raise InputError(f"{self.spec}: source not found")
             source = open_source(self.spec, on_bad_record=self.bad_records)
+        self._inner = source
         yield from source.iter_batches(batch_size)
         if not self.spec.startswith(("iface:", "follow:")) and detect_kind(self.spec) == "suricata":
             # the file's EVE alert events, after its flows: fusion then finds the model's verdict on each flow

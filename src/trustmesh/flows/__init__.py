@@ -25,6 +25,7 @@ from trustmesh.flows._datasets import (
 from trustmesh.flows._features import FeatureEncoder
 from trustmesh.flows._pcap import check_capture, iter_interface, iter_pcap, nfstream_to_canonical, read_pcap
 from trustmesh.flows._records import BadRecord, BadRecordHandler, BadRecordLog
+from trustmesh.flows._redis import RedisStreamSource, parse_redis_spec
 from trustmesh.flows._schema import (
     CANONICAL_COLUMNS,
     CANONICAL_DTYPES,
@@ -83,6 +84,7 @@ __all__ = [
     "NSL_KDD_CATEGORIES",
     "NSL_KDD_COLUMNS",
     "PcapSource",
+    "RedisStreamSource",
     "SURICATA_MODEL_ID",
     "SuricataEveSource",
     "TableSource",
@@ -108,6 +110,7 @@ __all__ = [
     "load_table",
     "nfstream_to_canonical",
     "open_source",
+    "parse_redis_spec",
     "read_flows",
     "read_pcap",
     "read_suricata_eve",
