@@ -113,7 +113,7 @@ class BehaviourConfig:
     web_requests: int = 30  # HTTP(S) connections to one victim service within short_window_s
     web_distinct_requests: int = 6  # distinct request sizes among them (many different paths)
     web_error_share: float = 0.4  # share of responses with the modal (error page) size
-    flood_packets: float = 400.0  # packets to one victim within flood_window_s (long flows pro rata)
+    flood_packets: float = 250.0  # packets to one victim within flood_window_s (long flows pro rata)
     udp_flood_max_reply_ratio: float = 0.2  # victim packets / actor packets for a UDP flood
     udp_flood_min_flows: int = 20  # UDP flood: many source ports, or ...
     udp_flood_max_payload: float = 100.0  # ... small packets (bytes of payload per packet)
@@ -265,6 +265,7 @@ class _Rec:
     src_pkts: float
     dst_pkts: float
     duration: float
+    active: float  # duration without its longest silence (a meter folds a later burst into an old flow)
     state: str
     lan_peer: bool  # the peer shares the actor's /16 (IPv4) or /64 (IPv6), both private
 
@@ -329,6 +330,7 @@ def _records(flows: pd.DataFrame) -> list[tuple[str, _Rec]]:
     sb, db = _num(flows, "src_bytes"), _num(flows, "dst_bytes")
     sp, dp = _num(flows, "src_pkts"), _num(flows, "dst_pkts")
     dur = _num(flows, "duration")
+    gap = _num(flows, "src_iat_max")  # NaN/absent (Zeek, Suricata): no gap known
     swap = _orient(src, sport, dst, dport, state)
     out: list[tuple[str, _Rec]] = []
     for i in range(n):
@@ -345,7 +347,7 @@ def _records(flows: pd.DataFrame) -> list[tuple[str, _Rec]]:
             ts=t, uid=uid[i] or f"row{i}", cat=_category(proto[i], service[i], state[i], dpo, s_b, d_b, s_p, d_p),
             victim=v, port=dpo, proto=proto[i], sport=spo, service=service[i], src_bytes=float(s_b),
             dst_bytes=float(d_b), src_pkts=float(s_p), dst_pkts=float(d_p), duration=max(0.0, float(dur[i])),
-            state=state[i], lan_peer=_same_lan(a, v),
+            active=max(0.0, float(dur[i]) - (float(gap[i]) if not swap[i] else 0.0)), state=state[i], lan_peer=_same_lan(a, v),
         )))  # fmt: skip
     return out
 
@@ -380,10 +382,10 @@ def _category(proto: str, service: str, state: str, port: int, sb: float, db: fl
 
 
 def _eff_pkts(rec: _Rec, window: float) -> float:
-    """Packets of a flow that fall in one window on average (long flows spread evenly over their duration)."""
-    if rec.duration <= window:
+    """Packets of a flow that fall in one window on average (long flows spread evenly over their active time)."""
+    if rec.active <= window:
         return rec.src_pkts
-    return rec.src_pkts * window / rec.duration
+    return rec.src_pkts * window / rec.active
 
 
 # -------------------------------------------------------------------------------------- confidence
@@ -706,7 +708,7 @@ class _Flood(_Detector):
 
     def _bump(self, key: Any, rec: _Rec, sign: float) -> None:
         w = self.cfg.flood_window_s
-        share = 1.0 if rec.duration <= w else w / rec.duration
+        share = 1.0 if rec.active <= w else w / rec.active
         self.pkts[key] = self.pkts.get(key, 0.0) + sign * _eff_pkts(rec, w)
         self.reply[key] = self.reply.get(key, 0.0) + sign * rec.dst_pkts * share
         self.payload[key] = self.payload.get(key, 0.0) + sign * rec.src_bytes * share
