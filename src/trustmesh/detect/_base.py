@@ -420,6 +420,13 @@ class BaseDetector:
         self.threshold = fpr_threshold
         rule = "fpr"
         guard: dict[str, Any] = {}
+        if max_f1_loss is not None and len(self._classes) > 2:
+            # Multi-class: the class probabilities decide, not a binary FPR threshold. score >= 0.5 is
+            # P(benign) <= 0.5: every row whose most probable class is an attack, plus the few where benign
+            # is only the plurality. Measured: FPR thresholds below 0.5 added false alerts and above it
+            # dropped attacks, both costing macro-F1 that validation rows were too few to show.
+            self.threshold = fpr_threshold = 0.5
+            rule = "multiclass-probability"
         if max_f1_loss is not None:
             names = np.where(y, ATTACK, BENIGN) if labels is None else np.asarray(labels).astype(str)
             if len(self._classes) > 2:
@@ -428,7 +435,7 @@ class BaseDetector:
                 best_attack = np.full(len(y), ATTACK, dtype=object)
             chosen, guard = guarded_threshold(scores, names, best_attack, fpr_threshold, max_f1_loss)
             if chosen < fpr_threshold:
-                rule = "fpr-relaxed-for-macro-f1"
+                rule = f"{rule}-relaxed-for-macro-f1"
                 log.info(
                     "%s: the threshold for FPR %.4f (%.6f) costs %.3f validation macro-F1; lowered to %.6f",
                     self.name, target_fpr, fpr_threshold, guard["best_macro_f1"] - guard["fpr_macro_f1"], chosen,
@@ -438,7 +445,7 @@ class BaseDetector:
         self.calibration = {
             "target_fpr": target_fpr,
             "rule": rule,
-            "fpr_threshold": fpr_threshold,
+            "fpr_threshold": calibrate_threshold(scores[~y], target_fpr),
             "saturated": bool(fpr_threshold >= 1.0),
             "n_benign": int((~y).sum()),
             "n_attack": int(y.sum()),

@@ -7,6 +7,8 @@ never seen (docs/detectors.md, "GBDT defaults"):
 
 * classes are weighted by ``(n / (k * n_c)) ** 0.5`` (``class_weight="sqrt"``; ``"balanced"`` drops
   the square root, ``"none"`` weights every row 1), so a 1 % class still pulls on the splits;
+* rows per leaf: ``min(min_child_samples, max(5, smallest class / 4))`` so a class of a dozen rows
+  can own leaves (LightGBM's 20 forbids it);
 * an L2 penalty on leaf values (``lambda_l2=1``) and a floor on the hessian mass per leaf keep
   multi-class Newton steps bounded; without them pure leaves get values of ``1/p`` and the softmax
   saturates to exact 0/1 (the "one-hot probabilities" divergence once measured on TON_IoT at
@@ -43,6 +45,7 @@ log = logging.getLogger(__name__)
 _CLASS_WEIGHTS = ("none", "sqrt", "balanced")
 _MIN_BEST_ROUND = 16  # an earlier best round means the learning rate is too large for the table
 _LR_RETRIES = 2
+_MIN_LEAF_FLOOR = 5  # smallest rows-per-leaf auto mode goes down to for tiny classes
 _MAX_CATEGORIES = 1024  # text columns with more distinct values are split as ordinal codes, not categories
 
 
@@ -196,11 +199,11 @@ class GBDTDetector(BaseDetector):
             raise ModelError("gbdt detector is not fitted; call fit() first")
         return int(self.booster.current_iteration())
 
-    def _lgb_params(self, n_classes: int, learning_rate: float) -> dict[str, Any]:
+    def _lgb_params(self, n_classes: int, learning_rate: float, min_child: int | None = None) -> dict[str, Any]:
         params: dict[str, Any] = {
             "learning_rate": learning_rate,
             "num_leaves": self.num_leaves,
-            "min_child_samples": self.min_child_samples,
+            "min_child_samples": self.min_child_samples if min_child is None else min_child,
             "feature_fraction": self.feature_fraction,
             "seed": self.seed,
             "deterministic": True,
@@ -237,24 +240,29 @@ class GBDTDetector(BaseDetector):
             self.fit_report = {"mode": "fixed", "rounds": self.n_estimators, "learning_rate": self.learning_rate}
             return
         weights = class_weights(label, max(n_classes, 2), self.class_weight)
+        # A leaf needs min_child_samples rows: with LightGBM's 20, a class of 9 rows can never own a leaf.
+        smallest = int(np.bincount(label)[np.bincount(label) > 0].min())
+        min_child = min(self.min_child_samples, max(_MIN_LEAF_FLOOR, smallest // 4))
         fit_rows, hold_rows = _stratified_holdout(label, self.validation_fraction, self.seed)
         if hold_rows.size < 20 or np.unique(label[fit_rows]).size < 2:
             # Too little data to hold any out: a fixed, conservative size.
             rounds, lr, curve = min(100, self.max_estimators), self.learning_rate, None
             report: dict[str, Any] = {"mode": "auto", "early_stopping": False, "reason": "fewer than 200 rows"}
         else:
-            rounds, lr, curve, report = self._select_size(X, label, weights, fit_rows, hold_rows, categorical)
+            rounds, lr, curve, report = self._select_size(X, label, weights, fit_rows, hold_rows, categorical,
+                                                          min_child)
         dataset = lgb.Dataset(X, label=label, weight=weights, categorical_feature=categorical,
                               free_raw_data=True, params={"verbosity": -1})  # fmt: skip
-        self.booster = lgb.train(self._lgb_params(n_classes, lr), dataset, num_boost_round=rounds)
-        self.fit_report = {**report, "rounds": rounds, "learning_rate": lr, "class_weight": self.class_weight}
+        self.booster = lgb.train(self._lgb_params(n_classes, lr, min_child), dataset, num_boost_round=rounds)
+        self.fit_report = {**report, "rounds": rounds, "learning_rate": lr, "class_weight": self.class_weight,
+                           "min_child_samples": min_child}
         if curve is not None:
             self.fit_report["holdout_macro_f1"] = round(curve, 6)
         log.info("gbdt: %d rounds at learning rate %g (%s)", rounds, lr, report)
 
     def _select_size(
         self, X: np.ndarray, label: np.ndarray, weights: np.ndarray, fit_rows: np.ndarray, hold_rows: np.ndarray,
-        categorical: list[int] | str,
+        categorical: list[int] | str, min_child: int,
     ) -> tuple[int, float, float, dict[str, Any]]:
         """Early stopping on the hold-out; return (rounds, learning rate, hold-out macro-F1, report)."""
         lgb = _lgb()
@@ -277,7 +285,7 @@ class GBDTDetector(BaseDetector):
                                    reference=train_set, params={"verbosity": -1})  # fmt: skip
             record: dict[str, Any] = {}
             booster = lgb.train(
-                self._lgb_params(n_classes, lr), train_set, num_boost_round=self.max_estimators,
+                self._lgb_params(n_classes, lr, min_child), train_set, num_boost_round=self.max_estimators,
                 valid_sets=[hold_set], valid_names=["holdout"], feval=macro_f1,
                 callbacks=[lgb.early_stopping(self.patience, first_metric_only=True, verbose=False),
                            lgb.record_evaluation(record)],
