@@ -96,3 +96,27 @@ def test_alert_mask_without_policy_and_with_spans() -> None:
     spans = {"a": (9.0, 20.0, frozenset({"v"}))}
     assert ml_alert_mask(flows, scores, 0.5, policy, spans).tolist() == [True, False, False, False]
     assert ml_alert_mask(flows, scores, 0.5, {"mode": "corroborated", "standalone": 0.8}).all()
+
+
+def test_committed_lab_captures_end_to_end(small_default: tuple[object, object], tmp_path: Path) -> None:
+    """The lab bench over the small committed lab runs (tests' own seeds 7 and 8)."""
+    from trustmesh.evaluate._lab import bench_lab_runs
+
+    lab = Path(__file__).resolve().parents[1] / "data" / "lab"
+    runs = [lab / "mini-site-s7", lab / "mini-benign-s8"]
+    if not all((r / "capture.pcap").exists() for r in runs):
+        pytest.skip("optional: committed lab captures (tests/data/lab) not present")
+    det, manifest = small_default
+    model = tmp_path / "m.tm"
+    from trustmesh.detect import save_model
+
+    save_model(det, model, data_digest="0" * 64, training=dict(manifest.training))  # type: ignore[attr-defined,arg-type]
+    doc = bench_lab_runs(runs, model=model)
+    site, benign = doc["runs"]
+    assert benign["attacks"] == [] and benign["incidents"] == 0 and benign["benign_fpr"] == 0.0
+    assert site["benign_fpr"] <= 0.05 and site["false_incidents"] == 0
+    for attack in site["attacks"]:
+        assert attack["flagged"] and attack["technique_ok"], attack
+        if attack["kind"] not in ("web-enumeration", "lateral-movement"):
+            assert attack["blocked"], attack
+    assert doc["summary"]["benign_only_incidents"] == 0 and doc["alert_policy"]["mode"] == "corroborated"

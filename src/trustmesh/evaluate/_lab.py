@@ -144,8 +144,12 @@ def bench_lab_runs(runs: Sequence[Path], *, model: Path | None = None, data_dir:
     fprs = [r["benign_fpr"] for r in results if r["benign_fpr"] is not None]
     scan_like = [a for a in attacks if a["kind"] in ("port-scan", "host-sweep", "syn-flood", "udp-flood",
                                                      "icmp-flood", "brute-force")]  # fmt: skip
+    import os
+
     return {
         "schema": LAB_BENCH_SCHEMA,
+        "cpu_count": os.cpu_count(),
+        "load_average": [round(x, 2) for x in os.getloadavg()],
         "model_id": manifest.model_id,
         "alert_policy": (manifest.training or {}).get("alert_policy"),
         "runs": results,
