@@ -13,7 +13,11 @@ record first (a cheap header scan, no packet decoding) and a truncated or corrup
 from __future__ import annotations
 
 import hashlib
+import itertools
 import logging
+import os
+import signal
+import threading
 import time
 import mmap
 import struct
@@ -223,6 +227,49 @@ def nfstream_to_canonical(df: pd.DataFrame, *, source: str = "nfstream") -> pd.D
 
 # --------------------------------------------------------------------------------------- readers
 
+# nfstream forks its meter processes (multiprocessing "fork") at the first next() of the streamer. A
+# meter outliving its parent (kill -9 of `trustmesh run`) keeps capturing and holds the parent's files
+# and pipes open, so each meter forked while ``_ARMED`` names the forking thread asks the kernel to
+# SIGKILL it when that thread's process dies (PR_SET_PDEATHSIG), and exits at once if the parent is
+# already gone (the race between fork and prctl).
+_ARMED: set[int] = set()  # thread idents currently starting a streamer
+_FORK_PARENT = [0]
+_PR_SET_PDEATHSIG = 1
+
+
+def _before_fork() -> None:
+    _FORK_PARENT[0] = os.getpid()
+
+
+def _die_with_parent() -> None:
+    if threading.get_ident() not in _ARMED:
+        return
+    _ARMED.clear()
+    try:
+        import ctypes
+
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(_PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
+    except (OSError, AttributeError):  # not Linux: the pipeline still stops its meters on a clean exit
+        return
+    if os.getppid() != _FORK_PARENT[0]:
+        os._exit(1)
+
+
+os.register_at_fork(before=_before_fork, after_in_child=_die_with_parent)
+
+
+def _start(flows: Iterator[Any]) -> tuple[Any, bool]:
+    """Take the streamer's first flow (this forks its meters) with the die-with-parent hook armed."""
+    me = threading.get_ident()
+    _ARMED.add(me)
+    try:
+        return next(flows), True
+    except StopIteration:
+        return None, False
+    finally:
+        _ARMED.discard(me)
+
 
 def _streamer(source: str, **extra: Any) -> Any:
     nfs = _nfstream()
@@ -257,7 +304,8 @@ def _iter_streamer(
     finished = False
     first_at = 0.0
     try:
-        for flow in flows:
+        head, started = _start(flows)
+        for flow in itertools.chain((head,), flows) if started else ():
             if keys is None:
                 keys = list(flow.keys())
             if not rows:
