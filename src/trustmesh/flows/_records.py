@@ -126,9 +126,17 @@ def _as_number(s: pd.Series) -> tuple[npt.NDArray[np.float64], npt.NDArray[np.bo
     if pd.api.types.is_bool_dtype(s.dtype) or pd.api.types.is_numeric_dtype(s.dtype):
         vals = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
         return vals, np.zeros(len(s), dtype=bool)
-    out = np.empty(len(s), dtype=np.float64)
+    out = np.full(len(s), np.nan, dtype=np.float64)
     bad = np.zeros(len(s), dtype=bool)
-    for i, v in enumerate(s.tolist()):
+    try:  # vectorised first: only the values it cannot read go through the per-value rules below
+        fast = pd.to_numeric(s, errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+        todo = np.flatnonzero(np.isnan(fast) & s.notna().to_numpy())
+        out = fast.copy()
+    except (TypeError, ValueError, OverflowError):
+        todo = np.arange(len(s))
+    values = s.tolist()
+    for i in todo.tolist():
+        v = values[i]
         if v is None or (isinstance(v, float) and v != v):
             out[i] = np.nan
         elif isinstance(v, (bool, int, float, np.integer, np.floating)):
@@ -174,10 +182,12 @@ def screen_frame(
         return df
     bad_any = np.zeros(n, dtype=bool)
     reasons: list[tuple[npt.NDArray[np.bool_], str, str]] = []
+    parsed: dict[str, npt.NDArray[np.float64]] = {}  # numbers read once, handed on (no second parse)
     for col in _PORT_COLUMNS:
         if col not in df.columns:
             continue
         vals, not_num = _as_number(df[col])
+        parsed[col] = vals
         present = ~np.isnan(vals)
         with np.errstate(invalid="ignore"):
             out_of_range = present & ~((vals >= 0) & (vals <= 65535))
@@ -191,6 +201,7 @@ def screen_frame(
         if col not in df.columns:
             continue
         vals, not_num = _as_number(df[col])
+        parsed[col] = vals
         with np.errstate(invalid="ignore"):
             huge = ~np.isnan(vals) & ~(np.abs(vals) <= 1e308)
         if huge.any():
@@ -202,11 +213,22 @@ def screen_frame(
     for col in _TEXT_COLUMNS:
         if col not in df.columns or pd.api.types.is_numeric_dtype(df[col].dtype):
             continue
-        lengths = df[col].map(lambda v: len(v) if isinstance(v, str) else len(str(v)) if v is not None else 0)
-        long = lengths.to_numpy() > MAX_TEXT
+        col_s = df[col]
+        try:
+            lengths = col_s.str.len().to_numpy(dtype=np.float64, na_value=np.nan)  # vectorised for text
+        except (AttributeError, TypeError):
+            lengths = np.full(len(col_s), np.nan)
+        other = np.flatnonzero(np.isnan(lengths) & col_s.notna().to_numpy())
+        for i in other.tolist():  # numbers, lists or dicts where text belongs: their text form counts
+            lengths[i] = len(str(col_s.iloc[i]))
+        with np.errstate(invalid="ignore"):
+            long = lengths > MAX_TEXT
         if long.any():
             reasons.append((long, col, f"text longer than {MAX_TEXT} characters"))
             bad_any |= long
+    raw = df
+    if parsed:
+        df = df.assign(**{c: v for c, v in parsed.items()})
     if not bad_any.any():
         return df
     first: dict[int, tuple[str, str]] = {}  # row -> the first problem found in it
@@ -215,7 +237,7 @@ def screen_frame(
             first.setdefault(int(row), (col, why))
     for i in sorted(first):
         col, why = first[i]
-        value = df[col].iloc[i]
+        value = raw[col].iloc[i]
         if isinstance(value, np.generic):
             value = value.item()
         shown = repr(value) if len(repr(value)) <= 60 else repr(value)[:57] + "..."
