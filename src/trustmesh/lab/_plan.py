@@ -366,7 +366,7 @@ class _Planner:
         elif kind == "brute-force":
             assert victim is not None
             technique = "T1110"
-            words = self._wordlist(rng.randint(40, 100) if variant != "ssh-slow" else rng.randint(6, 12))
+            words = self._wordlist(rng.randint(40, 100) if variant != "ssh-slow" else rng.randint(5, 8))
             files["passwords.txt"] = "\n".join(words) + "\n"
             params["wordlist_size"] = len(words)
             params["wordlist_has_password"] = self.password in words
@@ -374,7 +374,7 @@ class _Planner:
                 tool = "hydra"
                 port = victim.services["ssh"]
                 speed = (["-t", str(rng.choice((2, 4, 6)))] if variant == "ssh"
-                         else ["-c", str(rng.choice((2, 3, 4)))])
+                         else ["-c", str(rng.choice((2, 3)))])
                 argv = ["hydra", "-I", "-l", self.user, "-P", "{work}/passwords.txt", *speed, "-s", str(port),
                         f"ssh://{victim.ip}"]
             else:
@@ -446,4 +446,7 @@ def plan_scenario(scenario: Scenario, seed: int, *, duration: float | None = Non
     attacks = p.attacks()
     return LabPlan(scenario.name, seed, float(duration) if duration is not None else drawn, str(p.lan), p.lan_gw,
                    str(p.outside), p.out_gw, p.domain, p.user, p.password, p.hosts, benign, attacks,
-                   p.rng.randint(4, 12), p.rng.choice((2, 3, 6)))
+                   p.rng.randint(4, 12),
+                   # hydra waits out its -w timeout each time sshd drops a connection after MaxAuthTries, so
+                   # values below OpenSSH's default of 6 turn a brute force into a trickle
+                   p.rng.choice((6, 6, 10)))
