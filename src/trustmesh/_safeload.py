@@ -144,7 +144,8 @@ def load_yaml_node(text: str | bytes, source: str = "<string>", *, limits: YamlL
         raise error(f"{_where(source, mark, columns)}: not valid YAML: {problem}") from None
     except RecursionError:
         raise error(f"{source}: YAML nested too deeply") from None
-    except (ValueError, TypeError, OverflowError) as exc:  # e.g. a timestamp or int PyYAML cannot build
+    except (ValueError, TypeError, OverflowError, AttributeError, KeyError, IndexError) as exc:
+        # PyYAML's constructors fail this way on e.g. "!!timestamp" with no date or a huge "!!int"
         raise error(f"{source}: cannot build a YAML value ({exc})") from None
     finally:
         loader.dispose()

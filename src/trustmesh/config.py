@@ -74,6 +74,8 @@ def load_toml(path: Path | str, what: str = "settings file") -> dict[str, Any]:
         raise ConfigError(f"{p}: not valid TOML ({exc})") from None
     except RecursionError:
         raise ConfigError(f"{p}: TOML nested too deeply") from None
+    except ValueError as exc:  # an integer literal over Python's 4300-digit conversion limit
+        raise ConfigError(f"{p}: not valid TOML ({exc})") from None
 
 
 def _type_name(value: Any) -> str:

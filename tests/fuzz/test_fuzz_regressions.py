@@ -159,3 +159,17 @@ def test_lab_scenario_alias_bomb_is_refused() -> None:
     rows += [f"{c}: &{c} [" + ",".join([f"*{p}"] * 9) + "]" for p, c in zip("abcdefgh", "bcdefghi", strict=True)]
     with pytest.raises(InputError, match="scenario.yaml:.*expands to more than"):
         parse_scenario("\n".join(rows) + "\n", "scenario.yaml")
+
+
+def test_yaml_timestamp_tag_without_a_date_is_a_playbook_error() -> None:
+    # found by the long fuzz run: PyYAML's timestamp constructor raised AttributeError
+    with pytest.raises(PlaybookError, match="case.yaml: cannot build a YAML value"):
+        PlaybookSet.from_yaml("# a comment\n!!timestamp\n", "case.yaml")
+
+
+def test_toml_integer_over_the_digit_limit_is_a_config_error(tmp_path: Path) -> None:
+    # found by the long fuzz run: tomllib raised ValueError (int max str digits)
+    p = tmp_path / "huge.toml"
+    p.write_text("[pipeline]\norigin = " + "9" * 5000 + "\n")
+    with pytest.raises(ConfigError, match="huge.toml: not valid TOML"):
+        PipelineConfig.load(p)
