@@ -25,13 +25,13 @@ runner = CliRunner()
 def _mount(args: list[str]) -> None:
     done = subprocess.run(["mount", *args], capture_output=True, text=True, check=False)
     if done.returncode != 0:
-        pytest.skip(f"optional: cannot mount here ({done.stderr.strip()}); needs root with CAP_SYS_ADMIN")
+        pytest.skip(f"cannot mount here ({done.stderr.strip()}); needs root with CAP_SYS_ADMIN")
 
 
 @pytest.fixture()
 def mounts() -> Iterator[list[Path]]:
     if os.geteuid() != 0 or shutil.which("mount") is None:
-        pytest.skip("optional: needs root and mount(8) to make read-only and full file systems")
+        pytest.skip("needs root and mount(8) to make read-only and full file systems")
     made: list[Path] = []
     yield made
     for m in reversed(made):
