@@ -8,6 +8,7 @@ nothing the lab made (namespaces, /etc/netns files, processes) may survive it.
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -56,7 +57,6 @@ def test_lab_run_captures_and_labels_real_attacks_and_benign_traffic(tmp_path: P
     reason = lab_unavailable(plan)
     if reason is not None:
         pytest.skip(reason)
-    before, before_etc = set(_lab_namespaces()), _etc_netns()
     out = tmp_path / "run"
     exe = str(Path(sys.executable).with_name("trustmesh"))
     done = subprocess.run([exe, "lab", "run", str(scen), "--seed", "7", "--out", str(out), "--json"],
@@ -100,8 +100,9 @@ def test_lab_run_captures_and_labels_real_attacks_and_benign_traffic(tmp_path: P
     assert len(truth.flows) == len(flows) == len(pd.read_csv(out / "labels.csv"))
     assert truth.summary["attack_flows"] == len(attack)
 
-    assert set(_lab_namespaces()) <= before  # nothing left behind
-    assert _etc_netns() <= before_etc
+    prefix = str(truth.capture["namespace"]).removesuffix("-gw")  # nothing of this run is left behind
+    assert prefix.startswith("tml") and not [n for n in _lab_namespaces() if n.startswith(prefix)]
+    assert not [n for n in _etc_netns() if n.startswith(prefix)]
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
     assert str(out / "capture.pcap") not in procs  # tcpdump is gone
 
@@ -129,10 +130,9 @@ def test_interrupted_run_leaves_nothing_behind(tmp_path: Path) -> None:
     reason = lab_unavailable(plan_scenario(load_scenario(scen), 8))
     if reason is not None:
         pytest.skip(reason)
-    before, before_etc = set(_lab_namespaces()), _etc_netns()
     exe = str(Path(sys.executable).with_name("trustmesh"))
     out = tmp_path / "run"
-    proc = subprocess.Popen([exe, "lab", "run", str(scen), "--seed", "8", "--out", str(out), "--quiet"],
+    proc = subprocess.Popen([exe, "lab", "run", str(scen), "--seed", "8", "--out", str(out)],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.monotonic() + 60
@@ -146,8 +146,10 @@ def test_interrupted_run_leaves_nothing_behind(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130 and "interrupted" in err and "Traceback" not in err
-    assert set(_lab_namespaces()) <= before
+    prefix = re.search(r"namespaces (tml[0-9a-f]+)-\*", err)
+    assert prefix is not None, err
+    assert not [n for n in _lab_namespaces() if n.startswith(prefix.group(1))]
+    assert not [n for n in _etc_netns() if n.startswith(prefix.group(1))]
     assert not (out / "capture.pcap").exists() and not (out / "truth.json").exists()
-    assert _etc_netns() <= before_etc
     procs = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=False).stdout
     assert str(tmp_path) not in procs  # no service, generator or tcpdump of this run survives

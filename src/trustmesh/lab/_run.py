@@ -140,6 +140,8 @@ def run_plan(plan: LabPlan, out: Path, *, force: bool = False, progress: Any = N
     work.chmod(0o755)  # daemons that drop privileges (mosquitto) read their files from here
     pcap = out / "capture.pcap"
     net = LabNetwork(plan)
+    if progress is not None:
+        progress(f"namespaces {net.gw.removesuffix('-gw')}-*")
     ok = False
     try:
         net.up()
@@ -263,7 +265,7 @@ def _truth(plan: LabPlan, t0: float, t_end: float, attacks: list[_Running], beni
            "end": round(t_end, 6), "lan": plan.lan, "outside": plan.outside,
            "gateway": {"lan": plan.lan_gateway, "outside": plan.outside_gateway}, "domain": plan.domain,
            "capture": {"file": "capture.pcap", "tool": "tcpdump", "interface": "br0 (gateway bridge, inbound)",
-                       **stats},
+                       "namespace": net.gw, **stats},
            "hosts": hosts, "attacks": t_attacks, "benign": t_benign}
     return GroundTruth.model_validate(doc)
 
