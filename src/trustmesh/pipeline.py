@@ -71,6 +71,7 @@ __all__ = [
     "PipelineConfig",
     "RunSummary",
     "TableDetection",
+    "adopt_techniques",
     "alerts_from_scores",
     "alerts_from_verdicts",
     "detect_flows",
@@ -359,6 +360,29 @@ def ml_alert_mask(flows: pd.DataFrame, scores: np.ndarray, threshold: float, pol
     return out
 
 
+def adopt_techniques(alerts: list[Alert], vouch: Mapping[tuple[str, str], tuple[str, str]]) -> list[Alert]:
+    """Give corroborated model alerts the technique of the verdict that vouches for them.
+
+    ``vouch`` maps (actor, victim) to the (technique id, name) of the latest verdict between them. The
+    model's own class stays in ``predicted_class``; with the verdict's technique the alert joins the
+    verdict's incident instead of opening one under a class learnt on another network.
+    """
+    out = []
+    for a in alerts:
+        hit = vouch.get((a.source_ip or "", a.destination_ip or ""))
+        out.append(dataclasses.replace(a, technique_id=hit[0], technique_name=hit[1]) if hit else a)
+    return out
+
+
+def _vouch(verdicts: Iterable[BehaviourVerdict], into: dict[tuple[str, str], tuple[str, str]] | None = None
+           ) -> dict[tuple[str, str], tuple[str, str]]:
+    out = {} if into is None else into
+    for v in verdicts:
+        for victim in v.victims:
+            out[(v.host, victim)] = (v.technique_id, v.technique_name)
+    return out
+
+
 def _spans(verdicts: Iterable[BehaviourVerdict], into: dict[str, tuple[float, float, frozenset[str]]] | None = None
            ) -> dict[str, tuple[float, float, frozenset[str]]]:
     out = {} if into is None else into
@@ -444,8 +468,8 @@ class TableDetection:
 
     @property
     def alerts(self) -> list[Alert]:
-        """Model alerts then behaviour alerts."""
-        return self.ml_alerts + self.behaviour_alerts
+        """Behaviour alerts, then model alerts."""
+        return self.behaviour_alerts + self.ml_alerts
 
     def flagged_uids(self) -> set[str]:
         """Flow uids that at least one alert is about."""
@@ -473,6 +497,8 @@ def detect_flows(flows: pd.DataFrame, detector: Detector, manifest: Manifest, *,
     allowed = ml_alert_mask(flows, scores, detector.threshold, training.get("alert_policy"), _spans(verdicts))
     ml_alerts = alerts_from_scores(flows, np.where(allowed, scores, -1.0), threshold=detector.threshold,
                                    model_id=str(manifest.model_id), source_name=source_name, classes=classes)
+    if (training.get("alert_policy") or {}).get("mode") == "corroborated":
+        ml_alerts = adopt_techniques(ml_alerts, _vouch(verdicts))
     behaviour_alerts = alerts_from_verdicts(verdicts, flows, source_name=source_name, seen=set())
     return TableDetection(flows, scores, allowed, ml_alerts, verdicts, behaviour_alerts)
 
@@ -488,6 +514,7 @@ class _BehaviourStage:
             cfg if isinstance(cfg, BehaviourConfig) else None)
         self.engine = BehaviourEngine(config)
         self.seen: set[tuple[str, str]] = set()
+        self.vouch: dict[tuple[str, str], tuple[str, str]] = {}  # (actor, victim) -> technique of the verdict
         self.actors: dict[str, tuple[float, float, frozenset[str]]] = {}  # verdict hosts -> span (corroborates model alerts)
         training = getattr(manifest, "training", None) or {}
         self.policy: dict[str, Any] = dict(training.get("alert_policy") or {})
@@ -500,6 +527,9 @@ class _BehaviourStage:
         if not verdicts:
             return []
         _spans(verdicts, self.actors)
+        if len(self.vouch) > self._MAX_SEEN:
+            self.vouch.clear()
+        _vouch(verdicts, self.vouch)
         if len(self.actors) > self.engine.config.max_hosts:
             recent = sorted(self.actors.items(), key=lambda kv: -kv[1][1])[: self.engine.config.max_hosts]
             self.actors = dict(recent)
@@ -740,11 +770,13 @@ class Pipeline:
                                 self._behaviour.actors)
         ml_alerts = alerts_from_scores(flows, np.where(allowed, scores, -1.0), threshold=self.detector.threshold,
                                        model_id=self.model_id, source_name=source_name, classes=classes)
-        alerts = ml_alerts + behaviour
+        if self._behaviour.policy.get("mode") == "corroborated":
+            ml_alerts = adopt_techniques(ml_alerts, self._behaviour.vouch)
+        alerts = behaviour + ml_alerts  # verdict alerts first: they name the incidents they open
         created = self.clock()  # ledger alert entries are the ECS document every sink and the API see
         indices = self._append_many(
-            [("alert", a.to_ecs(created=created), [self.model_index]) for a in ml_alerts]
-            + [("alert", a.to_ecs(created=created), [self.behaviour_index]) for a in behaviour])
+            [("alert", a.to_ecs(created=created), [self.behaviour_index]) for a in behaviour]
+            + [("alert", a.to_ecs(created=created), [self.model_index]) for a in ml_alerts])
         self.summary.flows += len(flows)
         self._correlate_and_respond(alerts, indices, outcome, created)
         carried = list(flows.attrs.get("suricata_alerts", ()))
