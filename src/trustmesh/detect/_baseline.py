@@ -38,7 +38,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 
-from trustmesh.detect._base import BaseDetector, benign_holdout, calibrate_threshold, prepare_labels, read_container, register
+from trustmesh.detect._base import BaseDetector, calibrate_threshold, prepare_labels, read_container, register
 from trustmesh.detect._drift import ScoreReference
 from trustmesh.detect._protocol import BENIGN
 from trustmesh.errors import InputError, ModelError
@@ -61,7 +61,6 @@ _STATE_PENALTY = 3.0  # a connection state the service never showed counts as a 
 _NO_PROFILE = 8.0  # shape deviation of a flow whose protocol the site never used
 _EPHEMERAL = 32768  # dst ports at or above are client-side ports (Linux ip_local_port_range starts here)
 _MIN_FANOUT = 8
-_PSEUDO_COUNT = 0.1
 _SEP = "|"
 
 
@@ -251,6 +250,12 @@ def _squash(z: np.ndarray) -> np.ndarray:
     return cast(np.ndarray, z / (1.0 + z))
 
 
+def _fisher(mapped: Mapping[str, np.ndarray]) -> np.ndarray:
+    """Fisher's combination ``-2 sum ln(1 - p_i)`` of benign percentiles (Fisher 1932, section 21.1)."""
+    tails = [np.clip(1.0 - np.asarray(p, dtype=np.float64), 1e-9, 1.0) for p in mapped.values()]
+    return cast(np.ndarray, -2.0 * np.sum(np.log(np.column_stack(tails)), axis=1))
+
+
 @register
 class SiteBaselineDetector(BaseDetector):
     """Profiles + anomaly model of one site's benign flows, combined with an optional base model."""
@@ -264,22 +269,26 @@ class SiteBaselineDetector(BaseDetector):
         seed: int = 0,
         multiclass: bool = False,
         target_fpr: float = 0.01,
-        holdout_fraction: float = 0.3,
+        folds: int = 3,
         fanout_window_s: float = 60.0,
         n_estimators: int = 100,
+        combine: str = "fisher",
         threshold: float = 0.5,
     ) -> None:
         super().__init__(seed=seed, threshold=threshold, multiclass=False)
+        if combine not in ("fisher", "max"):
+            raise ValueError(f"combine must be 'fisher' or 'max', got {combine!r}")
+        self.combine = combine
         if not 0.0 < target_fpr < 0.5:
             raise ValueError(f"target_fpr must be in (0, 0.5), got {target_fpr}")
-        if not 0.05 <= holdout_fraction <= 0.6:
-            raise ValueError(f"holdout_fraction must be in [0.05, 0.6], got {holdout_fraction}")
+        if not 2 <= folds <= 10:
+            raise ValueError(f"folds must be in [2, 10], got {folds}")
         if not fanout_window_s > 0:
             raise ValueError(f"fanout_window_s must be > 0, got {fanout_window_s}")
         if n_estimators < 1:
             raise ValueError(f"n_estimators must be >= 1, got {n_estimators}")
         self.target_fpr = float(target_fpr)
-        self.holdout_fraction = float(holdout_fraction)
+        self.folds = int(folds)
         self.fanout_window_s = float(fanout_window_s)
         self.n_estimators = int(n_estimators)
         #: The base detector to combine with; set before :meth:`fit` (``fit_site_baseline`` does).
@@ -296,33 +305,51 @@ class SiteBaselineDetector(BaseDetector):
 
     def get_params(self) -> dict[str, Any]:
         """Return the constructor arguments."""
-        return {"seed": self.seed, "target_fpr": self.target_fpr, "holdout_fraction": self.holdout_fraction,
-                "fanout_window_s": self.fanout_window_s, "n_estimators": self.n_estimators}  # fmt: skip
+        return {"seed": self.seed, "target_fpr": self.target_fpr, "folds": self.folds,
+                "fanout_window_s": self.fanout_window_s, "n_estimators": self.n_estimators,
+                "combine": self.combine}  # fmt: skip
 
     # -- fitting -----------------------------------------------------------------------------------
-    def _split(self, X: pd.DataFrame, benign: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Benign rows for fitting (earlier) and for calibration (the later ``holdout_fraction``)."""
+    def _folds(self, X: pd.DataFrame, benign: np.ndarray) -> list[np.ndarray]:
+        """Split the benign rows into ``folds`` contiguous time blocks (random blocks without times)."""
         ts = _col(X, "ts", True)
-        if np.isfinite(ts[benign]).all() and benign.size and np.ptp(ts[benign]) > 0:
+        if benign.size and np.isfinite(ts[benign]).all() and np.ptp(ts[benign]) > 0:
             order = benign[np.argsort(ts[benign], kind="stable")]
-            n_hold = int(round(self.holdout_fraction * order.size))
-            return np.sort(order[: order.size - n_hold]), np.sort(order[order.size - n_hold:])
-        mask = np.ones(len(X), dtype=bool)
-        mask[benign] = False
-        return benign_holdout(mask, self.holdout_fraction, self.seed)
+        else:
+            order = np.random.default_rng(self.seed).permutation(benign)
+        return [np.sort(part) for part in np.array_split(order, self.folds)]
+
+    def _fit_parts(self, rows: pd.DataFrame) -> None:
+        """Fit the profiles, the anomaly model and the benign percentile maps on ``rows``."""
+        from trustmesh.detect._iforest import IsolationForestDetector
+
+        anom_cols = [c for c in ANOMALY_FEATURES if c in rows.columns]
+        self.anomaly = IsolationForestDetector(seed=self.seed, n_estimators=self.n_estimators).fit(rows[anom_cols])
+        v = _View.of(rows)
+        self.profile = _Profile.fit(v)
+        raw = self._raw(rows, v)
+        self._knots = {k: _knots(val) for k, val in raw.items()}
+        if self.combine == "fisher":
+            mapped = {k: np.interp(raw[k], *self._knots[k]) for k in raw}
+            self._knots["combined"] = _knots(_squash(_fisher(mapped) / (2 * len(raw))))
 
     def fit(self, X: pd.DataFrame, y: np.ndarray | pd.Series | None = None) -> SiteBaselineDetector:
-        """Learn the profiles and models on the benign rows of ``X``; calibrate on the later ones."""
-        from trustmesh.detect._iforest import IsolationForestDetector
+        """Learn the profiles and models on the benign rows of ``X``; calibrate by cross-fitting in time.
+
+        The benign rows are cut into ``folds`` consecutive time blocks; each block is scored by a
+        baseline fitted on the other blocks. Those out-of-fold scores give the site's novelty rates,
+        the fan-out limit and the threshold (at most ``target_fpr`` of them flagged), so every flow of
+        the window takes part in the calibration without being scored by a model that saw it. The
+        final profiles and models are then fitted on every benign row.
+        """
         from trustmesh.flows._features import FeatureEncoder
 
         if not isinstance(X, pd.DataFrame) or len(X) == 0:
             raise InputError("cannot fit a site baseline on an empty table")
         is_attack, _, _ = prepare_labels(y, len(X), multiclass=False)
-        fit_idx, hold_idx = self._split(X, np.flatnonzero(~is_attack))
-        if fit_idx.size < 50 or hold_idx.size < 20:
-            raise InputError(f"too little benign traffic for a baseline: {int((~is_attack).sum())} flows "
-                             "(need at least 100)")  # fmt: skip
+        benign = np.flatnonzero(~is_attack)
+        if benign.size < 100:
+            raise InputError(f"too little benign traffic for a baseline: {benign.size} flows (need at least 100)")
         base_cols = set(self.base.feature_names) if self.base is not None else set()
         present = {str(c) for c in X.columns}
         wanted = (set(_IDENTITY) | set(ANOMALY_FEATURES) | base_cols) & present
@@ -333,42 +360,41 @@ class SiteBaselineDetector(BaseDetector):
         # columns, so no address vocabulary ends up in the artifact's encoder or the manifest).
         named = X[order].assign(**{c: np.zeros(len(X)) for c in _IDENTITY if c in wanted})
         self.encoder = FeatureEncoder.fit(named)
-        fit_rows, hold_rows = X.iloc[fit_idx], X.iloc[hold_idx]
-        anom_cols = [c for c in ANOMALY_FEATURES if c in present]
-        self.anomaly = IsolationForestDetector(seed=self.seed, n_estimators=self.n_estimators).fit(fit_rows[anom_cols])
-        v_fit = _View.of(fit_rows)
-        self.profile = _Profile.fit(v_fit)
-        raw = self._raw(fit_rows, v_fit)
-        self._knots = {k: _knots(val) for k, val in raw.items() if k in ("shape", "anomaly", "base")}
-        # Fan-out: how many new peers one host reached per window in the held-out (later) benign part.
-        v_hold = _View.of(hold_rows)
-        _, new_pair = self.profile.novelty(v_hold)
-        seen = int(_fanout(v_hold, new_pair, self.fanout_window_s).max(initial=0))
+        folds = self._folds(X, benign)
+        parts = []  # per fold: (kind codes without fan-out, new-pair fan-out counts, combined percentile)
+        for j, held in enumerate(folds):
+            rest = np.sort(np.concatenate([f for i, f in enumerate(folds) if i != j]))
+            self._fit_parts(X.iloc[rest])
+            rows = X.iloc[held]
+            v = _View.of(rows)
+            code, new_pair = self.profile.novelty(v)
+            parts.append((code, _fanout(v, new_pair, self.fanout_window_s), self._percentile(rows, v)[0]))
+        # Fan-out: how many new peers one host reached per window in traffic its baseline had not seen.
+        seen = max(int(fan.max(initial=0)) for _, fan, _ in parts)
         self.fanout_limit = max(_MIN_FANOUT, 2 * seen + 1)
-        # How often the site's own later benign flows show each kind of novelty. The small pseudo-count
-        # keeps a kind never seen there (typically a new host) far rarer than the false-positive budget:
-        # flagging it costs nothing on the held-out traffic the threshold is calibrated on.
-        kinds = self._kinds(v_hold)
+        kinds = np.concatenate([np.where(fan >= self.fanout_limit, len(_KINDS) - 1, code) for code, fan, _ in parts])
+        p_oof = np.concatenate([p for _, _, p in parts])
+        # How often the site's own benign flows show each kind of novelty to a baseline that had not seen
+        # them. A kind that never showed (typically a new host, a fan-out) gets rate 0: its flows score
+        # 1.0 and always alert -- flagging it costs nothing on the traffic the threshold is calibrated on.
         counts = np.bincount(kinds, minlength=len(_KINDS)).astype(np.float64)
-        self.kind_rates = (counts + _PSEUDO_COUNT) / (kinds.size + 1.0)
-        hold_scores, _ = self._score_parts(hold_rows)
-        self.threshold = calibrate_threshold(hold_scores, self.target_fpr)
-        flagged = hold_scores >= self.threshold
+        self.kind_rates = counts / kinds.size
+        oof = np.clip(1.0 - self.kind_rates[kinds] * (1.0 - p_oof), 0.0, 1.0)
+        self.threshold = calibrate_threshold(oof, self.target_fpr)
+        flagged = oof >= self.threshold
+        self._fit_parts(X.iloc[benign])
         self.calibration = {
             "target_fpr": self.target_fpr,
-            "split": "time" if np.isfinite(_col(X, "ts", True)).all() else "random",
-            "n_fit": int(fit_idx.size),
-            "n_holdout": int(hold_idx.size),
+            "split": "time" if np.isfinite(_col(X, "ts", True)[benign]).all() else "random",
+            "folds": self.folds,
+            "n_calibration": int(oof.size),
             "holdout_fpr": float(flagged.mean()),
             "fanout_limit": self.fanout_limit,
             "novelty_rates": {k: round(float(r), 6) for k, r in zip(_KINDS, self.kind_rates, strict=True)},
         }
-        # The later part's hosts, services and edges are known behaviour too (this only lowers novelty,
-        # so the held-out false-positive rate above stays an upper bound).
-        self.profile.absorb(v_hold)
         # The drift reference: the final model's scores over the whole window (what the same traffic
         # scores from now on).
-        self.reference = ScoreReference.from_scores(self._score_parts(X.iloc[np.sort(np.r_[fit_idx, hold_idx])])[0])
+        self.reference = ScoreReference.from_scores(self._score_parts(X.iloc[benign])[0])
         return self
 
     # -- scoring -----------------------------------------------------------------------------------
@@ -381,6 +407,18 @@ class SiteBaselineDetector(BaseDetector):
         if self.base is not None:
             out["base"] = self.base.score(X, fill_missing=True)
         return out
+
+    def _percentile(self, X: pd.DataFrame, v: _View) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Return (p, base, unusual): the combined benign percentile and its base / shape parts."""
+        raw = self._raw(X, v)
+        mapped = {k: np.interp(raw[k], *self._knots[k]) for k in raw}
+        base = mapped.get("base", np.zeros(len(X)))
+        unusual = np.maximum(mapped["shape"], mapped["anomaly"])
+        if self.combine == "fisher":
+            p = np.interp(_squash(_fisher(mapped) / (2 * len(mapped))), *self._knots["combined"])
+        else:
+            p = np.maximum(base, unusual)
+        return p, base, unusual
 
     def _kinds(self, v: _View) -> np.ndarray:
         code, new_pair = self.profile.novelty(v)
@@ -398,12 +436,8 @@ class SiteBaselineDetector(BaseDetector):
         if self.anomaly is None or not self._knots:
             raise ModelError("site-baseline detector is not fitted; call fit() first")
         v = _View.of(X)
-        raw = self._raw(X, v)
-        mapped = {k: np.interp(raw[k], *self._knots[k]) for k in self._knots}
         kinds = self._kinds(v)
-        base = mapped.get("base", np.zeros(len(X)))
-        unusual = np.maximum(mapped["shape"], mapped["anomaly"])
-        p = np.maximum(base, unusual)
+        p, base, unusual = self._percentile(X, v)
         score = np.clip(1.0 - self.kind_rates[kinds] * (1.0 - p), 0.0, 1.0)
         reason = np.where(kinds > 0, kinds - 1, np.where(base >= unusual, len(_KINDS) - 1, len(_KINDS)))
         return score.astype(np.float64), reason
@@ -494,7 +528,8 @@ class SiteBaselineDetector(BaseDetector):
         self.anomaly, self.base = parts["anomaly"], parts.get("base")
         self.profile = _Profile.from_dict(state["profile"])
         knots = dict(state["knots"])
-        expected = {"shape", "anomaly"} | ({"base"} if self.base is not None else set())
+        expected = ({"shape", "anomaly"} | ({"base"} if self.base is not None else set())
+                    | ({"combined"} if self.combine == "fisher" else set()))
         if set(knots) != expected:
             raise ModelError(f"site-baseline reference maps must be {sorted(expected)}, got {sorted(knots)}")
         self._knots = {}
@@ -508,8 +543,8 @@ class SiteBaselineDetector(BaseDetector):
         if self.fanout_limit < 1:
             raise ModelError("site-baseline fanout_limit must be >= 1")
         rates = np.asarray(state["kind_rates"], dtype=np.float64)
-        if rates.shape != (len(_KINDS),) or np.any(~np.isfinite(rates)) or np.any((rates <= 0) | (rates > 1)):
-            raise ModelError("site-baseline novelty rates must be one value in (0, 1] per kind")
+        if rates.shape != (len(_KINDS),) or np.any(~np.isfinite(rates)) or np.any((rates < 0) | (rates > 1)):
+            raise ModelError("site-baseline novelty rates must be one value in [0, 1] per kind")
         self.kind_rates = rates
         self.reference = ScoreReference.from_dict(state["reference"])
         base_id = state.get("base_model_id")
@@ -659,7 +694,7 @@ def fit_site_baseline(
         n_flows=int(len(frame)), n_used=int(len(used)), n_excluded=int(excluded.sum()), hosts=tuple(hosts),
         start=float(finite.min()) if finite.size else None, end=float(finite.max()) if finite.size else None,
         duration_s=float(np.ptp(finite)) if finite.size else 0.0, threshold=det.threshold, target_fpr=target_fpr,
-        holdout_fpr=float(det.calibration["holdout_fpr"]), n_holdout=int(det.calibration["n_holdout"]),
+        holdout_fpr=float(det.calibration["holdout_fpr"]), n_holdout=int(det.calibration["n_calibration"]),
         attacks=tuple(attacks), behaviour_checked=verdicts is not None, data_digest=flows_digest(frame),
     )  # fmt: skip
     return det, report
