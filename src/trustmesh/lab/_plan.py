@@ -373,8 +373,9 @@ class _Planner:
             if variant in ("ssh", "ssh-slow"):
                 tool = "hydra"
                 port = victim.services["ssh"]
-                speed = (["-t", str(rng.choice((2, 4, 6)))] if variant == "ssh"
-                         else ["-c", str(rng.choice((2, 3)))])
+                # -w: hydra waits that long each time sshd drops a connection after MaxAuthTries guesses
+                speed = (["-t", str(rng.choice((4, 6, 8))), "-w", str(rng.choice((1, 2, 3)))] if variant == "ssh"
+                         else ["-c", str(rng.choice((2, 3))), "-w", "2"])
                 argv = ["hydra", "-I", "-l", self.user, "-P", "{work}/passwords.txt", *speed, "-s", str(port),
                         f"ssh://{victim.ip}"]
             else:
@@ -447,6 +448,5 @@ def plan_scenario(scenario: Scenario, seed: int, *, duration: float | None = Non
     return LabPlan(scenario.name, seed, float(duration) if duration is not None else drawn, str(p.lan), p.lan_gw,
                    str(p.outside), p.out_gw, p.domain, p.user, p.password, p.hosts, benign, attacks,
                    p.rng.randint(4, 12),
-                   # hydra waits out its -w timeout each time sshd drops a connection after MaxAuthTries, so
-                   # values below OpenSSH's default of 6 turn a brute force into a trickle
+                   # hydra waits out its -w timeout each time sshd drops a connection after MaxAuthTries
                    p.rng.choice((6, 6, 10)))
