@@ -32,6 +32,8 @@ __all__ = ["RemoteLedger", "signed_headers"]
 log = logging.getLogger(__name__)
 
 _SIGNED_VERSION = "trustmesh-submit/v2"
+_MAX_BODY = 6 << 20  # bytes per request (the server refuses more than 8 MiB)
+_MAX_ENTRIES = 5_000  # entries per request (the server takes at most 10,000)
 
 
 def signed_headers(signer: NoteSigner, *, origin: str, host: str, path: str, body: bytes,
@@ -98,11 +100,26 @@ class RemoteLedger:
             with self._seq_lock:
                 self._seq += 1
                 idempotency_key = f"w-{self._worker}-{self._seq}"
-        body = json.dumps({"entries": [e.to_dict() for e in entries]}, separators=(",", ":")).encode()
-        doc = self._post("/add-entries", body, idempotency_key)
-        indices = [int(i) for i in doc["indices"]]
-        if len(indices) != len(entries):
-            raise TrustmeshError(f"{self.url}: the server returned {len(indices)} indices for {len(entries)} entries")
+        # the server takes at most 8 MiB and 10,000 entries per request: larger appends go as several
+        # requests, each with its own derived key (entries refer only to earlier leaves, so order holds)
+        chunks: list[list[bytes]] = [[]]
+        size = 0
+        for e in entries:
+            raw = json.dumps(e.to_dict(), separators=(",", ":")).encode()
+            if chunks[-1] and (size + len(raw) > _MAX_BODY or len(chunks[-1]) >= _MAX_ENTRIES):
+                chunks.append([])
+                size = 0
+            chunks[-1].append(raw)
+            size += len(raw) + 1
+        indices: list[int] = []
+        for n, chunk in enumerate(chunks):
+            body = b'{"entries":[' + b",".join(chunk) + b"]}"
+            key = idempotency_key if len(chunks) == 1 else f"{idempotency_key}.{n}"
+            doc = self._post("/add-entries", body, key)
+            got = [int(i) for i in doc["indices"]]
+            if len(got) != len(chunk):
+                raise TrustmeshError(f"{self.url}: the server returned {len(got)} indices for {len(chunk)} entries")
+            indices += got
         self._size = max(self._size, indices[-1] + 1)
         note = doc.get("checkpoint")
         if isinstance(note, str):
@@ -156,15 +173,21 @@ class RemoteLedger:
         return conn
 
     def _request(self, method: str, path: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
-        conn = self._conn()
-        try:
-            conn.request(method, self._prefix + path, body=body or None, headers=headers)
-            resp = conn.getresponse()
-            return resp.status, resp.read()
-        except (OSError, http.client.HTTPException):
-            conn.close()
-            self._local.conn = None
-            raise
+        for attempt in (0, 1):
+            reused = getattr(self._local, "conn", None) is not None
+            conn = self._conn()
+            try:
+                conn.request(method, self._prefix + path, body=body or None, headers=headers)
+                resp = conn.getresponse()
+                return resp.status, resp.read()
+            except (OSError, http.client.HTTPException):
+                conn.close()
+                self._local.conn = None
+                # a kept-alive connection the server closed while idle fails on first use: one fresh try
+                # for reads; a write is retried by _post, signed again with a new nonce and the same key
+                if not reused or attempt or method != "GET":
+                    raise
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def _post(self, path: str, body: bytes, key: str) -> dict[str, Any]:
         delay = 0.1

@@ -804,16 +804,26 @@ class Pipeline:
         self.summary.alerts += len(alerts)
         # one incident entry per touched incident and batch (its latest version), not one per alert;
         # an entry cites at most _MAX_REFS leaves, so a burst of alerts is cited by a chain of entries
+        # the first entry of every touched incident goes in one durable transaction (not one per incident);
+        # the rare further entries of an incident with more alerts than one entry may cite follow it
+        step = _MAX_REFS - 1
+        first_items: list[tuple[str, Mapping[str, Any], Sequence[int]]] = []
+        docs: dict[str, dict[str, Any]] = {}
         for incident_id, incident in touched.items():
             if incident_id not in self._incident_index:
                 self.summary.incidents += 1
+            docs[incident_id] = incident.to_dict()
+            refs = list(new_alerts[incident_id][:step])
+            if incident_id in self._incident_index:
+                refs.append(self._incident_index[incident_id])
+            first_items.append(("incident", docs[incident_id], refs))
+        for incident_id, index in zip(touched, self._append_many(first_items), strict=True):
+            self._incident_index[incident_id] = index
+        for incident_id, incident in touched.items():
             alerts_here = new_alerts[incident_id]
-            doc = incident.to_dict()
-            for start in range(0, len(alerts_here), _MAX_REFS - 1):
-                refs = list(alerts_here[start:start + _MAX_REFS - 1])
-                if incident_id in self._incident_index:
-                    refs.append(self._incident_index[incident_id])
-                self._incident_index[incident_id] = self._append("incident", doc, refs)
+            for start in range(step, len(alerts_here), step):
+                refs = [*alerts_here[start:start + step], self._incident_index[incident_id]]
+                self._incident_index[incident_id] = self._append("incident", docs[incident_id], refs)
             outcome.incidents.append((self._incident_index[incident_id], incident))
         self._publish(outcome, created)
         for index, incident in outcome.incidents:

@@ -7,9 +7,9 @@ from pathlib import Path
 import typer
 
 from trustmesh.cli._common import console, err_console, guarded, print_json
-from trustmesh.cli._root import app
+from trustmesh.cli._root import app, bench_app
 
-__all__ = ["run"]
+__all__ = ["bench_pipeline", "run"]
 
 
 @app.command()
@@ -62,3 +62,58 @@ def run(
         raise typer.Exit(130)
     if doc["errors"]:
         raise typer.Exit(2)
+
+
+@bench_app.command("pipeline")
+@guarded
+def bench_pipeline(
+    workers: str = typer.Option("1,2", "--workers", help="Comma-separated worker counts to compare."),
+    records: int = typer.Option(20_000, "--records", help="EVE records pushed into the stream per run."),
+    model: Path | None = typer.Option(None, "--model", help="Model file (default: the built-in pcap model)."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Datasets folder (TRUSTMESH_DATA)."),
+    source: list[str] = typer.Option([], "--source", help="Instead: time the whole pipeline in this process "
+                                      "(ledger on) over these sources (Zeek/EVE/pcap/table); repeatable."),
+    json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
+) -> None:
+    """Scale-out: N `trustmesh run` workers share one Redis stream and append to one `ledger serve`.
+
+    With ``--source``: end-to-end flows/s and alerts/s (score, behaviour, correlate, respond in dry-run,
+    durable ledger appends, checkpoints) in one process, with CPU microseconds per alert.
+
+    Each run starts redis-server, a ledger server and the workers, waits until every worker has joined
+    the consumer group, then pushes ``--records`` Suricata EVE records (as Suricata's redis output
+    writes them) and times until the group has consumed and acknowledged them all.
+    """
+    from trustmesh.cli._bench_pipeline import bench_in_process, bench_workers
+    from trustmesh.config import find_data_dir
+    from trustmesh.errors import InputError
+
+    if source:
+        res = bench_in_process(source, model, data_dir)
+        if json_out:
+            print_json(res)
+        else:
+            console.print(f"{res['flows']} flows, {res['alerts']} alerts in {res['seconds']:.2f} s: "
+                          f"{res['alerts_per_s']:,.0f} alerts/s, {res['flows_per_s']:,.0f} flows/s, "
+                          f"{res['cpu_us_per_alert']:.0f} CPU us/alert; load {res['load_average'][0]:.2f}",
+                          highlight=False)
+        return
+
+    try:
+        counts = [int(x) for x in workers.split(",") if x.strip()]
+    except ValueError:
+        raise InputError(f"--workers must be comma-separated integers, got {workers!r}") from None
+    if not counts or min(counts) < 1 or max(counts) > 16 or not 100 <= records <= 1_000_000:
+        raise InputError("--workers must be in 1..16 and --records in 100..1000000")
+    found = data_dir or find_data_dir()
+    if found is None:
+        raise InputError("datasets not found: give --data-dir or set TRUSTMESH_DATA")
+    rows = [bench_workers(n, records, model, Path(found)) for n in counts]
+    doc = {"runs": rows, "scaling": {str(r["workers"]): r["records_per_s"] / rows[0]["records_per_s"] for r in rows}}
+    if json_out:
+        print_json(doc)
+        return
+    for r in rows:
+        console.print(f"{r['workers']} worker(s): {r['records_per_s']:,.0f} records/s ({r['flows']} flows, "
+                      f"{r['alert_entries']} alerts on the ledger in {r['seconds']:.1f} s); load "
+                      f"{r['load_average'][0]:.2f}", highlight=False)

@@ -1,0 +1,160 @@
+"""``trustmesh bench pipeline --workers 1,2``: workers sharing a Redis stream and one served ledger."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from trustmesh.cli._bench_serve import _free_port, _wait_up
+from trustmesh.errors import EnvironmentProblem, InputError, TrustmeshError
+
+__all__ = ["bench_in_process", "bench_workers"]
+
+EVE = "logs/suricata/test6-malicious.suricata.json.gz"
+ORIGIN = "bench.trustmesh/workers"
+
+
+def _eve_lines(data_dir: Path, records: int) -> list[str]:
+    """``records`` EVE lines from the dataset, repeated with fresh flow ids so every flow is distinct."""
+    path = data_dir / EVE
+    if not path.is_file():
+        raise InputError(f"{path}: EVE dataset not found (trustmesh datasets fetch)")
+    base = [json.loads(ln) for ln in gzip.open(path, "rt", encoding="utf-8").read().splitlines() if ln.strip()]
+    out: list[str] = []
+    rnd = 0
+    while len(out) < records:
+        for rec in base:
+            if len(out) >= records:
+                break
+            doc = dict(rec)
+            if "flow_id" in doc:
+                doc["flow_id"] = int(doc["flow_id"]) + rnd * 10_000_000_000
+            out.append(json.dumps(doc, separators=(",", ":")))
+        rnd += 1
+    return out
+
+
+def bench_workers(workers: int, records: int, model: Path | None, data_dir: Path) -> dict[str, Any]:
+    """Run one scale-out measurement with ``workers`` worker processes (see the command's help)."""
+    import redis
+
+    from trustmesh.ledger import Ledger, NoteSigner
+
+    exe_redis = shutil.which("redis-server")
+    if exe_redis is None:
+        raise EnvironmentProblem("redis-server not found (Debian package redis-server)", path="redis-server")
+    lines = _eve_lines(data_dir, records)
+    tmp = tempfile.TemporaryDirectory()
+    root = Path(tmp.name)
+    procs: list[subprocess.Popen[bytes]] = []
+    exe = str(Path(sys.executable).with_name("trustmesh"))
+    env = {**os.environ, "TRUSTMESH_LEDGER_TOKENS": ""}
+    try:
+        rport, lport = _free_port(), _free_port()
+        procs.append(subprocess.Popen([exe_redis, "--port", str(rport), "--bind", "127.0.0.1", "--save", "",
+                                       "--appendonly", "no", "--dir", str(root)],
+                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        Ledger.create(root / "shared", ORIGIN).close()
+        key = NoteSigner.generate("bench.worker/w")
+        key.save(root / "worker.key")
+        (root / "clients.vkeys").write_text(key.verifier.to_vkey() + "\n", encoding="utf-8")
+        server = subprocess.Popen([exe, "ledger", "serve", str(root / "shared"), "--port", str(lport),
+                                   "--client-keys", str(root / "clients.vkeys")], env=env,
+                                  stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        procs.append(server)
+        _wait_up(lport, server)
+        client = redis.Redis(port=rport)
+        for w in range(workers):
+            cfg = root / f"w{w}.toml"
+            text = (f'[pipeline]\norigin = "{ORIGIN}"\nledger_url = "http://127.0.0.1:{lport}"\n'
+                    f'ledger_key = "{root / "worker.key"}"\nstate_dir = "{root / f"state{w}"}"\nbatch_size = 2048\n')
+            if model is not None:
+                text += f'model = "{model.resolve()}"\n'
+            if data_dir is not None:
+                text += f'data_dir = "{data_dir.resolve()}"\n'
+            cfg.write_text(text, encoding="utf-8")
+            src = f"redis://127.0.0.1:{rport}/eve?group=bench&consumer=w{w}"
+            with (root / f"w{w}.err").open("wb") as err:
+                procs.append(subprocess.Popen([exe, "run", "--config", str(cfg), "--source", src, "--json"],
+                                              env=env, stdout=subprocess.DEVNULL, stderr=err))
+        deadline = time.monotonic() + 300
+        while time.monotonic() < deadline:  # every worker has loaded its model and joined the group
+            try:
+                joined = len(client.xinfo_consumers("eve", "bench"))
+            except redis.ResponseError:
+                joined = 0
+            if joined == workers:
+                break
+            if any(p.poll() is not None for p in procs):
+                raise TrustmeshError("a worker or server exited before the run started")
+            time.sleep(0.2)
+        else:
+            raise TrustmeshError("the workers did not join the consumer group within 300 s")
+        load_before = os.getloadavg()
+        t0 = time.perf_counter()
+        pipe = client.pipeline(transaction=False)
+        for ln in lines:
+            pipe.xadd("eve", {"eve": ln})
+        pipe.execute()
+        while True:
+            g = client.xinfo_groups("eve")[0]
+            if g["pending"] == 0 and g.get("lag") == 0:
+                break
+            if time.perf_counter() - t0 > 1800 or any(p.poll() is not None for p in procs):
+                tails = [(root / f"w{w}.err").read_text(encoding="utf-8", errors="replace")[-300:]
+                         for w in range(workers)]
+                raise TrustmeshError(f"the workers did not consume the stream ({g}); worker stderr: {tails}")
+            time.sleep(0.05)
+        seconds = time.perf_counter() - t0
+        client.close()
+    finally:
+        for p in reversed(procs):
+            if p.poll() is None:
+                p.send_signal(signal.SIGTERM)
+        for p in reversed(procs):
+            try:
+                p.wait(60)
+            except subprocess.TimeoutExpired:
+                p.kill()
+                p.wait()
+            if p.stderr is not None:
+                p.stderr.close()
+    with Ledger.open(root / "shared", read_only=True) as led:
+        alerts = sum(1 for i in range(led.size) if led.entry(i).kind == "alert")
+        size = led.size
+    flows = sum(1 for ln in lines if '"event_type":"flow"' in ln)
+    tmp.cleanup()
+    return {"workers": workers, "records": len(lines), "flows": flows, "seconds": round(seconds, 3),
+            "records_per_s": len(lines) / seconds, "alert_entries": alerts, "ledger_entries": size,
+            "load_average": load_before}
+
+
+def bench_in_process(sources: list[str], model: Path | None, data_dir: Path | None) -> dict[str, Any]:
+    """Run the pipeline over ``sources`` in this process with a fresh ledger; time it end to end."""
+    from trustmesh.pipeline import Pipeline, PipelineConfig, open_sources
+
+    with tempfile.TemporaryDirectory() as tmp:
+        cfg = PipelineConfig(ledger_dir=Path(tmp) / "ledger", state_dir=Path(tmp) / "state", model=model,
+                             data_dir=data_dir, batch_size=4096)
+        pipe = Pipeline.from_config(cfg)
+        load = os.getloadavg()
+        t, c = time.perf_counter(), time.process_time()
+        try:
+            pipe.run(open_sources(sources, cfg))
+        finally:
+            summary = pipe.close()
+        wall, cpu = time.perf_counter() - t, time.process_time() - c
+    return {"sources": sources, "flows": summary.flows, "alerts": summary.alerts, "incidents": summary.incidents,
+            "ledger_entries": summary.last_index + 1, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
+            "alerts_per_s": summary.alerts / wall, "flows_per_s": summary.flows / wall,
+            "cpu_us_per_alert": cpu / max(summary.alerts, 1) * 1e6, "errors": summary.errors[:5],
+            "load_average": load}
