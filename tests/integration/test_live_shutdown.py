@@ -102,3 +102,40 @@ def test_sigterm_with_a_dead_meter_ends_within_5_s_with_a_checkpoint(tmp_path: P
     with Ledger.open(ledger_dir, read_only=True) as led:
         assert led.entry(led.size - 1).kind == "pipeline.stop"
     assert report.latest_checkpoint_size == report.size
+
+
+def test_a_refused_connection_is_exported_at_its_rst_not_after_the_idle_timeout() -> None:
+    import socket
+    import threading
+
+    from trustmesh.flows import iter_interface
+
+    if os.geteuid() != 0:
+        pytest.skip("live capture on lo needs root (CAP_NET_RAW)")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # closed once the block ends: a connect gets SYN -> RST
+    got: list[tuple[float, pd.DataFrame]] = []
+    flows = iter_interface("lo", 10, bpf_filter=f"tcp port {port}", idle_timeout=60, active_timeout=120,
+                           max_delay_s=0.0)
+
+    def read() -> None:
+        for batch in flows:
+            got.append((time.monotonic(), batch))
+            return
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    time.sleep(3.0)  # the meter is capturing
+    sent = time.monotonic()
+    for _ in range(3):
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+        except OSError:
+            pass
+    reader.join(30)
+    flows.close()
+    assert got, "no flow was exported within 30 s (idle timeout is 60 s)"
+    at, batch = got[0]
+    assert int(batch["dst_port"].iloc[0]) == port
+    assert at - sent < 10, "the flow waited for the idle timeout instead of being exported at its RST"

@@ -327,6 +327,29 @@ def _iter_streamer(
         yield nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source)
 
 
+def _early_export_plugin() -> Any:
+    """An nfstream plugin that exports a TCP flow the moment a RST ends it (live capture only).
+
+    A scan probe (SYN -> RST from a closed port, or SYN -> SYN/ACK -> RST from the scanner) and a
+    refused or aborted connection are over at their RST, but nfstream would hold them until
+    ``idle_timeout`` (whole seconds, at least 1) passed, and on a link with long-lived flows until
+    those reach their active timeout. Exporting at the RST gives the behaviour detectors these flows
+    within milliseconds. FIN is left alone (the last ACK would become a stray flow of its own).
+    """
+    nfs = _nfstream()
+
+    class EarlyExport(nfs.NFPlugin):  # type: ignore[misc,name-defined]
+        def on_init(self, packet: Any, flow: Any) -> None:
+            if packet.rst:
+                flow.expiration_id = -1
+
+        def on_update(self, packet: Any, flow: Any) -> None:
+            if packet.rst:
+                flow.expiration_id = -1
+
+    return EarlyExport()
+
+
 def _check_batch(batch_size: int) -> None:
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -373,6 +396,7 @@ def iter_interface(
     idle_timeout: int = 120,
     active_timeout: int = 1800,
     max_delay_s: float | None = 0.0,
+    early_export: bool = True,
 ) -> Generator[pd.DataFrame, None, None]:
     """Yield canonical flow batches metered live from a network interface (needs capture rights).
 
@@ -380,14 +404,16 @@ def iter_interface(
     generator (or let it be garbage-collected) to stop nfstream's capture process. A flow is
     emitted when it has been idle ``idle_timeout`` seconds (or ran ``active_timeout``); a batch is
     released when full or when its oldest flow has waited ``max_delay_s`` (0: every flow at once,
-    the lowest latency; None: only full batches).
+    the lowest latency; None: only full batches). ``early_export`` (default) also emits a TCP flow
+    the moment a RST ends it (scan probes, refused connections), without waiting for the idle timeout.
     """
     _check_batch(batch_size)
     if not interface or "/" in interface:
         raise ValueError(f"interface must be an interface name, got {interface!r}")
     try:
+        extra: dict[str, Any] = {"udps": [_early_export_plugin()]} if early_export else {}
         streamer = _streamer(
-            interface, bpf_filter=bpf_filter, idle_timeout=idle_timeout, active_timeout=active_timeout
+            interface, bpf_filter=bpf_filter, idle_timeout=idle_timeout, active_timeout=active_timeout, **extra
         )
     except (ValueError, OSError, PermissionError) as exc:
         raise InputError(f"interface {interface!r}: cannot capture ({exc})") from exc
