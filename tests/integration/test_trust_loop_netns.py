@@ -81,9 +81,10 @@ def gateway_model(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> P
     """The default pcap model (TON_IoT flows on canonical features), saved where the gateway can load it."""
     from trustmesh.detect import default_pcap_model, save_model
 
-    detector, _manifest = default_pcap_model(data_dir)
+    detector, manifest = default_pcap_model(data_dir)
     path = tmp_path_factory.mktemp("gw-model") / "default.model"
-    save_model(detector, path)
+    # keep the manifest's training record: it carries the model's alert policy (docs/detectors.md)
+    save_model(detector, path, data_digest=manifest.data_digest, training=dict(manifest.training))
     return path
 
 
