@@ -80,3 +80,31 @@ def test_baseline_table_in_the_run_config(tmp_path: Path) -> None:
         toml.write_text(f"[baseline]\n{body}\n", encoding="utf-8")
         with pytest.raises(ConfigError, match=message):
             PipelineConfig.load(toml)
+
+
+def test_run_records_drift_of_a_site_baseline(tmp_path: Path, data_dir: Path) -> None:
+    from trustmesh.detect import fit_site_baseline
+    from trustmesh.flows import read_flows
+
+    flows = read_flows(data_dir / ZEEK_SITE)
+    det, report = fit_site_baseline(flows, check_attacks=False)
+    save_model(det, tmp_path / "site.tm", data_digest=report.data_digest)
+    same, shifted = tmp_path / "same.csv", tmp_path / "shifted.csv"
+    flows.to_csv(same, index=False)
+    # the same hosts and services, but every transfer 30x larger and 10x longer
+    flows.assign(src_bytes=flows["src_bytes"] * 30, dst_bytes=flows["dst_bytes"] * 30,
+                 duration=flows["duration"] * 10).to_csv(shifted, index=False)
+    drift: dict[str, list[dict[str, object]]] = {}
+    for name, source in (("same", same), ("shifted", shifted)):
+        cfg = PipelineConfig(ledger_dir=tmp_path / name / "ledger", state_dir=tmp_path / name / "state",
+                             model=tmp_path / "site.tm", drift_window=500)
+        pipeline = Pipeline.from_config(cfg)
+        pipeline.run([open_source(source)])
+        pipeline.close()
+        with Ledger.open(tmp_path / name / "ledger", read_only=True) as ledger:
+            entries = [ledger.entry(i) for i in range(ledger.size)]
+        drift[name] = [e.payload for e in entries if e.kind == "model.drift"]
+        assert all(e.refs == (0,) for e in entries if e.kind == "model.drift")
+    assert drift["same"] == []
+    assert len(drift["shifted"]) == 1 and drift["shifted"][0]["drifted"] is True
+    assert drift["shifted"][0]["model_id"] == load_model(tmp_path / "site.tm")[1].model_id
