@@ -151,6 +151,16 @@ def test_benign_patterns_do_not_alert() -> None:
     assert BehaviourEngine().detect(table(benign_mix())) == []
 
 
+def test_reconnecting_telemetry_is_not_brute_force() -> None:
+    # an MQTT device that reconnects for every publish: a session per second, payloads of varying size
+    rows = [flow(1000 + i * 1.0, "10.1.2.40", "10.1.2.3", 1883, sb=(182, 315, 448, 250, 390)[i % 5],
+                 db=(8, 12, 16, 4, 12)[i % 5], sp=8, dp=6, dur=1.0, service="mqtt") for i in range(120)]
+    assert BehaviourEngine().detect(table(rows)) == []
+    # the same rate of identical refused CONNECTs is password guessing
+    guess = [dict(r, src_bytes=30.0 + i % 3, dst_bytes=4.0, src_ip=ATT) for i, r in enumerate(rows)]
+    assert {v.kind for v in BehaviourEngine().detect(table(guess))} == {"brute-force"}
+
+
 def test_multicast_and_broadcast_are_not_victims() -> None:
     rows = [flow(1000 + i, "10.1.2.30", dst, 5353, "udp", state="S0", sb=40, sp=1)
             for i, dst in enumerate(["224.0.0.251", "239.255.255.250", "10.1.2.255", "255.255.255.255"] * 20)]
@@ -203,6 +213,25 @@ def test_input_checks_and_config_round_trip() -> None:
         BehaviourVerdict("dance", "h", "T1", "x", 0.5, 0.0, 0.0)
     assert set(BEHAVIOUR_KINDS) >= {"port-scan", "lateral-movement"}
     assert dataclasses.is_dataclass(cfg)
+
+
+def test_verdict_alerts_and_technique_adoption() -> None:
+    from trustmesh.pipeline import adopt_techniques, alerts_from_verdicts, alerts_from_scores
+
+    flows = table(syn_scan())
+    engine = BehaviourEngine()
+    (v,) = engine.update(flows)
+    seen: set[tuple[str, str]] = set()
+    # the batch is gone: alerts are built from what the engine retained (FlowRef)
+    alerts = alerts_from_verdicts([v], None, source_name="s", refs=engine.flow_refs(v.flow_uids), seen=seen)
+    assert len(alerts) == 200 and {a.technique_id for a in alerts} == {"T1046"}
+    assert {(a.source_ip, a.destination_ip, a.detector, a.predicted_class) for a in alerts} == \
+        {(ATT, VIC, "behaviour", "port-scan")}
+    assert alerts_from_verdicts([v], flows, source_name="s", seen=seen) == []  # each (kind, flow) once
+    ml = alerts_from_scores(flows, np.full(len(flows), 0.9), threshold=0.5, model_id="m", source_name="s",
+                            classes=["dos"] * len(flows))
+    adopted = adopt_techniques(ml, {(ATT, VIC): ("T1046", "Network Service Discovery")})
+    assert {(a.technique_id, a.predicted_class, a.detector) for a in adopted} == {("T1046", "dos", "ml")}
 
 
 def test_missing_columns_and_bad_rows_are_skipped() -> None:
