@@ -221,7 +221,12 @@ class Scenario(_Model):
             if not any(s in target.services for s in _BENIGN_NEEDS[b.kind]):
                 raise ValueError(f"benign[{i}].to: {b.kind} needs host {b.to!r} to run "
                                  f"{' or '.join(_BENIGN_NEEDS[b.kind])}")
+        shortest = min(self.duration) if isinstance(self.duration, tuple) else self.duration
         for i, a in enumerate(self.attacks):
+            latest = max(a.at) if isinstance(a.at, tuple) else a.at
+            if latest >= shortest:
+                raise ValueError(f"attacks[{i}].at: starts at {latest:g} s, not before the run's end "
+                                 f"({shortest:g} s)")
             if a.from_ not in groups:
                 raise ValueError(f"attacks[{i}].from: unknown host {a.from_!r}")
             if a.kind == "lateral-movement" and groups[a.from_].where != "lan":
@@ -299,7 +304,7 @@ def parse_scenario(text: str, source: str = "<scenario>") -> Scenario:
         line = _line_of(node, tuple("from" if k == "from_" else k for k in loc))
         field = _field(loc)
         # a value that fails every member of a union (int | [lo, hi]) reports once per member: count fields
-        extra = len({_field(tuple(e["loc"])) for e in errors} - {field})
+        extra = len({_field(tuple(e["loc"])) for e in errors[1:]} - {field, _field(tuple(err["loc"]))})
         more = f" (and {extra} more error{'s' if extra > 1 else ''})" if extra else ""
         raise InputError(f"{source}:{line or 1}: {field or 'scenario'}: {msg}{more}") from None
 
