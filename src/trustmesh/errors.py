@@ -18,7 +18,8 @@ them into one clear line and a non-zero exit; a traceback reaching a user is a b
     │   ├── WitnessError            a witness refused to cosign or saw a split view
     │   ├── ArtifactDigestError     a model artifact does not match its manifest
     │   ├── AnchorError             a chain anchor disagrees with the log
-    │   └── ProofError              a zero-knowledge proof is rejected
+    │   ├── ProofError              a zero-knowledge proof is rejected
+    │   └── PassportError           a model passport field does not verify (names the field)
     ├── ModelError                  a detector is unfitted, or features do not fit it
     ├── PlaybookError               a playbook is invalid or cannot run
     ├── ActionError                 a response action failed
@@ -62,6 +63,7 @@ __all__ = [
     "LogIntegrityError",
     "MissingDependencyError",
     "ModelError",
+    "PassportError",
     "PlaybookError",
     "PrivacyBudgetExceeded",
     "ProofError",
@@ -141,6 +143,10 @@ class AnchorError(VerificationError):
 
 class ProofError(VerificationError):
     """A zero-knowledge proof is malformed or does not verify."""
+
+
+class PassportError(VerificationError):
+    """A model passport does not verify; the message names the field that differs."""
 
 
 class ModelError(TrustmeshError):
