@@ -186,7 +186,7 @@ class Testbed:
 _PROBE_ATTACK = r"""
 import socket, sys, time
 src, dst = sys.argv[1], sys.argv[2]
-first_done = None
+print(f"{time.monotonic():.6f}", flush=True)  # the attack's first packet is sent right after this
 for port in range(1, 61):
     s = socket.socket(); s.settimeout(0.3); s.bind((src, 0))
     try:
@@ -194,10 +194,24 @@ for port in range(1, 61):
     except OSError:
         pass
     s.close()
-    if first_done is None:
-        first_done = time.monotonic()  # the RST of the first scanned port: its flow's last packet
-        print(f"{first_done:.6f}", flush=True)
+# keep probing (bounded): a closed port answers RST at once; once the drop is active a probe times out
+deadline = time.monotonic() + 30
+while time.monotonic() < deadline:
+    s = socket.socket(); s.settimeout(0.2); s.bind((src, 0))
+    sent = time.monotonic()
+    try:
+        s.connect((dst, 1))
+    except socket.timeout:
+        print(f"{sent:.6f}", flush=True)  # this probe got no answer: the attacker is cut off
+        break
+    except OSError:
+        pass
+    finally:
+        s.close()
+    time.sleep(0.02)
 """
+
+_BURN = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end: pass\n"
 
 
 _HEARTBEAT = r"""
@@ -216,7 +230,7 @@ def _percentile(values: list[float], q: float) -> float:
 
 
 def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 60,
-                        idle_timeout: int = 1, active_timeout: int = 2) -> dict[str, object]:
+                        idle_timeout: int = 1, active_timeout: int = 2, load: int = 0) -> dict[str, object]:
     """Time to contain over ``runs`` scans, each from a fresh attacker address.
 
     Starts ``trustmesh run --enforce`` inside the gateway namespace on the attacker-facing
@@ -228,9 +242,15 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 60,
     The device sends a small UDP telemetry datagram every 50 ms, as IoT devices do: nfstream's live
     meter advances its clock (and so expires idle flows) only when packets arrive, so on a silent
     link a finished flow would wait for the next packet, however late.
+
+    The clock starts at the attack's first packet. Two times are taken per run: until the address is in
+    the drop set, and until the attacker's probes fail (a probe the gateway drops gets no answer).
+    With ``load`` K, K CPU burner processes run during the measurement (bounded to 600 s each).
     """
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
+    if not 0 <= load <= 64:
+        raise ValueError(f"load must be in 0..64, got {load}")
     from pathlib import Path
 
     work = Path(workdir)
@@ -247,6 +267,9 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 60,
         "max_blocks_per_minute = 1000\n", encoding="utf-8")
     exe = str(Path(sys.executable).with_name("trustmesh"))
     samples: list[float] = []
+    failing: list[float] = []
+    benign_blocked: list[str] = []
+    burners: list[subprocess.Popen[bytes]] = []
     with Testbed(prefix="tmb") as bed:
         heartbeat = subprocess.Popen(["ip", "netns", "exec", bed.dev, sys.executable, "-c", _HEARTBEAT, PEER_IP],
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -258,6 +281,7 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 60,
             if not bed.wait_for(lambda: (work / "trustmesh-ledger" / "ledger.sqlite").exists(), timeout=180):
                 raise RuntimeError(f"the gateway did not start; see {work / 'gw.log'}")
             time.sleep(3)
+            burners = [subprocess.Popen([sys.executable, "-c", _BURN, "600"]) for _ in range(load)]
             for r in range(runs):
                 attacker = f"10.203.2.{100 + r}"
                 bed._sh("ip", "-n", bed.atk, "addr", "add", f"{attacker}/24", "dev", "eth0")
@@ -273,16 +297,26 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 60,
                         blocked = time.monotonic()
                         break
                     time.sleep(0.01)
+                if blocked is not None:
+                    samples.append(blocked - started)
+                    line = proc.stdout.readline().strip()  # the first failing probe (bounded by the script)
+                    if line:
+                        failing.append(float(line) - started)
                 proc.kill()
                 proc.wait()
                 proc.stdout.close()
-                if blocked is not None:
-                    samples.append(blocked - started)
+            final = bed.exec(bed.gw, "nft", "list", "set", "inet", "trustmesh", "blocklist", check=False).stdout
+            benign_blocked = [ip for ip in (DEV_IP, PEER_IP, GW_ATK_IP, GW_DEV_IP) if ip in final]
         finally:
+            for b in burners:
+                b.kill()
+                b.wait()
             stop_group(gw, timeout=60)
             log.close()
     doc: dict[str, object] = {
-        "runs": runs, "contained": len(samples), "idle_timeout_s": idle_timeout,
+        "runs": runs, "contained": len(samples), "idle_timeout_s": idle_timeout, "load_burners": load,
+        "benign_blocked": benign_blocked,
+        "probes_failing_s": [round(s, 4) for s in failing],
         "active_timeout_s": active_timeout,
         "seconds": [round(s, 4) for s in samples],
         "bound": "nfstream emits a flow after idle_timeout s of silence, but its idle scan stops at the "
@@ -292,4 +326,7 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 60,
     if samples:
         doc.update(p50_s=round(_percentile(samples, 50), 4), p99_s=round(_percentile(samples, 99), 4),
                    min_s=round(min(samples), 4), max_s=round(max(samples), 4))
+    if failing:
+        doc.update(probes_fail_p50_s=round(_percentile(failing, 50), 4),
+                   probes_fail_p99_s=round(_percentile(failing, 99), 4))
     return doc

@@ -239,6 +239,7 @@ def bench_respond(
         0, "--nft-rounds", help="Also time N enforced nft add/delete rounds in a temporary netns (root)."),
     containment_runs: int = typer.Option(
         0, "--containment-runs", help="Also measure time to contain N scans in the netns testbed (root)."),
+    load: int = typer.Option(0, "--load", help="With --containment-runs: run K CPU burner processes meanwhile."),
     pipeline_pcaps: bool = typer.Option(
         False, "--pipeline", help="Also replay the attack pcaps through the whole pipeline (ledger on) "
                                   "and report alerts/s end to end."),
@@ -338,13 +339,16 @@ def bench_respond(
         if pipeline_pcaps:
             doc["pipeline"] = _bench_pipeline(model_path, root)
         if containment_runs > 0:
+            from trustmesh.errors import InputError
             from trustmesh.testbed import measure_containment, netns_unavailable
 
             why = netns_unavailable()
             if why is not None:
                 raise ActionError(f"--containment-runs: {why}")
             with tempfile.TemporaryDirectory(prefix="trustmesh-ttc-") as work:
-                doc["containment"] = measure_containment(str(model_path), containment_runs, work)
+                if not 0 <= load <= 64:
+                    raise InputError(f"--load must be in 0..64, got {load}")
+                doc["containment"] = measure_containment(str(model_path), containment_runs, work, load=load)
     if as_json:
         print_json(doc)
         return
