@@ -154,7 +154,8 @@ def test_diverging_step_is_caught_by_early_stopping(data_dir: Path) -> None:
     assert new_f1 >= 0.8 and new.threshold < 1.0, (new.threshold, new_f1)
     report = new.fit_report
     assert report["mode"] == "auto" and len(report["tries"]) >= 2, report
-    assert report["tries"][0]["learning_rate"] == 0.5 and report["learning_rate"] < 0.5
+    assert report["tries"][0]["learning_rate"] == 0.5 and report["tries"][1]["learning_rate"] == pytest.approx(0.5 / 3)
+    assert report["learning_rate"] == min(report["tries"], key=lambda t: t["holdout_loss"])["learning_rate"]
     assert report["best_round"] < 120 and new.trees == report["rounds"] <= report["best_round"]
 
 

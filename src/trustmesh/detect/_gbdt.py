@@ -16,7 +16,9 @@ never seen (docs/detectors.md, "GBDT defaults"):
 * 10 % of the fitting rows (stratified, seeded) are held out; boosting runs up to
   ``max_estimators`` rounds with LightGBM's ``early_stopping`` callback on the held-out (class-weighted)
   log-loss; if the best round comes too early (``< 16``: the step is too large for this table) the
-  learning rate is divided by 3 and boosting restarts, at most twice;
+  learning rate is divided by 3 and boosting restarts; if it is still improving at ``max_estimators``
+  the learning rate is multiplied by 3 (at most 1); at most two restarts, one direction, and the try
+  with the lowest hold-out loss wins;
 * the model size is the **smallest** round count whose held-out macro-F1 is within ``size_tolerance``
   of the best one seen up to the early-stopping point (fewer trees = faster scoring), but never below
   ``min(best round, min_estimators)`` (32: the size whose scoring speed was measured, so a noisy small
@@ -277,6 +279,8 @@ class GBDTDetector(BaseDetector):
 
         lr = self.learning_rate
         tries: list[dict[str, Any]] = []
+        results: list[tuple[float, float, int, np.ndarray]] = []  # (hold-out loss, lr, best round, macro-F1 curve)
+        direction = 0
         for attempt in range(_LR_RETRIES + 1):
             train_set = lgb.Dataset(X[fit_rows], label=label[fit_rows], weight=weights[fit_rows],
                                     categorical_feature=categorical, free_raw_data=True,
@@ -291,11 +295,19 @@ class GBDTDetector(BaseDetector):
                            lgb.record_evaluation(record)],
             )  # fmt: skip
             best = int(booster.best_iteration) or booster.current_iteration()
-            tries.append({"learning_rate": lr, "best_round": best})
-            if best >= _MIN_BEST_ROUND or attempt == _LR_RETRIES or self.max_estimators < _MIN_BEST_ROUND:
+            loss_name = next(m for m in record["holdout"] if m != "macro_f1")
+            loss = float(record["holdout"][loss_name][best - 1])
+            tries.append({"learning_rate": lr, "best_round": best, "holdout_loss": round(loss, 6)})
+            results.append((loss, lr, best, np.asarray(record["holdout"]["macro_f1"][:best], dtype=np.float64)))
+            # Too early: the step is too large. Still improving at the cap: too small (or the table needs
+            # memorising, as TON_IoT's Modbus registers do). Move once per direction, never back.
+            if best < _MIN_BEST_ROUND and self.max_estimators >= _MIN_BEST_ROUND and direction <= 0:
+                direction, lr = -1, lr / 3.0
+            elif best >= self.max_estimators and direction >= 0 and lr < 1.0:
+                direction, lr = 1, min(1.0, lr * 3.0)
+            else:
                 break
-            lr /= 3.0
-        curve = np.asarray(record["holdout"]["macro_f1"][:best], dtype=np.float64)
+        _, lr, best, curve = min(results, key=lambda r: r[0])
         target = float(curve.max()) - self.size_tolerance
         smallest = int(np.flatnonzero(curve >= target)[0]) + 1
         rounds = max(smallest, min(best, self.min_estimators))
