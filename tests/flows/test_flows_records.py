@@ -163,3 +163,17 @@ def test_dataset_with_one_flipped_bit_and_the_old_mtime_is_refused(tmp_path: Pat
         load_dataset("zeek-slips-test10", data_dir=tmp_path, use_cache=False)
     result = CliRunner().invoke(app, ["datasets", "verify", "zeek-slips-test10", "--data-dir", str(tmp_path), "--full"])
     assert result.exit_code == 1 and "sha256 mismatch" in result.output
+
+
+def test_non_text_values_in_text_fields_are_measured_not_crashed_on(tmp_path: Path) -> None:
+    # found by the fuzz suite: a number where the uid belongs hit a read-only length array
+    rows = [{"ts": 1.0, "uid": 12345, "id.orig_h": "10.0.0.1", "id.orig_p": 1, "id.resp_h": "10.0.0.2",
+             "id.resp_p": 80, "proto": "tcp"},
+            {"ts": 2.0, "uid": ["x" * 2000], "id.orig_h": "10.0.0.1", "id.orig_p": 1, "id.resp_h": "10.0.0.2",
+             "id.resp_p": 80, "proto": "tcp"}]
+    log = tmp_path / "conn.json"
+    log.write_text("\n".join(json.dumps(r) for r in rows) + "\n")
+    seen = BadRecordLog()
+    flows = pd.concat(list(iter_zeek_conn(log, on_bad_record=seen)), ignore_index=True)
+    assert flows["uid"].tolist() == ["12345"]
+    assert [(b.line, b.field) for b in seen.examples] == [(2, "uid")]

@@ -6,21 +6,13 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from _harness import Tally
-
-_TALLIES: dict[str, Tally] = {}
-
-
-def tally_for(name: str) -> Tally:
-    """Return the session's tally for one parser (reported at the end when TRUSTMESH_FUZZ_REPORT is set)."""
-    return _TALLIES.setdefault(name, Tally(name))
+from _fuzz_harness import report_all
 
 
 @pytest.fixture(scope="session", autouse=True)
 def _report_tallies() -> Iterator[None]:
     yield
-    for t in _TALLIES.values():
-        t.report()
+    report_all()
 
 
 @pytest.fixture(scope="module", autouse=True)

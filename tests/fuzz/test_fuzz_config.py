@@ -5,8 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from _harness import HOSTILE_NUMBERS, HOSTILE_TEXT, deep, expect_clean, fuzz_settings, mutated_bytes, mutated_lines
-from conftest import tally_for
+from _fuzz_harness import HOSTILE_NUMBERS, HOSTILE_TEXT, deep, expect_clean, fuzz_settings, mutated_bytes, mutated_lines, tally_for
 from hypothesis import given
 from hypothesis import strategies as st
 

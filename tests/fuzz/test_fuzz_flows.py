@@ -9,8 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from _harness import HOSTILE_NUMBERS, deep, expect_clean, fuzz_settings, mutated_bytes, mutated_json, mutated_lines
-from conftest import tally_for
+from _fuzz_harness import HOSTILE_NUMBERS, deep, expect_clean, fuzz_settings, mutated_bytes, mutated_json, mutated_lines, tally_for
 from hypothesis import given
 from hypothesis import strategies as st
 

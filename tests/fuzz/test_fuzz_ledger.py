@@ -10,8 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from _harness import HOSTILE_TEXT, deep, expect_clean, fuzz_settings, mutated_bytes, mutated_json
-from conftest import tally_for
+from _fuzz_harness import HOSTILE_TEXT, deep, expect_clean, fuzz_settings, mutated_bytes, mutated_json, tally_for
 from hypothesis import given
 from hypothesis import strategies as st
 

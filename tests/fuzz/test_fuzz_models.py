@@ -7,8 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from _harness import expect_clean, fuzz_settings, mutated_bytes
-from conftest import tally_for
+from _fuzz_harness import expect_clean, fuzz_settings, mutated_bytes, tally_for
 from hypothesis import given
 from hypothesis import strategies as st
 

@@ -214,13 +214,11 @@ def screen_frame(
         if col not in df.columns or pd.api.types.is_numeric_dtype(df[col].dtype):
             continue
         col_s = df[col]
-        try:
-            lengths = col_s.str.len().to_numpy(dtype=np.float64, na_value=np.nan)  # vectorised for text
-        except (AttributeError, TypeError):
-            lengths = np.full(len(col_s), np.nan)
-        other = np.flatnonzero(np.isnan(lengths) & col_s.notna().to_numpy())
-        for i in other.tolist():  # numbers, lists or dicts where text belongs: their text form counts
-            lengths[i] = len(str(col_s.iloc[i]))
+        if pd.api.types.infer_dtype(col_s, skipna=True) in ("string", "empty"):  # all text: vectorised
+            lengths = np.array(col_s.str.len().to_numpy(dtype=np.float64, na_value=np.nan), dtype=np.float64)
+        else:  # numbers, lists or dicts where text belongs: their text form counts
+            lengths = np.array([len(v) if isinstance(v, str) else len(str(v)) if v is not None else 0
+                                for v in col_s.tolist()], dtype=np.float64)
         with np.errstate(invalid="ignore"):
             long = lengths > MAX_TEXT
         if long.any():

@@ -66,6 +66,20 @@ class Tally:
             fh.write(json.dumps(doc, sort_keys=True) + "\n")
 
 
+_TALLIES: dict[str, Tally] = {}
+
+
+def tally_for(name: str) -> Tally:
+    """Return the session's tally for one parser (reported at the end when TRUSTMESH_FUZZ_REPORT is set)."""
+    return _TALLIES.setdefault(name, Tally(name))
+
+
+def report_all() -> None:
+    """Append every parser's counts to the TRUSTMESH_FUZZ_REPORT file."""
+    for t in _TALLIES.values():
+        t.report()
+
+
 def expect_clean(tally: Tally, fn: Callable[[], Any], sample: object) -> Any:
     """Run ``fn``; a TrustmeshError with a one-line message is fine, anything else fails the case."""
     started = time.perf_counter()
