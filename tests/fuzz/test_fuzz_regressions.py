@@ -173,3 +173,16 @@ def test_toml_integer_over_the_digit_limit_is_a_config_error(tmp_path: Path) -> 
     p.write_text("[pipeline]\norigin = " + "9" * 5000 + "\n")
     with pytest.raises(ConfigError, match="huge.toml: not valid TOML"):
         PipelineConfig.load(p)
+
+
+def test_non_ascii_signature_line_is_a_checkpoint_error(tmp_path: Path) -> None:
+    # found by the long fuzz run: a BOM inside a signature's base64 raised ValueError
+    with Ledger.create(tmp_path / "l", "re.example/log") as led:
+        led.append([Entry(kind="note", payload={"i": 1}, time=1.0)])
+        cp = led.checkpoint()
+    text = cp.to_bytes().decode()
+    head, sig = text.rsplit("\n\n", 1)
+    name, blob = sig[len("\u2014 "):].split(" ", 1)
+    bad = f"{head}\n\n\u2014 {name} \ufeff{blob}".encode()
+    with pytest.raises(CheckpointError, match="is not base64"):
+        Checkpoint.from_bytes(bad)

@@ -310,7 +310,7 @@ class SignedNote:
                 raise CheckpointError(f"malformed signature line {line[:60]!r}")
             try:
                 raw = base64.b64decode(blob, validate=True)
-            except binascii.Error:
+            except (binascii.Error, ValueError):  # ValueError: non-ASCII characters in the signature
                 raise CheckpointError(f"signature of {name!r} is not base64") from None
             if len(raw) < 5:
                 raise CheckpointError(f"signature of {name!r} is too short")
