@@ -200,6 +200,11 @@ class TriageProposal:
     rationale: str = ""
     response_sha256: str | None = None
     timestamp: float = 0.0
+    # replay (docs/response.md "Auditing a triage decision"): the request body's sha256 (its bytes are
+    # stored as a ledger blob under that digest), the model file's sha256 and the answer's confidence
+    prompt_sha256: str | None = None
+    model_sha256: str | None = None
+    confidence: float | None = None
 
     def __post_init__(self) -> None:
         if self.status not in {"accepted", "rejected"}:

@@ -25,6 +25,7 @@ _COMMAND_MODULES = (
     "trustmesh.cli.evaluate",
     "trustmesh.cli.lab",
     "trustmesh.cli.baseline",
+    "trustmesh.cli.triage",
     "trustmesh.cli.assurance",
 )
 
