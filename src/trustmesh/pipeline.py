@@ -504,15 +504,21 @@ def detect_flows(flows: pd.DataFrame, detector: Detector, manifest: Manifest, *,
 
 
 class _BehaviourStage:
-    """A pipeline's behaviour engine, the (kind, flow) pairs already alerted and the model's alert policy."""
+    """A pipeline's behaviour engines, the (kind, flow) pairs already alerted and the model's alert policy.
+
+    One engine per source: sources are read one after the other, and replayed captures carry their own
+    clocks (years apart), so one shared clock would throw a later file's older flows away as late.
+    """
 
     _MAX_SEEN = 1_000_000
+    _MAX_ENGINES = 16
 
     def __init__(self, detector: Detector, manifest: Manifest) -> None:
         cfg = getattr(detector, "behaviour_config", None)  # a site baseline may carry tuned settings
         config = BehaviourConfig.from_dict(cfg) if isinstance(cfg, Mapping) else (
             cfg if isinstance(cfg, BehaviourConfig) else None)
-        self.engine = BehaviourEngine(config)
+        self.config = config or BehaviourConfig()
+        self.engines: dict[str, BehaviourEngine] = {}
         self.seen: set[tuple[str, str]] = set()
         self.vouch: dict[tuple[str, str], tuple[str, str]] = {}  # (actor, victim) -> technique of the verdict
         self.actors: dict[str, tuple[float, float, frozenset[str]]] = {}  # verdict hosts -> span (corroborates model alerts)
@@ -520,24 +526,28 @@ class _BehaviourStage:
         self.policy: dict[str, Any] = dict(training.get("alert_policy") or {})
 
     def payload(self) -> dict[str, Any]:
-        return {"model_id": BEHAVIOUR_MODEL_ID, "kind": "behaviour", "config": self.engine.config.to_dict()}
+        return {"model_id": BEHAVIOUR_MODEL_ID, "kind": "behaviour", "config": self.config.to_dict()}
 
     def alerts(self, flows: pd.DataFrame, source_name: str) -> list[Alert]:
-        verdicts = self.engine.update(flows)
+        engine = self.engines.pop(source_name, None) or BehaviourEngine(self.config)
+        self.engines[source_name] = engine  # most recently used last
+        while len(self.engines) > self._MAX_ENGINES:
+            del self.engines[next(iter(self.engines))]
+        verdicts = engine.update(flows)
         if not verdicts:
             return []
         _spans(verdicts, self.actors)
         if len(self.vouch) > self._MAX_SEEN:
             self.vouch.clear()
         _vouch(verdicts, self.vouch)
-        if len(self.actors) > self.engine.config.max_hosts:
-            recent = sorted(self.actors.items(), key=lambda kv: -kv[1][1])[: self.engine.config.max_hosts]
+        if len(self.actors) > self.config.max_hosts:
+            recent = sorted(self.actors.items(), key=lambda kv: -kv[1][1])[: self.config.max_hosts]
             self.actors = dict(recent)
         if len(self.seen) > self._MAX_SEEN:
             self.seen.clear()  # bounded; at worst an evidence flow is alerted twice
         batch = set(flows["uid"].astype(str)) if "uid" in flows.columns else set()
         missing = [u for v in verdicts for u in v.flow_uids if u not in batch and (v.kind, u) not in self.seen]
-        refs = self.engine.flow_refs(missing) if missing else {}
+        refs = engine.flow_refs(missing) if missing else {}
         return alerts_from_verdicts(verdicts, flows, source_name=source_name, refs=refs, seen=self.seen)
 
 
