@@ -122,7 +122,7 @@ def lab_incidents(runs: Sequence[Path]) -> list[LabIncident]:
         gateway = (truth.gateway or {}).get("lan")
         for inc in final.values():
             evidence: list[dict[str, Any]] = []
-            for aid in inc.alert_ids[:8]:
+            for aid in inc.alert_ids[:4]:
                 i = rows.get(alert_flow.get(aid, ""))
                 if i is None:
                     continue
