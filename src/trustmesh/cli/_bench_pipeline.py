@@ -138,13 +138,14 @@ def bench_workers(workers: int, records: int, model: Path | None, data_dir: Path
             "load_average": load_before}
 
 
-def bench_in_process(sources: list[str], model: Path | None, data_dir: Path | None) -> dict[str, Any]:
+def bench_in_process(sources: list[str], model: Path | None, data_dir: Path | None,
+                     batch_size: int = 4096) -> dict[str, Any]:
     """Run the pipeline over ``sources`` in this process with a fresh ledger; time it end to end."""
     from trustmesh.pipeline import Pipeline, PipelineConfig, open_sources
 
     with tempfile.TemporaryDirectory() as tmp:
         cfg = PipelineConfig(ledger_dir=Path(tmp) / "ledger", state_dir=Path(tmp) / "state", model=model,
-                             data_dir=data_dir, batch_size=4096)
+                             data_dir=data_dir, batch_size=batch_size)
         pipe = Pipeline.from_config(cfg)
         load = os.getloadavg()
         t, c = time.perf_counter(), time.process_time()
@@ -153,7 +154,7 @@ def bench_in_process(sources: list[str], model: Path | None, data_dir: Path | No
         finally:
             summary = pipe.close()
         wall, cpu = time.perf_counter() - t, time.process_time() - c
-    return {"sources": sources, "flows": summary.flows, "alerts": summary.alerts, "incidents": summary.incidents,
+    return {"sources": sources, "batch_size": batch_size, "flows": summary.flows, "alerts": summary.alerts, "incidents": summary.incidents,
             "ledger_entries": summary.last_index + 1, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
             "alerts_per_s": summary.alerts / wall, "flows_per_s": summary.flows / wall,
             "cpu_us_per_alert": cpu / max(summary.alerts, 1) * 1e6, "errors": summary.errors[:5],

@@ -73,6 +73,7 @@ def bench_pipeline(
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Datasets folder (TRUSTMESH_DATA)."),
     source: list[str] = typer.Option([], "--source", help="Instead: time the whole pipeline in this process "
                                       "(ledger on) over these sources (Zeek/EVE/pcap/table); repeatable."),
+    batch_size: int = typer.Option(4096, "--batch-size", help="With --source: flows per batch (1 = flow by flow)."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Scale-out: N `trustmesh run` workers share one Redis stream and append to one `ledger serve`.
@@ -89,7 +90,9 @@ def bench_pipeline(
     from trustmesh.errors import InputError
 
     if source:
-        res = bench_in_process(source, model, data_dir)
+        if not 1 <= batch_size <= 100_000:
+            raise InputError(f"--batch-size must be in 1..100000, got {batch_size}")
+        res = bench_in_process(source, model, data_dir, batch_size)
         if json_out:
             print_json(res)
         else:
