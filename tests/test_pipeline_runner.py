@@ -169,3 +169,21 @@ def test_sigterm_ends_a_quiet_follow_run_within_5_s_with_a_signed_checkpoint(tmp
     assert doc["interrupted"] and doc["flows"] == rows
     verify = CliRunner().invoke(app, ["ledger", "verify", str(ledger_dir), "--require-checkpoint"])
     assert verify.exit_code == 0, verify.output
+
+
+def test_runner_settings_are_checked_by_name(tmp_path: Path) -> None:
+    from trustmesh.errors import ConfigError
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text('[pipeline]\ncheckpoint_interval_s = 2.5\nmicro_batch_s = 0.01\nledger_url = "http://127.0.0.1:9"\n'
+                   'ledger_key = "w.key"\nsources = ["redis://127.0.0.1:6379/eve?group=g"]\n', encoding="utf-8")
+    loaded = PipelineConfig.load(cfg)
+    assert loaded.checkpoint_interval_s == 2.5 and loaded.micro_batch_s == 0.01
+    assert loaded.ledger_key == tmp_path / "w.key"
+    assert loaded.sources == ("redis://127.0.0.1:6379/eve?group=g",), "a stream spec is not a path"
+    for bad, needle in (("checkpoint_interval_s = 0", "checkpoint_interval_s"), ("micro_batch_s = 9", "micro_batch_s"),
+                        ('ledger_url = "http://h:1"', "ledger_key"), ('ledger_url = "ftp://h"\nledger_key = "k"',
+                                                                      "ledger_url")):
+        cfg.write_text(f"[pipeline]\n{bad}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=needle):
+            PipelineConfig.load(cfg)
