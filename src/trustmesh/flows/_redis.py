@@ -170,9 +170,14 @@ class RedisStreamSource:
 
     def acknowledge(self, token: Any) -> None:
         """``XACK`` the stream ids in ``token`` (what a frame's ``attrs["trustmesh_ack"]`` holds)."""
+        import redis
+
         ids = [str(i) for i in token] if isinstance(token, list | tuple) else []
         if ids:
-            self._connect().xack(self.spec.stream, self.spec.group, *ids)
+            try:
+                self._connect().xack(self.spec.stream, self.spec.group, *ids)
+            except redis.RedisError as exc:  # the records stay pending: this or another worker gets them again
+                raise InputError(f"{self.name}: XACK failed ({type(exc).__name__}: {exc})") from None
             self.acked += len(ids)
 
     def iter_batches(self, batch_size: int = 1024) -> Iterator[pd.DataFrame]:
