@@ -133,6 +133,10 @@ class PipelineConfig:
     baseline_target_fpr: float = 0.01
     baseline_out: Path | None = None  # default: state_dir / "site-baseline.tm"
     drift_window: int = 2000
+    # proofs of inference (docs/assurance.md): the share of model alerts queued for `trustmesh model prove`
+    # (state_dir/prove-queue.jsonl), and whether the model must carry a passport that verifies
+    prove_sample_rate: float = 0.0
+    require_passport: bool = False
 
     def __post_init__(self) -> None:
         if self.replay not in {"fast", "recorded"}:
@@ -159,6 +163,8 @@ class PipelineConfig:
             raise ConfigError(f"baseline.target_fpr must be in (0, 0.5), got {self.baseline_target_fpr}")
         if self.drift_window < 100:
             raise ConfigError(f"baseline.drift_window must be >= 100 flows, got {self.drift_window}")
+        if isinstance(self.prove_sample_rate, bool) or not 0.0 <= self.prove_sample_rate <= 1.0:
+            raise ConfigError(f"pipeline.prove_sample_rate must be in [0, 1], got {self.prove_sample_rate!r}")
 
     @classmethod
     def load(cls, path: Path | str, **overrides: Any) -> PipelineConfig:
@@ -187,7 +193,8 @@ class PipelineConfig:
             return q if q.is_absolute() else base / q
 
         simple = {"origin", "replay", "replay_speed", "batch_size", "checkpoint_every", "correlation_window_s",
-                  "live_idle_timeout", "live_active_timeout", "checkpoint_interval_s", "micro_batch_s", "ledger_url"}
+                  "live_idle_timeout", "live_active_timeout", "checkpoint_interval_s", "micro_batch_s", "ledger_url",
+                  "prove_sample_rate", "require_passport"}
         for key, raw in pipe.items():
             if key in {"ledger_dir", "state_dir", "model", "data_dir", "ledger_key"}:
                 values[key] = rel(str(raw))
@@ -639,6 +646,10 @@ class Pipeline:
         if detector is None or manifest is None:
             loaded = load_model(config.model) if config.model is not None else default_pcap_model(config.data_dir)
             detector, manifest = loaded[0], loaded[1]
+            if config.require_passport:  # refuse a model whose passport does not verify (docs/assurance.md)
+                from trustmesh.assurance import require_passport
+
+                require_passport(config.model)
         ledger = _open_or_create(Path(config.ledger_dir), config.origin) if config.ledger_url is None else (
             _remote_ledger(config))
         playbook_files = config.playbooks or (DEFAULT_PLAYBOOKS,)
@@ -652,6 +663,40 @@ class Pipeline:
 
     def _model_payload(self) -> dict[str, Any]:
         return _json_ready(self.manifest.to_dict())
+
+    def _ml_alert_docs(self, flows: pd.DataFrame, masked: np.ndarray, alerts: list[Alert],
+                       created: float) -> list[dict[str, Any]]:
+        """Return the model alerts' ECS documents, each committing to its flow's encoded features.
+
+        ``trustmesh.features_sha256`` is the row's digest and ``trustmesh.features_blob`` the ledger blob
+        holding the batch's rows, so a proof of inference can later be made for any alert (docs/assurance.md).
+        """
+        docs = [a.to_ecs(created=created) for a in alerts]
+        encode = getattr(self.detector, "encode", None)
+        if not docs or not callable(encode) or not hasattr(self.ledger, "put_blob"):
+            return docs
+        from trustmesh.assurance import feature_commitments
+
+        rows = np.flatnonzero(masked >= self.detector.threshold)
+        matrix = encode(flows.iloc[rows], fill_missing=True)
+        digests, blob = feature_commitments(list(getattr(self.detector, "feature_names", ())), matrix)
+        blob_id = str(self.ledger.put_blob(blob))
+        for doc, digest in zip(docs, digests, strict=True):
+            doc["trustmesh"] = {**doc["trustmesh"], "features_sha256": digest, "features_blob": blob_id}
+        return docs
+
+    def _queue_proofs(self, alerts: list[Alert], indices: list[int]) -> None:
+        """Queue a deterministic sample of model alerts for proofs of inference (state_dir/prove-queue.jsonl)."""
+        rate = self.config.prove_sample_rate
+        picked = [(a, i) for a, i in zip(alerts, indices, strict=True)
+                  if int(hashlib.sha256(a.alert_id.encode()).hexdigest()[:13], 16) < rate * 16 ** 13]
+        if not picked:
+            return
+        queue = Path(self.config.state_dir) / "prove-queue.jsonl"
+        queue.parent.mkdir(parents=True, exist_ok=True)
+        with queue.open("a", encoding="utf-8") as fh:
+            for a, i in picked:
+                fh.write(json.dumps({"alert_id": a.alert_id, "ledger_index": i, "model_id": self.model_id}) + "\n")
 
     # ----- ledger helpers
 
@@ -784,9 +829,12 @@ class Pipeline:
             ml_alerts = adopt_techniques(ml_alerts, self._behaviour.vouch)
         alerts = behaviour + ml_alerts  # verdict alerts first: they name the incidents they open
         created = self.clock()  # ledger alert entries are the ECS document every sink and the API see
+        ml_docs = self._ml_alert_docs(flows, np.where(allowed, scores, -1.0), ml_alerts, created)
         indices = self._append_many(
             [("alert", a.to_ecs(created=created), [self.behaviour_index]) for a in behaviour]
-            + [("alert", a.to_ecs(created=created), [self.model_index]) for a in ml_alerts])
+            + [("alert", doc, [self.model_index]) for doc in ml_docs])
+        if self.config.prove_sample_rate > 0 and ml_alerts:
+            self._queue_proofs(ml_alerts, indices[len(behaviour):])
         self.summary.flows += len(flows)
         self._correlate_and_respond(alerts, indices, outcome, created)
         carried = list(flows.attrs.get("suricata_alerts", ()))

@@ -51,3 +51,9 @@ def gbdt(ton: Any, tmp_path_factory: pytest.TempPathFactory) -> Trained:
 @pytest.fixture(scope="package")
 def mlp(ton: Any, tmp_path_factory: pytest.TempPathFactory) -> Trained:
     return _train("mlp", ton, tmp_path_factory.mktemp("mlp") / "mlp.tm", hidden=[32, 16], epochs=5)
+
+
+@pytest.fixture(scope="package")
+def snn(ton: Any, tmp_path_factory: pytest.TempPathFactory) -> Trained:
+    return _train("snn", ton, tmp_path_factory.mktemp("snn") / "snn.tm", hidden=[16], steps=4, epochs=1,
+                  multiclass=False)

@@ -12,22 +12,48 @@ from trustmesh.assurance._certify import Certificate, certify, schema_boxes
 from trustmesh.assurance._energy import energy_profile
 from trustmesh.assurance._passport import (
     PASSPORT_ENTRY_KIND,
+    PASSPORT_SUFFIX,
     Passport,
     build_passport,
+    passport_path,
     record_passport,
+    require_passport,
     verify_passport,
+)
+from trustmesh.assurance._proof import (
+    CIRCUIT_ENTRY_KIND,
+    DEFAULT_TOLERANCE,
+    Circuit,
+    check_proof,
+    feature_commitments,
+    load_proof,
+    prove_alert,
+    record_circuit,
+    setup_circuit,
 )
 
 __all__ = [
+    "CIRCUIT_ENTRY_KIND",
+    "DEFAULT_TOLERANCE",
     "PASSPORT_ENTRY_KIND",
+    "PASSPORT_SUFFIX",
     "Certificate",
+    "Circuit",
     "Passport",
     "build_passport",
     "certify",
+    "check_proof",
     "crown_bounds",
     "energy_profile",
+    "feature_commitments",
     "ibp_bounds",
+    "load_proof",
+    "passport_path",
+    "prove_alert",
+    "record_circuit",
     "record_passport",
+    "require_passport",
     "schema_boxes",
+    "setup_circuit",
     "verify_passport",
 ]

@@ -28,7 +28,16 @@ import rfc8785
 
 from trustmesh.errors import InputError, PassportError, SignatureError, VerificationError
 
-__all__ = ["PASSPORT_ENTRY_KIND", "Passport", "build_passport", "record_passport", "verify_passport"]
+__all__ = [
+    "PASSPORT_ENTRY_KIND",
+    "PASSPORT_SUFFIX",
+    "Passport",
+    "build_passport",
+    "passport_path",
+    "record_passport",
+    "require_passport",
+    "verify_passport",
+]
 
 _FORMAT = "trustmesh.model-passport/1"
 PASSPORT_ENTRY_KIND = "model.passport"
@@ -350,3 +359,31 @@ def verify_passport(
         raise PassportError(f"passport field 'signature' does not verify over the body ({exc})") from None
     except VerificationError:
         raise
+
+
+PASSPORT_SUFFIX = ".passport.json"
+
+
+def passport_path(model_path: Path | str) -> Path:
+    """Return the passport path that belongs to a model file (``MODEL.passport.json``)."""
+    p = Path(model_path)
+    return p.with_name(p.name + PASSPORT_SUFFIX)
+
+
+def require_passport(model_path: Path | str | None, *, ledger_dir: Path | str | None = None) -> Passport:
+    """Verify the passport beside ``model_path``; raise if it is missing or does not verify.
+
+    This is what ``run`` (``require_passport = true``) and ``detect --require-passport`` call before
+    using a model: the model file, the sealed manifest and the signature are checked, and the
+    ledger entry too when ``ledger_dir`` is given.
+    """
+    if model_path is None:
+        raise PassportError("require_passport is set but no model is configured (the built-in default "
+                            "model carries no passport)")
+    path = passport_path(model_path)
+    if not path.is_file():
+        raise PassportError(f"{path}: no passport for model {model_path} (require_passport is set; "
+                            f"make one with `trustmesh model passport {model_path} --out {path}`)")
+    passport = Passport.load(path)
+    verify_passport(passport, model_path=model_path, ledger_dir=ledger_dir)
+    return passport

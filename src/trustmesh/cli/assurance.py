@@ -203,3 +203,80 @@ def verify_cmd(
         print_json(doc)
         return
     console.print(f"verified: passport of {passport.model_id} ({', '.join(checked)})", highlight=False)
+
+
+def _alert_ref(text: str) -> tuple[Path, int]:
+    directory, sep, index = text.rpartition(":")
+    if not sep or not index.isdigit():
+        raise InputError(f"--alert must be LEDGER_DIR:INDEX, got {text!r}")
+    return Path(directory), int(index)
+
+
+@model_app.command("prove")
+@guarded
+def prove_cmd(
+    model: Path = typer.Argument(..., help="MLP model file."),
+    alert: str = typer.Option(..., "--alert", help="LEDGER_DIR:INDEX of the alert entry to prove."),
+    out: Path = typer.Option(..., "--out", help="Proof JSON to write."),
+    circuit_dir: Path | None = typer.Option(None, "--circuit", help="Circuit folder (default MODEL.zk; set up once)."),
+    input_spec: str | None = typer.Option(None, "--input", help="Table whose rows calibrate a new circuit."),
+    tolerance: float = typer.Option(0.01, "--tolerance", help="Largest proven-vs-float score difference allowed."),
+    data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder (default: auto)."),
+    json_out: bool = typer.Option(False, "--json", help="Print the proof summary as JSON."),
+) -> None:
+    """Prove in zero knowledge that an alert's score came from the committed MLP (ezkl; local SRS: test-only)."""
+    import numpy as np
+
+    from trustmesh.assurance import Circuit, prove_alert, record_circuit, setup_circuit
+    from trustmesh.assurance._proof import CIRCUIT_ENTRY_KIND
+    from trustmesh.detect import load_model
+    from trustmesh.ledger import Ledger
+
+    if not 0 < tolerance < 1:
+        raise InputError(f"--tolerance must be in (0, 1), got {tolerance}")
+    ledger_dir, index = _alert_ref(alert)
+    det, manifest = load_model(model)
+    cdir = circuit_dir or model.with_name(model.name + ".zk")
+    with Ledger.open(ledger_dir) as led:
+        if (cdir / "circuit.json").is_file():
+            circuit = Circuit.open(cdir)
+        else:
+            if input_spec is not None:
+                rows = det.encode(_table(input_spec, data_dir).features.iloc[:2000], fill_missing=True)
+            else:
+                from trustmesh.assurance._proof import _alert
+
+                rows = np.asarray([[np.nan if v is None else v for v in _alert(led, index)[1]]], dtype=np.float32)
+            circuit = setup_circuit(det, manifest, cdir, rows)
+        recorded = any(led.entry(i).kind == CIRCUIT_ENTRY_KIND and led.entry(i).payload.get("vk_sha256")
+                       and led.entry(i).payload.get("model_id") == manifest.model_id for i in range(led.size))
+        if not recorded:
+            record_circuit(circuit, led)
+        doc = prove_alert(det, manifest, circuit, led, index, tolerance=tolerance)
+    out.write_text(json.dumps(doc, sort_keys=True) + "\n", encoding="utf-8")
+    if json_out:
+        print_json({k: v for k, v in doc.items() if k not in ("proof", "instances")} | {"bytes": out.stat().st_size})
+        return
+    console.print(f"proof {out} ({out.stat().st_size} bytes): alert {index} score {doc['proven_score']:.6f} "
+                  f"(float {doc['float_score']:.6f}), proved in {doc['prove_seconds']:.1f} s", highlight=False)
+
+
+@model_app.command("check-proof")
+@guarded
+def check_proof_cmd(
+    proof: Path = typer.Argument(..., help="Proof JSON from `trustmesh model prove`."),
+    ledger: Path = typer.Option(..., "--ledger", help="Ledger holding the alert and the model.circuit entry."),
+    json_out: bool = typer.Option(False, "--json", help="Print the result as JSON."),
+) -> None:
+    """Verify a proof of inference against the verifying key recorded on the ledger; exit 1 if it fails."""
+    from trustmesh.assurance import check_proof, load_proof
+    from trustmesh.ledger import Ledger
+
+    doc = load_proof(proof)
+    with Ledger.open(ledger, read_only=True) as led:
+        result = check_proof(doc, led)
+    if json_out:
+        print_json(result)
+        return
+    console.print(f"verified: alert {result['alert_index']} score {result['alert_score']:.6f} came from model "
+                  f"{result['model_id']} (proof checked in {result['verify_seconds']:.2f} s)", highlight=False)
