@@ -34,11 +34,11 @@ from trustmesh.assurance._proof import (
 
 __all__ = [
     "CIRCUIT_ENTRY_KIND",
+    "Certificate",
+    "Circuit",
     "DEFAULT_TOLERANCE",
     "PASSPORT_ENTRY_KIND",
     "PASSPORT_SUFFIX",
-    "Certificate",
-    "Circuit",
     "Passport",
     "build_passport",
     "certify",

@@ -19,7 +19,11 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["crown_bounds", "ibp_bounds", "linear_layers"]
+__all__ = [
+    "crown_bounds",
+    "ibp_bounds",
+    "linear_layers",
+]
 
 
 def linear_layers(net: Any) -> list[tuple[np.ndarray, np.ndarray]]:

@@ -33,7 +33,11 @@ import numpy as np
 
 from trustmesh.errors import InputError, ModelError
 
-__all__ = ["Certificate", "certify", "schema_boxes"]
+__all__ = [
+    "Certificate",
+    "certify",
+    "schema_boxes",
+]
 
 _FORMAT = "trustmesh.robustness-certificate/1"
 _VERITAS_ROW_SECONDS = 5.0  # a row whose exact search does not finish in this time counts as not certified

@@ -24,7 +24,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-__all__ = ["energy_profile"]
+__all__ = [
+    "energy_profile",
+]
 
 
 def _macs(det: Any) -> int | None:

@@ -43,9 +43,9 @@ from trustmesh.errors import InputError, MissingDependencyError, ProofError
 
 __all__ = [
     "CIRCUIT_ENTRY_KIND",
+    "Circuit",
     "DEFAULT_TOLERANCE",
     "FEATURES_FORMAT",
-    "Circuit",
     "check_proof",
     "feature_commitments",
     "load_proof",
