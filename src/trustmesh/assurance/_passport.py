@@ -272,10 +272,35 @@ def _first_difference(a: Any, b: Any, path: str) -> str:
     return path
 
 
-def _check_against_model(passport: Passport, model_path: Path) -> Any:
-    from trustmesh.detect import load_model
+def _checked_manifest(model_path: Path) -> Any:
+    """Return the model's manifest after the checks ``load_model`` makes, without building the detector.
 
-    det, manifest = load_model(model_path)  # raises ArtifactDigestError on a changed artifact/manifest
+    (Deserialising an MLP imports torch, which alone takes seconds; a passport check needs only bytes.)
+    """
+    from trustmesh.detect._artifact import _SEALED, read_manifest
+    from trustmesh.detect._base import read_container
+    from trustmesh.errors import ArtifactDigestError, ModelError
+
+    if not model_path.is_file():
+        raise InputError(f"{model_path}: model file not found")
+    manifest = read_manifest(model_path)
+    digest = file_sha256(model_path)
+    if digest != manifest.artifact_sha256:
+        raise ArtifactDigestError(f"{model_path}: sha256 {digest[:16]}... does not match the manifest "
+                                  f"({manifest.artifact_sha256[:16]}...)")
+    try:
+        meta, blobs = read_container(model_path)
+    except ModelError as exc:
+        raise ArtifactDigestError(str(exc)) from None
+    if blobs.get(_SEALED) != rfc8785.dumps(manifest.body()):
+        raise ArtifactDigestError(f"{model_path}: manifest differs from the copy sealed in the artifact")
+    if meta.get("kind") != manifest.kind:
+        raise ArtifactDigestError(f"{model_path}: artifact kind disagrees with the manifest")
+    return manifest
+
+
+def _check_against_model(passport: Passport, model_path: Path) -> None:
+    manifest = _checked_manifest(model_path)
     model = passport.body["model"]
     expected_model = {
         "model_id": manifest.model_id, "kind": manifest.kind, "artifact_sha256": str(manifest.artifact_sha256),
@@ -293,7 +318,6 @@ def _check_against_model(passport: Passport, model_path: Path) -> Any:
     if passport.body["metrics"] != metrics:
         field = _first_difference(passport.body["metrics"], metrics, "metrics")
         raise PassportError(f"passport field {field!r} does not match the model manifest's metrics")
-    return det
 
 
 def _check_ledger(passport: Passport, ledger_dir: Path) -> None:
