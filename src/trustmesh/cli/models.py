@@ -336,10 +336,16 @@ def detect(
     fmt: str = typer.Option("jsonl", "--format", help="jsonl | stix"),
     data_dir: Path | None = typer.Option(None, "--data-dir", help="Dataset folder for the default model."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON summary instead of the host table."),
+    require_passport: bool = typer.Option(False, "--require-passport",
+                                          help="Refuse a model whose MODEL.passport.json does not verify."),
 ) -> None:
     """Score every flow with the model and the behaviour detectors; write one alert per flagged flow."""
     from trustmesh.cli._detect import run_detect
 
+    if require_passport:  # docs/assurance.md
+        from trustmesh.assurance import require_passport as check_passport
+
+        check_passport(model)
     run_detect(input_path, out, model, fmt, data_dir, json_out, read_table=_read_table_frame,
                stix_bundle=_stix_bundle)
 
