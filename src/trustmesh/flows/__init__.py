@@ -26,6 +26,7 @@ from trustmesh.flows._features import FeatureEncoder
 from trustmesh.flows._pcap import check_capture, iter_interface, iter_pcap, nfstream_to_canonical, read_pcap
 from trustmesh.flows._records import BadRecord, BadRecordHandler, BadRecordLog
 from trustmesh.flows._redis import RedisStreamSource, parse_redis_spec
+from trustmesh.flows._open import LazySource
 from trustmesh.flows._schema import (
     CANONICAL_COLUMNS,
     CANONICAL_DTYPES,
@@ -81,6 +82,7 @@ __all__ = [
     "InterfaceSource",
     "LABEL_COLUMNS",
     "LabelledTable",
+    "LazySource",
     "NSL_KDD_CATEGORIES",
     "NSL_KDD_COLUMNS",
     "PcapSource",

@@ -25,7 +25,7 @@ import pandas as pd
 
 from trustmesh.detect import Detector, Manifest, default_pcap_model, load_model
 from trustmesh.errors import ConfigError, InputError, TrustmeshError
-from trustmesh.flows import FlowSource, detect_kind, empty_canonical, fuse_signature, iter_eve_alerts, open_source
+from trustmesh.flows import FlowSource, LazySource, fuse_signature
 from trustmesh.ledger import Checkpoint, Entry, Ledger
 from trustmesh.records import Alert, Incident
 from trustmesh.sinks import SinkSet, open_sinks
@@ -300,7 +300,7 @@ class Pipeline:
         outcome = BatchOutcome(flows=len(flows), frame=flows)
         if flows.empty:
             signatures = list(flows.attrs.get("suricata_alerts", ()))
-            if signatures:  # Suricata EVE alert events (see _LazySource), fused with the model's verdicts
+            if signatures:  # Suricata EVE alert events (see trustmesh.flows.LazySource), fused with the model's verdicts
                 self._process_signatures(signatures, outcome)
             return outcome
         scores = np.asarray(self.detector.score(flows, fill_missing=True), dtype=np.float64)
@@ -695,65 +695,6 @@ def _signals_set(stop: threading.Event) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-class _LazySource:
-    """Open a source only when the run reaches it, so a bad file is recorded and the run goes on."""
-
-    def __init__(self, spec: str, idle_timeout: int = 1, active_timeout: int = 30) -> None:
-        from trustmesh.flows import BadRecordLog
-
-        self.spec, self.idle_timeout, self.active_timeout = spec, idle_timeout, active_timeout
-        self._inner: FlowSource | None = None
-        self.bad_records = BadRecordLog()  # records the source skipped; Pipeline.run drains them
-
-    @property
-    def name(self) -> str:
-        if self.spec.startswith(("redis://", "rediss://")):
-            from trustmesh.flows import parse_redis_spec
-
-            try:
-                return parse_redis_spec(self.spec).name  # never the password
-            except InputError:
-                return self.spec.split("@")[-1]
-        return self.spec
-
-    @property
-    def streaming(self) -> bool:
-        return self.spec.startswith(("iface:", "follow:", "redis://", "rediss://"))
-
-    def acknowledge(self, token: Any) -> None:
-        """Pass a frame's acknowledgement on to the opened source (a stream XACKs its records)."""
-        ack = getattr(self._inner, "acknowledge", None)
-        if callable(ack):
-            ack(token)
-
-    def iter_batches(self, batch_size: int = 1024) -> Iterator[pd.DataFrame]:
-        if self.spec.startswith(("redis://", "rediss://")):
-            from trustmesh.flows import RedisStreamSource
-
-            source: FlowSource = RedisStreamSource(self.spec, bad_records=self.bad_records)
-        elif self.spec.startswith("iface:"):
-            from trustmesh.flows import InterfaceSource
-
-            source = InterfaceSource(self.spec[len("iface:"):], idle_timeout=self.idle_timeout,
-                                     active_timeout=self.active_timeout)
-        elif self.spec.startswith("follow:"):
-            from trustmesh.flows import follow_source
-
-            source = follow_source(self.spec[len("follow:"):], on_bad_record=self.bad_records)
-        else:
-            if not Path(self.spec).exists():
-                raise InputError(f"{self.spec}: source not found")
-            source = open_source(self.spec, on_bad_record=self.bad_records)
-        self._inner = source
-        yield from source.iter_batches(batch_size)
-        if not self.spec.startswith(("iface:", "follow:")) and detect_kind(self.spec) == "suricata":
-            # the file's EVE alert events, after its flows: fusion then finds the model's verdict on each flow
-            for signatures in iter_eve_alerts(self.spec, batch_size, source_name=self.spec):
-                carrier = empty_canonical()
-                carrier.attrs["suricata_alerts"] = signatures
-                yield carrier
-
-
 _DONE = object()
 _STREAMING_PREFIXES = ("iface:", "follow:", "redis:", "rediss:")
 
@@ -892,4 +833,4 @@ def open_sources(specs: Sequence[str], config: PipelineConfig | None = None) -> 
     capture) or ``follow:PATH`` (tail a growing Zeek conn.log, Zeek log folder or Suricata EVE file)."""
     idle = config.live_idle_timeout if config else 1
     active = config.live_active_timeout if config else 30
-    return [_LazySource(spec, idle, active) for spec in specs]
+    return [LazySource(spec, idle, active) for spec in specs]
