@@ -2,7 +2,7 @@
 
 Models: :class:`GBDTDetector` (LightGBM), :class:`AutoencoderEnsembleDetector` (Kitsune-style),
 :class:`DenseAutoencoderDetector` (the federated anomaly model), :class:`IsolationForestDetector`,
-:class:`MLPDetector` (torch, federated hooks) and
+:class:`MLPDetector` (torch, federated hooks), :class:`RandomForestDetector` (scikit-learn, saved as arrays) and
 :class:`EnsembleDetector` (supervised + anomaly) and :class:`SiteBaselineDetector` (one site's own
 benign behaviour, ``trustmesh baseline``). All score in [0, 1] with a threshold calibrated to a
 target false-positive rate; ``save_model``/``load_model`` write and verify an artifact plus manifest.
@@ -22,6 +22,7 @@ from trustmesh.detect._baseline import SiteBaselineDetector, fit_site_baseline
 from trustmesh.detect._default import default_pcap_model, host_summary
 from trustmesh.detect._drift import ScoreReference, score_drift
 from trustmesh.detect._ensemble import EnsembleDetector
+from trustmesh.detect._forest import RandomForestDetector
 from trustmesh.detect._gbdt import GBDTDetector
 from trustmesh.detect._iforest import IsolationForestDetector
 from trustmesh.detect._metrics import binary_metrics, evaluate_detector, leakage_audit, per_class_metrics
@@ -50,6 +51,7 @@ __all__ = [
     "MANIFEST_SUFFIX",
     "MLPDetector",
     "Manifest",
+    "RandomForestDetector",
     "ScoreReference",
     "SiteBaselineDetector",
     "SpikingDetector",

@@ -56,7 +56,7 @@ def register(cls: type[BaseDetector]) -> type[BaseDetector]:
 def detector_class(kind: str) -> type[BaseDetector]:
     """Return the detector class registered under ``kind``."""
     # Import every implementation so the registry is complete whatever was imported first.
-    from trustmesh.detect import _autoencoder, _baseline, _ensemble, _gbdt, _iforest, _mlp, snn  # noqa: F401
+    from trustmesh.detect import _autoencoder, _baseline, _ensemble, _forest, _gbdt, _iforest, _mlp, snn  # noqa: F401
 
     try:
         return _REGISTRY[kind]

@@ -8,6 +8,7 @@ traversal. That gives the same anomaly score as scikit-learn's ``-score_samples`
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -15,9 +16,37 @@ import numpy as np
 from trustmesh.detect._base import BaseDetector, nan_median, npy_bytes, npy_load, register
 from trustmesh.errors import ModelError
 
-__all__ = ["IsolationForestDetector"]
+__all__ = ["IsolationForestDetector", "walk_trees"]
 
 _ARRAYS = ("left", "right", "feature", "split", "leaf_depth_bonus", "roots")
+_CHUNK = 20_000  # rows traversed at once: (rows x trees) int64 node arrays stay a few tens of MB
+
+
+def walk_trees(trees: Mapping[str, np.ndarray], chunk: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Route every row of ``chunk`` down every tree of a flat forest; return ``(leaf node, depth)``.
+
+    ``trees`` holds flat per-node arrays over all trees: ``left``/``right`` child indices (a leaf points
+    to itself), split ``feature`` and ``split`` threshold (go left iff ``x <= split``, as scikit-learn
+    does on float32 inputs), ``roots`` (one root index per tree) and optionally ``missing_left``
+    (where a NaN goes: left if true, right otherwise; scikit-learn's ``missing_go_to_left``). Both
+    results have shape ``(rows, trees)``; depth counts the internal nodes passed.
+    """
+    left, right, feature, split = trees["left"], trees["right"], trees["feature"], trees["split"]
+    missing_left = trees.get("missing_left")
+    rows = np.arange(chunk.shape[0])[:, None]
+    node = np.broadcast_to(trees["roots"], (chunk.shape[0], trees["roots"].size)).copy()
+    depth = np.zeros(node.shape, dtype=np.float64)
+    while True:
+        internal = left[node] != node
+        if not internal.any():
+            break
+        x = chunk[rows, feature[node]]
+        go_left = x <= split[node]
+        if missing_left is not None:
+            go_left |= np.isnan(x) & missing_left[node]
+        depth += internal
+        node = np.where(go_left, left[node], right[node])
+    return node, depth
 
 
 def _average_path_length(n: np.ndarray) -> np.ndarray:
@@ -113,19 +142,9 @@ class IsolationForestDetector(BaseDetector):
         data = np.where(np.isnan(X), self._fill, X).astype(np.float32)
         n_trees = t["roots"].size
         total = np.zeros(X.shape[0], dtype=np.float64)
-        for start in range(0, X.shape[0], 20_000):
-            chunk = data[start:start + 20_000]
-            rows = np.arange(chunk.shape[0])[:, None]
-            node = np.broadcast_to(t["roots"], (chunk.shape[0], n_trees)).copy()
-            depth = np.zeros(node.shape, dtype=np.float64)
-            while True:
-                internal = t["left"][node] != node
-                if not internal.any():
-                    break
-                go_left = chunk[rows, t["feature"][node]] <= t["split"][node]
-                nxt = np.where(go_left, t["left"][node], t["right"][node])
-                depth += internal
-                node = nxt
+        for start in range(0, X.shape[0], _CHUNK):
+            chunk = data[start:start + _CHUNK]
+            node, depth = walk_trees(t, chunk)
             total[start:start + chunk.shape[0]] = (depth + t["leaf_depth_bonus"][node]).sum(axis=1)
         return np.power(2.0, -total / (n_trees * self._norm))
 

@@ -8,7 +8,7 @@ from trustmesh.detect._base import BaseDetector, detector_class
 
 __all__ = ["ARTIFACT_KINDS", "DETECTOR_KINDS", "make_detector"]
 
-DETECTOR_KINDS = ("autoencoder", "ensemble", "gbdt", "iforest", "mlp", "snn")
+DETECTOR_KINDS = ("autoencoder", "ensemble", "forest", "gbdt", "iforest", "mlp", "snn")
 #: Kinds a model artifact may hold: the trainable ones plus those built by their own command
 #: (``site-baseline``: ``trustmesh baseline``, docs/baseline.md).
 ARTIFACT_KINDS = (*DETECTOR_KINDS, "site-baseline")
