@@ -141,6 +141,8 @@ def test_interrupted_run_leaves_nothing_behind(tmp_path: Path) -> None:
         assert (out / "capture.pcap").exists()
         time.sleep(2)
         proc.send_signal(signal.SIGINT)
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGTERM)  # a second signal (a killed process group) must not cut cleanup short
         _, err = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:

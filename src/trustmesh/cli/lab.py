@@ -79,8 +79,16 @@ def plan_cmd(scenario: str = typer.Argument(..., help="Shipped scenario name or 
     print_json(plan_scenario(load_scenario(scenario), seed, duration=duration).to_dict())
 
 
-def _terminate(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt
+class _StopOnce:
+    """Turn the first SIGINT/SIGTERM into KeyboardInterrupt; ignore the rest so cleanup is never cut short."""
+
+    def __init__(self) -> None:
+        self.fired = False
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        if not self.fired:
+            self.fired = True
+            raise KeyboardInterrupt
 
 
 @lab_app.command("run")
@@ -98,7 +106,10 @@ def run_cmd(scenario: str = typer.Argument(..., help="Shipped scenario name or Y
     from trustmesh.lab import load_scenario, plan_scenario, run_plan
 
     plan = plan_scenario(load_scenario(scenario), seed, duration=duration)
-    old = signal.signal(signal.SIGTERM, _terminate)  # clean up namespaces on kill too, not only Ctrl-C
+    # clean up namespaces on kill too, not only Ctrl-C; a second signal (a process group killed at once,
+    # Ctrl-C pressed twice) must not interrupt that cleanup
+    stop = _StopOnce()
+    old = {sig: signal.signal(sig, stop) for sig in (signal.SIGTERM, signal.SIGINT)}
     try:
         def say(line: str) -> None:
             if not quiet and not as_json:
@@ -108,8 +119,12 @@ def run_cmd(scenario: str = typer.Argument(..., help="Shipped scenario name or Y
             f"{plan.duration:.0f} s, {len(plan.attacks)} attacks"
             + (" (held-out seed: report results on it, never tune)" if seed >= 100 else ""))
         result = run_plan(plan, out, force=force, progress=say)
-    finally:
-        signal.signal(signal.SIGTERM, old)
+    except BaseException:
+        for sig in old:  # on the way out: a late second signal must not kill the process before it reports
+            signal.signal(sig, signal.SIG_IGN)
+        raise
+    for sig, handler in old.items():
+        signal.signal(sig, handler)
     s = result.truth.summary
     doc: dict[str, Any] = {"out": str(result.out), "scenario": plan.scenario, "seed": plan.seed,
                            "wall_s": result.wall_s, "flows": s["flows"], "attack_flows": s["attack_flows"],

@@ -15,6 +15,7 @@ import logging
 import os
 import re
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -174,10 +175,15 @@ def run_plan(plan: LabPlan, out: Path, *, force: bool = False, progress: Any = N
         ok = True
         return result
     finally:
-        net.close()
-        shutil.rmtree(work, ignore_errors=True)
-        if not ok:
-            pcap.unlink(missing_ok=True)
+        # no signal may cut the cleanup short (a killed process group delivers SIGTERM more than once)
+        masked = signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGINT, signal.SIGTERM})
+        try:
+            net.close()
+            shutil.rmtree(work, ignore_errors=True)
+            if not ok:
+                pcap.unlink(missing_ok=True)
+        finally:
+            signal.pthread_sigmask(signal.SIG_SETMASK, masked)
 
 
 def _timeline(net: LabNetwork, plan: LabPlan, work: Path, t0: float, progress: Any
