@@ -134,12 +134,15 @@ def data_block(incident: Incident, evidence: Sequence[Mapping[str, Any]] = ()) -
 def answer_schema(allowed_ids: Sequence[str]) -> dict[str, Any]:
     """Return the JSON schema of a valid answer for these step ids (sent for constrained decoding)."""
     ids = list(dict.fromkeys(str(a) for a in allowed_ids))
-    items: dict[str, Any] = {"type": "string", "enum": ids} if ids else {"type": "string", "maxLength": 0}
+    # no maxLength/maxItems when there are ids: llama.cpp expands each into that many optional grammar
+    # rules, which made every answer ~10x slower here; max_tokens and the checks below bound them instead
+    actions: dict[str, Any] = ({"type": "array", "items": {"type": "string", "enum": ids}} if ids
+                               else {"type": "array", "maxItems": 0})
     return {
         "type": "object",
         "properties": {
-            "actions": {"type": "array", "items": items, "maxItems": len(ids)},
-            "rationale": {"type": "string", "maxLength": 160},
+            "actions": actions,
+            "rationale": {"type": "string"},
             "confidence": {"type": "number", "minimum": 0, "maximum": 1},
         },
         "required": ["actions", "rationale", "confidence"],
