@@ -33,19 +33,24 @@ def walk_trees(trees: Mapping[str, np.ndarray], chunk: np.ndarray) -> tuple[np.n
     """
     left, right, feature, split = trees["left"], trees["right"], trees["feature"], trees["split"]
     missing_left = trees.get("missing_left")
-    rows = np.arange(chunk.shape[0])[:, None]
-    node = np.broadcast_to(trees["roots"], (chunk.shape[0], trees["roots"].size)).copy()
-    depth = np.zeros(node.shape, dtype=np.float64)
-    while True:
-        internal = left[node] != node
-        if not internal.any():
+    n_trees = trees["roots"].size
+    node = np.tile(trees["roots"].astype(np.int64), chunk.shape[0])  # row-major (row, tree) pairs
+    depth = np.zeros(node.size, dtype=np.float64)
+    active = np.arange(node.size)
+    while active.size:
+        here = node[active]
+        internal = left[here] != here
+        active, here = active[internal], here[internal]  # pairs at a leaf are done: deep trees stay cheap
+        if not active.size:
             break
-        x = chunk[rows, feature[node]]
-        go_left = x <= split[node]
+        x = chunk[active // n_trees, feature[here]]
+        go_left = x <= split[here]
         if missing_left is not None:
-            go_left |= np.isnan(x) & missing_left[node]
-        depth += internal
-        node = np.where(go_left, left[node], right[node])
+            go_left |= np.isnan(x) & missing_left[here]
+        node[active] = np.where(go_left, left[here], right[here])
+        depth[active] += 1.0
+    shape = (chunk.shape[0], n_trees)
+    return node.reshape(shape), depth.reshape(shape)
     return node, depth
 
 
