@@ -74,6 +74,16 @@ def file_sha256(path: Path | str) -> str:
     return h.hexdigest()
 
 
+def _die_with_parent() -> None:  # pragma: no cover - runs in the child between fork and exec
+    # PR_SET_PDEATHSIG: the server gets SIGTERM when the process that started it dies (kill -9 included)
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM, 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
@@ -144,7 +154,8 @@ class LocalModelServer:
                "--n_threads_batch", str(self.n_threads), "--verbose", "False"]
         env = {**os.environ, "HF_HUB_OFFLINE": "1"}
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
-                                      start_new_session=True, env=env)
+                                      start_new_session=True, env=env,
+                                      preexec_fn=_die_with_parent if sys.platform == "linux" else None)
         deadline = time.monotonic() + self.startup_timeout
         while time.monotonic() < deadline:
             rc = self._proc.poll()
