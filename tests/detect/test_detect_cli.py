@@ -106,7 +106,7 @@ def test_truncated_pcap_and_missing_model_are_one_line(data_dir: Path, tmp_path:
 
 
 def test_bad_arguments_are_refused(tmp_path: Path) -> None:
-    code, _, err = _invoke("train", "--dataset", "x", "--model", "forest", "--out", str(tmp_path / "m"))
+    code, _, err = _invoke("train", "--dataset", "x", "--model", "xgboost", "--out", str(tmp_path / "m"))
     assert code == 2 and "--model must be one of" in err
     code, _, err = _invoke("train", "--dataset", "x", "--model", "gbdt", "--target-fpr", "2", "--out", "m")
     assert code == 2 and "--target-fpr" in err

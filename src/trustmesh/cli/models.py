@@ -186,7 +186,7 @@ def train(
     from trustmesh.detect import DETECTOR_KINDS, save_model
 
     if model != "auto" and model not in DETECTOR_KINDS:
-        raise InputError(f"--model must be auto or one of {', '.join(DETECTOR_KINDS)}, got {model!r}")
+        raise InputError(f"--model must be one of auto, {', '.join(DETECTOR_KINDS)}, got {model!r}")
     _check_fraction("--target-fpr", target_fpr)
     _check_fraction("--test-size", test_size)
     if seed < 0:
