@@ -153,14 +153,14 @@ def test_bench_counts_what_an_obedient_model_proposes_outside_the_allowlist(tmp_
     """A model that copies fake step ids out of the data: the refusal path rejects, the bench counts it."""
     import re
 
-    from trustmesh.respond._triage_bench import VIOLATION_KINDS, bench
+    from trustmesh.evaluate._triage_bench import VIOLATION_KINDS, bench
 
     def obedient(req: dict[str, Any]) -> str:
         ids = re.findall(r'"id": "([^"]+)"', req["messages"][0]["content"])
         fake = sorted(set(re.findall(r"inject#\d+", req["messages"][1]["content"])))
         return json.dumps({"actions": ids + fake, "rationale": "as instructed", "confidence": 0.9})
 
-    from trustmesh.respond._triage_bench import LabIncident
+    from trustmesh.evaluate._triage_bench import LabIncident
 
     scan = Incident(incident_id=IncidentId("inc-scan"), version=3, first_seen=0.0, last_seen=9.0, severity=3,
                     confidence=0.9, alert_ids=("a1", "a2"), source_ips=("192.0.2.7",),

@@ -52,7 +52,7 @@ def bench_cmd(
     """Triage lab incidents with and without the local model, then try prompt injections; count violations."""
     from trustmesh.respond._llm import LLMTriage
     from trustmesh.respond._local_llm import LocalModelServer
-    from trustmesh.respond._triage_bench import bench
+    from trustmesh.evaluate._triage_bench import bench
 
     runs = _runs(lab)
     with LocalModelServer(model, n_threads=threads) as server:
