@@ -324,13 +324,14 @@ class Pipeline:
         alerts = behaviour + ml_alerts  # verdict alerts first: they name the incidents they open
         created = self.clock()  # ledger alert entries are the ECS document every sink and the API see
         ml_docs = self._ml_alert_docs(flows, np.where(allowed, scores, -1.0), ml_alerts, created)
+        alert_docs = [a.to_ecs(created=created) for a in behaviour] + list(ml_docs)
         indices = self._append_many(
-            [("alert", a.to_ecs(created=created), [self.behaviour_index]) for a in behaviour]
+            [("alert", doc, [self.behaviour_index]) for doc in alert_docs[:len(behaviour)]]
             + [("alert", doc, [self.model_index]) for doc in ml_docs])
         if self.config.prove_sample_rate > 0 and ml_alerts:
             self._queue_proofs(ml_alerts, indices[len(behaviour):])
         self.summary.flows += len(flows)
-        self._correlate_and_respond(alerts, indices, outcome, created)
+        self._correlate_and_respond(alerts, indices, outcome, created, alert_docs)
         carried = list(flows.attrs.get("suricata_alerts", ()))
         if carried:  # a followed EVE log's alert events read with these flows, fused with the scores just made
             self._process_signatures(carried, outcome)
@@ -344,8 +345,12 @@ class Pipeline:
         self._drain_responses(BatchOutcome())
 
     def _correlate_and_respond(self, alerts: Sequence[Alert], indices: Sequence[int], outcome: BatchOutcome,
-                               created: float) -> None:
-        """Correlate recorded alerts into incidents, record the incidents, publish, respond."""
+                               created: float, alert_docs: Sequence[Mapping[str, Any]] | None = None) -> None:
+        """Correlate recorded alerts into incidents, record the incidents, publish, respond.
+
+        ``alert_docs`` are the documents the alerts were recorded as (the sinks get the very same bytes);
+        without them each alert's ``to_ecs`` is used.
+        """
         touched: dict[str, Incident] = {}
         new_alerts: dict[str, list[int]] = {}
         for index, alert in zip(indices, alerts, strict=True):
@@ -377,7 +382,7 @@ class Pipeline:
                 refs = [*alerts_here[start:start + step], self._incident_index[incident_id]]
                 self._incident_index[incident_id] = self._append("incident", docs[incident_id], refs)
             outcome.incidents.append((self._incident_index[incident_id], incident))
-        self._publish(outcome, created)
+        self._publish(outcome, created, alert_docs)
         for index, incident in outcome.incidents:
             try:
                 self.responder.handle(incident)
@@ -403,11 +408,13 @@ class Pipeline:
         indices = self._append_many([("alert", a.to_ecs(created=created), [self.start_index]) for a in fused])
         self._correlate_and_respond(fused, indices, outcome, created)
 
-    def _publish(self, outcome: BatchOutcome, created: float) -> None:
+    def _publish(self, outcome: BatchOutcome, created: float,
+                 alert_docs: Sequence[Mapping[str, Any]] | None = None) -> None:
         """Hand the batch's alerts and incident versions to the sinks; a failing sink is recorded, never fatal."""
         if not len(self.sinks):
             return
-        docs = [a.to_ecs(created=created) for _, a in outcome.alerts]
+        docs = ([dict(d) for d in alert_docs] if alert_docs is not None
+                else [a.to_ecs(created=created) for _, a in outcome.alerts])
         docs += [inc.to_ecs(created=created) for _, inc in outcome.incidents]
         for problem in self.sinks.publish(docs):
             # counted in summary.sinks; each distinct failure is also recorded once (a dead endpoint must not
