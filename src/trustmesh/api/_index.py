@@ -21,6 +21,8 @@ from typing import Any, Final
 
 from trustmesh.errors import InputError, LogIntegrityError
 from trustmesh.ledger import Entry, Ledger
+from trustmesh.ledger._query import field_values
+from trustmesh.ledger._query import value_matches as matches
 
 __all__ = ["AlertRow", "LedgerIndex"]
 
@@ -61,30 +63,6 @@ def field_value(payload: Mapping[str, Any], dotted: str) -> Any:
             return None
         node = node[part]
     return node
-
-
-def field_values(payload: Any, dotted: str) -> list[Any]:
-    """Every value at a dotted path, lists searched element-wise (as ``trustmesh ledger search``)."""
-    values = [payload]
-    for part in dotted.split("."):
-        values = [i[part] for v in values for i in (v if isinstance(v, list) else [v])
-                  if isinstance(i, Mapping) and part in i]
-    out: list[Any] = []
-    for v in values:
-        out += v if isinstance(v, list) else [v]
-    return out
-
-
-def matches(value: Any, wanted: str) -> bool:
-    """Whether one payload value equals a query string (the ``ledger search --field`` rule)."""
-    if isinstance(value, bool):
-        return wanted.lower() == str(value).lower()
-    if isinstance(value, int | float):
-        try:
-            return float(wanted) == float(value)
-        except ValueError:
-            return False
-    return value is not None and str(value) == wanted
 
 
 def _first(value: Any) -> Any:

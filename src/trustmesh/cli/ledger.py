@@ -16,6 +16,7 @@ import typer
 from trustmesh.cli._common import console, err_console, guarded, print_json
 from trustmesh.cli._root import app, bench_app
 from trustmesh.errors import InputError
+from trustmesh.ledger._query import field_values, value_matches
 
 __all__ = ["ledger_app", "witness_app"]
 
@@ -628,32 +629,6 @@ def _entry_doc(led: Any, index: int, *, full: bool) -> dict[str, Any]:
             "leaf_hash": led.leaf_hash(index).hex(), "payload": payload}
 
 
-def _field_value(payload: Any, path: str) -> list[Any]:
-    """Values at a dotted path (``source.ip``, ``threat.technique.id``); lists are searched element-wise."""
-    values = [payload]
-    for part in path.split("."):
-        nxt: list[Any] = []
-        for v in values:
-            items = v if isinstance(v, list) else [v]
-            nxt += [i[part] for i in items if isinstance(i, dict) and part in i]
-        values = nxt
-    out: list[Any] = []
-    for v in values:
-        out += v if isinstance(v, list) else [v]
-    return out
-
-
-def _matches(value: Any, wanted: str) -> bool:
-    if isinstance(value, bool):
-        return wanted.lower() == str(value).lower()
-    if isinstance(value, int | float):
-        try:
-            return float(wanted) == float(value)
-        except ValueError:
-            return False
-    return value is not None and str(value) == wanted
-
-
 @ledger_app.command("get")
 @guarded
 @_db_errors
@@ -705,7 +680,7 @@ def search_command(
             entry = led.entry(i)
             if kind and entry.kind not in kind:
                 continue
-            if not all(any(_matches(v, value) for v in _field_value(entry.payload, name)) for name, value in wanted):
+            if not all(any(value_matches(v, value) for v in field_values(entry.payload, name)) for name, value in wanted):
                 continue
             sys.stdout.write(json.dumps(_entry_doc(led, i, full=False), sort_keys=True) + "\n")
             found += 1
