@@ -13,6 +13,7 @@ bounded as well. Every refusal is one ``InputError`` (or the caller's subclass) 
 from __future__ import annotations
 
 import json
+import re
 import math
 from dataclasses import dataclass
 from typing import Any
@@ -158,6 +159,31 @@ def load_yaml(text: str | bytes, source: str = "<string>", *, limits: YamlLimits
     return load_yaml_node(text, source, limits=limits, error=error)[1]
 
 
+_JSON_TOKENS = re.compile(r'"(?:[^"\\]|\\.)*"|[\[\]{}]')
+
+
+def json_too_deep(text: str, max_depth: int) -> bool:
+    """Return whether JSON text nests containers deeper than ``max_depth``, without parsing it.
+
+    Checked *before* ``json.loads``: a dependency (py_ecc, pulled in by eth-tester) raises Python's
+    recursion limit to 100,000, and then the C JSON decoder overflows the C stack on deeply nested input
+    (a segfault) instead of raising ``RecursionError``. Text with fewer brackets than ``max_depth`` is
+    answered without a scan.
+    """
+    if text.count("[") + text.count("{") <= max_depth:
+        return False
+    depth = 0
+    for token in _JSON_TOKENS.finditer(text):
+        ch = token.group()
+        if ch in "[{":
+            depth += 1
+            if depth > max_depth:
+                return True
+        elif ch in "]}":
+            depth -= 1
+    return False
+
+
 def check_depth(value: Any, max_depth: int, source: str = "<value>",
                 error: type[TrustmeshError] = InputError) -> None:
     """Raise ``error`` when containers in ``value`` nest deeper than ``max_depth`` (iterative walk)."""
@@ -200,6 +226,8 @@ def load_json(text: str | bytes, source: str = "<string>", *, limits: JsonLimits
             text = text.decode("utf-8")
         except UnicodeDecodeError as exc:
             raise error(f"{source}: JSON is not UTF-8 (byte {exc.start})") from None
+    if json_too_deep(text, lim.max_depth):
+        raise error(f"{source}: JSON nested deeper than {lim.max_depth} levels")
     try:
         value = json.loads(text, parse_constant=_no_constant, parse_float=_float)
     except json.JSONDecodeError as exc:

@@ -36,6 +36,7 @@ from fastapi import FastAPI, Query, Request
 from fastapi.middleware.gzip import GZipMiddleware
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
+from trustmesh._safeload import json_too_deep
 from trustmesh.api._auth import AuthError, Caller, RequestAuth
 from trustmesh.errors import InputError, LogIntegrityError, TrustmeshError, VerificationError
 from trustmesh.identity import IDENTITY_KINDS, IdentityRegistry
@@ -48,6 +49,7 @@ log = logging.getLogger(__name__)
 
 MAX_BODY_BYTES: Final = 8 << 20
 MAX_BATCH_ENTRIES: Final = 10_000
+_MAX_BODY_DEPTH: Final = 64  # nesting checked before json.loads (see trustmesh._safeload.json_too_deep)
 MAX_GROUP_ENTRIES: Final = 50_000  # entries one group commit may take (several requests' worth)
 NONCE_DB: Final = "api-nonces.sqlite"
 
@@ -273,6 +275,8 @@ def create_ledger_app(
                 return _error(400, f"Idempotency-Key: {exc}")
             if len(idem) > 190:
                 return _error(400, "Idempotency-Key must be at most 190 characters")
+        if json_too_deep(body.decode("utf-8", "replace"), _MAX_BODY_DEPTH):
+            return _error(400, f"body is not valid JSON: nested deeper than {_MAX_BODY_DEPTH} levels")
         try:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:

@@ -11,7 +11,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import IO, Any
 
-from trustmesh._safeload import check_depth
+from trustmesh._safeload import check_depth, json_too_deep
 from trustmesh.errors import InputError
 from trustmesh.flows._records import MAX_JSON_DEPTH, MAX_LINE_CHARS, BadRecord, BadRecordHandler, report
 
@@ -74,6 +74,9 @@ def json_objects(
             continue
         if len(line) > MAX_LINE_CHARS:
             report(BadRecord(str(path), lineno, None, f"line longer than {MAX_LINE_CHARS} characters"), on_bad)
+            continue
+        if json_too_deep(line, MAX_JSON_DEPTH):
+            report(BadRecord(str(path), lineno, None, f"JSON nested deeper than {MAX_JSON_DEPTH} levels"), on_bad)
             continue
         try:
             rec = json.loads(line, parse_constant=_no_constant)

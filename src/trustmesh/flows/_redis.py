@@ -31,6 +31,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 
 import pandas as pd
 
+from trustmesh._safeload import json_too_deep
 from trustmesh.errors import InputError, MissingDependencyError
 from trustmesh.flows._records import MAX_JSON_DEPTH, MAX_LINE_CHARS, BadRecord, BadRecordHandler, BadRecordLog, report
 from trustmesh.flows._schema import empty_canonical
@@ -263,6 +264,10 @@ class RedisStreamSource:
         if len(raw) > _MAX_RECORD_BYTES:
             report(BadRecord(where, None, "eve", f"stream entry {sid}: record over {_MAX_RECORD_BYTES} bytes"),
                    self.bad_records)
+            return None
+        if json_too_deep(raw.decode("utf-8", "replace"), MAX_JSON_DEPTH):
+            report(BadRecord(where, None, "eve", f"stream entry {sid}: JSON nested deeper than {MAX_JSON_DEPTH} "
+                                              "levels"), self.bad_records)
             return None
         try:
             rec = json.loads(raw.decode("utf-8"))
