@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from trustmesh._safeload import json_too_deep
 from trustmesh.errors import ConfigError
 
 __all__ = ["DATA_HINT", "MAX_TOML_BYTES", "Settings", "check_field_types", "find_data_dir", "load_settings", "load_toml"]
@@ -47,6 +48,9 @@ class Settings:
 MAX_TOML_BYTES = 1 << 20
 
 
+_MAX_TOML_DEPTH = 100
+
+
 def load_toml(path: Path | str, what: str = "settings file") -> dict[str, Any]:
     """Read a TOML file; every failure is one ``ConfigError`` naming the file (never a traceback).
 
@@ -68,6 +72,10 @@ def load_toml(path: Path | str, what: str = "settings file") -> dict[str, Any]:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise ConfigError(f"{p}: not UTF-8 text (byte {exc.start}); TOML files must be UTF-8") from None
+    # Checked before parsing: once a dependency raised the recursion limit (py_ecc sets 100,000),
+    # tomllib's recursion no longer ends in RecursionError on deep arrays (trustmesh._safeload.json_too_deep).
+    if json_too_deep(text, _MAX_TOML_DEPTH):
+        raise ConfigError(f"{p}: TOML nested too deeply (more than {_MAX_TOML_DEPTH} levels)")
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
