@@ -20,8 +20,9 @@ import signal
 import threading
 import time
 import mmap
+import multiprocessing
 import struct
-from collections.abc import Generator, Iterator
+from collections.abc import Iterable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -278,12 +279,17 @@ def _streamer(source: str, **extra: Any) -> Any:
     )
 
 
-def _stop(flows: Iterator[Any]) -> None:
+def _stop(flows: Iterator[Any], meters: Iterable[Any] = ()) -> None:
     """Stop nfstream's metering process(es) when the consumer stops early.
 
     ``NFStreamer.__iter__`` only terminates its meters on ``KeyboardInterrupt``; a plain
-    ``generator.close()`` would leave the meter process capturing until the parent exits.
+    ``generator.close()`` would leave the meter process capturing until the parent exits. A meter
+    blocked on its full queue never sees that interrupt and nfstream's join then waits for ever, so the
+    meters this source started are terminated first.
     """
+    for proc in meters:
+        if proc.is_alive():
+            proc.terminate()
     try:
         flows.throw(KeyboardInterrupt)  # type: ignore[attr-defined]
     except (StopIteration, KeyboardInterrupt, ValueError):
@@ -303,8 +309,11 @@ def _iter_streamer(
     flows = iter(streamer)
     finished = False
     first_at = 0.0
+    before = set(multiprocessing.active_children())
+    meters: set[Any] = set()
     try:
         head, started = _start(flows)
+        meters = set(multiprocessing.active_children()) - before
         for flow in itertools.chain((head,), flows) if started else ():
             if keys is None:
                 keys = list(flow.keys())
@@ -322,7 +331,7 @@ def _iter_streamer(
         raise InputError(f"{source}: nfstream cannot read it ({exc})") from exc
     finally:
         if not finished:
-            _stop(flows)
+            _stop(flows, meters)
     if rows and keys is not None:
         yield nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source)
 
