@@ -26,6 +26,7 @@ from typing import Any, cast
 
 import rfc8785
 
+from trustmesh._jsonable import json_ready
 from trustmesh.errors import InputError, PassportError, SignatureError, VerificationError
 
 __all__ = [
@@ -44,20 +45,6 @@ PASSPORT_ENTRY_KIND = "model.passport"
 _STATEMENT = b"trustmesh/model-passport/1 "
 _SECTIONS = ("model", "lineage", "metrics", "robustness", "energy", "proofs")
 _MAX_BYTES = 4 * 1024 * 1024
-
-
-def _clean(value: Any) -> Any:
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def _digest(obj: Any) -> str:
@@ -89,7 +76,7 @@ def _lineage(manifest: Any) -> dict[str, Any]:
             "round_indices": ledger.get("round_indices") or [],
             "model_entry": ledger.get("model_entry"),
         }
-    return cast(dict[str, Any], _clean({
+    return cast(dict[str, Any], json_ready({
         "data_digest": manifest.data_digest,
         "training": training,
         "params": manifest.params,
@@ -233,10 +220,10 @@ def build_passport(
             "threshold": manifest.threshold,
         },
         "lineage": _lineage(manifest),
-        "metrics": _clean(manifest.metrics),
-        "robustness": _clean(list(robustness or [])),
-        "energy": _clean(dict(energy or {})),
-        "proofs": _clean(list(proofs or [])),
+        "metrics": json_ready(manifest.metrics),
+        "robustness": json_ready(list(robustness or [])),
+        "energy": json_ready(dict(energy or {})),
+        "proofs": json_ready(list(proofs or [])),
     }
     del det
     sig = base64.b64encode(signer.sign(_message(body))).decode("ascii")
@@ -314,7 +301,7 @@ def _check_against_model(passport: Passport, model_path: Path) -> None:
     if passport.body["lineage"] != lineage:
         field = _first_difference(passport.body["lineage"], lineage, "lineage")
         raise PassportError(f"passport field {field!r} does not match the model manifest of {model_path}")
-    metrics = _clean(manifest.metrics)
+    metrics = json_ready(manifest.metrics)
     if passport.body["metrics"] != metrics:
         field = _first_difference(passport.body["metrics"], metrics, "metrics")
         raise PassportError(f"passport field {field!r} does not match the model manifest's metrics")

@@ -24,6 +24,7 @@ from typing import Any, NewType, cast
 
 import rfc8785
 
+from trustmesh._jsonable import json_ready
 from trustmesh.detect._base import BaseDetector, read_container, write_container
 from trustmesh.errors import ArtifactDigestError, InputError, ModelError
 
@@ -40,21 +41,6 @@ def manifest_path(path: Path | str) -> Path:
     """Return the manifest path that belongs to a model file."""
     p = Path(path)
     return p.with_name(p.name + MANIFEST_SUFFIX)
-
-
-def _clean(value: Any) -> Any:
-    # Canonical JSON has no NaN/inf; numpy scalars are converted to Python numbers.
-    if isinstance(value, Mapping):
-        return {str(k): _clean(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_clean(v) for v in value]
-    if hasattr(value, "item") and callable(value.item):
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, Path):
-        return str(value)
-    return value
 
 
 def library_versions() -> dict[str, str]:
@@ -92,7 +78,7 @@ class Manifest:
 
     def body(self) -> dict[str, Any]:
         """Everything except the artifact digest (what is sealed inside the artifact)."""
-        return cast(dict[str, Any], _clean({
+        return cast(dict[str, Any], json_ready({
             "format": _FORMAT,
             "model_id": self.model_id,
             "kind": self.kind,
@@ -171,7 +157,7 @@ class Manifest:
 
 def _model_id(body: Mapping[str, Any]) -> str:
     ident = {k: body[k] for k in ("kind", "features", "classes", "seed", "params", "data_digest", "created")}
-    return "tm-" + hashlib.sha256(rfc8785.dumps(_clean(ident))).hexdigest()[:20]
+    return "tm-" + hashlib.sha256(rfc8785.dumps(json_ready(ident))).hexdigest()[:20]
 
 
 def save_model(
@@ -200,15 +186,15 @@ def save_model(
         classes=tuple(detector.classes_),
         threshold=float(detector.threshold),
         seed=int(detector.seed),
-        params=_clean(detector.get_params()),
+        params=json_ready(detector.get_params()),
         encoder=meta["encoder"],
         data_digest=data_digest,
         artifact_sha256=ModelDigest("0" * 64),
         created=stamp,
         versions=library_versions(),
-        metrics=_clean(dict(metrics or {})),
-        training=_clean(dict(training or {})),
-        calibration=_clean(detector.calibration),
+        metrics=json_ready(dict(metrics or {})),
+        training=json_ready(dict(training or {})),
+        calibration=json_ready(detector.calibration),
     )
     body = draft.body()
     body["model_id"] = _model_id(body)

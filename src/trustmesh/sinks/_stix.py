@@ -30,6 +30,7 @@ import uuid
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
+from trustmesh._ecs import _ip
 from trustmesh.records import Alert
 
 __all__ = ["TLP_MARKINGS", "stix_bundle", "stix_objects"]
@@ -147,15 +148,6 @@ def stix_objects(alerts: Iterable[Alert], *, producer: str = "trustmesh", tlp: s
             out[rel_id] = {"type": "relationship", "id": rel_id, "created": first, "modified": last, **common,
                            "relationship_type": "indicates", "source_ref": ind_id, "target_ref": ap_id}  # fmt: skip
     return list(out.values())
-
-
-def _ip(value: str | None) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
-    if not value:
-        return None
-    try:
-        return ipaddress.ip_address(value)
-    except ValueError:
-        return None
 
 
 def _tactic_phase(technique: str) -> str:
