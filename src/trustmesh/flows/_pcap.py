@@ -20,7 +20,6 @@ import signal
 import threading
 import time
 import mmap
-import multiprocessing
 import struct
 from collections.abc import Iterable, Generator, Iterator
 from pathlib import Path
@@ -246,6 +245,11 @@ def _die_with_parent() -> None:
     if threading.get_ident() not in _ARMED:
         return
     _ARMED.clear()
+    # A meter must die on the SIGTERM nfstream (or _stop) sends it: a Python handler inherited from the
+    # parent (the pipeline's graceful-stop handler) would only run between bytecodes, never while the
+    # meter is blocked in C on its full queue.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
     try:
         import ctypes
 
@@ -272,28 +276,62 @@ def _start(flows: Iterator[Any]) -> tuple[Any, bool]:
         _ARMED.discard(me)
 
 
+class _Tracked:
+    """nfstream's multiprocessing context, keeping the meter processes and queues it makes.
+
+    ``NFStreamer.__iter__`` holds its meters in local variables; this is how a source stopped early
+    finds exactly its own meters (other sources may be starting theirs in other threads).
+    """
+
+    def __init__(self, context: Any) -> None:
+        self._context = context
+        self.processes: list[Any] = []
+        self.queues: list[Any] = []
+
+    def Process(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - multiprocessing's name
+        proc = self._context.Process(*args, **kwargs)
+        self.processes.append(proc)
+        return proc
+
+    def Queue(self, *args: Any, **kwargs: Any) -> Any:  # noqa: N802 - multiprocessing's name
+        queue = self._context.Queue(*args, **kwargs)
+        self.queues.append(queue)
+        return queue
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._context, name)
+
+
 def _streamer(source: str, **extra: Any) -> Any:
     nfs = _nfstream()
-    return nfs.NFStreamer(
+    streamer = nfs.NFStreamer(
         source=source, statistical_analysis=True, n_meters=1, accounting_mode=3, **extra
     )
+    streamer._mp_context = _Tracked(streamer._mp_context)
+    return streamer
 
 
-def _stop(flows: Iterator[Any], meters: Iterable[Any] = ()) -> None:
+def _stop(flows: Any, tracked: Any) -> None:
     """Stop nfstream's metering process(es) when the consumer stops early.
 
-    ``NFStreamer.__iter__`` only terminates its meters on ``KeyboardInterrupt``; a plain
-    ``generator.close()`` would leave the meter process capturing until the parent exits. A meter
-    blocked on its full queue never sees that interrupt and nfstream's join then waits for ever, so the
-    meters this source started are terminated first.
+    ``NFStreamer.__iter__`` terminates its meters only on ``KeyboardInterrupt`` and then joins them
+    without a timeout; a plain ``generator.close()`` would leave them capturing until the parent exits.
+    So the meters this streamer made are terminated here (killed if SIGTERM has not ended them within a
+    second), their queue is closed without waiting for its feeder, and nfstream's generator is closed.
     """
-    for proc in meters:
+    procs = list(getattr(tracked, "processes", ()))
+    for proc in procs:
         if proc.is_alive():
             proc.terminate()
-    try:
-        flows.throw(KeyboardInterrupt)  # type: ignore[attr-defined]
-    except (StopIteration, KeyboardInterrupt, ValueError):
-        pass
+    for proc in procs:
+        proc.join(1.0)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5.0)
+    for queue in getattr(tracked, "queues", ()):
+        queue.close()
+        queue.cancel_join_thread()
+    flows.close()
 
 
 def _iter_streamer(
@@ -309,11 +347,8 @@ def _iter_streamer(
     flows = iter(streamer)
     finished = False
     first_at = 0.0
-    before = set(multiprocessing.active_children())
-    meters: set[Any] = set()
     try:
         head, started = _start(flows)
-        meters = set(multiprocessing.active_children()) - before
         for flow in itertools.chain((head,), flows) if started else ():
             if keys is None:
                 keys = list(flow.keys())
@@ -331,7 +366,7 @@ def _iter_streamer(
         raise InputError(f"{source}: nfstream cannot read it ({exc})") from exc
     finally:
         if not finished:
-            _stop(flows, meters)
+            _stop(flows, getattr(streamer, "_mp_context", None))
     if rows and keys is not None:
         yield nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source)
 
