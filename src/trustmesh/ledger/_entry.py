@@ -12,6 +12,7 @@ from typing import Any, Final
 import rfc8785
 
 from trustmesh.errors import InputError
+from trustmesh.ledger._canonical import canonical_dumps
 
 __all__ = ["MAX_ENTRY_BYTES", "Entry"]
 
@@ -76,7 +77,7 @@ class Entry:
         object.__setattr__(self, "refs", _check_refs(self.refs))
         doc: dict[str, Any] = {"kind": self.kind, "payload": self.payload, "refs": list(self.refs), "time": self.time}
         try:
-            raw = rfc8785.dumps(doc)
+            raw, plain = canonical_dumps(doc)
         except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
             raise InputError(f"entry.payload is not canonical-JSON representable: {exc}") from None
         if len(raw) > MAX_ENTRY_BYTES:
@@ -86,7 +87,7 @@ class Entry:
             )
         object.__setattr__(self, "_bytes", raw)
         # Keep a private copy so later mutation of the caller's dict cannot desynchronise the bytes.
-        object.__setattr__(self, "payload", json.loads(raw)["payload"])
+        object.__setattr__(self, "payload", plain["payload"])
 
     def __hash__(self) -> int:
         return hash(self._bytes)  # the payload dict is unhashable; the canonical bytes identify the entry
@@ -133,7 +134,7 @@ class Entry:
             raise InputError("entry.refs must be a list")
         when, refs = _check_time(doc["time"]), _check_refs(doc["refs"])
         try:
-            canonical = rfc8785.dumps(doc)
+            canonical = canonical_dumps(doc)[0]
         except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
             raise InputError(f"entry is not canonical-JSON representable: {exc}") from None
         if canonical != bytes(raw):

@@ -21,8 +21,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, NewType
 
-import rfc8785
-
 from trustmesh.errors import (
     CheckpointError,
     ConsistencyError,
@@ -31,6 +29,7 @@ from trustmesh.errors import (
     SignatureError,
     WitnessError,
 )
+from trustmesh.ledger._canonical import canonical_dumps
 from trustmesh.ledger._checkpoint import Checkpoint
 from trustmesh.ledger._entry import Entry
 from trustmesh.ledger._note import NoteSignature, NoteSigner, NoteVerifier, SignedNote
@@ -76,7 +75,7 @@ def request_digest(entries: Sequence[Entry]) -> bytes:
     """
     h = hashlib.sha256()
     for e in entries:
-        h.update(rfc8785.dumps([e.kind, e.payload, list(e.refs)]))
+        h.update(canonical_dumps([e.kind, e.payload, list(e.refs)])[0])
         h.update(b"\n")
     return h.digest()
 
