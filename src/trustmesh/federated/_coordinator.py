@@ -204,12 +204,13 @@ class Coordinator:
 
     def aggregate_secure(
         self, round_no: int, sites: Sequence[str], aggregate: Arrays, masked_commitment: str | None = None,
-        started: float | None = None, noised: bool = False,
+        started: float | None = None, noised: bool = False, rejected: dict[str, str] | None = None,
     ) -> RoundRecord:
         """Take an aggregate computed under SecAgg+/CKKS (the server saw no single update).
 
         ``noised``: central DP noise was already added to the sum (under encryption, by :meth:`sum_noise`);
-        the round is only accounted.
+        the round is only accounted. ``rejected``: sites left out of the masked sum, with the reason
+        (e.g. a failed bound proof).
         """
         t0 = time.perf_counter() if started is None else started
         shapes = [w.shape for w in self.weights]
@@ -218,7 +219,8 @@ class Coordinator:
         vec = flatten(aggregate)
         if not np.all(np.isfinite(vec)):
             raise FederatedError(f"round {round_no}: secure aggregate contains NaN/inf")
-        return self._finish(round_no, sites, {}, {}, vec, len(sites), t0, masked=masked_commitment, noised=noised)
+        return self._finish(round_no, sites, {}, dict(rejected or {}), vec, len(sites), t0, masked=masked_commitment,
+                            noised=noised)
 
     def aggregate_encrypted(
         self, round_no: int, sites: Sequence[str], ciphertext_commitments: dict[str, str], sum_sha256: str,

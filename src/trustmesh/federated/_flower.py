@@ -1,9 +1,9 @@
 """Flower 1.41 glue: the site ``ClientApp``, the coordinator ``ServerApp`` and ``simulate``.
 
-Flower's SecAgg+ exists only in its legacy workflow API (``secaggplus_mod`` on the ClientApp,
-``SecAggPlusWorkflow`` inside ``DefaultWorkflow`` on the ServerApp), so every mode here uses that API
-with one legacy ``Strategy`` that delegates to :class:`~trustmesh.federated.Coordinator`: one code path
-for plain, robust, DP, SecAgg+ and CKKS rounds.
+Secure aggregation is our own mod and fit workflow (:mod:`trustmesh.federated._secagg_flower`,
+SecAgg+'s message flow with ChaCha20/HKDF masks) inside Flower's legacy ``DefaultWorkflow``, so
+every mode here uses that API with one legacy ``Strategy`` that delegates to
+:class:`~trustmesh.federated.Coordinator`: one code path for plain, robust, DP, SecAgg and CKKS rounds.
 """
 
 from __future__ import annotations
@@ -23,12 +23,13 @@ import numpy.typing as npt
 
 from trustmesh.errors import FederatedError, PrivacyBudgetExceeded
 from trustmesh.federated._aggregate import flatten, unflatten
+from trustmesh.federated._bounded import BoundSpec
 from trustmesh.federated._coordinator import Coordinator, Submission
 from trustmesh.federated._data import FederatedData
 from trustmesh.federated._record import RoundRecorder
 from trustmesh.federated._run import FLConfig, FLResult, Plan, limit_torch_threads, plan_run
+from trustmesh.federated._secagg_flower import BoundStats, MaskedAggregationWorkflow, make_masking_mod
 from trustmesh.federated._site import Site
-from trustmesh.federated._validate import commit_arrays
 from trustmesh.privacy import CkksCiphertext, CkksKeyring, add_ciphertexts, add_plaintext
 
 __all__ = ["FlowerRun", "build_client_app", "build_server_app", "run_server_workflow", "simulate"]
@@ -36,8 +37,9 @@ __all__ = ["FlowerRun", "build_client_app", "build_server_app", "run_server_work
 _log = logging.getLogger(__name__)
 
 # Test/evaluation faults a site can be told to commit: a wrong-shaped update, NaNs, a replay of its
-# round-1 update, or dropping out (raising) during training.
-FAULTS = ("wrong-shape", "nan", "replay", "drop")
+# round-1 update, dropping out (raising) during training, or (under --secagg with a ZK bound)
+# sending a boosted update with a proof that does not cover it.
+FAULTS = ("wrong-shape", "nan", "replay", "drop", "bad-proof")
 SIM_PULL_INTERVAL = 0.01  # seconds between the in-memory grid's polls for replies (Flower's default: 0.1)
 
 
@@ -53,6 +55,7 @@ class FlowerRun:
     stopped: str | None = None
     seen_ciphertexts: set[str] = field(default_factory=set)
     masked_observations: list[dict[str, Any]] = field(default_factory=list)
+    bound_stats: list[BoundStats] = field(default_factory=list)
 
 
 def _site_client(site: Site, faults: dict[int, str], keyring_bytes: bytes | None,
@@ -109,7 +112,6 @@ def build_client_app(
     ``site_of(context)`` maps a Flower context to a site index (default: ``node_config['partition-id']``).
     """
     from flwr.app import Context
-    from flwr.client.mod import secaggplus_mod
     from flwr.clientapp import ClientApp
 
     fault_map = dict(faults or {})
@@ -125,7 +127,10 @@ def build_client_app(
             cache[k] = _site_client(plan.site(k), fault_map, keyring_bytes, plan.new_model().get_weights())
         return cache[k].to_client()
 
-    return ClientApp(client_fn=client_fn, mods=[secaggplus_mod] if secagg else [])
+    def fault_of(context: Context) -> str | None:
+        return fault_map.get(site_of(context) if site_of is not None else int(context.node_config["partition-id"]))
+
+    return ClientApp(client_fn=client_fn, mods=[make_masking_mod(fault_of)] if secagg else [])
 
 
 def _strategy(run: FlowerRun) -> Any:
@@ -179,7 +184,9 @@ def _strategy(run: FlowerRun) -> Any:
                 masked = None
                 if run.masked_observations:
                     masked = run.masked_observations[-1].get("commitment")
-                coord.aggregate_secure(server_round, sites, agg, masked_commitment=masked, started=self._started)
+                stats = run.bound_stats[-1] if run.bound_stats and run.bound_stats[-1].round == server_round else None
+                coord.aggregate_secure(server_round, sites, agg, masked_commitment=masked, started=self._started,
+                                       rejected=stats.rejected if stats is not None else None)
             elif cfg.secure == "ckks":
                 cts, commits, rejected = [], {}, {}
                 for site, (_, res) in zip(sites, results, strict=True):
@@ -226,41 +233,13 @@ def _strategy(run: FlowerRun) -> Any:
     return TrustmeshStrategy()
 
 
-class _ObservingGrid:
-    """Wrap a Grid to commit to what the server receives in SecAgg+'s masked-vector stage."""
-
-    def __init__(self, grid: Any, run: FlowerRun) -> None:
-        self._grid = grid
-        self._run = run
-
-    def __getattr__(self, name: str) -> Any:
-        return getattr(self._grid, name)
-
-    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
-        replies = list(self._grid.send_and_receive(messages, timeout=timeout))
-        from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
-
-        masked: dict[str, list[npt.NDArray[Any]]] = {}
-        for msg in replies:
-            if msg.has_error():
-                continue
-            rec = msg.content.config_records.get(RECORD_KEY_CONFIGS)
-            if rec is not None and Key.MASKED_PARAMETERS in rec:
-                from flwr.common import bytes_to_ndarray
-
-                masked[str(msg.metadata.src_node_id)] = [bytes_to_ndarray(b) for b in rec[Key.MASKED_PARAMETERS]]
-        if masked:
-            digest = hashlib.sha256(
-                b"".join(bytes.fromhex(commit_arrays(v)) for _, v in sorted(masked.items()))
-            ).hexdigest()
-            self._run.masked_observations.append({"vectors": masked, "commitment": digest})
-        return replies
-
-
 def run_server_workflow(grid: Any, context: Any, run: FlowerRun, max_weight: float) -> None:
-    """Run all rounds on ``grid``: DefaultWorkflow, with SecAggPlusWorkflow as fit workflow when configured."""
+    """Run all rounds on ``grid``: DefaultWorkflow, with our masked-aggregation fit workflow under --secagg.
+
+    ``max_weight`` is no longer needed (masked sums live in Z_2^64); it stays for callers' signatures.
+    """
     from flwr.server import LegacyContext, ServerConfig
-    from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+    from flwr.server.workflow import DefaultWorkflow
 
     cfg = run.config
     if isinstance(getattr(grid, "pull_interval", None), float):
@@ -271,14 +250,15 @@ def run_server_workflow(grid: Any, context: Any, run: FlowerRun, max_weight: flo
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=cfg.rounds), strategy=_strategy(run))
     fit_workflow = None
     if cfg.secagg is not None:
-        fit_workflow = SecAggPlusWorkflow(
-            num_shares=cfg.secagg.num_shares, reconstruction_threshold=cfg.secagg.reconstruction_threshold,
-            clipping_range=cfg.secagg.clipping_range, quantization_range=cfg.secagg.quantization_range,
-            max_weight=max_weight, timeout=cfg.secagg.timeout,
-        )
-    # _ObservingGrid duck-types flwr's Grid (it forwards every call), it does not subclass it.
-    observed: Any = _ObservingGrid(grid, run) if cfg.secagg is not None else grid
-    DefaultWorkflow(fit_workflow=fit_workflow)(observed, legacy)
+        def observe(obs: dict[str, Any], stats: BoundStats) -> None:
+            run.masked_observations.append(obs)
+            run.bound_stats.append(stats)
+
+        spec = None
+        if cfg.secagg.zk_bound is not None:
+            spec = BoundSpec(cfg.secagg.zk_clip, cfg.secagg.zk_bound, prove=True)
+        fit_workflow = MaskedAggregationWorkflow(cfg.secagg, spec=spec, observer=observe)
+    DefaultWorkflow(fit_workflow=fit_workflow)(grid, legacy)
 
 
 def build_server_app(run: FlowerRun, max_weight: float = 1e6) -> Any:

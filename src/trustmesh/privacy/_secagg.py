@@ -1,8 +1,8 @@
-"""Settings of SecAgg+ secure aggregation (Bell et al., "Secure Single-Server Aggregation with
-(Poly)Logarithmic Overhead", CCS 2020), as run by Flower's ``SecAggPlusWorkflow``/``secaggplus_mod``.
+"""Settings of secure aggregation (Bell et al., "Secure Single-Server Aggregation with
+(Poly)Logarithmic Overhead", CCS 2020), as run by trustmesh's own Flower workflow and mod
+(:mod:`trustmesh.federated._secagg_flower`: SecAgg+'s message flow, ChaCha20/HKDF masks).
 
-Only the validated configuration lives here: the protocol itself is Flower's, so ``privacy`` stays
-free of network code.
+Only the validated configuration lives here, so ``privacy`` stays free of network code.
 """
 
 from __future__ import annotations
@@ -15,8 +15,11 @@ __all__ = ["SecAggConfig"]
 @dataclass(frozen=True, slots=True)
 class SecAggConfig:
     """SecAgg+ parameters: each site shares its secrets with ``num_shares`` neighbours, and any
-    ``reconstruction_threshold`` of them can unmask a dropped site. Updates are clipped to
-    ``[-clipping_range, clipping_range]`` and quantized to ``quantization_range`` levels.
+    ``reconstruction_threshold`` of them can unmask a dropped site. Updates (local minus global
+    weights) are clipped to ``[-clipping_range, clipping_range]`` and quantized to
+    ``quantization_range`` levels. With ``zk_bound`` set, updates are instead clipped to
+    ``[-zk_clip, zk_clip]`` and quantized to integers in ``[-zk_bound, zk_bound]``, and every site
+    proves that bound in zero knowledge; the server drops sites whose proof fails.
 
     The round survives up to ``num_shares - reconstruction_threshold`` dropouts among each site's
     neighbours; fewer than ``reconstruction_threshold`` survivors abort the round.
@@ -27,6 +30,8 @@ class SecAggConfig:
     clipping_range: float = 8.0
     quantization_range: int = 1 << 22
     timeout: float | None = None
+    zk_bound: int | None = None
+    zk_clip: float = 1.0
 
     def __post_init__(self) -> None:
         if self.num_shares < 2:
@@ -42,6 +47,10 @@ class SecAggConfig:
             raise ValueError(f"quantization_range must be >= 2, got {self.quantization_range}")
         if self.timeout is not None and not self.timeout > 0:
             raise ValueError(f"timeout must be > 0, got {self.timeout}")
+        if self.zk_bound is not None and not 1 <= self.zk_bound <= 2**20:
+            raise ValueError(f"zk_bound must be in 1..2**20, got {self.zk_bound}")
+        if not self.zk_clip > 0:
+            raise ValueError(f"zk_clip must be > 0, got {self.zk_clip}")
 
     @classmethod
     def for_sites(cls, n_sites: int) -> SecAggConfig:

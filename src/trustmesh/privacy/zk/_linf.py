@@ -108,11 +108,14 @@ def prove_linf_bound(
     context: ProofContext,
     *,
     workers: int | None = None,
+    blinds: Sequence[int] | None = None,
 ) -> tuple[list[Point], LinfBoundProof]:
     """Commit to each coordinate and prove ``max |v_i| <= bound``; return (commitments, proof).
 
     ``values`` is a 1-D integer array (a quantized update). Raise ValueError if a value is out of
-    bound: an honest client cannot make the proof, and the caller should clip first.
+    bound: an honest client cannot make the proof, and the caller should clip first. ``blinds``
+    (secret, uniform mod L; fresh ones by default) lets a caller that must later reveal their
+    masked sum, as secure aggregation does, choose them.
     """
     _check_bound(bound)
     arr = np.asarray(values)
@@ -124,7 +127,10 @@ def prove_linf_bound(
     worst = max(abs(v) for v in ints)
     if worst > bound:
         raise ValueError(f"values exceed the bound: max |v| = {worst} > {bound}")
-    blinds = [random_scalar() for _ in ints]
+    if blinds is None:
+        blinds = [random_scalar() for _ in ints]
+    elif len(blinds) != len(ints):
+        raise ValueError(f"blinds must have one scalar per value ({len(ints)}), got {len(blinds)}")
     h = H.to_bytes()
     commitments = [raw_add(raw_base_mul(r), raw_mul(v % L, h)) if v else raw_base_mul(r) for v, r in zip(ints, blinds, strict=True)]
     t = _transcript(context, commitments, bound)
