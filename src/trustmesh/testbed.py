@@ -22,7 +22,7 @@ import time
 
 from trustmesh._procs import stop_group
 
-__all__ = ["ATK_IP", "DEV_IP", "GW_ATK_IP", "GW_DEV_IP", "PEER_IP", "Testbed", "netns_unavailable"]
+__all__ = ["ATK_IP", "BENIGN_IP", "DEV_IP", "GW_ATK_IP", "GW_DEV_IP", "PEER_IP", "Testbed", "netns_unavailable"]
 
 DEV_IP, GW_DEV_IP = "10.203.1.2", "10.203.1.1"
 ATK_IP, GW_ATK_IP = "10.203.2.2", "10.203.2.1"
@@ -229,22 +229,94 @@ def _percentile(values: list[float], q: float) -> float:
     return ordered[k]
 
 
-def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 60,
-                        idle_timeout: int = 1, active_timeout: int = 2, load: int = 0) -> dict[str, object]:
-    """Time to contain over ``runs`` scans, each from a fresh attacker address.
+_BENIGN_CLIENT = r"""
+import socket, sys, time
+# a benign host on the attacker's segment uses the device's service every 200 ms (bounded by the caller)
+while True:
+    s = socket.socket(); s.settimeout(1.0); s.bind((sys.argv[1], 0))
+    try:
+        s.connect((sys.argv[2], int(sys.argv[3])))
+        s.recv(2)
+    except OSError:
+        pass
+    finally:
+        s.close()
+    time.sleep(0.2)
+"""
 
-    Starts ``trustmesh run --enforce`` inside the gateway namespace on the attacker-facing
-    interface, then for each run: a new address on the attacker's segment scans the device; the
-    clock starts when the first scanned port's flow ends (its RST) and stops when the attacker's
-    address is in the gateway's nftables drop set. Returns seconds (p50/p99/min/max, each run) and
-    what bounds it (nfstream emits a flow only after ``idle_timeout`` seconds of silence).
 
-    The device sends a small UDP telemetry datagram every 50 ms, as IoT devices do: nfstream's live
-    meter advances its clock (and so expires idle flows) only when packets arrive, so on a silent
-    link a finished flow would wait for the next packet, however late.
+class _SetMonitor:
+    """Follow ``nft monitor elements`` in a namespace; note when each address first entered a set.
 
-    The clock starts at the attack's first packet. Two times are taken per run: until the address is in
-    the drop set, and until the attacker's probes fail (a probe the gateway drops gets no answer).
+    One long-running ``nft`` instead of polling ``nft list set`` (a process pair per poll, which on a
+    2-core gateway competes with the very process being measured).
+    """
+
+    def __init__(self, ns: str, set_name: str) -> None:
+        import re
+        import threading
+
+        self._re = re.compile(rf"^add element inet \S+ {re.escape(set_name)} \{{(?P<body>.*)\}}")
+        self.first: dict[str, float] = {}
+        self._cond = threading.Condition()
+        self._proc = subprocess.Popen(["ip", "netns", "exec", ns, "nft", "monitor", "elements"],
+                                      stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+        self._thread = threading.Thread(target=self._read, name="tm-nft-monitor", daemon=True)
+        self._thread.start()
+
+    def _read(self) -> None:
+        assert self._proc.stdout is not None
+        for line in self._proc.stdout:
+            at = time.monotonic()
+            match = self._re.match(line.strip())
+            if match is None:
+                continue
+            with self._cond:
+                for part in match.group("body").split(","):
+                    addr = part.strip().split(" ", 1)[0]
+                    if addr:
+                        self.first.setdefault(addr, at)
+                self._cond.notify_all()
+
+    def wait(self, addr: str, timeout: float) -> float | None:
+        """Return when ``addr`` entered the set (monotonic), waiting at most ``timeout`` seconds."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while addr not in self.first:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self._cond.wait(left)
+            return self.first[addr]
+
+    def close(self) -> None:
+        self._proc.kill()
+        self._proc.wait(timeout=10)
+        self._thread.join(timeout=5)
+        if self._proc.stdout is not None:
+            self._proc.stdout.close()
+
+
+BENIGN_IP = "10.203.2.4"  # a benign client on the attacker's segment (bench only)
+
+
+def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120,
+                        idle_timeout: int = 1, active_timeout: int = 2, load: int = 0,
+                        wait_s: float = 30.0) -> dict[str, object]:
+    """Time to contain ``runs`` scans, one after another against one gateway, each from a fresh address.
+
+    Starts ``trustmesh run --enforce`` inside the gateway namespace on the attacker-facing interface
+    (default guards: ``min_confidence`` 0.8), then for each run: a new address on the attacker's
+    segment scans 60 ports of the device and keeps probing one port every 20 ms. The clock starts at
+    the attack's first packet; two times are taken per run: until the address is in the gateway's
+    nftables drop set (seen by ``nft monitor``), and until the attacker's probes fail (a probe the
+    gateway drops gets no answer). ``runs`` attackers in sequence against the same gateway is the
+    point: state the gateway keeps after its first block must not slow or stop later blocks.
+
+    Benign traffic all along: the device sends a UDP telemetry datagram every 50 ms to a peer on the
+    attacker's segment (nfstream's live meter advances its clock only when packets arrive), and a
+    benign client on that segment uses a TCP service on the device every 200 ms. Every address that
+    ever entered the drop set is checked against these benign hosts and the gateway's own addresses.
     With ``load`` K, K CPU burner processes run during the measurement (bounded to 600 s each).
     """
     if runs < 1:
@@ -263,17 +335,24 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 60,
         f'[pipeline]\nmodel = "{model}"\norigin = "testbed.example/bench"\nsources = ["iface:to-atk"]\n'
         f'live_idle_timeout = {idle_timeout}\nlive_active_timeout = {active_timeout}\nbatch_size = 256\n'
         '[response]\nplaybooks = ["playbook.yaml"]\nenforce = true\n'
-        f'[guards]\nallowlist = ["{GW_ATK_IP}", "{GW_DEV_IP}", "{DEV_IP}"]\nmin_confidence = 0.5\n'
+        f'[guards]\nallowlist = ["{GW_ATK_IP}", "{GW_DEV_IP}"]\n'
         "max_blocks_per_minute = 1000\n", encoding="utf-8")
     exe = str(Path(sys.executable).with_name("trustmesh"))
     samples: list[float] = []
     failing: list[float] = []
-    benign_blocked: list[str] = []
+    per_run: list[dict[str, object]] = []
+    ever_blocked: dict[str, float] = {}
     burners: list[subprocess.Popen[bytes]] = []
+    benign = (DEV_IP, PEER_IP, BENIGN_IP, GW_ATK_IP, GW_DEV_IP)
     with Testbed(prefix="tmb") as bed:
-        heartbeat = subprocess.Popen(["ip", "netns", "exec", bed.dev, sys.executable, "-c", _HEARTBEAT, PEER_IP],
-                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        bed._procs.append(heartbeat)  # type: ignore[arg-type]
+        bed._sh("ip", "-n", bed.atk, "addr", "add", f"{BENIGN_IP}/24", "dev", "eth0")
+        bed.serve(bed.dev, DEV_IP, 8080)
+        for script, args in ((_HEARTBEAT, (PEER_IP,)), (_BENIGN_CLIENT, (BENIGN_IP, DEV_IP, "8080"))):
+            ns = bed.dev if script is _HEARTBEAT else bed.atk
+            bed._procs.append(subprocess.Popen(  # type: ignore[arg-type]
+                ["ip", "netns", "exec", ns, sys.executable, "-c", script, *args],
+                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+        monitor = _SetMonitor(bed.gw, "blocklist")
         log = (work / "gw.log").open("w")
         gw = subprocess.Popen(["ip", "netns", "exec", bed.gw, exe, "run", "--config", str(work / "gw.toml"), "--json"],
                               stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
@@ -289,39 +368,39 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 60,
                                          attacker, DEV_IP], stdout=subprocess.PIPE, text=True)
                 assert proc.stdout is not None
                 started = float(proc.stdout.readline().strip() or "nan")
-                blocked = None
-                deadline = time.monotonic() + 30
-                while time.monotonic() < deadline:
-                    out = bed.exec(bed.gw, "nft", "list", "set", "inet", "trustmesh", "blocklist", check=False)
-                    if attacker in out.stdout:
-                        blocked = time.monotonic()
-                        break
-                    time.sleep(0.01)
+                blocked = monitor.wait(attacker, wait_s)
+                row: dict[str, object] = {"attacker": attacker, "drop_active_s": None, "probes_failing_s": None}
                 if blocked is not None:
                     samples.append(blocked - started)
+                    row["drop_active_s"] = round(blocked - started, 4)
                     line = proc.stdout.readline().strip()  # the first failing probe (bounded by the script)
                     if line:
                         failing.append(float(line) - started)
+                        row["probes_failing_s"] = round(float(line) - started, 4)
+                per_run.append(row)
                 proc.kill()
                 proc.wait()
                 proc.stdout.close()
-            final = bed.exec(bed.gw, "nft", "list", "set", "inet", "trustmesh", "blocklist", check=False).stdout
-            benign_blocked = [ip for ip in (DEV_IP, PEER_IP, GW_ATK_IP, GW_DEV_IP) if ip in final]
+            time.sleep(1.0)  # late verdicts on the benign hosts' last flows still count
+            ever_blocked = dict(monitor.first)
         finally:
             for b in burners:
                 b.kill()
                 b.wait()
             stop_group(gw, timeout=60)
+            monitor.close()
             log.close()
+    benign_blocked = sorted(ip for ip in ever_blocked if ip in benign)
     doc: dict[str, object] = {
         "runs": runs, "contained": len(samples), "idle_timeout_s": idle_timeout, "load_burners": load,
         "benign_blocked": benign_blocked,
+        "blocked_addresses": sorted(ever_blocked),
         "probes_failing_s": [round(s, 4) for s in failing],
         "active_timeout_s": active_timeout,
         "seconds": [round(s, 4) for s in samples],
-        "bound": "nfstream emits a flow after idle_timeout s of silence, but its idle scan stops at the "
-                 "oldest flow that is still active, so on a busy link active_timeout bounds it too; the rest "
-                 "is score + decide + nft",
+        "per_run": per_run,
+        "bound": "scan probes to closed ports end with a RST and are exported at once (early export); "
+                 "the rest is conversion + score + behaviour + decide + nft",
     }
     if samples:
         doc.update(p50_s=round(_percentile(samples, 50), 4), p99_s=round(_percentile(samples, 99), 4),

@@ -161,3 +161,40 @@ def test_quarantine_isolates_device_even_when_mqtt_is_down(testbed: Testbed, tmp
     assert undone.status == "rolled_back" and "gateways were not told" in undone.detail
     assert DEV_IP not in isolation.list_elements()
     assert bed.connect(bed.dev, PEER_IP, 8080) == "OK"
+
+
+@pytest.fixture(scope="module")
+def policy_model(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The default pcap model saved with its training record (its corroborated alert policy)."""
+    from trustmesh.detect import default_pcap_model, save_model
+
+    detector, manifest = default_pcap_model(data_dir)
+    path = tmp_path_factory.mktemp("ttc-model") / "default.model"
+    save_model(detector, path, data_digest=manifest.data_digest, training=dict(manifest.training))
+    return path
+
+
+@pytest.mark.slow
+def test_live_gateway_blocks_every_attacker_in_sequence_and_no_benign_host(policy_model: Path,
+                                                                            tmp_path: Path) -> None:
+    # Arrange: the containment bench's set-up: `trustmesh run --enforce` in the gateway namespace on
+    # its attacker-facing interface, device telemetry and a benign client on the attackers' segment
+    from trustmesh.testbed import BENIGN_IP, measure_containment, netns_unavailable
+
+    reason = netns_unavailable()
+    if reason is not None:
+        pytest.skip(reason)
+
+    # Act: three attackers, one after another, each scanning the device from a fresh address
+    doc = measure_containment(str(policy_model), 3, str(tmp_path / "ttc"), wait_s=20.0)
+
+    # Assert: each one is in the drop set (generous bound: 20 s) and its probes then fail; the benign
+    # hosts and the gateway's own addresses never entered the set
+    runs = doc["per_run"]
+    assert isinstance(runs, list) and [r["attacker"] for r in runs] == ["10.203.2.100", "10.203.2.101",
+                                                                       "10.203.2.102"]
+    assert all(r["drop_active_s"] is not None for r in runs), (runs, (tmp_path / "ttc" / "gw.log").read_text()[-3000:])
+    assert all(r["probes_failing_s"] is not None for r in runs), runs
+    assert doc["contained"] == 3
+    assert doc["benign_blocked"] == [], doc["blocked_addresses"]
+    assert {PEER_IP, BENIGN_IP, DEV_IP}.isdisjoint(doc["blocked_addresses"])  # type: ignore[arg-type]

@@ -357,17 +357,23 @@ def bench_respond(
 
 
 def _bench_model(model: Path | None, root: Path | None) -> Path:
-    """Return a model file: the one given, or the default pcap model saved to a cache file."""
+    """Return a model file: the one given, or the default pcap model saved to a cache file.
+
+    The copy keeps the manifest's training record: its alert policy (model alerts must be
+    corroborated by a behaviour verdict) is part of the default model, and a copy without it alerted
+    on every flow the model disliked (benign hosts blocked in the containment bench, issue 12).
+    """
     if model is not None:
         return model
     from trustmesh.config import load_settings
     from trustmesh.detect import default_pcap_model, save_model
 
     detector, manifest = default_pcap_model(root)
-    path = load_settings().cache_dir / "bench" / f"{manifest.model_id}.model"
+    path = load_settings().cache_dir / "bench" / f"{manifest.model_id}-with-policy.model"
     if not path.exists():
         path.parent.mkdir(parents=True, exist_ok=True)
-        save_model(detector, path)
+        save_model(detector, path, data_digest=manifest.data_digest, metrics=manifest.metrics,
+                   training=manifest.training)
     return path
 
 

@@ -339,16 +339,23 @@ def _iter_streamer(
 ) -> Generator[pd.DataFrame, None, None]:
     """Group nfstream's flows into canonical batches of ``batch_size``.
 
-    With ``max_delay_s`` (live capture) a batch is also released once its oldest flow has waited
-    that long, so a quiet link does not hold an attack's first flows back until the batch fills.
+    With ``max_delay_s`` (live capture) a batch is released as soon as no further flow is already
+    waiting in the meter's queue (a lone flow is never held back), when it is full, or once its
+    oldest flow has waited ``max_delay_s`` (0: ``_DRAIN_CAP_S``) while flows kept arriving. A burst
+    (a scan's probes expired together) is therefore converted once, not flow by flow: converting
+    one flow costs about as much as converting a hundred, and doing it per flow made the reader fall
+    behind a scan on a loaded gateway (issue 12).
     """
     keys: list[str] | None = None
     rows: list[list[Any]] = []
     flows = iter(streamer)
     finished = False
     first_at = 0.0
+    cap = (max_delay_s or _DRAIN_CAP_S) if max_delay_s is not None else 0.0
+    tracked = getattr(streamer, "_mp_context", None)
     try:
         head, started = _start(flows)
+        channel = _channel(tracked) if max_delay_s is not None else None
         for flow in itertools.chain((head,), flows) if started else ():
             if keys is None:
                 keys = list(flow.keys())
@@ -356,7 +363,8 @@ def _iter_streamer(
                 first_at = time.monotonic()
             rows.append(flow.values())
             if len(rows) >= batch_size or (
-                max_delay_s is not None and time.monotonic() - first_at >= max_delay_s
+                max_delay_s is not None
+                and (time.monotonic() - first_at >= cap or channel is None or _drained(channel))
             ):
                 yield nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source)
                 rows = []
@@ -369,6 +377,22 @@ def _iter_streamer(
             _stop(flows, getattr(streamer, "_mp_context", None))
     if rows and keys is not None:
         yield nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source)
+
+
+_DRAIN_CAP_S = 0.05  # longest a live batch keeps collecting flows that are already waiting
+
+
+def _channel(tracked: Any) -> Any:
+    """The meters' flow queue of a streamer (the queue nfstream's ``__iter__`` made), or None."""
+    queues = list(getattr(tracked, "queues", ()))
+    return queues[0] if len(queues) == 1 else None
+
+
+def _drained(channel: Any) -> bool:
+    try:
+        return bool(channel.empty())
+    except (OSError, ValueError):  # closed: nothing more will come
+        return True
 
 
 def _early_export_plugin() -> Any:
@@ -447,9 +471,11 @@ def iter_interface(
     Same mapping as ``iter_pcap``; runs until the caller stops iterating. Call ``close()`` on the
     generator (or let it be garbage-collected) to stop nfstream's capture process. A flow is
     emitted when it has been idle ``idle_timeout`` seconds (or ran ``active_timeout``); a batch is
-    released when full or when its oldest flow has waited ``max_delay_s`` (0: every flow at once,
-    the lowest latency; None: only full batches). ``early_export`` (default) also emits a TCP flow
-    the moment a RST ends it (scan probes, refused connections), without waiting for the idle timeout.
+    released when full, as soon as no further flow is waiting in the meter's queue, or once its
+    oldest flow has waited ``max_delay_s`` (0: 50 ms) while flows kept coming (None: only full
+    batches). So a lone flow is never held back and a burst is converted in one batch.
+    ``early_export`` (default) also emits a TCP flow the moment a RST ends it (scan probes, refused
+    connections), without waiting for the idle timeout.
     """
     _check_batch(batch_size)
     if not interface or "/" in interface:
