@@ -54,14 +54,10 @@ def _plan(spec: dict[str, Any]) -> tuple[FederatedData, Plan]:
 
 
 def _maybe_secagg(msg: Message, ctxt: Context, call_next: Any) -> Message:
-    """Apply SecAgg+ only to messages of the SecAgg+ protocol (plain rounds pass through)."""
-    from flwr.client.mod import secaggplus_mod
-    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+    """Apply our secure aggregation only to its own messages (plain rounds pass through the mod)."""
+    from trustmesh.federated._secagg_flower import make_masking_mod
 
-    rec = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
-    if rec is not None and Key.STAGE in rec:
-        return secaggplus_mod(msg, ctxt, call_next)
-    return cast(Message, call_next(msg, ctxt))
+    return cast(Message, make_masking_mod()(msg, ctxt, call_next))
 
 
 def _client_fn(context: Context) -> Any:
