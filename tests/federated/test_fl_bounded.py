@@ -100,3 +100,21 @@ def test_flower_round_drops_a_site_with_a_forged_proof_and_a_dropout_and_sums_th
     assert set(stats.verify_s) == {"0", "1", "2", "3"} and set(stats.prove_s) == {"0", "1", "2", "3"}
     (obs,) = run.masked_observations
     assert len(obs["vectors"]) == 3 and r1.masked_commitment == obs["commitment"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--zk-bound", "127"], "add --secagg"),
+        (["--secagg", "--zk-bound", "0", "--sites", "3"], "zk_bound must be in"),
+        (["--secagg", "--zk-bound", "7", "--zk-clip", "-1", "--sites", "3"], "zk_clip must be > 0"),
+    ],
+)
+def test_bad_bound_options_give_one_line_and_exit_2(args: list[str], message: str) -> None:
+    from typer.testing import CliRunner
+
+    from trustmesh.cli._app import app
+
+    result = CliRunner().invoke(app, ["fl", "simulate", *args])
+    assert result.exit_code == 2
+    assert message in result.output and "Traceback" not in result.output

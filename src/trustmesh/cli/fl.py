@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import statistics
 import time
@@ -42,9 +43,15 @@ def simulate_cmd(
                                        "--aggregator rule: normbound | centered-clip | bulyan"),
     assumed_malicious: int | None = typer.Option(None, "--assumed-malicious", help="f, the malicious sites the "
                                                  "robust rules tolerate (default: the --attack sites, at least 1)."),
-    secagg: bool = typer.Option(False, "--secagg", help="Flower SecAgg+ (the server sees only masked updates)."),
+    secagg: bool = typer.Option(False, "--secagg", help="Secure aggregation (SecAgg+'s protocol with ChaCha20 "
+                                "masks; the server sees only masked updates)."),
     secagg_shares: int | None = typer.Option(None, "--secagg-shares", help="SecAgg+ shares per site."),
     secagg_threshold: int | None = typer.Option(None, "--secagg-threshold", help="SecAgg+ reconstruction threshold."),
+    zk_bound: int | None = typer.Option(None, "--zk-bound", help="With --secagg: quantise updates to integers in "
+                                        "[-B, B] and have each site prove that L-inf bound in zero knowledge; sites "
+                                        "whose proof fails are left out of the sum (and recorded)."),
+    zk_clip: float = typer.Option(1.0, "--zk-clip", help="With --zk-bound: clip each update coordinate to "
+                                  "[-C, C] before quantising (one level is C/B)."),
     dp: str | None = typer.Option(None, "--dp", help="Central DP: noise=Z,clip=C,delta=D[,budget=EPS][,method=pld]; "
                                   "or epsilon=E,clip=C,delta=D to calibrate the noise to E over all rounds"),
     dp_sgd: str | None = typer.Option(None, "--dp-sgd", help="Record-level local DP-SGD (opacus) with a per-site "
@@ -90,18 +97,22 @@ def simulate_cmd(
                   secagg_shares=secagg_shares, secagg_threshold=secagg_threshold, dp=dp, he=he, attack=attack,
                   seed=seed, local_epochs=local_epochs, dp_sgd=dp_sgd, lr=lr, batch_size=batch_size,
                   class_weight=class_weight, model=model, target_fpr=target_fpr, defence=defence,
-                  assumed_malicious=assumed_malicious)
+                  assumed_malicious=assumed_malicious, zk_bound=zk_bound, zk_clip=zk_clip)
     if in_process and cfg.secagg is not None:
         raise ConfigError("--in-process cannot run SecAgg+ (it is Flower's protocol); drop one of them")
     data = load_federated_data(dataset, data_dir, max_train=max_rows or None, max_test=max_test or None, seed=seed,
                                holdout=holdout)
     recorder = RoundRecorder(open_round_ledger(ledger) if ledger is not None else None)
     t0 = time.perf_counter()
+    bound_checks: list[dict[str, Any]] = []
     if in_process:
         result = run_inprocess(cfg, data, recorder=recorder)
     else:
-        result, _ = simulate(cfg, data, recorder=recorder)
+        result, flower_run = simulate(cfg, data, recorder=recorder)
+        bound_checks = [dataclasses.asdict(s) for s in flower_run.bound_stats if s.prove_s or s.rejected]
     doc = result.to_dict()
+    if bound_checks:
+        doc["bound_checks"] = bound_checks  # per round: prove/verify seconds per site, rejections
     doc["dataset"] = {"name": dataset, "train_rows": int(len(data.y_train)), "test_rows": int(len(data.y_test)),
                       "digest": data.digest}
     doc["wall_seconds"] = round(time.perf_counter() - t0, 3)
@@ -136,7 +147,11 @@ def simulate_cmd(
 @guarded
 def bench_fl(
     sites: str = typer.Option("10,50,100", "--sites", help="Comma-separated site counts."),
-    modes: str = typer.Option("plain,secagg,dp,ckks", "--modes", help="Subset of plain,secagg,dp,ckks."),
+    modes: str = typer.Option("plain,secagg,dp,ckks", "--modes", help="Subset of plain,secagg,secagg-zk,dp,ckks "
+                              "(secagg-zk: --secagg with the ZK L-inf bound of --zk-bound)."),
+    zk_bound: int = typer.Option(127, "--zk-bound", help="The bound sites prove in mode secagg-zk."),
+    zk_clip: float = typer.Option(1.0, "--zk-clip", help="The update clip in mode secagg-zk."),
+    hidden: str = typer.Option("64,32", "--hidden", help="MLP hidden layer sizes (the proof cost grows with them)."),
     rounds: int = typer.Option(3, "--rounds", help="Rounds per run; round 1 (actor start-up) is excluded."),
     rows_per_site: int = typer.Option(200, "--rows-per-site", help="Training rows per site (0 = the whole training split)."),
     local_epochs: int = typer.Option(1, "--local-epochs"),
@@ -146,6 +161,8 @@ def bench_fl(
     json_out: bool = typer.Option(False, "--json"),
 ) -> None:
     """Time federated rounds for several site counts, with and without SecAgg+, DP and CKKS."""
+    import os
+
     from trustmesh.errors import ConfigError
     from trustmesh.federated import FLConfig, TrainConfig, load_federated_data, run_inprocess, simulate
     from trustmesh.privacy import DPConfig, SecAggConfig
@@ -153,7 +170,7 @@ def bench_fl(
     counts = [int(s) for s in sites.split(",") if s.strip()]
     wanted = [m.strip() for m in modes.split(",") if m.strip()]
     for m in wanted:
-        if m not in ("plain", "secagg", "dp", "ckks"):
+        if m not in ("plain", "secagg", "secagg-zk", "dp", "ckks"):
             raise ConfigError(f"--modes: unknown mode {m!r}")
     if rounds < 2:
         raise ConfigError("--rounds must be >= 2 (round 1 includes start-up and is excluded)")
@@ -163,31 +180,49 @@ def bench_fl(
     for n in counts:
         data = load_federated_data(dataset, max_train=n * rows_per_site or None, max_test=2000, seed=seed)
         for mode in wanted:
-            if mode == "secagg" and in_process:
+            if mode.startswith("secagg") and in_process:
                 continue
             kw: dict[str, Any] = {}
             if mode == "secagg":
                 kw["secagg"] = SecAggConfig.for_sites(n)
+            elif mode == "secagg-zk":
+                kw["secagg"] = dataclasses.replace(SecAggConfig.for_sites(n), zk_bound=zk_bound, zk_clip=zk_clip)
             elif mode == "dp":
                 kw["dp"] = DPConfig(noise_multiplier=1.0, clip_norm=1.0, delta=1e-5)
             elif mode == "ckks":
                 kw["he"] = "ckks"
-            cfg = FLConfig(n_sites=n, rounds=rounds, seed=seed, train=TrainConfig(local_epochs=local_epochs), **kw)
+            layers = tuple(int(h) for h in hidden.split(",") if h.strip())
+            cfg = FLConfig(n_sites=n, rounds=rounds, seed=seed,
+                           train=TrainConfig(local_epochs=local_epochs, hidden=layers), **kw)
             t0 = time.perf_counter()
-            result = run_inprocess(cfg, data) if in_process else simulate(cfg, data)[0]
+            zk: dict[str, Any] = {}
+            if in_process:
+                result = run_inprocess(cfg, data)
+            else:
+                result, flower_run = simulate(cfg, data)
+                proved = [s for s in flower_run.bound_stats if s.prove_s]
+                if proved:
+                    zk = {"zk_bound": zk_bound, "coordinates": int(sum(w.size for w in result.final_weights)),
+                          "prove_s_per_site_median": round(statistics.median(
+                              v for s in proved for v in s.prove_s.values()), 4),
+                          "verify_s_per_site_median": round(statistics.median(
+                              v for s in proved for v in s.verify_s.values()), 4),
+                          "verify_s_per_round": [round(sum(s.verify_s.values()), 3) for s in proved],
+                          "link_check_s_per_round": [s.link_s for s in proved],
+                          "rejected": [s.rejected for s in proved]}
             steady = result.round_times[1:]
             rows.append({"sites": n, "mode": mode, "path": result.path, "train_rows": int(len(data.y_train)),
                          "round_seconds_median": round(statistics.median(steady), 4),
                          "round_seconds": [round(t, 4) for t in result.round_times],
                          "wall_seconds": round(time.perf_counter() - t0, 2),
-                         "macro_f1": result.metrics.get("macro_f1")})
+                         "macro_f1": result.metrics.get("macro_f1"), **zk})
     for row in rows:
         base = next((r for r in rows if r["sites"] == row["sites"] and r["mode"] == "plain"), None)
         if base and base["round_seconds_median"] > 0:
             row["vs_plain"] = round(row["round_seconds_median"] / base["round_seconds_median"], 3)
             row["overhead_seconds"] = round(row["round_seconds_median"] - base["round_seconds_median"], 4)
     doc = {"benchmark": "fl-round-time", "dataset": dataset, "rows_per_site": rows_per_site, "rounds": rounds,
-           "local_epochs": local_epochs,
+           "local_epochs": local_epochs, "hidden": hidden, "load_average_1m": round(os.getloadavg()[0], 2),
            "results": rows}
     if json_out:
         print_json(doc)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 from trustmesh.errors import ConfigError
@@ -20,7 +21,7 @@ def config_from_options(
     he: str | None = None, attack: str | None = None, seed: int = 0, local_epochs: int = 1,
     dp_sgd: str | None = None, lr: float = 3e-3, batch_size: int = 64, class_weight: str = "none",
     model: str = "mlp", target_fpr: float = 0.01, defence: str | None = None, assumed_malicious: int | None = None,
-    **_: Any,
+    zk_bound: int | None = None, zk_clip: float = 1.0, **_: Any,
 ) -> FLConfig:
     """Parse option strings (``--partition dirichlet:0.5``, ``--dp epsilon=3,clip=1``, ...) into a config.
 
@@ -37,6 +38,10 @@ def config_from_options(
             if secagg_shares or secagg_threshold:
                 sa = SecAggConfig(num_shares=secagg_shares or sa.num_shares,
                                   reconstruction_threshold=secagg_threshold or sa.reconstruction_threshold)
+            if zk_bound is not None:
+                sa = dataclasses.replace(sa, zk_bound=zk_bound, zk_clip=zk_clip)
+        elif zk_bound is not None:
+            raise ConfigError("--zk-bound proves bounds inside secure aggregation; add --secagg")
         sgd = DPSGDConfig.parse(dp_sgd, rounds=rounds) if dp_sgd else None
         dp_cfg = None
         if dp:
