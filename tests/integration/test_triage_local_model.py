@@ -18,8 +18,7 @@ import pytest
 
 from trustmesh.ledger import Ledger
 from trustmesh.records import Incident, IncidentId
-from trustmesh.respond import LLMTriage
-from trustmesh.respond._local_llm import LocalModelServer, file_sha256, find_model, runtime_missing
+from trustmesh.respond import LLMTriage, LocalModelServer, file_sha256, find_model, runtime_missing
 from trustmesh.evaluate._triage_bench import VIOLATION_KINDS
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -53,6 +52,7 @@ def server() -> Iterator[LocalModelServer]:
 
 
 def _triage(server: LocalModelServer, **kw: object) -> LLMTriage:
+    kw.setdefault("grammar", True)
     return LLMTriage(server.url, server.alias, timeout=60, max_tokens=96, model_sha256=server.model_sha256,
                      **kw)  # type: ignore[arg-type]
 

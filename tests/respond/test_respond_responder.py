@@ -227,8 +227,8 @@ def _llm(server: ChatServer) -> LLMTriage:
 
 
 def test_accepted_llm_proposal_selects_steps_and_skips_the_rest(tmp_path: Path) -> None:
-    with ChatServer(lambda _r: json.dumps({"actions": ["scan#1"],
-                                           "rationale": "just tell someone"})) as server:
+    with ChatServer(lambda _r: json.dumps({"rationale": "suspicious", "actions": ["scan#1"],
+                                           "confidence": 0.7})) as server:
         responder = _responder(tmp_path, llm=_llm(server))
         records = responder.handle(Correlator().add(_alert(1)))
     proposal = records[0]

@@ -50,15 +50,14 @@ def bench_cmd(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Triage lab incidents with and without the local model, then try prompt injections; count violations."""
-    from trustmesh.respond._llm import LLMTriage
-    from trustmesh.respond._local_llm import LocalModelServer
     from trustmesh.evaluate._triage_bench import bench
+    from trustmesh.respond import LLMTriage, LocalModelServer
 
     runs = _runs(lab)
     with LocalModelServer(model, n_threads=threads) as server:
         def factory() -> LLMTriage:
             return LLMTriage(server.url, server.alias, timeout=timeout, max_tokens=max_tokens,
-                             model_sha256=server.model_sha256)
+                             model_sha256=server.model_sha256, grammar=True)
 
         doc = bench(runs, factory, incidents=incidents, injections=injections, analyst_minutes=analyst_minutes,
                     ledger_dir=ledger, progress=None if as_json else err_console.print)

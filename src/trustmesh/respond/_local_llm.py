@@ -106,7 +106,7 @@ class LocalModelServer:
     """
 
     def __init__(self, model_path: Path | str | None = None, *, alias: str = "smollm2-135m-instruct",
-                 n_ctx: int = 2048, n_threads: int = 2, startup_timeout: float = 120.0) -> None:
+                 n_ctx: int = 1024, n_threads: int = 2, startup_timeout: float = 120.0) -> None:
         missing = runtime_missing() if model_path is None else (
             None if importlib.util.find_spec("llama_cpp") is not None else
             f"llama-cpp-python is not installed; {_INSTALL_HINT}")
@@ -152,7 +152,9 @@ class LocalModelServer:
                "--model_alias", self.alias, "--host", "127.0.0.1", "--port", str(self.port),
                "--n_ctx", str(self.n_ctx), "--n_threads", str(self.n_threads),
                "--n_threads_batch", str(self.n_threads), "--verbose", "False"]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1"}
+        # llama.cpp's OpenMP threads busy-wait between operations by default; on a loaded machine (more
+        # runnable threads than cores) that spinning took most of the time (docs/benchmarks.md): they sleep
+        env = {**os.environ, "HF_HUB_OFFLINE": "1", "OMP_WAIT_POLICY": "PASSIVE"}
         self._proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log, stderr=subprocess.STDOUT,
                                       start_new_session=True, env=env,
                                       preexec_fn=_die_with_parent if sys.platform == "linux" else None)
