@@ -40,6 +40,7 @@ import numpy as np
 import rfc8785
 
 from trustmesh.errors import InputError, MissingDependencyError, ProofError
+from trustmesh.ledger._canonical import canonical_dumps
 
 __all__ = [
     "CIRCUIT_ENTRY_KIND",
@@ -91,12 +92,13 @@ def feature_commitments(names: Sequence[str], matrix: np.ndarray) -> tuple[list[
     names = [str(n) for n in names]
     digests: list[str] = []
     rows: dict[str, list[float | None]] = {}
+    # canonical_dumps writes the same RFC 8785 bytes as rfc8785.dumps, with the C encoder (ledger/_canonical.py)
     for row in np.asarray(matrix, dtype=np.float64):
         values = _row_values(row)
-        d = _sha(rfc8785.dumps({"features": names, "values": values}))
+        d = _sha(canonical_dumps({"features": names, "values": values})[0])
         digests.append(d)
         rows[d] = values
-    blob = rfc8785.dumps({"format": FEATURES_FORMAT, "features": names, "rows": rows})
+    blob = canonical_dumps({"format": FEATURES_FORMAT, "features": names, "rows": rows})[0]
     return digests, blob
 
 

@@ -17,7 +17,7 @@ from typing import Any
 from trustmesh.cli._bench_serve import _free_port, _wait_up
 from trustmesh.errors import EnvironmentProblem, InputError, TrustmeshError
 
-__all__ = ["bench_in_process", "bench_workers"]
+__all__ = ["bench_in_process", "bench_workers", "scaled_copy"]
 
 EVE = "logs/suricata/test6-malicious.suricata.json.gz"
 ORIGIN = "bench.trustmesh/workers"
@@ -138,24 +138,96 @@ def bench_workers(workers: int, records: int, model: Path | None, data_dir: Path
             "load_average": load_before}
 
 
+def scaled_copy(source: str, records: int, out_dir: Path) -> str:
+    """Write ``records`` records of a Zeek conn log or Suricata EVE file, repeated with fresh flow ids.
+
+    Each repetition gets new ids (EVE ``flow_id``, Zeek ``uid``) so every flow is distinct, for a
+    steady-state measurement on more records than the small public logs hold. Other sources are
+    refused (InputError): a capture's or table's flows cannot be repeated this way.
+    """
+    from trustmesh.flows._io import open_text
+
+    path = Path(source)
+    if not path.is_file():
+        raise InputError(f"{source}: --scale needs a Zeek conn log or an EVE file")
+    with open_text(path) as fh:
+        lines = [ln.rstrip("\n") for ln in fh if ln.strip()]
+    header = [ln for ln in lines if ln.startswith("#")]
+    body = [ln for ln in lines if not ln.startswith("#")]
+    fields = next((ln.split("\t")[1:] for ln in header if ln.startswith("#fields")), None)
+    if not body:
+        raise InputError(f"{source}: no records to scale")
+    out: list[str] = []
+    rnd = 0
+    while len(out) < records:
+        for ln in body:
+            if len(out) >= records:
+                break
+            if fields is not None:  # Zeek TSV
+                if "uid" not in fields:
+                    raise InputError(f"{source}: Zeek log without a uid field")
+                cols = ln.split("\t")
+                k = fields.index("uid")
+                if k < len(cols):
+                    cols[k] = f"{cols[k]}r{rnd}" if rnd else cols[k]
+                out.append("\t".join(cols))
+                continue
+            try:
+                doc = json.loads(ln)
+            except ValueError:
+                raise InputError(f"{source}: --scale needs a Zeek conn log or an EVE file (a line is not JSON)") from None
+            if not isinstance(doc, dict):
+                raise InputError(f"{source}: --scale needs JSON objects, one a line")
+            if rnd and isinstance(doc.get("flow_id"), int):
+                doc["flow_id"] = doc["flow_id"] + rnd * 10_000_000_000
+            if rnd and isinstance(doc.get("uid"), str):
+                doc["uid"] = f"{doc['uid']}r{rnd}"
+            out.append(json.dumps(doc, separators=(",", ":")))
+        rnd += 1
+    name = path.name.removesuffix(".gz")
+    target = out_dir / f"scaled-{records}-{name}"
+    target.write_text("\n".join([*[h for h in header if not h.startswith("#close")], *out]) + "\n", encoding="utf-8")
+    return str(target)
+
+
 def bench_in_process(sources: list[str], model: Path | None, data_dir: Path | None,
-                     batch_size: int = 4096) -> dict[str, Any]:
-    """Run the pipeline over ``sources`` in this process with a fresh ledger; time it end to end."""
+                     batch_size: int = 4096, scale: int | None = None) -> dict[str, Any]:
+    """Run the pipeline over ``sources`` in this process with a fresh ledger; time it end to end.
+
+    ``scale``: each source is first rewritten to that many records (:func:`scaled_copy`). Besides the
+    whole run, the steady state is reported: everything after the first batch, whose time includes
+    the one-off imports and warm-up of a fresh process.
+    """
     from trustmesh.pipeline import Pipeline, PipelineConfig, open_sources
 
     with tempfile.TemporaryDirectory() as tmp:
+        if scale is not None:
+            sources = [scaled_copy(s, scale, Path(tmp)) for s in sources]
         cfg = PipelineConfig(ledger_dir=Path(tmp) / "ledger", state_dir=Path(tmp) / "state", model=model,
                              data_dir=data_dir, batch_size=batch_size)
         pipe = Pipeline.from_config(cfg)
         load = os.getloadavg()
+        first: list[float] = []  # wall, cpu and alerts at the end of the first batch
+
+        def on_batch(_name: str, outcome: Any) -> None:
+            if not first:
+                first.extend([time.perf_counter(), time.process_time(), float(pipe.summary.alerts)])
+
         t, c = time.perf_counter(), time.process_time()
         try:
-            pipe.run(open_sources(sources, cfg))
+            pipe.run(open_sources(sources, cfg), on_batch=on_batch)
         finally:
             summary = pipe.close()
-        wall, cpu = time.perf_counter() - t, time.process_time() - c
-    return {"sources": sources, "batch_size": batch_size, "flows": summary.flows, "alerts": summary.alerts, "incidents": summary.incidents,
+        end_wall, end_cpu = time.perf_counter(), time.process_time()
+        wall, cpu = end_wall - t, end_cpu - c
+    steady: dict[str, Any] = {}
+    if first and summary.alerts > first[2]:
+        s_wall, s_cpu, s_alerts = end_wall - first[0], end_cpu - first[1], summary.alerts - first[2]
+        steady = {"alerts": int(s_alerts), "seconds": round(s_wall, 3), "alerts_per_s": s_alerts / s_wall,
+                  "cpu_us_per_alert": s_cpu / s_alerts * 1e6}
+    return {"sources": [Path(s).name for s in sources], "batch_size": batch_size, "flows": summary.flows,
+            "alerts": summary.alerts, "incidents": summary.incidents,
             "ledger_entries": summary.last_index + 1, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
             "alerts_per_s": summary.alerts / wall, "flows_per_s": summary.flows / wall,
-            "cpu_us_per_alert": cpu / max(summary.alerts, 1) * 1e6, "errors": summary.errors[:5],
-            "load_average": load}
+            "cpu_us_per_alert": cpu / max(summary.alerts, 1) * 1e6, "after_first_batch": steady,
+            "errors": summary.errors[:5], "load_average": load}

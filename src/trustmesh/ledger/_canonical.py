@@ -5,16 +5,19 @@ bytes for strings, integers, booleans, null, arrays and objects whose keys lie i
 Multilingual Plane (JCS sorts keys by UTF-16 code units, Python by code points: the two orders agree
 there). Numbers differ only for floats: ECMAScript writes an integral double as an integer ("1", not
 "1.0") and switches to exponents at other bounds than ``repr``. So one pass over the value copies it,
-turns integral floats into integers and checks every other float lies where ``repr`` equals the
-ECMAScript form (1e-4 <= |x| < 1e16); anything else (a key outside the BMP, a float outside that
-range, an integer beyond +-(2^53-1), a non-JSON type, NaN, deep nesting) is handed to the reference
-implementation (``rfc8785``), which writes it or raises as before. The result is byte-identical to
+turns integral floats into integers, keeps floats where ``repr`` equals the ECMAScript form
+(1e-4 <= |x| < 1e16) and puts a placeholder string for any other float, replaced in the output by
+its ECMAScript form (:func:`es6_number`; the placeholder carries a random per-process tag, and the
+output must hold exactly as many as were put in). Anything else (a key outside the BMP, an integer
+beyond +-(2^53-1), a non-JSON type, NaN, deep nesting) is handed to the reference implementation
+(``rfc8785``), which writes it or raises as before. The result is byte-identical to
 ``rfc8785.dumps`` (a property test compares the two on random documents).
 """
 
 from __future__ import annotations
 
 import json
+import secrets
 from typing import Any, Final
 
 import rfc8785
@@ -22,19 +25,60 @@ import rfc8785
 __all__ = ["canonical_dumps"]
 
 _MAX_SAFE: Final = 2**53 - 1
+_INF: Final = float("inf")
 _MAX_DEPTH: Final = 200  # deeper values go to the reference implementation (the C encoder recurses on the C stack)
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False,
                            check_circular=False).encode
+
+
+_TAG: Final = "\x00tm" + secrets.token_hex(8) + ":"  # never written by the encoder for a caller's string
+_TAG_OUT: Final = json.dumps(_TAG).encode()[:-1]  # its encoded form, without the closing quote
 
 
 class _Slow(Exception):
     """The value needs the reference implementation."""
 
 
-def _norm(v: Any, depth: int) -> Any:
-    t = type(v)
-    if t is str:
+def es6_number(x: float) -> str:
+    """Return a finite double as ECMAScript's Number.prototype.toString writes it (RFC 8785 3.2.2.3)."""
+    if x == 0:
+        return "0"
+    text = repr(abs(x))
+    mant, _, exp = text.partition("e")
+    whole, _, frac = mant.partition(".")
+    if frac == "0":
+        frac = ""
+    digits = (whole + frac).lstrip("0")
+    n = len(whole) + (int(exp) if exp else 0) - (len(whole + frac) - len(digits) if whole == "0" else 0)
+    digits = digits.rstrip("0")
+    k = len(digits)
+    sign = "-" if x < 0 else ""
+    if k <= n <= 21:
+        return sign + digits + "0" * (n - k)
+    if 0 < n <= 21:
+        return sign + digits[:n] + "." + digits[n:]
+    if -6 < n <= 0:
+        return sign + "0." + "0" * (-n) + digits
+    e = n - 1
+    return sign + digits[0] + ("." + digits[1:] if k > 1 else "") + "e" + ("+" if e >= 0 else "-") + str(abs(e))
+
+
+def _float(v: float, odd: list[float]) -> Any:
+    if v.is_integer():
+        if -_MAX_SAFE <= v <= _MAX_SAFE:
+            return int(v)  # ECMAScript: 1.0 -> "1" (and -0.0 -> "0")
+        raise _Slow
+    if 1e-4 <= abs(v) < 1e16:  # repr's shortest digits, without an exponent, as ECMAScript writes them
         return v
+    if v != v or v in (_INF, -_INF):
+        raise _Slow  # the reference implementation refuses them
+    odd.append(v)
+    return _TAG + str(len(odd) - 1)
+
+
+def _norm(v: Any, depth: int, odd: list[float]) -> Any:
+    """Return a plain copy of ``v`` ready for the C encoder (strings and small ints pass inline)."""
+    t = type(v)
     if t is dict:
         if depth > _MAX_DEPTH:
             raise _Slow
@@ -42,26 +86,35 @@ def _norm(v: Any, depth: int) -> Any:
         for k, x in v.items():
             if type(k) is not str or (not k.isascii() and max(k) > "\uffff"):
                 raise _Slow
-            out[k] = _norm(x, depth + 1)
+            tx = type(x)
+            if tx is str or (tx is int and -_MAX_SAFE <= x <= _MAX_SAFE) or x is None or tx is bool:
+                out[k] = x
+            elif tx is float:
+                out[k] = _float(x, odd)
+            else:
+                out[k] = _norm(x, depth + 1, odd)
         return out
+    if t is list or t is tuple:
+        if depth > _MAX_DEPTH:
+            raise _Slow
+        items = []
+        for x in v:
+            tx = type(x)
+            if tx is str or (tx is int and -_MAX_SAFE <= x <= _MAX_SAFE) or x is None or tx is bool:
+                items.append(x)
+            elif tx is float:
+                items.append(_float(x, odd))
+            else:
+                items.append(_norm(x, depth + 1, odd))
+        return items
+    if t is str or v is None or t is bool:
+        return v
     if t is int:
         if -_MAX_SAFE <= v <= _MAX_SAFE:
             return v
         raise _Slow
     if t is float:
-        if v.is_integer():
-            if -_MAX_SAFE <= v <= _MAX_SAFE:
-                return int(v)  # ECMAScript: 1.0 -> "1" (and -0.0 -> "0")
-            raise _Slow
-        if 1e-4 <= abs(v) < 1e16:  # repr's shortest digits, without an exponent, as ECMAScript writes them
-            return v
-        raise _Slow  # NaN and infinities fail the comparison too
-    if t is list or t is tuple:
-        if depth > _MAX_DEPTH:
-            raise _Slow
-        return [_norm(x, depth + 1) for x in v]
-    if v is None or t is bool:
-        return v
+        return _float(v, odd)
     raise _Slow
 
 
@@ -71,8 +124,20 @@ def canonical_dumps(value: Any) -> tuple[bytes, Any]:
     Raises what ``rfc8785.dumps`` raises for a value JCS cannot represent.
     """
     try:
-        copy = _norm(value, 0)
-        return _encode(copy).encode("utf-8"), copy
-    except (_Slow, UnicodeEncodeError, RecursionError):
+        odd: list[float] = []
+        copy = _norm(value, 0, odd)
+        raw = _encode(copy).encode("utf-8")
+        if odd:  # floats repr writes otherwise than ECMAScript: put their ECMAScript form in
+            parts = raw.split(_TAG_OUT)
+            if len(parts) != len(odd) + 1:
+                raise _Slow
+            out = [parts[0]]
+            for part in parts[1:]:
+                num, _, rest = part.partition(b'"')
+                out.append(es6_number(odd[int(num)]).encode("ascii") + rest)
+            raw = b"".join(out)
+            copy = json.loads(raw)
+        return raw, copy
+    except (_Slow, UnicodeEncodeError, RecursionError, ValueError):
         raw = rfc8785.dumps(value)
         return raw, json.loads(raw)

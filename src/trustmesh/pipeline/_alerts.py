@@ -54,30 +54,44 @@ def alerts_from_scores(
     if len(flows) != len(scores):
         raise ValueError(f"flows and scores differ in length: {len(flows)} != {len(scores)}")
     hits = np.flatnonzero(np.asarray(scores) >= threshold)
+    if not len(hits):
+        return []
+    # one column at a time, the hits only (row-by-row .iloc costs ~50 us a row)
+    sub = flows.iloc[hits]
+
+    def column(name: str) -> list[Any]:
+        return sub[name].tolist() if name in sub.columns else [None] * len(hits)
+
+    uids, tss = column("uid"), column("ts")
+    src, sport, dst, dport = column("src_ip"), column("src_port"), column("dst_ip"), column("dst_port")
+    proto, service = column("proto"), column("service")
+    clipped = np.clip(np.asarray(scores, dtype=np.float64)[hits], 0.0, 1.0).tolist()
+    thr = float(threshold)
+    techniques: dict[str | None, str | None] = {}
     alerts: list[Alert] = []
-    for i in hits:
-        row = flows.iloc[int(i)]
-        uid = _opt_str(row.get("uid")) or f"row{int(i)}"
-        score = float(min(1.0, max(0.0, scores[i])))
-        ts = row.get("ts")
-        timestamp = float(ts) if ts is not None and not pd.isna(ts) else 0.0
+    for j, i in enumerate(hits.tolist()):
+        uid = _opt_str(uids[j]) or f"row{i}"
+        ts = tss[j]
         digest = hashlib.sha256(f"{model_id}\x00{source_name}\x00{uid}".encode()).hexdigest()[:20]
+        predicted = None if classes is None else _opt_str(classes[i])
+        if predicted not in techniques:
+            techniques[predicted] = technique_for(predicted)
+        score = clipped[j]
         alerts.append(Alert(
             alert_id=f"alr-{digest}",
-            timestamp=timestamp,
+            timestamp=float(ts) if ts is not None and not pd.isna(ts) else 0.0,
             flow_id=FlowId(uid),
             model_id=ModelId(model_id),
             score=score,
-            threshold=float(threshold),
-            source_ip=_opt_str(row.get("src_ip")),
-            source_port=_opt_int(row.get("src_port")),
-            destination_ip=_opt_str(row.get("dst_ip")),
-            destination_port=_opt_int(row.get("dst_port")),
-            transport=_opt_str(row.get("proto")),
-            application=_opt_str(row.get("service")),
-            predicted_class=None if classes is None else _opt_str(classes[int(i)]),
-            severity=alert_severity(score, float(threshold),
-                                    technique_for(None if classes is None else _opt_str(classes[int(i)]))),
+            threshold=thr,
+            source_ip=_opt_str(src[j]),
+            source_port=_opt_int(sport[j]),
+            destination_ip=_opt_str(dst[j]),
+            destination_port=_opt_int(dport[j]),
+            transport=_opt_str(proto[j]),
+            application=_opt_str(service[j]),
+            predicted_class=predicted,
+            severity=alert_severity(score, thr, techniques[predicted]),
             source_name=source_name,
             detector="ml",
         ))

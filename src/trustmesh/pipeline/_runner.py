@@ -32,6 +32,7 @@ from trustmesh.sinks import SinkSet, open_sinks
 from trustmesh.respond import (
     DEFAULT_PLAYBOOKS,
     Action,
+    AlertEvidence,
     Correlator,
     LLMTriage,
     NftablesAction,
@@ -150,8 +151,9 @@ class Pipeline:
         playbooks = PlaybookSet.load(list(playbook_files))
         responder = Responder(playbooks, _actions(config), config.guards, config.state_dir,
                               enforce=config.enforce,
-                              llm=LLMTriage(config.llm_url, config.llm_model) if config.llm_url and config.llm_model
-                              else None)
+                              llm=LLMTriage(config.llm_url, config.llm_model, evidence=AlertEvidence(),
+                                            prompt_store=ledger.put_blob)  # prompts become ledger blobs
+                              if config.llm_url and config.llm_model else None)
         return cls(detector, manifest, ledger, responder, Correlator(config.correlation_window_s), config,
                    sinks=open_sinks(config.sinks, state_dir=Path(config.state_dir)))
 
@@ -210,14 +212,31 @@ class Pipeline:
         slim["omitted_fields"] = sorted(set(doc) - set(slim))
         return slim
 
+    def _entry(self, kind: str, payload: Mapping[str, Any], refs: Sequence[int], now: float) -> Entry:
+        """Build one entry; a payload over the inline limit is moved to a blob first (:meth:`_fit`).
+
+        The common case encodes the payload once: the entry's own canonical bytes give its size.
+        """
+        refs_t = tuple(sorted(set(refs)))
+        try:
+            entry = Entry(kind=kind, payload=dict(payload), time=now, refs=refs_t)
+        except InputError:  # over the entry size limit (or not JSON): _fit slims it, Entry says what is wrong
+            return Entry(kind=kind, payload=self._fit(payload), time=now, refs=refs_t)
+        if len(entry.to_bytes()) <= _INLINE_LIMIT:
+            return entry
+        return Entry(kind=kind, payload=self._fit(payload), time=now, refs=refs_t)
+
     def _append_many(self, items: Sequence[tuple[str, Mapping[str, Any], Sequence[int]]]) -> list[int]:
-        """Append (kind, payload, refs) items in durable transactions; return their leaf indices."""
+        """Append (kind, payload, refs) items in durable transactions; return their leaf indices.
+
+        A batch's items go in one transaction (up to ``_APPEND_CHUNK`` entries each): one fsync for
+        the batch, not one per entry.
+        """
         indices: list[int] = []
         now = self.clock()
         for start in range(0, len(items), _APPEND_CHUNK):
             chunk = items[start:start + _APPEND_CHUNK]
-            entries = [Entry(kind=k, payload=self._fit(p), time=now, refs=tuple(sorted(set(r))))
-                       for k, p, r in chunk]
+            entries = [self._entry(k, p, r, now) for k, p, r in chunk]
             indices += self.ledger.append(entries)
         self._since_checkpoint += len(items)
         return indices
@@ -353,9 +372,12 @@ class Pipeline:
         """
         touched: dict[str, Incident] = {}
         new_alerts: dict[str, list[int]] = {}
+        evidence = getattr(self.responder.llm, "evidence", None)  # LLM triage's flow fields per alert
         for index, alert in zip(indices, alerts, strict=True):
             outcome.alerts.append((index, alert))
             incident = self.correlator.add(alert)
+            if isinstance(evidence, AlertEvidence):
+                evidence.add(alert)
             touched[incident.incident_id] = incident
             new_alerts.setdefault(incident.incident_id, []).append(index)
         self.summary.alerts += len(alerts)
