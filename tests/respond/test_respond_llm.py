@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import socket
 from pathlib import Path
 from typing import Any
@@ -184,8 +185,6 @@ def test_unconstrained_mode_and_empty_allowlist_schema() -> None:
 
 def test_bench_counts_what_an_obedient_model_proposes_outside_the_allowlist(tmp_path: Path) -> None:
     """A model that copies fake step ids out of the data: the refusal path rejects, the bench counts it."""
-    import re
-
     from trustmesh.evaluate._triage_bench import VIOLATION_KINDS, bench
 
     def obedient(req: dict[str, Any]) -> str:
@@ -219,3 +218,46 @@ def test_bench_counts_what_an_obedient_model_proposes_outside_the_allowlist(tmp_
     assert doc["truth"] == {"attack": 2, "benign": 1}
     assert doc["ledger_entries"] > 3 * 2
     assert {"rules", "llm", "llm_with_approval_queue"} <= set(doc["incidents_per_hour"])
+
+
+def test_pipeline_with_llm_triage_records_prompts_and_evidence(tmp_path: Path, data_dir: Path) -> None:
+    """`trustmesh run`'s pipeline, LLM triage on: every prompt is a ledger blob, with the alerts' flows."""
+    import pandas as pd
+
+    from trustmesh.ledger import Ledger
+    from trustmesh.pipeline import Pipeline, PipelineConfig
+
+    flows = pd.read_parquet(Path(__file__).parents[1] / "data" / "lab" / "mini-site-s7" / "flows.parquet")
+    flows = flows.drop(columns=["label", "attack_type", "technique_id", "attack_id"])  # no ground truth in a run
+
+    def first_step(req: dict[str, Any]) -> str:
+        ids = re.findall(r"^(\S+#\d+): ", req["messages"][0]["content"], re.M)
+        return json.dumps({"rationale": "attack", "actions": ids[:1], "confidence": 0.7})
+
+    with ChatServer(first_step) as server:
+        cfg = PipelineConfig(ledger_dir=tmp_path / "ledger", state_dir=tmp_path / "state", data_dir=data_dir,
+                             llm_url=server.url, llm_model="fake-local")
+        pipeline = Pipeline.from_config(cfg)
+        pipeline.process(flows, "mini-site-s7")
+        pipeline.close()
+    assert server.requests, "the lab run's incidents were triaged"
+    with Ledger.open(tmp_path / "ledger", read_only=True) as ledger:
+        entries = [ledger.entry(i) for i in range(ledger.size)]
+        proposals = [e.payload for e in entries if e.kind == "triage_proposal"]
+        incidents = {e.payload["incident_id"]: e.payload for e in entries if e.kind == "incident"}
+        assert len(proposals) == len(server.requests)
+        with_evidence = 0
+        for p in proposals:
+            body = ledger.get_blob(p["prompt_sha256"])
+            assert hashlib.sha256(body).hexdigest() == p["prompt_sha256"]
+            user = json.loads(json.loads(body)["messages"][1]["content"])
+            evidence = user["evidence"]
+            inc = incidents[p["incident_id"]]
+            if evidence:
+                with_evidence += 1
+                # the evidence is the incident's own alerts' flows
+                assert {e["src_ip"] for e in evidence} <= set(inc["source_ips"]) | set(inc["destination_ips"])
+            assert p["status"] == "accepted" and len(p["proposed_actions"]) == 1
+        assert with_evidence == len(proposals)
+        decided = [e.payload for e in entries if e.kind == "decision" and e.payload.get("decided_by") == "llm"]
+        assert decided
