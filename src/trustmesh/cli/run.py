@@ -74,6 +74,8 @@ def bench_pipeline(
     source: list[str] = typer.Option([], "--source", help="Instead: time the whole pipeline in this process "
                                       "(ledger on) over these sources (Zeek/EVE/pcap/table); repeatable."),
     batch_size: int = typer.Option(4096, "--batch-size", help="With --source: flows per batch (1 = flow by flow)."),
+    scale: int | None = typer.Option(None, "--scale", help="With --source: rewrite each Zeek conn log or EVE file "
+                                     "to N records (repeated with fresh flow ids) before timing."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Scale-out: N `trustmesh run` workers share one Redis stream and append to one `ledger serve`.
@@ -92,7 +94,9 @@ def bench_pipeline(
     if source:
         if not 1 <= batch_size <= 100_000:
             raise InputError(f"--batch-size must be in 1..100000, got {batch_size}")
-        res = bench_in_process(source, model, data_dir, batch_size)
+        if scale is not None and not 100 <= scale <= 5_000_000:
+            raise InputError(f"--scale must be in 100..5000000, got {scale}")
+        res = bench_in_process(source, model, data_dir, batch_size, scale)
         if json_out:
             print_json(res)
         else:
@@ -100,6 +104,10 @@ def bench_pipeline(
                           f"{res['alerts_per_s']:,.0f} alerts/s, {res['flows_per_s']:,.0f} flows/s, "
                           f"{res['cpu_us_per_alert']:.0f} CPU us/alert; load {res['load_average'][0]:.2f}",
                           highlight=False)
+            steady = res["after_first_batch"]
+            if steady:
+                console.print(f"after the first batch: {steady['alerts_per_s']:,.0f} alerts/s, "
+                              f"{steady['cpu_us_per_alert']:.0f} CPU us/alert", highlight=False)
         return
 
     try:
