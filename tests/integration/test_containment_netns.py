@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 from netns import ATK_IP, DEV_IP, GW_ATK_IP, GW_DEV_IP, PEER_IP, Testbed, testbed  # noqa: F401
 
@@ -198,3 +199,135 @@ def test_live_gateway_blocks_every_attacker_in_sequence_and_no_benign_host(polic
     assert doc["contained"] == 3
     assert doc["benign_blocked"] == [], doc["blocked_addresses"]
     assert {PEER_IP, BENIGN_IP, DEV_IP}.isdisjoint(doc["blocked_addresses"])  # type: ignore[arg-type]
+
+
+class _Live:
+    """A live capture on lo read in a thread until ``want`` flows came or ``stop`` (always bounded).
+
+    The reader closes the capture itself (a generator cannot be closed from another thread while it
+    waits); ``stop`` wakes it with a connection to a closed port the filter also matches (its RST is
+    exported at once).
+    """
+
+    def __init__(self, bpf: str, want: int, **kw: object) -> None:
+        import socket
+        import threading
+
+        from trustmesh.flows import iter_interface
+
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self._wake_port = s.getsockname()[1]  # closed once the block ends
+        self.got: list[tuple[float, pd.DataFrame]] = []
+        self._stop = threading.Event()
+        self._flows = iter_interface("lo", 10, bpf_filter=f"({bpf}) or tcp port {self._wake_port}",
+                                     idle_timeout=60, active_timeout=120, **kw)  # type: ignore[arg-type]
+        self._want = want
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        n = 0
+        try:
+            for batch in self._flows:
+                batch = batch[batch["dst_port"] != self._wake_port]
+                if len(batch):
+                    self.got.append((time.monotonic(), batch))
+                n += len(batch)
+                if n >= self._want or self._stop.is_set():
+                    return
+        finally:
+            self._flows.close()
+
+    def finish(self, timeout: float = 20.0) -> None:
+        import socket
+
+        self._reader.join(timeout)
+        self._stop.set()
+        for _ in range(10):
+            if not self._reader.is_alive():
+                return
+            try:
+                socket.create_connection(("127.0.0.1", self._wake_port), timeout=1).close()
+            except OSError:
+                pass
+            self._reader.join(1.0)
+
+
+def _needs_capture() -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("live capture on lo needs root (CAP_NET_RAW)")
+
+
+def test_a_closed_connection_is_exported_at_its_last_ack_not_after_the_idle_timeout() -> None:
+    # Arrange: a server on lo that answers and closes; the capture's idle timeout is 60 s
+    import socket
+    import threading
+
+    _needs_capture()
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(1)
+    port = srv.getsockname()[1]
+
+    def answer() -> None:
+        conn, _ = srv.accept()
+        conn.sendall(b"ok")
+        conn.recv(16)  # wait for the client's FIN, then close: a two-sided FIN close
+        conn.close()
+
+    threading.Thread(target=answer, daemon=True).start()
+    live = _Live(f"tcp port {port}", 1)
+    time.sleep(3.0)  # the meter is capturing
+
+    # Act
+    sent = time.monotonic()
+    with socket.create_connection(("127.0.0.1", port), timeout=2) as c:
+        assert c.recv(2) == b"ok"
+        c.shutdown(socket.SHUT_WR)
+        c.recv(16)
+    live.finish()
+    srv.close()
+    got = live.got
+
+    # Assert: one whole connection (handshake to close), exported long before the idle timeout
+    assert got, "the closed connection was not exported within 20 s (idle timeout is 60 s)"
+    at, batch = got[0]
+    row = batch.iloc[0]
+    assert int(row["dst_port"]) == port and row["conn_state"] == "SF", batch.T
+    assert row["src_pkts"] + row["dst_pkts"] >= 7  # SYN, SYN/ACK, ACK, data, ACK, FIN+FIN, last ACK
+    assert at - sent < 10
+
+
+def test_a_long_flow_is_exported_in_parts_of_early_packets_that_add_up() -> None:
+    # Arrange: a UDP receiver on lo; 1,200 datagrams of 64 bytes from one socket
+    import socket
+
+    _needs_capture()
+    rx = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    rx.bind(("127.0.0.1", 0))
+    port = rx.getsockname()[1]
+    live = _Live(f"udp port {port}", 2, early_packets=500)
+    time.sleep(3.0)
+
+    # Act
+    sent = time.monotonic()
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as tx:
+        for _ in range(1200):
+            tx.sendto(b"x" * 64, ("127.0.0.1", port))
+    live.finish()
+    rx.close()
+    got = live.got
+
+    # Assert: two parts of exactly 500 packets each arrived early, same 5-tuple, distinct uids, and
+    # their bytes are the datagrams' (nothing counted twice)
+    parts = pd.concat([b for _, b in got], ignore_index=True)
+    assert len(parts) >= 2, parts
+    first, second = parts.iloc[0], parts.iloc[1]
+    assert (first["src_pkts"], second["src_pkts"]) == (500, 500)
+    assert (first["src_bytes"], second["src_bytes"]) == (500 * 64, 500 * 64)
+    assert first["uid"] != second["uid"] and first["ts"] <= second["ts"]
+    assert (first["src_port"], first["dst_port"]) == (second["src_port"], second["dst_port"])
+    assert got[1][0] - sent < 10
