@@ -214,6 +214,7 @@ def test_bench_counts_what_an_obedient_model_proposes_outside_the_allowlist(tmp_
     # it runs every step offered: on the confident scan that adds the fallback playbook's notify step,
     # which the rules never run; the low-confidence incident is offered that notify step only
     assert doc["agreement"]["with_rules"] == round(1 / 3, 4)
+    assert doc["agreement"]["blocking_with_rules"] == 1.0  # it blocks where the rules block, and only there
     assert doc["agreement"]["with_truth_rules"] == 1.0 and doc["agreement"]["with_truth_llm"] == 1.0
     assert doc["truth"] == {"attack": 2, "benign": 1}
     assert doc["ledger_entries"] > 3 * 2

@@ -60,7 +60,7 @@ def bench_cmd(
                              model_sha256=server.model_sha256, grammar=True)
 
         doc = bench(runs, factory, incidents=incidents, injections=injections, analyst_minutes=analyst_minutes,
-                    ledger_dir=ledger, progress=None if as_json else err_console.print)
+                    ledger_dir=ledger, progress=err_console.print)  # stderr: --json stays clean
     if as_json:
         print_json(doc)
         return
