@@ -142,14 +142,17 @@ def scaled_copy(source: str, records: int, out_dir: Path) -> str:
     """Write ``records`` records of a Zeek conn log or Suricata EVE file, repeated with fresh flow ids.
 
     Each repetition gets new ids (EVE ``flow_id``, Zeek ``uid``) so every flow is distinct, for a
-    steady-state measurement on more records than the small public logs hold. Other sources are
-    refused (InputError): a capture's or table's flows cannot be repeated this way.
+    steady-state measurement on more records than the small public logs hold. A classic pcap is
+    repeated packet by packet (``records`` packets), each repetition shifted in time past nfstream's
+    idle timeout so its flows are new flows. Other sources (pcapng, tables) are refused (InputError).
     """
     from trustmesh.flows._io import open_text
 
     path = Path(source)
     if not path.is_file():
-        raise InputError(f"{source}: --scale needs a Zeek conn log or an EVE file")
+        raise InputError(f"{source}: --scale needs a Zeek conn log, an EVE file or a pcap")
+    if path.read_bytes()[:4] in _PCAP_MAGIC:
+        return _scaled_pcap(path, records, out_dir)
     with open_text(path) as fh:
         lines = [ln.rstrip("\n") for ln in fh if ln.strip()]
     header = [ln for ln in lines if ln.startswith("#")]
@@ -190,19 +193,70 @@ def scaled_copy(source: str, records: int, out_dir: Path) -> str:
     return str(target)
 
 
+_PCAP_MAGIC = {b"\xd4\xc3\xb2\xa1": "<", b"\xa1\xb2\xc3\xd4": ">", b"\x4d\x3c\xb2\xa1": "<",
+               b"\xa1\xb2\x3c\x4d": ">"}  # classic pcap, microsecond and nanosecond variants
+
+
+def _scaled_pcap(path: Path, packets: int, out_dir: Path) -> str:
+    """Repeat a classic pcap's packets until ``packets`` are written, each round shifted by span + 300 s."""
+    import struct
+
+    data = path.read_bytes()
+    order = _PCAP_MAGIC[data[:4]]
+    rec = struct.Struct(order + "IIII")
+    items: list[tuple[int, int, bytes]] = []
+    off = 24
+    while off + 16 <= len(data):
+        sec, sub, incl, orig = rec.unpack_from(data, off)
+        body = data[off + 16: off + 16 + incl]
+        if len(body) < incl:
+            break  # a truncated last packet is left out
+        items.append((sec, sub, rec.pack(0, sub, incl, orig)[8:] + body))
+        off += 16 + incl
+    if not items:
+        raise InputError(f"{path}: no packets to scale")
+    span = max(sec for sec, _, _ in items) - min(sec for sec, _, _ in items) + 300
+    out = [data[:24]]
+    written = rnd = 0
+    while written < packets:
+        for sec, sub, rest in items:
+            if written >= packets:
+                break
+            out.append(struct.pack(order + "II", sec + rnd * span, sub) + rest)
+            written += 1
+        rnd += 1
+    target = out_dir / f"scaled-{packets}-{path.name}"
+    target.write_bytes(b"".join(out))
+    return str(target)
+
+
+def nfstream_alone(pcap: str) -> dict[str, Any]:
+    """Time nfstream by itself over a capture, metered as trustmesh meters it (flows/_pcap.py's options)."""
+    import nfstream
+
+    load = os.getloadavg()
+    t, c = time.perf_counter(), time.process_time()
+    streamer = nfstream.NFStreamer(source=pcap, statistical_analysis=True, n_meters=1, accounting_mode=3)
+    flows = sum(1 for _ in streamer)
+    return {"flows": flows, "seconds": round(time.perf_counter() - t, 3),
+            "cpu_seconds_parent": round(time.process_time() - c, 3), "load_average": load}
+
+
 def bench_in_process(sources: list[str], model: Path | None, data_dir: Path | None,
-                     batch_size: int = 4096, scale: int | None = None) -> dict[str, Any]:
+                     batch_size: int = 4096, scale: int | None = None, vs_nfstream: bool = False) -> dict[str, Any]:
     """Run the pipeline over ``sources`` in this process with a fresh ledger; time it end to end.
 
     ``scale``: each source is first rewritten to that many records (:func:`scaled_copy`). Besides the
     whole run, the steady state is reported: everything after the first batch, whose time includes
-    the one-off imports and warm-up of a fresh process.
+    the one-off imports and warm-up of a fresh process. ``vs_nfstream``: the sources are captures;
+    nfstream alone is timed over them first (:func:`nfstream_alone`) and the ratio reported.
     """
     from trustmesh.pipeline import Pipeline, PipelineConfig, open_sources
 
     with tempfile.TemporaryDirectory() as tmp:
         if scale is not None:
             sources = [scaled_copy(s, scale, Path(tmp)) for s in sources]
+        alone = [nfstream_alone(s) for s in sources] if vs_nfstream else []
         cfg = PipelineConfig(ledger_dir=Path(tmp) / "ledger", state_dir=Path(tmp) / "state", model=model,
                              data_dir=data_dir, batch_size=batch_size)
         pipe = Pipeline.from_config(cfg)
@@ -230,4 +284,6 @@ def bench_in_process(sources: list[str], model: Path | None, data_dir: Path | No
             "ledger_entries": summary.last_index + 1, "seconds": round(wall, 3), "cpu_seconds": round(cpu, 3),
             "alerts_per_s": summary.alerts / wall, "flows_per_s": summary.flows / wall,
             "cpu_us_per_alert": cpu / max(summary.alerts, 1) * 1e6, "after_first_batch": steady,
-            "errors": summary.errors[:5], "load_average": load}
+            "errors": summary.errors[:5], "load_average": load,
+            **({"nfstream_alone": alone, "ratio_to_nfstream": wall / max(sum(a["seconds"] for a in alone), 1e-9)}
+               if alone else {})}

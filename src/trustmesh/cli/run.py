@@ -76,6 +76,8 @@ def bench_pipeline(
     batch_size: int = typer.Option(4096, "--batch-size", help="With --source: flows per batch (1 = flow by flow)."),
     scale: int | None = typer.Option(None, "--scale", help="With --source: rewrite each Zeek conn log or EVE file "
                                      "to N records (repeated with fresh flow ids) before timing."),
+    vs_nfstream: bool = typer.Option(False, "--vs-nfstream", help="With --source captures: also time nfstream "
+                                     "alone over them and report the pipeline's ratio to it."),
     json_out: bool = typer.Option(False, "--json", help="Print one JSON document."),
 ) -> None:
     """Scale-out: N `trustmesh run` workers share one Redis stream and append to one `ledger serve`.
@@ -96,7 +98,7 @@ def bench_pipeline(
             raise InputError(f"--batch-size must be in 1..100000, got {batch_size}")
         if scale is not None and not 100 <= scale <= 5_000_000:
             raise InputError(f"--scale must be in 100..5000000, got {scale}")
-        res = bench_in_process(source, model, data_dir, batch_size, scale)
+        res = bench_in_process(source, model, data_dir, batch_size, scale, vs_nfstream)
         if json_out:
             print_json(res)
         else:
@@ -104,6 +106,9 @@ def bench_pipeline(
                           f"{res['alerts_per_s']:,.0f} alerts/s, {res['flows_per_s']:,.0f} flows/s, "
                           f"{res['cpu_us_per_alert']:.0f} CPU us/alert; load {res['load_average'][0]:.2f}",
                           highlight=False)
+            if vs_nfstream:
+                console.print(f"nfstream alone: {sum(a['seconds'] for a in res['nfstream_alone']):.2f} s; "
+                              f"pipeline / nfstream = {res['ratio_to_nfstream']:.2f}", highlight=False)
             steady = res["after_first_batch"]
             if steady:
                 console.print(f"after the first batch: {steady['alerts_per_s']:,.0f} alerts/s, "
