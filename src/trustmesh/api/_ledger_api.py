@@ -28,6 +28,7 @@ import queue
 import sqlite3
 import threading
 from concurrent.futures import Future
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -76,6 +77,52 @@ _IMMUTABLE = {"Cache-Control": "public, max-age=31536000, immutable"}
 
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
+
+
+class _SubmitFastPath:
+    """Answer ``POST /add-entries`` straight from ASGI, everything else through the FastAPI app.
+
+    The submit endpoint is the server's hot path (every worker's appends): routing, the Request object
+    and the middleware stack cost more per request than the authentication and parsing themselves.
+    The checks are the route's own (one ``submit`` function serves both).
+    """
+
+    def __init__(self, app: Any, submit: Any, limit: int) -> None:
+        self.app, self.submit, self.limit = app, submit, limit
+
+    async def __call__(self, scope: dict[str, Any], receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope["path"] != "/add-entries" or scope["method"] != "POST":
+            await self.app(scope, receive, send)
+            return
+        headers: dict[str, str] = {}
+        for k, v in scope["headers"]:
+            headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
+        body = await self._body(headers, receive)
+        status, out, extra = await self.submit(scope.get("root_path", "") + scope["path"], headers, body)
+        data = json.dumps(out, separators=(",", ":")).encode()
+        raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
+        raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
+        await send({"type": "http.response.start", "status": status, "headers": raw})
+        await send({"type": "http.response.body", "body": data})
+
+    async def _body(self, headers: Mapping[str, str], receive: Any) -> bytes | None:
+        declared = headers.get("content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.limit):
+            return None
+        chunks: list[bytes] = []
+        total = 0
+        while True:
+            message = await receive()
+            if message["type"] != "http.request":
+                break  # the client went away
+            chunk = message.get("body", b"")
+            total += len(chunk)
+            if total > self.limit:
+                return None
+            chunks.append(chunk)
+            if not message.get("more_body", False):
+                break
+        return b"".join(chunks)
 
 
 @dataclass(slots=True)
@@ -257,49 +304,70 @@ def create_ledger_app(
                 return _error(400, f"entries[{i}] ({e.kind}) does not verify: {reason}")
         return None
 
-    @app.post("/add-entries")
-    async def add_entries(request: Request) -> Response:
+    async def submit(path: str, headers: Mapping[str, str], body: bytes | None
+                     ) -> tuple[int, dict[str, Any], dict[str, str]]:
+        """Authenticate, check and group-commit one ``POST /add-entries``; return (status, JSON body, headers).
+
+        ``body`` None: it was larger than ``max_body_bytes`` (refused before parsing or authenticating).
+        """
+        if body is None:
+            return 413, {"error": f"request body must be at most {max_body_bytes} bytes"}, {}
         try:
-            body = await _read_body(request, max_body_bytes)
-        except _BodyTooLarge:
-            return _error(413, f"request body must be at most {max_body_bytes} bytes")
-        try:
-            caller = guard.authenticate(request.method, request.url.path, request.headers, body, origin=ledger.origin)
+            caller = guard.authenticate("POST", path, headers, body, origin=ledger.origin)
         except AuthError as exc:
-            return JSONResponse({"error": str(exc)}, status_code=401, headers={"WWW-Authenticate": "Bearer"})
-        idem = request.headers.get("idempotency-key")
+            return 401, {"error": str(exc)}, {"WWW-Authenticate": "Bearer"}
+        idem = headers.get("idempotency-key")
         if idem is not None:
             try:
                 check_idempotency_key(idem)
             except InputError as exc:
-                return _error(400, f"Idempotency-Key: {exc}")
+                return 400, {"error": f"Idempotency-Key: {exc}"}, {}
             if len(idem) > 190:
-                return _error(400, "Idempotency-Key must be at most 190 characters")
+                return 400, {"error": "Idempotency-Key must be at most 190 characters"}, {}
         if json_too_deep(body.decode("utf-8", "replace"), _MAX_BODY_DEPTH):
-            return _error(400, f"body is not valid JSON: nested deeper than {_MAX_BODY_DEPTH} levels")
+            return 400, {"error": f"body is not valid JSON: nested deeper than {_MAX_BODY_DEPTH} levels"}, {}
         try:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            return _error(400, f"body is not valid JSON: {exc}")
+            return 400, {"error": f"body is not valid JSON: {exc}"}, {}
         if not isinstance(doc, dict) or set(doc) != {"entries"} or not isinstance(doc["entries"], list):
-            return _error(400, 'body must be {"entries": [ ... ]}')
+            return 400, {"error": 'body must be {"entries": [ ... ]}'}, {}
         items = doc["entries"]
         if not 1 <= len(items) <= MAX_BATCH_ENTRIES:
-            return _error(400, f"entries must hold 1..{MAX_BATCH_ENTRIES} items, got {len(items)}")
+            return 400, {"error": f"entries must hold 1..{MAX_BATCH_ENTRIES} items, got {len(items)}"}, {}
         entries = []
         for i, item in enumerate(items):
             try:
                 entries.append(Entry.from_dict(item))
             except InputError as exc:
-                return _error(400, f"entries[{i}]: {exc}")
-
+                return 400, {"error": f"entries[{i}]: {exc}"}, {}
         key = None if idem is None else f"api:{idem}"
-        result = await asyncio.wrap_future(writer.submit(_Request(entries, key, idem, caller)))
+        try:
+            result = await asyncio.wrap_future(writer.submit(_Request(entries, key, idem, caller)))
+        except VerificationError as exc:
+            log.error("ledger verification failed while serving: %s", exc)
+            return (409 if not isinstance(exc, LogIntegrityError) else 500), {"error": f"{type(exc).__name__}: {exc}"}, {}
+        except sqlite3.Error as exc:
+            log.error("ledger database error while serving: %s", exc)
+            return 500, {"error": "the ledger database is damaged or unavailable"}, {}
+        except TrustmeshError as exc:
+            return 400, {"error": str(exc)}, {}
         if isinstance(result, JSONResponse):
-            return result
-        log.info("appended %d entries for %s", len(entries), caller.name)
-        return JSONResponse(result)
+            return result.status_code, json.loads(bytes(result.body)), {}
+        log.debug("appended %d entries for %s", len(entries), caller.name)
+        return 200, result, {}
 
+    @app.post("/add-entries")
+    async def add_entries(request: Request) -> Response:
+        # reached only without the fast path below (kept for mounting the app under other ASGI stacks)
+        try:
+            body: bytes | None = await _read_body(request, max_body_bytes)
+        except _BodyTooLarge:
+            body = None
+        status, out, extra = await submit(request.url.path, request.headers, body)
+        return JSONResponse(out, status_code=status, headers=extra or None)
+
+    app.add_middleware(_SubmitFastPath, submit=submit, limit=max_body_bytes)  # outermost: skips routing and gzip
     writer = _GroupCommit(ledger, guard, checkpoint_each_batch, _check_identity_entries)
     app.state.writer = writer
     return app  # the caller owns app.state.ledger (and app.state.writer) and closes them when the server stops
