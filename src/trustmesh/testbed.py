@@ -16,13 +16,14 @@ from __future__ import annotations
 import os
 import secrets
 import shutil
+import signal
 import subprocess
 import sys
 import time
 
 from trustmesh._procs import stop_group
 
-__all__ = ["ATK_IP", "BENIGN_IP", "DEV_IP", "GW_ATK_IP", "GW_DEV_IP", "PEER_IP", "Testbed", "netns_unavailable"]
+__all__ = ["ATK_IP", "ATTACKS", "BENIGN_IP", "DEV_IP", "GW_ATK_IP", "GW_DEV_IP", "PEER_IP", "Testbed", "netns_unavailable"]
 
 DEV_IP, GW_DEV_IP = "10.203.1.2", "10.203.1.1"
 ATK_IP, GW_ATK_IP = "10.203.2.2", "10.203.2.1"
@@ -211,6 +212,18 @@ while time.monotonic() < deadline:
     time.sleep(0.02)
 """
 
+_NMAP_ATTACK = r"""
+import subprocess, sys, time
+src, dst = sys.argv[1], sys.argv[2]
+print(f"{time.monotonic():.6f}", flush=True)  # nmap's first probe follows within its start-up
+# a SYN scan of the 1,000 most common ports from the attacker's address (bounded)
+subprocess.run(["nmap", "-sS", "-Pn", "-n", "-T4", "--top-ports", "1000", "-S", src, "-e", "eth0", dst],
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+"""
+
+#: The attacks ``measure_containment`` can run (``connect``: the default; ``nmap-syn`` needs nmap).
+ATTACKS = ("connect", "nmap-syn")
+
 _BURN = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end: pass\n"
 
 
@@ -302,7 +315,7 @@ BENIGN_IP = "10.203.2.4"  # a benign client on the attacker's segment (bench onl
 
 def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120,
                         idle_timeout: int = 1, active_timeout: int = 2, load: int = 0,
-                        wait_s: float = 30.0) -> dict[str, object]:
+                        wait_s: float = 30.0, attack: str = "connect") -> dict[str, object]:
     """Time to contain ``runs`` scans, one after another against one gateway, each from a fresh address.
 
     Starts ``trustmesh run --enforce`` inside the gateway namespace on the attacker-facing interface
@@ -318,7 +331,15 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
     benign client on that segment uses a TCP service on the device every 200 ms. Every address that
     ever entered the drop set is checked against these benign hosts and the gateway's own addresses.
     With ``load`` K, K CPU burner processes run during the measurement (bounded to 600 s each).
+
+    ``attack="nmap-syn"`` replaces the TCP connect scan with nmap's SYN scan of its 1,000 most
+    common ports (other tool, timing and port set than the scan the gateway was tuned on); it does not
+    probe afterwards, so only the drop time is taken.
     """
+    if attack not in ATTACKS:
+        raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
+    if attack == "nmap-syn" and shutil.which("nmap") is None:
+        raise RuntimeError("attack nmap-syn needs nmap (apt-get install -y nmap)")
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     if not 0 <= load <= 64:
@@ -364,8 +385,10 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
             for r in range(runs):
                 attacker = f"10.203.2.{100 + r}"
                 bed._sh("ip", "-n", bed.atk, "addr", "add", f"{attacker}/24", "dev", "eth0")
-                proc = subprocess.Popen(["ip", "netns", "exec", bed.atk, sys.executable, "-c", _PROBE_ATTACK,
-                                         attacker, DEV_IP], stdout=subprocess.PIPE, text=True)
+                script = _PROBE_ATTACK if attack == "connect" else _NMAP_ATTACK
+                proc = subprocess.Popen(["ip", "netns", "exec", bed.atk, sys.executable, "-c", script,
+                                         attacker, DEV_IP], stdout=subprocess.PIPE, text=True,
+                                        start_new_session=True)  # its own group: nmap dies with it
                 assert proc.stdout is not None
                 started = float(proc.stdout.readline().strip() or "nan")
                 blocked = monitor.wait(attacker, wait_s)
@@ -373,13 +396,16 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
                 if blocked is not None:
                     samples.append(blocked - started)
                     row["drop_active_s"] = round(blocked - started, 4)
-                    line = proc.stdout.readline().strip()  # the first failing probe (bounded by the script)
+                    line = proc.stdout.readline().strip() if attack == "connect" else ""  # first failing probe
                     if line:
                         failing.append(float(line) - started)
                         row["probes_failing_s"] = round(float(line) - started, 4)
                 per_run.append(row)
-                proc.kill()
-                proc.wait()
+                try:
+                    os.killpg(proc.pid, signal.SIGKILL)  # the whole group, also when the leader has exited
+                except ProcessLookupError:
+                    pass
+                proc.wait(timeout=10)
                 proc.stdout.close()
             time.sleep(1.0)  # late verdicts on the benign hosts' last flows still count
             ever_blocked = dict(monitor.first)
@@ -393,7 +419,7 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
     benign_blocked = sorted(ip for ip in ever_blocked if ip in benign)
     doc: dict[str, object] = {
         "runs": runs, "contained": len(samples), "idle_timeout_s": idle_timeout, "load_burners": load,
-        "benign_blocked": benign_blocked,
+        "attack": attack, "benign_blocked": benign_blocked,
         "blocked_addresses": sorted(ever_blocked),
         "probes_failing_s": [round(s, 4) for s in failing],
         "active_timeout_s": active_timeout,

@@ -240,6 +240,9 @@ def bench_respond(
     containment_runs: int = typer.Option(
         0, "--containment-runs", help="Also measure time to contain N scans in the netns testbed (root)."),
     load: int = typer.Option(0, "--load", help="With --containment-runs: run K CPU burner processes meanwhile."),
+    containment_attack: str = typer.Option(
+        "connect", "--containment-attack", help="With --containment-runs: connect (a TCP connect scan, then "
+                                                "probes) or nmap-syn (nmap -sS of the top 1,000 ports)."),
     pipeline_pcaps: bool = typer.Option(
         False, "--pipeline", help="Also replay the attack pcaps through the whole pipeline (ledger on) "
                                   "and report alerts/s end to end."),
@@ -348,7 +351,13 @@ def bench_respond(
             with tempfile.TemporaryDirectory(prefix="trustmesh-ttc-") as work:
                 if not 0 <= load <= 64:
                     raise InputError(f"--load must be in 0..64, got {load}")
-                doc["containment"] = measure_containment(str(model_path), containment_runs, work, load=load)
+                from trustmesh.testbed import ATTACKS
+
+                if containment_attack not in ATTACKS:
+                    raise InputError(f"--containment-attack must be one of {', '.join(ATTACKS)}, "
+                                     f"got {containment_attack!r}")
+                doc["containment"] = measure_containment(str(model_path), containment_runs, work, load=load,
+                                                         attack=containment_attack)
     if as_json:
         print_json(doc)
         return
