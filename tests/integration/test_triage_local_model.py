@@ -66,21 +66,33 @@ def test_real_model_answers_within_the_schema_and_the_proposal_names_the_model_f
     proposal = _triage(server, prompt_store=ledger.put_blob).triage(INC, ALLOWED, hostile)
     # grammar-constrained decoding: a well-formed answer naming only listed ids
     assert proposal.status == "accepted", proposal.reason
-    assert set(proposal.proposed_actions) <= {a["id"] for a in ALLOWED}
+    assert proposal.proposed_actions and set(proposal.proposed_actions) <= {a["id"] for a in ALLOWED}
+    assert proposal.rationale in ("attack", "suspicious", "benign")
     assert proposal.model_sha256 == file_sha256(find_model()) and len(proposal.model_sha256) == 64
     assert proposal.confidence is not None and 0.0 <= proposal.confidence <= 1.0
-    # the auditor's replay: the stored prompt, re-posted to the same model file, gives the same answer
+    # the auditor's replay (docs/response.md): the stored prompt, posted to a fresh server for the same
+    # model file, gives the same answer byte for byte (a fresh server evaluates the whole prompt at once,
+    # as the first answer here was; the same server would reuse its cache and evaluate only the last token)
     body = ledger.get_blob(str(proposal.prompt_sha256))
     leaf = ledger.append_one(proposal.record_type, proposal.to_dict())
     assert leaf == 0
-    req = urllib.request.Request(server.url + "/v1/chat/completions", data=body,
-                                 headers={"Content-Type": "application/json"})
-    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (loopback)
-        content = json.loads(resp.read())["choices"][0]["message"]["content"]
+    fresh = LocalModelServer(n_threads=2, startup_timeout=120).start()
+    proc, url = fresh._proc, fresh.url
+    try:
+        req = urllib.request.Request(url + "/v1/chat/completions", data=body,
+                                     headers={"Content-Type": "application/json"})
+        with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310 (loopback)
+            content = json.loads(resp.read())["choices"][0]["message"]["content"]
+    finally:
+        fresh.stop()
     import hashlib
 
-    assert hashlib.sha256(content.encode()).hexdigest() == proposal.response_sha256
+    assert hashlib.sha256(content.encode()).hexdigest() == proposal.response_sha256, content
     ledger.close()
+    # the server stops with its whole process group
+    assert proc is not None and proc.poll() is not None
+    with pytest.raises(OSError):
+        urllib.request.urlopen(url + "/v1/models", timeout=2)  # noqa: S310 (loopback)
 
 
 def test_without_the_schema_the_refusal_path_still_holds(server: LocalModelServer) -> None:
@@ -91,17 +103,6 @@ def test_without_the_schema_the_refusal_path_still_holds(server: LocalModelServe
         assert "outside the allowlist" in proposal.reason or "repeats" in proposal.reason
     else:  # not JSON or not the schema: refused with the reason
         assert "not JSON" in proposal.reason or "schema" in proposal.reason, proposal.reason
-
-
-def test_server_stops_with_its_process_group() -> None:
-    srv = LocalModelServer(n_threads=1, startup_timeout=120).start()
-    url = srv.url
-    proc = srv._proc
-    assert proc is not None
-    srv.stop()
-    assert proc.poll() is not None
-    with pytest.raises(OSError):
-        urllib.request.urlopen(url + "/v1/models", timeout=2)  # noqa: S310 (loopback)
 
 
 def test_triage_bench_cli_ci_size_has_no_violations(tmp_path: Path) -> None:
