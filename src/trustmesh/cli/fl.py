@@ -61,12 +61,15 @@ def simulate_cmd(
     attack: str | None = typer.Option(None, "--attack", help="KIND:FRACTION with KIND in label-flip, sign-flip, "
                                       "scaling, gaussian, backdoor"),
     seed: int = typer.Option(0, "--seed"),
-    local_epochs: int = typer.Option(1, "--local-epochs"),
+    local_epochs: int | None = typer.Option(None, "--local-epochs", help="Local epochs per round (default 10; "
+                                            "1 with --dp-sgd or --model autoencoder)."),
     lr: float = typer.Option(3e-3, "--lr", help="Local Adam learning rate."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Local batch size."),
-    class_weight: str = typer.Option("none", "--class-weight",
-                                     help="Cross-entropy class weights from each party's own label counts: "
-                                     "none | balanced | sqrt (the --centralized baseline uses the same)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Local batch size (default 32; 64 with "
+                                          "--dp-sgd or --model autoencoder)."),
+    class_weight: str | None = typer.Option(None, "--class-weight",
+                                            help="Cross-entropy class weights from each party's own label counts: "
+                                            "none | balanced | sqrt (default sqrt; none with --dp-sgd or the "
+                                            "autoencoder; the --centralized baseline uses the same)."),
     max_rows: int | None = typer.Option(20000, "--max-rows", help="Subsample the training split (0 = all)."),
     max_test: int | None = typer.Option(5000, "--max-test", help="Subsample the test split (0 = all)."),
     holdout: bool = typer.Option(False, "--holdout",
@@ -407,7 +410,8 @@ def serve_cmd(
     dp_sgd: str | None = typer.Option(None, "--dp-sgd", help="Record-level DP-SGD on the sites, as for `fl simulate`."),
     attack: str | None = typer.Option(None, "--attack"),
     seed: int = typer.Option(0, "--seed"),
-    local_epochs: int = typer.Option(1, "--local-epochs"),
+    local_epochs: int | None = typer.Option(None, "--local-epochs", help="As for `fl simulate` (default 10; 1 "
+                                            "with --dp-sgd or --model autoencoder)."),
     max_rows: int = typer.Option(20000, "--max-rows"),
     max_test: int = typer.Option(5000, "--max-test"),
     ledger: Path | None = typer.Option(None, "--ledger"),

@@ -14,7 +14,19 @@ from trustmesh.federated._model import CLASS_WEIGHTINGS, MLPModel, class_weights
 from trustmesh.privacy import DPSGDConfig
 from trustmesh.privacy.hazmat import clip_by_l2_norm
 
-__all__ = ["Site", "TrainConfig"]
+__all__ = ["Site", "TrainConfig", "default_training"]
+
+# The classifier's local training for few-round runs (chosen by measurement on TON_IoT, docs/benchmarks.md,
+# "Federated defaults"): many local steps per round, and sqrt class weights from each site's own counts.
+# DP-SGD and the autoencoder keep 1 epoch, batch 64, no weights: DP-SGD's accountant charges every local
+# step and does not cover weights taken from label counts; the autoencoder was measured with those.
+_CONVERGENT = {"local_epochs": 10, "batch_size": 32, "class_weight": "sqrt"}
+_PLAIN = {"local_epochs": 1, "batch_size": 64, "class_weight": "none"}
+
+
+def default_training(name: str, *, dp_sgd: bool = False, model: str = "mlp") -> Any:
+    """The default of the local-training option ``name`` (local_epochs, batch_size or class_weight)."""
+    return (_PLAIN if dp_sgd or model != "mlp" else _CONVERGENT)[name]
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,7 +9,7 @@ from trustmesh.errors import ConfigError
 from trustmesh.federated._attacks import AttackSpec
 from trustmesh.federated._partition import PartitionSpec
 from trustmesh.federated._run import FLConfig
-from trustmesh.federated._site import TrainConfig
+from trustmesh.federated._site import TrainConfig, default_training
 from trustmesh.privacy import DPConfig, DPSGDConfig, SecAggConfig, noise_multiplier_for_epsilon
 
 __all__ = ["config_from_options"]
@@ -18,8 +18,8 @@ __all__ = ["config_from_options"]
 def config_from_options(
     *, sites: int, rounds: int, partition: str = "iid", aggregator: str = "fedavg", secagg: bool = False,
     secagg_shares: int | None = None, secagg_threshold: int | None = None, dp: str | None = None,
-    he: str | None = None, attack: str | None = None, seed: int = 0, local_epochs: int = 1,
-    dp_sgd: str | None = None, lr: float = 3e-3, batch_size: int = 64, class_weight: str = "none",
+    he: str | None = None, attack: str | None = None, seed: int = 0, local_epochs: int | None = None,
+    dp_sgd: str | None = None, lr: float = 3e-3, batch_size: int | None = None, class_weight: str | None = None,
     model: str = "mlp", target_fpr: float = 0.01, defence: str | None = None, assumed_malicious: int | None = None,
     zk_bound: int | None = None, zk_clip: float = 1.0, **_: Any,
 ) -> FLConfig:
@@ -55,8 +55,15 @@ def config_from_options(
             n_sites=sites, rounds=rounds, partition=PartitionSpec.parse(partition), aggregator=aggregator,
             secagg=sa, dp=dp_cfg, he=he or None, attack=AttackSpec.parse(attack) if attack else None, seed=seed,
             model=model, target_fpr=target_fpr, defence=defence or None, assumed_malicious=assumed_malicious,
-            train=TrainConfig(local_epochs=local_epochs, dp_sgd=sgd, lr=lr, batch_size=batch_size,
-                              class_weight=class_weight),
+            train=TrainConfig(
+                local_epochs=_default(local_epochs, "local_epochs", sgd is not None, model), dp_sgd=sgd, lr=lr,
+                batch_size=_default(batch_size, "batch_size", sgd is not None, model),
+                class_weight=_default(class_weight, "class_weight", sgd is not None, model)),
         )
     except (ValueError, KeyError) as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _default(value: Any, name: str, dp_sgd: bool, model: str) -> Any:
+    """``value``, or the local-training default for this kind of run when it was not given."""
+    return default_training(name, dp_sgd=dp_sgd, model=model) if value is None else value
