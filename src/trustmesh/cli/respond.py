@@ -253,8 +253,9 @@ def bench_respond(
     """Correlate TON_IoT ground-truth attack flows into incidents and time the dry-run responder.
 
     With --pipeline, also time the whole loop (score, correlate, decide, append, checkpoint) over the
-    real attack captures; with --containment-runs, the time from an attack flow's last packet to the
-    drop rule being active in a gateway namespace (needs root, iproute2, nftables).
+    real attack captures; with --containment-runs, N attackers in sequence against one live gateway:
+    the time from each attack's first packet to its drop being active and to its probes failing,
+    and every benign host that was ever blocked (needs root, iproute2, nftables).
     """
     import statistics
     import tempfile
