@@ -302,11 +302,11 @@ class _Tracked:
         return getattr(self._context, name)
 
 
-_IMMEDIATE: list[bool] = []  # the live-capture hook is installed once per process
+_READ_TIMEOUT_HOOK: list[bool] = []  # the live-capture hook is installed once per process
 _LIVE_READ_TIMEOUT_MS = 10  # libpcap read timeout of live captures (nfstream's own: 1000 ms)
 
 
-def _install_immediate_mode() -> None:
+def _install_short_read_timeout() -> None:
     """Make nfstream's live captures hand packets to the meter within ~10 ms instead of up to 1 s.
 
     nfstream opens an interface with a 1000 ms libpcap read timeout, and Linux libpcap (TPACKET_V3)
@@ -319,9 +319,9 @@ def _install_immediate_mode() -> None:
     of a burst on lo, where the 10 ms timeout dropped none. Offline captures (files) are left alone.
     Installed before the meter forks, so the meter inherits it.
     """
-    if _IMMEDIATE:
+    if _READ_TIMEOUT_HOOK:
         return
-    _IMMEDIATE.append(True)
+    _READ_TIMEOUT_HOOK.append(True)
     try:
         import ctypes
 
@@ -546,7 +546,7 @@ def iter_interface(
     _check_batch(batch_size)
     if not interface or "/" in interface:
         raise ValueError(f"interface must be an interface name, got {interface!r}")
-    _install_immediate_mode()
+    _install_short_read_timeout()
     try:
         extra: dict[str, Any] = {"udps": [_early_export_plugin(early_packets)]} if early_export else {}
         streamer = _streamer(
