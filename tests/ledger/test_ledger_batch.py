@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from trustmesh.errors import InputError
+from trustmesh.errors import InputError, SignatureError
 from trustmesh.ledger import Entry, Ledger, audit
 
 ORIGIN = "test.trustmesh/batch"
@@ -90,3 +90,39 @@ def test_retrying_a_batch_with_its_key_never_duplicates(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="already used"):
             led.append(batch[:-1], idempotency_key="worker-1/batch-7")  # the key names a different request
     assert audit(tmp_path / "log").size == 603
+
+
+def test_a_group_and_its_checkpoint_are_one_transaction(tmp_path: Path) -> None:
+    with Ledger.create(tmp_path / "log", ORIGIN) as led:
+        led.append(_batch(300))
+        led.checkpoint()
+        statements = _count_transactions(led)
+        results, cp = led.append_group_signed([(_batch(1, 300), "c1"), (_batch(2, 301), None),
+                                               (_batch(1, 303), "c1")])  # the same key again: refused
+        assert statements == ["BEGIN IMMEDIATE", "COMMIT"]
+        assert results[:2] == [[300], [301, 302]] and isinstance(results[2], InputError)
+        assert cp.size == led.size == 303 and cp.root_hash == led.root()
+        cp.verify(led.verifier)
+        assert led.latest_checkpoint() == cp
+        # a retry adds nothing and gets the latest checkpoint back
+        again, cp2 = led.append_group_signed([(_batch(1, 300), "c1")])
+        assert again == [[300]] and cp2.size == 303
+    assert audit(tmp_path / "log").size == 303
+
+
+def test_a_group_whose_checkpoint_cannot_be_signed_appends_nothing(tmp_path: Path) -> None:
+    with Ledger.create(tmp_path / "log", ORIGIN) as led:
+        led.append(_batch(5))
+        led.checkpoint()
+        db = led.store._db
+        note = bytes(db.execute("SELECT note FROM checkpoints ORDER BY seq DESC LIMIT 1").fetchone()[0])
+        lines = note.split(b"\n")
+        lines[1] = b"6"  # the signed size line altered: the stored checkpoint no longer verifies
+        db.execute("UPDATE checkpoints SET note=? WHERE seq=(SELECT max(seq) FROM checkpoints)", (b"\n".join(lines),))
+        with pytest.raises(SignatureError, match="previous checkpoint"):
+            led.append_group_signed([(_batch(3, 5), None)])
+        assert led.size == 5
+        db.execute("UPDATE checkpoints SET note=? WHERE seq=(SELECT max(seq) FROM checkpoints)", (note,))
+        results, cp = led.append_group_signed([(_batch(3, 5), None)])
+        assert results == [[5, 6, 7]] and cp.size == 8
+    assert audit(tmp_path / "log").size == 8

@@ -83,7 +83,8 @@ class NonceStore:
 
     def __init__(self, path: Path | None = None) -> None:
         self.path = path
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # the claims in memory
+        self._db_lock = threading.Lock()  # the connection (a flush's fsync must not hold up claims)
         target = ":memory:" if path is None else str(path)
         try:
             self._db = sqlite3.connect(target, isolation_level=None, check_same_thread=False, timeout=30.0)
@@ -103,7 +104,9 @@ class NonceStore:
         with self._lock:
             if self.deferred:
                 return
-            rows = self._db.execute("SELECT key, expires FROM nonces WHERE expires >= ?", (_time.time(),)).fetchall()
+            with self._db_lock:
+                rows = self._db.execute("SELECT key, expires FROM nonces WHERE expires >= ?",
+                                        (_time.time(),)).fetchall()
             self._known = {str(k): float(e) for k, e in rows}
             self._known_cap = max(10_000, len(self._known))
             self.deferred = True
@@ -116,8 +119,9 @@ class NonceStore:
         one fsync for the whole group, and no acknowledged request's nonce is lost by a crash.
         """
         with self._lock:
-            if now - self._last_purge > 60:
-                self._db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
+            if now - self._last_purge > 60 and not self.deferred:  # deferred: flush() purges
+                with self._db_lock:
+                    self._db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
                 self._last_purge = now
             if self.deferred:  # every unexpired nonce is in memory (loaded once from disk): no query per claim
                 held = self._known.get(key)
@@ -129,30 +133,45 @@ class NonceStore:
                     self._known = {k: v for k, v in self._known.items() if v >= now}
                     self._known_cap = max(self._known_cap, len(self._known))
                 return True
-            row = self._db.execute("SELECT expires FROM nonces WHERE key=?", (key,)).fetchone()
-            if row is not None and float(row[0]) >= now:
-                return False
-            self._db.execute("INSERT OR REPLACE INTO nonces(key, expires) VALUES(?, ?)", (key, expires))
+            with self._db_lock:
+                row = self._db.execute("SELECT expires FROM nonces WHERE key=?", (key,)).fetchone()
+                if row is not None and float(row[0]) >= now:
+                    return False
+                self._db.execute("INSERT OR REPLACE INTO nonces(key, expires) VALUES(?, ?)", (key, expires))
             return True
 
     def flush(self) -> None:
-        """Write the deferred claims in one durable transaction."""
+        """Write the deferred claims made so far in one durable transaction.
+
+        The claims are taken from memory first and written without holding the claims' lock, so new
+        requests are checked (in memory) while the fsync runs instead of waiting for it; a claim made
+        meanwhile is written by the next flush, which precedes that request's acknowledgement.
+        """
         with self._lock:
             if not self._pending:
                 return
             rows = list(self._pending.items())
+            self._pending = {}
+            now = _time.time()
+            purge_due = now - self._last_purge > 60
+            if purge_due:
+                self._last_purge = now
+        with self._db_lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
                 self._db.executemany("INSERT OR REPLACE INTO nonces(key, expires) VALUES(?, ?)", rows)
+                if purge_due:
+                    self._db.execute("DELETE FROM nonces WHERE expires < ?", (now,))
                 self._db.execute("COMMIT")
             except BaseException:
                 self._db.execute("ROLLBACK")
+                with self._lock:  # not written: keep them for the next flush
+                    self._pending = {**dict(rows), **self._pending}
                 raise
-            self._pending.clear()
 
     def close(self) -> None:
         """Close the database."""
-        with self._lock:
+        with self._lock, self._db_lock:
             self._db.close()
 
 

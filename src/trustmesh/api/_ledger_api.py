@@ -7,9 +7,9 @@ Read endpoints (public): ``GET /checkpoint``, ``GET /tile/<L>/<N>[.p/<W>]``,
 
 Writes are group-committed: one writer thread takes every request that queued up while the previous
 group was being written, checks each (identity entries one by one, against the registry), appends
-them all in one SQLite transaction (one fsync; the group's nonces are written just before, also in
-one), signs one checkpoint covering the group, and only then answers each request with its own
-indices and that checkpoint. So every acknowledged entry is durable and signed, and 20 clients
+them all in one SQLite transaction together with the checkpoint covering them (one fsync for both,
+``Ledger.append_group_signed``; the group's nonces are written just before, also in one), and only
+then answers each request with its own indices and that checkpoint. So every acknowledged entry is durable and signed, and 20 clients
 sending one entry each cost one transaction, not twenty.
 
 The body is read in chunks and refused (413) as soon as it passes ``max_body_bytes``, before it is
@@ -187,17 +187,26 @@ class _GroupCommit:
                     r.done.set_result(refused)
                     continue
                 self.guard.flush_nonces()
-                self._finish([r], self.ledger.append_group([(r.entries, r.key)]))
+                self._append([r])
             else:
                 plain.append(r)
         if plain:
             self.guard.flush_nonces()  # before any answer: an acknowledged request's nonce survives a crash
-            self._finish(plain, self.ledger.append_group([(r.entries, r.key) for r in plain]))
+            self._append(plain)
 
-    def _finish(self, requests: list[_Request], results: list[list[int] | InputError]) -> None:
-        note = None
-        if self.checkpoint_each_batch and any(not isinstance(x, InputError) for x in results):
-            note = self.ledger.checkpoint().to_bytes().decode("utf-8")
+    def _append(self, requests: list[_Request]) -> None:
+        """Append the requests in one transaction; with checkpoints on, their checkpoint is in the same one."""
+        batch = [(r.entries, r.key) for r in requests]
+        if not self.checkpoint_each_batch:
+            self._finish(requests, self.ledger.append_group(batch))
+            return
+        results, cp = self.ledger.append_group_signed(batch)
+        self._finish(requests, results, cp.to_bytes().decode("utf-8"))
+
+    def _finish(self, requests: list[_Request], results: list[list[int] | InputError], note: str | None = None
+                ) -> None:
+        if note is not None and all(isinstance(x, InputError) for x in results):
+            note = None
         for r, result in zip(requests, results, strict=True):
             if isinstance(result, InputError):
                 if "already used" in str(result):

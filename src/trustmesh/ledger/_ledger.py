@@ -228,6 +228,40 @@ class Ledger:
         which leaves the other requests untouched. One fsync covers the whole group, so a server can
         acknowledge many concurrent single-entry requests at the cost of one.
         """
+        return self._append_group(requests, sign=False)[0]
+
+    def append_group_signed(self, requests: Sequence[tuple[Sequence[Entry], str | None]]
+                            ) -> tuple[list[list[int] | InputError], Checkpoint]:
+        """Group-commit like :meth:`append_group` and sign the checkpoint covering it in the same transaction.
+
+        One commit (one fsync) makes the entries and their checkpoint durable together, instead of one
+        for the entries and one for :meth:`checkpoint`. The checks of :meth:`checkpoint` apply (the
+        previous checkpoint verifies and the stored tree still extends it). When the group adds no
+        entry (only refusals and retries) the latest checkpoint is returned, signing one if needed.
+        """
+        results, cp = self._append_group(requests, sign=True)
+        return results, cp if cp is not None else self.checkpoint()
+
+    def _seal(self, size: int) -> bytes:
+        """Sign a checkpoint of ``size`` inside the store's open append transaction (see append_requests)."""
+        if self._signer is None:
+            raise InputError(f"{self.directory}: no signing key (opened read-only or {KEY_NAME} missing)")
+        store = self._store
+        prev_row = store.latest_checkpoint()
+        if prev_row is not None:
+            prev = Checkpoint.from_bytes(prev_row[2])
+            try:
+                prev.verify(self.verifier)
+            except SignatureError as exc:
+                raise SignatureError(f"previous checkpoint: {exc}", index=prev.size) from None
+            if prev.size > size or store.root(prev.size) != prev.root_hash:
+                raise ConsistencyError(f"refusing to sign: the stored tree no longer matches the checkpoint of "
+                                       f"size {prev.size}", index=prev.size)
+        return Checkpoint.signed(self.origin, size, store.root(size), self._signer).to_bytes()
+
+    def _append_group(self, requests: Sequence[tuple[Sequence[Entry], str | None]], *, sign: bool
+                      ) -> tuple[list[list[int] | InputError], Checkpoint | None]:
+        """Group-commit ``requests``; with ``sign`` also the checkpoint covering them (None if nothing was added)."""
         if self.read_only:
             raise InputError(f"{self.directory}: ledger opened read-only; appends are refused")
         sha = hashlib.sha256
@@ -259,10 +293,18 @@ class Ledger:
                     offset += len(raws)
                 if key is not None:
                     keys.add(key)
-            firsts = self._store.append_requests([(raws, hashes, idem) for _, raws, hashes, idem in staged])
+            notes: list[bytes] = []
+
+            def seal(size: int) -> bytes:
+                notes.append(self._seal(size))
+                return notes[-1]
+
+            firsts = self._store.append_requests([(raws, hashes, idem) for _, raws, hashes, idem in staged],
+                                                 seal if sign else None)
         for (r, raws, _, _), first in zip(staged, firsts, strict=True):
             out[r] = first if isinstance(first, InputError) else list(range(first, first + len(raws)))
-        return [x if x is not None else InputError("not appended") for x in out]
+        cp = Checkpoint.from_bytes(notes[-1]) if notes else None
+        return [x if x is not None else InputError("not appended") for x in out], cp
 
     def sequence(self, entries: Sequence[Entry], *, idempotency_key: str | None = None) -> tuple[list[int], Checkpoint]:
         """Append one batch durably and sign the checkpoint that covers it (one batch, one checkpoint)."""

@@ -29,7 +29,7 @@ import struct
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -513,7 +513,8 @@ class TileStore:
             return first
 
     def append_requests(
-        self, requests: Sequence[tuple[Sequence[bytes], Sequence[bytes], tuple[str, bytes] | None]]
+        self, requests: Sequence[tuple[Sequence[bytes], Sequence[bytes], tuple[str, bytes] | None]],
+        seal: Callable[[int], bytes] | None = None,
     ) -> list[int | InputError]:
         """Append several requests' entries in one durable transaction (group commit).
 
@@ -521,8 +522,13 @@ class TileStore:
         request, its first index, or the InputError that refused it (a key reused for a different
         request); a refused request writes nothing and does not affect the others. A key seen twice
         in the group for the same request gets the first one's indices.
+
+        ``seal(new_size)``, when given and entries were added, is called inside the transaction once
+        the new tree is readable (``root(new_size)``) and returns a signed checkpoint note, stored in
+        the same transaction: one commit (one fsync) for the entries and the checkpoint covering them.
         """
         results: list[int | InputError] = []
+        staged_keys: list[int] = []
         with self._lock:
             self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -564,11 +570,23 @@ class TileStore:
                     self._db.execute("CREATE TABLE IF NOT EXISTS idempotency(key TEXT PRIMARY KEY, "
                                      "first INTEGER NOT NULL, count INTEGER NOT NULL, digest BLOB NOT NULL)")
                     self._db.executemany("INSERT INTO idempotency(key, first, count, digest) VALUES(?,?,?,?)", keyed)
+                if seal is not None and raws:
+                    # the new tree as this connection sees it (uncommitted): size and the staged tiles
+                    for key, width, data in tile_rows:
+                        self._cache[key] = (width, data)
+                        staged_keys.append(key)
+                    self._size = new_size
+                    note = seal(new_size)
+                    self._db.execute("INSERT INTO checkpoints(size, note) VALUES(?, ?)", (new_size, note))
                 self._db.execute("COMMIT")
             except sqlite3.OperationalError as exc:  # disk full, read-only, I/O error: not a damaged log
+                for key in staged_keys:
+                    self._cache.pop(key, None)
                 self._rollback()
                 raise sqlite_problem(self.path, exc) from None
             except BaseException:
+                for key in staged_keys:
+                    self._cache.pop(key, None)
                 self._rollback()
                 raise
             self._size = new_size
