@@ -573,20 +573,31 @@ def site_cmd(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    # own session: the SuperNode's helpers (superexec, clientapp) are stopped with it as one group
-    proc = subprocess.Popen(cmd, env=_venv_env({"FLWR_HOME": home}), start_new_session=True)
+    from trustmesh.federated._worker import WORKER_ENV
+
+    # Flower starts a fresh ClientApp process per message; this worker keeps torch, the site's data and
+    # model loaded across rounds, and those processes forward training to it over a socket in `home`
+    # (0700, this site only)
+    sock = str(Path(home) / "worker.sock")
+    worker = subprocess.Popen([sys.executable, "-m", "trustmesh.federated._worker", sock], env=_venv_env(),
+                              start_new_session=True)
+    proc = None
     try:
+        # own session: the SuperNode's helpers (superexec, clientapp) are stopped with it as one group
+        proc = subprocess.Popen(cmd, env=_venv_env({"FLWR_HOME": home, WORKER_ENV: sock}), start_new_session=True)
         proc.wait()
     except KeyboardInterrupt:
         stopped = True
     finally:
         from trustmesh._procs import stop_group
 
-        stop_group(proc, timeout=10)
+        if proc is not None:
+            stop_group(proc, timeout=10)
+        stop_group(worker, timeout=10)
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)
-    if not stopped and proc.returncode != 0:
+    if not stopped and proc is not None and proc.returncode != 0:
         # Flower's exit code 305: the SuperLink was unreachable, its certificate did not verify
         # against --root-cert, or this site's key is not enrolled.
         raise FederatedError(f"site {partition_id}: flower-supernode exited with code {proc.returncode} "

@@ -13,24 +13,29 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from pathlib import Path
 from typing import Any, cast
 
 from flwr.app import Context, Message
 from flwr.clientapp import ClientApp
 from flwr.serverapp import Grid, ServerApp
+import numpy.typing as npt
 
 from trustmesh.federated._coordinator import Coordinator
 from trustmesh.federated._data import FederatedData, load_federated_data
 from trustmesh.federated._flower import FlowerRun, _site_client, run_server_workflow
 from trustmesh.federated._record import RoundRecorder, open_round_ledger
 from trustmesh.federated._run import FLResult, Plan, limit_torch_threads, plan_run
+from trustmesh.federated._site import Site
 from trustmesh.federated._spec import config_from_options
+from trustmesh.federated._worker import WORKER_ENV, fit_remote
 
-__all__ = ["client_app", "server_app"]
+__all__ = ["client_app", "local_site", "server_app"]
 
 _log = logging.getLogger(__name__)
 _cache: dict[str, tuple[FederatedData, Plan]] = {}
+_sites: dict[tuple[str, int], Site] = {}
 
 
 def _spec(context: Context) -> dict[str, Any]:
@@ -60,19 +65,46 @@ def _maybe_secagg(msg: Message, ctxt: Context, call_next: Any) -> Message:
     return cast(Message, make_masking_mod()(msg, ctxt, call_next))
 
 
-def _client_fn(context: Context) -> Any:
-    limit_torch_threads()
-    spec = _spec(context)
+def local_site(spec: dict[str, Any], k: int) -> Site:
+    """Site ``k`` of the run ``spec``, on this machine's own data copy (built once per process)."""
     from trustmesh.config import find_data_dir
 
     local = find_data_dir()  # this site's own copy: the coordinator's path means nothing on another machine
     if local is not None:
         spec = {**spec, "data_dir": str(local)}
     _, plan = _plan(spec)
-    k = int(context.node_config["partition-id"])
     if not 0 <= k < plan.config.n_sites:
         raise ValueError(f"partition-id {k} outside 0..{plan.config.n_sites - 1}")
-    return _site_client(plan.site(k), {}, None, plan.new_model().get_weights()).to_client()
+    key = (json.dumps(spec, sort_keys=True), k)
+    if key not in _sites:
+        _sites[key] = plan.site(k)
+    return _sites[key]
+
+
+def _remote_client(path: str, spec: dict[str, Any], k: int) -> Any:
+    """A ClientApp client that forwards training to this site's long-running worker (``fl site``)."""
+    from flwr.client import NumPyClient
+
+    class _Remote(NumPyClient):
+        def fit(self, parameters: list[npt.NDArray[Any]], config: dict[str, Any]) -> Any:
+            return fit_remote(path, spec, k, list(parameters), dict(config))
+
+        def evaluate(self, parameters: list[npt.NDArray[Any]], config: dict[str, Any]) -> Any:
+            return 0.0, 1, {}
+
+    return _Remote()
+
+
+def _client_fn(context: Context) -> Any:
+    spec = _spec(context)
+    k = int(context.node_config["partition-id"])
+    worker = os.environ.get(WORKER_ENV)
+    if worker:
+        # training runs in the site's worker, which keeps torch, the data and the model loaded
+        return _remote_client(worker, spec, k).to_client()
+    limit_torch_threads()
+    site = local_site(spec, k)
+    return _site_client(site, {}, None, site.model.get_weights()).to_client()
 
 
 client_app = ClientApp(client_fn=_client_fn, mods=[_maybe_secagg])
