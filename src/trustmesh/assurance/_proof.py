@@ -92,10 +92,15 @@ def feature_commitments(names: Sequence[str], matrix: np.ndarray) -> tuple[list[
     names = [str(n) for n in names]
     digests: list[str] = []
     rows: dict[str, list[float | None]] = {}
-    # canonical_dumps writes the same RFC 8785 bytes as rfc8785.dumps, with the C encoder (ledger/_canonical.py)
-    for row in np.asarray(matrix, dtype=np.float64):
-        values = _row_values(row)
-        d = _sha(canonical_dumps({"features": names, "values": values})[0])
+    # canonical_dumps writes the same RFC 8785 bytes as rfc8785.dumps, with the C encoder (ledger/_canonical.py);
+    # the keys sort as "features" < "values", so a row's document is the shared prefix, its values and "}"
+    prefix = b'{"features":' + canonical_dumps(names)[0] + b',"values":'
+    mat = np.asarray(matrix, dtype=np.float64)
+    finite = cast(list[bool], np.isfinite(mat).all(axis=1).tolist())
+    for row, ok, values in zip(mat, finite, mat.tolist(), strict=True):
+        if not ok:
+            values = _row_values(row)
+        d = _sha(prefix + canonical_dumps(values)[0] + b"}")
         digests.append(d)
         rows[d] = values
     blob = canonical_dumps({"format": FEATURES_FORMAT, "features": names, "rows": rows})[0]

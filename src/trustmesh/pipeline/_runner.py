@@ -219,7 +219,7 @@ class Pipeline:
         """
         refs_t = tuple(sorted(set(refs)))
         try:
-            entry = Entry(kind=kind, payload=dict(payload), time=now, refs=refs_t)
+            entry = Entry(kind=kind, payload=payload if type(payload) is dict else dict(payload), time=now, refs=refs_t)
         except InputError:  # over the entry size limit (or not JSON): _fit slims it, Entry says what is wrong
             return Entry(kind=kind, payload=self._fit(payload), time=now, refs=refs_t)
         if len(entry.to_bytes()) <= _INLINE_LIMIT:
