@@ -8,8 +8,9 @@ Read endpoints (public): ``GET /checkpoint``, ``GET /tile/<L>/<N>[.p/<W>]``,
 Writes are group-committed: one writer thread takes every request that queued up while the previous
 group was being written, checks each (identity entries one by one, against the registry), appends
 them all in one SQLite transaction together with the checkpoint covering them (one fsync for both,
-``Ledger.append_group_signed``; the group's nonces are written just before, also in one), and only
-then answers each request with its own indices and that checkpoint. So every acknowledged entry is durable and signed, and 20 clients
+``Ledger.append_group_signed``; the group's nonces are written meanwhile, in one transaction of
+their own file), and only once both are durable answers each request with its own indices and that
+checkpoint. So every acknowledged entry is durable and signed, and 20 clients
 sending one entry each cost one transaction, not twenty.
 
 The body is read in chunks and refused (413) as soon as it passes ``max_body_bytes``, before it is
@@ -27,7 +28,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from concurrent.futures import Future
+from concurrent.futures import Future, ThreadPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -143,6 +144,7 @@ class _GroupCommit:
         self.check_identity = check_identity
         self.queue: queue.Queue[_Request | None] = queue.Queue()
         self.groups = 0
+        self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustmesh-nonce-flush")
         self._thread = threading.Thread(target=self._run, name="trustmesh-ledger-writer", daemon=True)
         self._thread.start()
 
@@ -153,6 +155,7 @@ class _GroupCommit:
     def close(self) -> None:
         self.queue.put(None)
         self._thread.join(timeout=10)
+        self._flusher.shutdown(wait=True)
 
     def _run(self) -> None:
         while True:
@@ -187,21 +190,26 @@ class _GroupCommit:
                     r.done.set_result(refused)
                     continue
                 self.guard.flush_nonces()
-                self._append([r])
+                self._finish([r], *self._append([r]))
             else:
                 plain.append(r)
         if plain:
-            self.guard.flush_nonces()  # before any answer: an acknowledged request's nonce survives a crash
-            self._append(plain)
+            # the nonces' fsync (their own SQLite file) runs beside the ledger's; both end before any
+            # answer, so an acknowledged request's nonce and entries survive a crash
+            flushed = self._flusher.submit(self.guard.flush_nonces)
+            try:
+                results, note = self._append(plain)
+            finally:
+                flushed.result()
+            self._finish(plain, results, note)
 
-    def _append(self, requests: list[_Request]) -> None:
+    def _append(self, requests: list[_Request]) -> tuple[list[list[int] | InputError], str | None]:
         """Append the requests in one transaction; with checkpoints on, their checkpoint is in the same one."""
         batch = [(r.entries, r.key) for r in requests]
         if not self.checkpoint_each_batch:
-            self._finish(requests, self.ledger.append_group(batch))
-            return
+            return self.ledger.append_group(batch), None
         results, cp = self.ledger.append_group_signed(batch)
-        self._finish(requests, results, cp.to_bytes().decode("utf-8"))
+        return results, cp.to_bytes().decode("utf-8")
 
     def _finish(self, requests: list[_Request], results: list[list[int] | InputError], note: str | None = None
                 ) -> None:
