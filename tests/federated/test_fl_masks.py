@@ -167,3 +167,30 @@ def test_shamir_any_threshold_shares_rebuild_and_fewer_do_not() -> None:
         pass  # two shares usually interpolate to a value above 2^256: refused outright
     with pytest.raises(FederatedError, match="malformed|conflicts"):
         shamir_combine([shares[1], shares[1][:4] + bytes(66)])
+
+
+def test_pipelined_next_round_uses_fresh_keys_and_survives_a_dropout() -> None:
+    ids, n = [2, 5, 8, 9, 12], 64
+    sites, server, _, _, survivors = _round(ids, n, shares=5, threshold=3)
+    assert survivors == set(ids)
+    # while unmasking round 1 every site deals round 2's mask key and seed to the same neighbours
+    dealt = {i: sites[i].prepare_next(2) for i in ids}
+    old_pk1 = {i: sites[i].pk1 for i in ids}
+    sites = {i: MaskingSite.from_state(s.to_state()) for i, s in sites.items()}
+    nxt = MaskingServer(2, server.neighbours, 3, public_keys={i: (dealt[i][0], server.public_keys[i][1]) for i in ids})
+    forwarded = nxt.forward({i: dealt[i][1] for i in ids})
+    for i in ids:
+        sites[i].start_round(2, {j: dealt[j][0] for j in server.neighbours[i]})
+        sites[i].receive_shares(forwarded[i])
+        assert sites[i].pk1 == dealt[i][0] != old_pk1[i]
+    rng = np.random.default_rng(3)
+    values = {i: rng.integers(0, 2**62, n, dtype=np.uint64) for i in ids}
+    alive = set(ids) - {8}  # site 8 drops out while training round 2
+    total = sum((sites[i].mask(values[i]) for i in alive), np.zeros(n, dtype=np.uint64))
+    released = {i: sites[i].unmask(nxt.neighbours[i] & alive, nxt.neighbours[i] - alive) for i in alive}
+    got, _ = nxt.unmask(total, alive, released)
+    assert np.array_equal(got, sum((values[i] for i in alive), np.zeros(n, dtype=np.uint64)))
+    stale = MaskingSite.from_state(sites[5].to_state())
+    stale.prepare_next(3)
+    with pytest.raises(FederatedError, match="does not follow"):
+        stale.start_round(2, {})  # a replayed, older round is refused

@@ -187,6 +187,8 @@ class MaskingSite:
     sk1_shares: dict[int, bytes] = field(default_factory=dict, repr=False)
     available: list[int] = field(default_factory=list)
     stage: str = "setup"
+    next_sk1: bytes = field(repr=False, default=b"")
+    next_seed: bytes = field(repr=False, default=b"")
 
     @classmethod
     def setup(cls, node_id: int, round_no: int, threshold: int) -> MaskingSite:
@@ -209,44 +211,82 @@ class MaskingSite:
             raise FederatedError("secure aggregation: the relayed public keys are not all distinct")
         self.peers = {int(k): (bytes(v[0]), bytes(v[1])) for k, v in peers.items()}
         self.seed = secrets.token_bytes(32)
+        return self._deal(self.round_no, self.seed, self.sk1, own=True)
+
+    def _deal(self, round_no: int, seed: bytes, sk1: bytes, *, own: bool) -> dict[int, bytes]:
         xs = {nid: i + 1 for i, nid in enumerate(sorted(self.peers))}
-        seed_sh = shamir_split(self.seed, self.threshold, xs.values())
-        sk1_sh = shamir_split(self.sk1, self.threshold, xs.values())
+        seed_sh = shamir_split(seed, self.threshold, xs.values())
+        sk1_sh = shamir_split(sk1, self.threshold, xs.values())
         out = {}
         for nid, x in xs.items():
             if nid == self.node_id:
-                self.seed_shares[nid], self.sk1_shares[nid] = seed_sh[x], sk1_sh[x]
+                if own:
+                    self.seed_shares[nid], self.sk1_shares[nid] = seed_sh[x], sk1_sh[x]
+                else:  # kept sealed to itself until the next round starts
+                    out[nid] = self._seal(nid, seed_sh[x] + sk1_sh[x], round_no)
                 continue
-            out[nid] = self._seal(nid, seed_sh[x] + sk1_sh[x])
+            out[nid] = self._seal(nid, seed_sh[x] + sk1_sh[x], round_no)
         return out
 
-    def _share_key(self, src: int, dst: int) -> bytes:
-        return derive_mask_key(_agree(self.sk2, self.peers[dst if src == self.node_id else src][1]),
-                               "share", self.round_no, src, dst)
+    def prepare_next(self, next_round: int) -> tuple[bytes, dict[int, bytes]]:
+        """After unmasking, make the next round's mask key pair and self-mask seed and deal their shares
+        to the same neighbours (sealed under the long-lived transport keys): the next round then needs
+        no setup or key-sharing messages. Returns (next pk1, sealed shares per neighbour, itself included)."""
+        self._expect("unmask", "prepared")
+        if next_round <= self.round_no:
+            raise ValueError(f"next_round must be > {self.round_no}, got {next_round}")
+        self.next_sk1, next_pk1 = _x25519()
+        self.next_seed = secrets.token_bytes(32)
+        sealed = self._deal(next_round, self.next_seed, self.next_sk1, own=False)
+        return next_pk1, sealed
 
-    def _seal(self, dst: int, plaintext: bytes) -> bytes:
-        ad = struct.pack(">QQQ", self.round_no, self.node_id, dst)
-        return ChaCha20Poly1305(self._share_key(self.node_id, dst)).encrypt(_ZERO_NONCE12, plaintext, ad)
+    def start_round(self, round_no: int, peer_pk1: Mapping[int, bytes]) -> None:
+        """Switch to the keys made by :meth:`prepare_next`; ``peer_pk1`` are the neighbours' new keys."""
+        self._expect("prepared", "share-keys")
+        if round_no <= self.round_no:
+            raise FederatedError(f"secure aggregation: round {round_no} does not follow round {self.round_no}")
+        next_pk1 = X25519PrivateKey.from_private_bytes(self.next_sk1).public_key().public_bytes(
+            Encoding.Raw, PublicFormat.Raw)
+        if peer_pk1.get(self.node_id, next_pk1) != next_pk1:
+            raise FederatedError("secure aggregation: the server did not relay this site's own public key")
+        self.round_no = round_no
+        self.sk1, self.pk1, self.seed = self.next_sk1, next_pk1, self.next_seed
+        self.next_sk1 = self.next_seed = b""
+        for nid, pk in peer_pk1.items():
+            if int(nid) in self.peers and int(nid) != self.node_id:
+                self.peers[int(nid)] = (bytes(pk), self.peers[int(nid)][1])
+        self.seed_shares, self.sk1_shares, self.available = {}, {}, []
+
+    def _share_key(self, src: int, dst: int, round_no: int) -> bytes:
+        return derive_mask_key(_agree(self.sk2, self.peers[dst if src == self.node_id else src][1]),
+                               "share", round_no, src, dst)
+
+    def _seal(self, dst: int, plaintext: bytes, round_no: int) -> bytes:
+        ad = struct.pack(">QQQ", round_no, self.node_id, dst)
+        return ChaCha20Poly1305(self._share_key(self.node_id, dst, round_no)).encrypt(_ZERO_NONCE12, plaintext, ad)
 
     def receive_shares(self, ciphertexts: Mapping[int, bytes]) -> None:
         """Decrypt the shares neighbours sent this site; those neighbours are the ones it masks against."""
         self._expect("share-keys", "masked-input")
         from cryptography.exceptions import InvalidTag
 
-        if len(ciphertexts) + 1 < self.threshold:
+        if len([c for c in ciphertexts if int(c) != self.node_id]) + 1 < self.threshold:
             raise FederatedError("secure aggregation: too few neighbours sent shares")
         for src, ct in ciphertexts.items():
-            if src not in self.peers or src == self.node_id:
+            if src not in self.peers:
                 raise FederatedError(f"secure aggregation: shares from {src}, not a neighbour")
             ad = struct.pack(">QQQ", self.round_no, src, self.node_id)
             try:
-                pt = ChaCha20Poly1305(self._share_key(src, self.node_id)).decrypt(_ZERO_NONCE12, bytes(ct), ad)
+                pt = ChaCha20Poly1305(self._share_key(src, self.node_id, self.round_no)).decrypt(
+                    _ZERO_NONCE12, bytes(ct), ad)
             except InvalidTag:
                 raise FederatedError(f"secure aggregation: shares from {src} do not authenticate") from None
             if len(pt) != 2 * _SHARE_BYTES:
                 raise FederatedError(f"secure aggregation: shares from {src} have the wrong length")
             self.seed_shares[src], self.sk1_shares[src] = pt[:_SHARE_BYTES], pt[_SHARE_BYTES:]
-        self.available = sorted(int(s) for s in ciphertexts)
+        if self.node_id not in self.seed_shares:
+            raise FederatedError("secure aggregation: this site's own shares were not returned")
+        self.available = sorted(int(s) for s in ciphertexts if int(s) != self.node_id)
 
     def mask(self, values: npt.NDArray[np.uint64]) -> npt.NDArray[np.uint64]:
         """Add the self mask and the pairwise masks (Z_2^64) to ``values``."""
@@ -301,6 +341,7 @@ class MaskingSite:
             "peer_pk2": [self.peers[p][1] for p in peers],
             "share_ids": sorted(self.seed_shares), "seed_shares": [self.seed_shares[p] for p in sorted(self.seed_shares)],
             "sk1_shares": [self.sk1_shares[p] for p in sorted(self.seed_shares)], "available": list(self.available),
+            "next_sk1": self.next_sk1, "next_seed": self.next_seed,
         }
 
     @classmethod
@@ -315,6 +356,7 @@ class MaskingSite:
             dict(zip(ids, (bytes(s) for s in d.get("seed_shares", [])), strict=True)),
             dict(zip(ids, (bytes(s) for s in d.get("sk1_shares", [])), strict=True)),
             [int(x) for x in d.get("available", [])], str(d["stage"]),
+            bytes(d.get("next_sk1", b"")), bytes(d.get("next_seed", b"")),
         )
 
 

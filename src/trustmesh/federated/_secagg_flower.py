@@ -79,6 +79,10 @@ def make_masking_mod(fault_of: Callable[[Any], str | None] | None = None, *, wor
                 sealed = site.share_keys(peers)
                 res = {"dst": sorted(sealed), "ct": [sealed[d] for d in sorted(sealed)]}
             elif stage == "masked-input":
+                if "peer_pk1" in conf:  # a pipelined round: keys and shares were dealt last round
+                    site.start_round(int(cast(int, conf["round"])), dict(zip(
+                        (int(p) for p in cast(list[int], conf["peer_ids"])),
+                        (bytes(k) for k in cast(list[bytes], conf["peer_pk1"])), strict=True)))
                 site.receive_shares(dict(zip((int(s) for s in cast(list[int], conf.get("src", []))),
                                              (bytes(c) for c in cast(list[bytes], conf.get("ct", []))), strict=True)))
                 global_w = parameters_to_ndarrays(compat.recorddict_to_fitins(msg.content, keep_input=True).parameters)
@@ -99,6 +103,10 @@ def make_masking_mod(fault_of: Callable[[Any], str | None] | None = None, *, wor
             elif stage == "unmask":
                 shares = site.unmask(cast(list[int], conf.get("active", [])), cast(list[int], conf.get("dead", [])))
                 res = {"ids": sorted(shares), "shares": [shares[k] for k in sorted(shares)]}
+                if "next_round" in conf:
+                    next_pk1, sealed = site.prepare_next(int(cast(int, conf["next_round"])))
+                    res.update({"next_pk1": next_pk1, "next_dst": sorted(sealed),
+                                "next_ct": [sealed[d] for d in sorted(sealed)]})
             else:
                 raise FederatedError(f"secure aggregation: unknown stage {stage!r}")
         ctxt.state.config_records[_STATE_KEY] = ConfigRecord(site.to_state())
@@ -133,6 +141,18 @@ def _masked_input(site: MaskingSite, delta: npt.NDArray[np.float64], spec: Bound
 
 
 @dataclass
+class _Pending:
+    """Keys and sealed shares the sites dealt for the next round while unmasking this one."""
+
+    round: int
+    neighbours: dict[int, frozenset[int]]
+    threshold: int
+    pk1: dict[int, bytes]
+    pk2: dict[int, bytes]
+    sealed: dict[int, dict[int, bytes]]
+
+
+@dataclass
 class BoundStats:
     """Per-round cost and outcome of the bound checks (what the ledger and the benchmark report)."""
 
@@ -141,6 +161,7 @@ class BoundStats:
     verify_s: dict[str, float] = field(default_factory=dict)
     link_s: float = 0.0
     rejected: dict[str, str] = field(default_factory=dict)
+    setup: bool = True  # False: keys and shares were dealt in the previous round (2 messages, not 4)
 
 
 class MaskedAggregationWorkflow:
@@ -166,6 +187,7 @@ class MaskedAggregationWorkflow:
         self.origin = origin
         self.observer = observer
         self.workers = workers
+        self._pending: _Pending | None = None
 
     def _send(self, grid: Any, records: dict[int, Any], rnd: int, contents: dict[int, Any] | None = None) -> dict[int, Any]:
         from flwr.app import ConfigRecord, Message, RecordDict
@@ -189,7 +211,7 @@ class MaskedAggregationWorkflow:
     def __call__(self, grid: Any, context: Any) -> None:
         """Run one round of masked aggregation and hand the unmasked mean to the strategy."""
         import flwr.compat.common.recorddict_compat as compat
-        from flwr.common import ndarrays_to_parameters, parameters_to_ndarrays
+        from flwr.common import parameters_to_ndarrays
         from flwr.server.compat.legacy_context import LegacyContext
         from flwr.server.workflow.constant import MAIN_CONFIGS_RECORD, MAIN_PARAMS_RECORD
         from flwr.server.workflow.constant import Key as WorkflowKey
@@ -208,11 +230,27 @@ class MaskedAggregationWorkflow:
             raise FederatedError("secure aggregation needs at least 2 sites")
         shares = min(self.config.num_shares, len(ids))
         threshold = min(self.config.reconstruction_threshold, shares)
-        server = MaskingServer(rnd, neighbour_graph(ids, shares), threshold)
         stats = BoundStats(rnd)
         global_w = parameters_to_ndarrays(params)
         n = int(sum(a.size for a in global_w))
+        pending, self._pending = self._pending, None
+        if pending is not None and pending.round == rnd and set(pending.pk1) == ids and pending.threshold == threshold:
+            # the sites dealt this round's keys and shares while unmasking the last one: 2 messages, not 4
+            server = MaskingServer(rnd, pending.neighbours, threshold,
+                                   public_keys={k: (pending.pk1[k], pending.pk2[k]) for k in ids})
+            alive = set(ids)
+            forwarded = server.forward(pending.sealed)
+            extra = {nid: {"round": rnd, "peer_ids": sorted(server.neighbours[nid]),
+                           "peer_pk1": [pending.pk1[p] for p in sorted(server.neighbours[nid])]} for nid in ids}
+            stats.setup = False
+        else:
+            server = MaskingServer(rnd, neighbour_graph(ids, shares), threshold)
+            forwarded, alive = self._set_up(grid, server, ids, rnd)
+            extra = {nid: {} for nid in alive}
+        self._masked_round(grid, context, rnd, server, alive, forwarded, extra, fitins, proxies, global_w, n, stats)
 
+    def _set_up(self, grid: Any, server: MaskingServer, ids: set[int], rnd: int) -> tuple[dict[int, dict[int, bytes]], set[int]]:
+        threshold = server.threshold
         replies = self._send(grid, {nid: {"stage": "setup", "round": rnd, "threshold": threshold} for nid in ids}, rnd)
         for nid, r in replies.items():
             rec = r.content.config_records[RECORD_KEY]
@@ -234,12 +272,21 @@ class MaskedAggregationWorkflow:
         forwarded = server.forward(sent)
         alive = set(sent)
         server.check_threshold(alive)
+        return forwarded, alive
+
+    def _masked_round(self, grid: Any, context: Any, rnd: int, server: MaskingServer, alive: set[int],
+                      forwarded: dict[int, dict[int, bytes]], extra: dict[int, dict[str, Any]], fitins: dict[int, Any],
+                      proxies: dict[int, Any], global_w: list[npt.NDArray[Any]], n: int, stats: BoundStats) -> None:
+        import flwr.compat.common.recorddict_compat as compat
+        from flwr.common import ndarrays_to_parameters
+        from flwr.server.workflow.constant import MAIN_PARAMS_RECORD
 
         nonces = {nid: secrets.token_bytes(32) for nid in alive}
         spec = self.spec
         stage3 = {nid: {"stage": "masked-input", "src": sorted(forwarded[nid]),
                         "ct": [forwarded[nid][s] for s in sorted(forwarded[nid])], "clip": spec.clip,
-                        "bound": spec.bound, "prove": spec.prove, "origin": self.origin, "nonce": nonces[nid]}
+                        "bound": spec.bound, "prove": spec.prove, "origin": self.origin, "nonce": nonces[nid],
+                        **extra[nid]}
                   for nid in alive}
         replies = self._send(grid, stage3, rnd, contents={nid: fitins[nid] for nid in alive})
         accepted: dict[int, tuple[npt.NDArray[np.uint64], Any]] = {}
@@ -276,14 +323,23 @@ class MaskedAggregationWorkflow:
 
         def unmask_req(nid: int) -> dict[str, Any]:
             nb = server.neighbours[nid]
-            return {"stage": "unmask", "active": sorted(nb & survivors), "dead": sorted(nb & (alive - survivors))}
+            return {"stage": "unmask", "active": sorted(nb & survivors), "dead": sorted(nb & (alive - survivors)),
+                    "next_round": rnd + 1}
 
         replies = self._send(grid, {nid: unmask_req(nid) for nid in survivors}, rnd)
         released = {}
+        nxt = _Pending(rnd + 1, server.neighbours, server.threshold, {}, {k: v[1] for k, v in server.public_keys.items()}, {})
         for nid, r in replies.items():
             rec = r.content.config_records[RECORD_KEY]
             released[nid] = dict(zip((int(i) for i in cast(list[int], rec.get("ids", []))),
                                      (bytes(s) for s in cast(list[bytes], rec.get("shares", []))), strict=True))
+            if "next_pk1" in rec:
+                nxt.pk1[nid] = bytes(cast(bytes, rec["next_pk1"]))
+                nxt.sealed[nid] = dict(zip((int(d) for d in cast(list[int], rec.get("next_dst", []))),
+                                           (bytes(c) for c in cast(list[bytes], rec.get("next_ct", []))), strict=True))
+        if survivors == set(server.neighbours) and set(nxt.pk1) == survivors:
+            # everyone took part: the next round can start from what they dealt (otherwise a fresh set-up)
+            self._pending = nxt
         masked_sum = np.zeros(n, dtype=np.uint64)
         for masked, _ in accepted.values():
             masked_sum = masked_sum + masked
