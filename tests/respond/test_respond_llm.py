@@ -262,3 +262,20 @@ def test_pipeline_with_llm_triage_records_prompts_and_evidence(tmp_path: Path, d
         assert with_evidence == len(proposals)
         decided = [e.payload for e in entries if e.kind == "decision" and e.payload.get("decided_by") == "llm"]
         assert decided
+
+
+def test_an_allowlisted_asset_is_never_queued_for_approval(tmp_path: Path) -> None:
+    """A spoofed gateway among a lateral-movement incident's sources: its quarantine is denied, not queued."""
+    from trustmesh.records import Decision
+    from trustmesh.respond import DEFAULT_PLAYBOOKS, Guards, NotifyAction, PlaybookSet, QuarantineAction, Responder
+
+    inc = Incident(incident_id=IncidentId("inc-lat"), version=1, first_seen=0.0, last_seen=5.0, severity=3,
+                   confidence=0.9, alert_ids=("a1",), source_ips=("192.0.2.7", "192.0.2.1"),
+                   destination_ips=("192.0.2.20",), technique_id="T1021", predicted_class="lateral-movement")
+    responder = Responder(PlaybookSet.load([DEFAULT_PLAYBOOKS]),
+                          {"quarantine": QuarantineAction(), "notify": NotifyAction("log")},
+                          Guards(allowlist=("192.0.2.1",)), tmp_path)
+    records = [r for r in responder.handle(inc) if isinstance(r, Decision) and r.action == "quarantine"]
+    responder.queue.close()
+    by_status = {r.status: r.targets for r in records}
+    assert by_status == {"denied": ("192.0.2.1",), "pending_approval": ("192.0.2.7",)}

@@ -12,6 +12,7 @@ actions for new attackers. Steps marked ``approval: true`` are queued instead of
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import logging
 import time
@@ -22,7 +23,7 @@ from typing import Any
 from trustmesh.errors import InputError
 from trustmesh.records import ActionResult, Decision, Incident, IncidentId, TriageProposal
 from trustmesh.respond._actions import Action, ActionRequest, Outcome, action_from_spec
-from trustmesh.respond._guards import Guarded, Guards
+from trustmesh.respond._guards import Guarded, Guards, allowlisted
 from trustmesh.respond._llm import LLMTriage
 from trustmesh.respond._playbook import Playbook, PlaybookSet
 from trustmesh.respond._queue import ApprovalQueue, StoredAction
@@ -224,6 +225,18 @@ class Responder:
                                               proposal_id=proposal_id))
                 continue
             reason = f"playbook {pb.name} step {i}" + (" chosen by LLM triage" if decided_by == "llm" else "")
+            if step.approval and action.blocks:  # an allowlisted asset is never queued (the guards deny it)
+                nets = self.guards.networks()
+                barred = tuple(t for t in new if allowlisted(t, nets) is not None)
+                if barred:
+                    records.append(self._decision(inc, "denied", f"{reason}: allowlisted, not queued for "
+                                                  f"approval: {', '.join(barred[:5])}", f"allowlisted|{action_id}",
+                                                  playbook=pb.name, step=i, action=step.type, targets=barred,
+                                                  decided_by=decided_by, proposal_id=proposal_id))
+                    new = [t for t in new if t not in barred]
+                    if not new:
+                        continue
+                    request = dataclasses.replace(request, targets=tuple(new))
             if step.approval:
                 approval_id = _id("apr", action_id)
                 decision = self._decision(inc, "pending_approval", f"{reason} needs human approval",
