@@ -277,7 +277,7 @@ def _write_app(app_dir: Path, spec: dict[str, Any]) -> None:
         "tool": {"flwr": {"app": {
             "publisher": "trustmesh",
             "components": {"serverapp": "trustmesh.federated._deploy:server_app",
-                           "clientapp": "trustmesh.federated._deploy:client_app"},
+                           "clientapp": "trustmesh._fl_worker:client_app"},
             "config": {"spec": json.dumps(spec, sort_keys=True)},
         }}},
     }
@@ -573,13 +573,13 @@ def site_cmd(
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    from trustmesh.federated._worker import WORKER_ENV
+    from trustmesh._fl_worker import WORKER_ENV
 
     # Flower starts a fresh ClientApp process per message; this worker keeps torch, the site's data and
     # model loaded across rounds, and those processes forward training to it over a socket in `home`
     # (0700, this site only)
     sock = str(Path(home) / "worker.sock")
-    worker = subprocess.Popen([sys.executable, "-m", "trustmesh.federated._worker", sock], env=_venv_env(),
+    worker = subprocess.Popen([sys.executable, "-m", "trustmesh._fl_worker", sock], env=_venv_env(),
                               start_new_session=True)
     proc = None
     try:

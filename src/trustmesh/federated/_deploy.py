@@ -13,15 +13,13 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
-from flwr.app import Context, Message
-from flwr.clientapp import ClientApp
+from flwr.app import Context
 from flwr.serverapp import Grid, ServerApp
-import numpy.typing as npt
 
+from trustmesh._fl_worker import client_app
 from trustmesh.federated._coordinator import Coordinator
 from trustmesh.federated._data import FederatedData, load_federated_data
 from trustmesh.federated._flower import FlowerRun, _site_client, run_server_workflow
@@ -29,9 +27,8 @@ from trustmesh.federated._record import RoundRecorder, open_round_ledger
 from trustmesh.federated._run import FLResult, Plan, limit_torch_threads, plan_run
 from trustmesh.federated._site import Site
 from trustmesh.federated._spec import config_from_options
-from trustmesh.federated._worker import WORKER_ENV, fit_remote
 
-__all__ = ["client_app", "local_site", "server_app"]
+__all__ = ["client_app", "client_fn", "local_site", "server_app"]
 
 _log = logging.getLogger(__name__)
 _cache: dict[str, tuple[FederatedData, Plan]] = {}
@@ -58,13 +55,6 @@ def _plan(spec: dict[str, Any]) -> tuple[FederatedData, Plan]:
     return _cache[key]
 
 
-def _maybe_secagg(msg: Message, ctxt: Context, call_next: Any) -> Message:
-    """Apply our secure aggregation only to its own messages (plain rounds pass through the mod)."""
-    from trustmesh.federated._secagg_flower import make_masking_mod
-
-    return cast(Message, make_masking_mod()(msg, ctxt, call_next))
-
-
 def local_site(spec: dict[str, Any], k: int) -> Site:
     """Site ``k`` of the run ``spec``, on this machine's own data copy (built once per process)."""
     from trustmesh.config import find_data_dir
@@ -81,33 +71,13 @@ def local_site(spec: dict[str, Any], k: int) -> Site:
     return _sites[key]
 
 
-def _remote_client(path: str, spec: dict[str, Any], k: int) -> Any:
-    """A ClientApp client that forwards training to this site's long-running worker (``fl site``)."""
-    from flwr.client import NumPyClient
-
-    class _Remote(NumPyClient):
-        def fit(self, parameters: list[npt.NDArray[Any]], config: dict[str, Any]) -> Any:
-            return fit_remote(path, spec, k, list(parameters), dict(config))
-
-        def evaluate(self, parameters: list[npt.NDArray[Any]], config: dict[str, Any]) -> Any:
-            return 0.0, 1, {}
-
-    return _Remote()
-
-
-def _client_fn(context: Context) -> Any:
-    spec = _spec(context)
-    k = int(context.node_config["partition-id"])
-    worker = os.environ.get(WORKER_ENV)
-    if worker:
-        # training runs in the site's worker, which keeps torch, the data and the model loaded
-        return _remote_client(worker, spec, k).to_client()
+def client_fn(context: Context) -> Any:
+    """The ClientApp's client when training runs in the ClientApp process itself (no site worker)."""
     limit_torch_threads()
-    site = local_site(spec, k)
+    site = local_site(_spec(context), int(context.node_config["partition-id"]))
     return _site_client(site, {}, None, site.model.get_weights()).to_client()
 
 
-client_app = ClientApp(client_fn=_client_fn, mods=[_maybe_secagg])
 server_app = ServerApp()
 
 
