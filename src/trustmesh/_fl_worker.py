@@ -38,6 +38,7 @@ from trustmesh.errors import FederatedError
 
 __all__ = ["WORKER_ENV", "client_app", "fit_remote", "serve_worker"]
 
+SECAGG_RECORD = "trustmesh.secagg"  # federated._secagg_flower.RECORD_KEY (a test keeps them equal)
 WORKER_ENV = "TRUSTMESH_FL_WORKER"  # the socket path; set by `fl site` for its SuperNode's ClientApps
 MAX_HEADER = 1 << 20
 MAX_PAYLOAD = 1 << 30
@@ -187,13 +188,14 @@ def _client_fn(context: Any) -> Any:
 
 
 def _maybe_secagg(msg: Any, ctxt: Any, call_next: Any) -> Any:
-    """Apply SecAgg+ only to messages of the SecAgg+ protocol (plain rounds pass through)."""
-    from flwr.client.mod import secaggplus_mod
-    from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS, Key
+    """Our secure aggregation's client mod (``federated._secagg_flower``) for its own messages only.
 
-    rec = msg.content.config_records.get(RECORD_KEY_CONFIGS) if msg.has_content() else None
-    if rec is not None and Key.STAGE in rec:
-        return secaggplus_mod(msg, ctxt, call_next)
+    It is imported when such a message arrives, so plain rounds keep the light ClientApp process.
+    """
+    if msg.has_content() and SECAGG_RECORD in msg.content.config_records:
+        from trustmesh.federated._secagg_flower import make_masking_mod
+
+        return make_masking_mod()(msg, ctxt, call_next)
     return call_next(msg, ctxt)
 
 

@@ -62,3 +62,10 @@ def test_worker_socket_is_private_to_the_site(tmp_path: Path) -> None:
 def test_unreachable_worker_is_one_clear_error(tmp_path: Path) -> None:
     with pytest.raises(FederatedError, match="not reachable"):
         fit_remote(str(tmp_path / "none.sock"), {}, 0, [], {}, connect_timeout=0.3)
+
+
+def test_deployed_clientapp_routes_our_secure_aggregation_messages() -> None:
+    from trustmesh._fl_worker import SECAGG_RECORD
+    from trustmesh.federated._secagg_flower import RECORD_KEY
+
+    assert SECAGG_RECORD == RECORD_KEY
