@@ -46,6 +46,7 @@ __all__ = [
     "expand_mask",
     "expand_scalar_mask",
     "neighbour_graph",
+    "pair_mask",
     "shamir_combine",
     "shamir_split",
 ]
