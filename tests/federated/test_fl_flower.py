@@ -6,6 +6,7 @@ Each test starts Ray, so they are marked slow; sizes are kept minimal.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -65,3 +66,44 @@ def test_secagg_server_sees_only_masked_vectors_and_survives_a_dropout() -> None
         # quantized plaintext lies below quantization_range; masked values are spread over the 2^32 modulus
         assert np.mean(masked > secagg.quantization_range) > 0.9
     assert r1.masked_commitment == obs["commitment"]
+
+
+class _SlowGrid:
+    """Flower's Grid push/pull surface: replies to the pushed ids appear after a few polls."""
+
+    def __init__(self, ready_after: int) -> None:
+        self.polls = 0
+        self.ready_after = ready_after
+        self.run_id = 7
+
+    def push_messages(self, messages: Any) -> list[str]:
+        return [f"m{i}" for i, _ in enumerate(messages)]
+
+    def pull_messages(self, ids: Any) -> list[Any]:
+        from types import SimpleNamespace
+
+        self.polls += 1
+        if self.polls < self.ready_after:
+            return []
+        return [SimpleNamespace(metadata=SimpleNamespace(reply_to_message_id=i)) for i in sorted(ids)]
+
+
+def test_deployment_grid_polls_until_every_reply_is_in() -> None:
+    from trustmesh.federated._flower import _PollingGrid
+
+    inner = _SlowGrid(ready_after=4)
+    grid = _PollingGrid(inner)
+
+    replies = list(grid.send_and_receive(["a", "b", "c"]))
+
+    assert sorted(r.metadata.reply_to_message_id for r in replies) == ["m0", "m1", "m2"]
+    assert inner.polls == 4 and grid.run_id == 7  # other Grid attributes pass through
+
+
+def test_deployment_grid_returns_what_arrived_by_the_timeout() -> None:
+    from trustmesh.federated._flower import _PollingGrid
+
+    inner = _SlowGrid(ready_after=10_000)
+
+    assert list(_PollingGrid(inner).send_and_receive(["a"], timeout=0.3)) == []
+    assert inner.polls >= 2

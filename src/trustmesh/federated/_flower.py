@@ -40,6 +40,7 @@ _log = logging.getLogger(__name__)
 # round-1 update, dropping out (raising) during training, or (under --secagg with a ZK bound)
 # sending a boosted update with a proof that does not cover it.
 FAULTS = ("wrong-shape", "nan", "replay", "drop", "bad-proof")
+DEPLOY_PULL_INTERVAL = 0.2  # seconds between a deployed ServerApp's polls for replies (Flower's: 3)
 SIM_PULL_INTERVAL = 0.01  # seconds between the in-memory grid's polls for replies (Flower's default: 0.1)
 
 
@@ -233,6 +234,34 @@ def _strategy(run: FlowerRun) -> Any:
     return TrustmeshStrategy()
 
 
+class _PollingGrid:
+    """Wrap a deployment Grid so ``send_and_receive`` polls for replies every ``DEPLOY_PULL_INTERVAL`` s.
+
+    Flower 1.41's HTTP grid sleeps 3 s between polls, which rounds every message round trip up to a
+    multiple of 3 s. This uses the Grid's own ``push_messages``/``pull_messages``, with the same
+    timeout semantics (None waits until every reply is in).
+    """
+
+    def __init__(self, grid: Any) -> None:
+        self._grid = grid
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._grid, name)
+
+    def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        ids = set(self._grid.push_messages(messages))
+        end = time.time() + (timeout if timeout is not None else 0.0)
+        replies: list[Any] = []
+        while timeout is None or time.time() < end:
+            got = list(self._grid.pull_messages(ids))
+            replies.extend(got)
+            ids.difference_update({m.metadata.reply_to_message_id for m in got})
+            if not ids:
+                break
+            time.sleep(DEPLOY_PULL_INTERVAL)
+        return replies
+
+
 def run_server_workflow(grid: Any, context: Any, run: FlowerRun, max_weight: float) -> None:
     """Run all rounds on ``grid``: DefaultWorkflow, with our masked-aggregation fit workflow under --secagg.
 
@@ -247,6 +276,8 @@ def run_server_workflow(grid: Any, context: Any, run: FlowerRun, max_weight: flo
         # to 0.1 s per message round trip: one per plain round, four per SecAgg+ round. Poll faster
         # so round times measure the protocol, not the poll (deployments use the gRPC grid).
         grid.pull_interval = min(grid.pull_interval, SIM_PULL_INTERVAL)
+    elif hasattr(grid, "push_messages") and hasattr(grid, "pull_messages"):
+        grid = _PollingGrid(grid)  # the deployment grid waits 3 s between reply polls
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=cfg.rounds), strategy=_strategy(run))
     fit_workflow = None
     if cfg.secagg is not None:
