@@ -60,6 +60,9 @@ def simulate_cmd(
     he: str | None = typer.Option(None, "--he", help="Homomorphic aggregation: ckks"),
     attack: str | None = typer.Option(None, "--attack", help="KIND:FRACTION with KIND in label-flip, sign-flip, "
                                       "scaling, gaussian, backdoor"),
+    server_opt: str | None = typer.Option(None, "--server-opt", help="Server optimiser on each round's aggregate: "
+                                          "none | fedavgm | fedadam | fedyogi, with :lr=..,momentum=..,beta1=..,"
+                                          "beta2=..,tau=.. (default none, i.e. FedAvg; see docs/federated.md)."),
     seed: int = typer.Option(0, "--seed"),
     local_epochs: int | None = typer.Option(None, "--local-epochs", help="Local epochs per round (default 10; "
                                             "1 with --dp-sgd or --model autoencoder)."),
@@ -100,7 +103,7 @@ def simulate_cmd(
                   secagg_shares=secagg_shares, secagg_threshold=secagg_threshold, dp=dp, he=he, attack=attack,
                   seed=seed, local_epochs=local_epochs, dp_sgd=dp_sgd, lr=lr, batch_size=batch_size,
                   class_weight=class_weight, model=model, target_fpr=target_fpr, defence=defence,
-                  assumed_malicious=assumed_malicious, zk_bound=zk_bound, zk_clip=zk_clip)
+                  assumed_malicious=assumed_malicious, zk_bound=zk_bound, zk_clip=zk_clip, server_opt=server_opt)
     if in_process and cfg.secagg is not None:
         raise ConfigError("--in-process cannot run SecAgg+ (it is Flower's protocol); drop one of them")
     data = load_federated_data(dataset, data_dir, max_train=max_rows or None, max_test=max_test or None, seed=seed,
@@ -411,6 +414,7 @@ def serve_cmd(
     dp: str | None = typer.Option(None, "--dp", help="Central DP, as for `fl simulate`."),
     dp_sgd: str | None = typer.Option(None, "--dp-sgd", help="Record-level DP-SGD on the sites, as for `fl simulate`."),
     attack: str | None = typer.Option(None, "--attack"),
+    server_opt: str | None = typer.Option(None, "--server-opt", help="As for `fl simulate`."),
     seed: int = typer.Option(0, "--seed"),
     local_epochs: int | None = typer.Option(None, "--local-epochs", help="As for `fl simulate` (default 10; 1 "
                                             "with --dp-sgd or --model autoencoder)."),
@@ -447,7 +451,7 @@ def serve_cmd(
                "aggregator": aggregator, "secagg": secagg, "secagg_shares": secagg_shares,
                "secagg_threshold": secagg_threshold, "dp": dp, "dp_sgd": dp_sgd, "attack": attack, "seed": seed,
                "local_epochs": local_epochs, "max_rows": max_rows, "max_test": max_test, "model": model,
-               "defence": defence, "assumed_malicious": assumed_malicious}
+               "defence": defence, "assumed_malicious": assumed_malicious, "server_opt": server_opt}
     _config(**options)  # validate before starting any process
     if not 0 < port < 65536:
         raise ConfigError(f"--port must be in 1..65535, got {port}")

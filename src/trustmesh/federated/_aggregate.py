@@ -32,6 +32,7 @@ import numpy.typing as npt
 
 __all__ = [
     "DEFENCES",
+    "SERVER_OPTIMIZERS",
     "Aggregation",
     "Aggregator",
     "Bulyan",
@@ -42,6 +43,7 @@ __all__ = [
     "FedProx",
     "MultiKrum",
     "NormBound",
+    "ServerOptimizer",
     "TrimmedMean",
     "flatten",
     "fltrust_root_set",
@@ -471,3 +473,81 @@ def make_aggregator(
             raise ValueError("fltrust needs a root_update function (the server's clean root set)")
         return FLTrust(root_update, root)
     raise ValueError(f"aggregator must be fedavg|fedprox|median|trimmed-mean|multikrum|fltrust, got {name!r}")
+
+
+SERVER_OPTIMIZERS = ("none", "fedavgm", "fedadam", "fedyogi")
+
+
+class ServerOptimizer:
+    """A server-side optimiser over the aggregated update (the "pseudo-gradient").
+
+    With ``delta = aggregate - global`` of a round:
+
+    * ``fedavgm`` (Hsu, Qi & Brown 2019): ``m = momentum * m + delta``; ``global += lr * m``.
+    * ``fedadam`` / ``fedyogi`` (Reddi et al., "Adaptive Federated Optimization", ICLR 2021):
+      ``m = b1 * m + (1 - b1) * delta``; Adam: ``v = b2 * v + (1 - b2) * delta**2``; Yogi:
+      ``v = v - (1 - b2) * delta**2 * sign(v - delta**2)``; ``global += lr * m / (sqrt(v) + tau)``,
+      with ``v`` starting at ``tau**2`` and no bias correction, as in the paper.
+    * ``none``: ``global += lr * delta`` (``lr = 1`` is plain FedAvg).
+
+    It only post-processes the aggregate (after any central-DP noise), so it works under secure
+    aggregation and does not change a DP guarantee. State persists across rounds.
+    """
+
+    def __init__(self, kind: str = "none", *, lr: float = 1.0, momentum: float = 0.9, beta1: float = 0.9,
+                 beta2: float = 0.99, tau: float = 1e-3) -> None:
+        if kind not in SERVER_OPTIMIZERS:
+            raise ValueError(f"server optimiser must be one of {', '.join(SERVER_OPTIMIZERS)}, got {kind!r}")
+        if not lr > 0:
+            raise ValueError(f"server lr must be > 0, got {lr}")
+        for name, value in (("momentum", momentum), ("beta1", beta1), ("beta2", beta2)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"server {name} must be in [0, 1), got {value}")
+        if not tau > 0:
+            raise ValueError(f"server tau must be > 0, got {tau}")
+        self.kind, self.lr, self.momentum, self.beta1, self.beta2, self.tau = kind, lr, momentum, beta1, beta2, tau
+        self._m: Vec | None = None
+        self._v: Vec | None = None
+
+    @classmethod
+    def parse(cls, spec: str) -> ServerOptimizer:
+        """``KIND[:key=value,...]``, e.g. ``fedavgm:lr=1.0,momentum=0.5`` or ``fedadam:lr=0.01,tau=0.001``."""
+        kind, _, rest = spec.strip().partition(":")
+        opts: dict[str, float] = {}
+        for item in filter(None, (p.strip() for p in rest.split(","))):
+            key, sep, value = item.partition("=")
+            if not sep or key not in ("lr", "momentum", "beta1", "beta2", "tau"):
+                raise ValueError(f"server optimiser option must be lr|momentum|beta1|beta2|tau=VALUE, got {item!r}")
+            try:
+                opts[key] = float(value)
+            except ValueError:
+                raise ValueError(f"server optimiser option {key} must be a number, got {value!r}") from None
+        return cls(kind.strip(), **opts)
+
+    def config(self) -> dict[str, Any]:
+        """Return the optimiser's settings, for the ledger."""
+        out: dict[str, Any] = {"name": self.kind, "lr": self.lr}
+        if self.kind == "fedavgm":
+            out["momentum"] = self.momentum
+        elif self.kind in ("fedadam", "fedyogi"):
+            out.update(beta1=self.beta1, beta2=self.beta2, tau=self.tau)
+        return out
+
+    def step(self, global_model: Vec, aggregate: Vec) -> Vec:
+        """Return the next global model from the current one and the round's aggregate."""
+        g = np.asarray(global_model, dtype=np.float64)
+        delta = np.asarray(aggregate, dtype=np.float64) - g
+        if delta.shape != g.shape:
+            raise ValueError(f"aggregate has shape {delta.shape}, the global model {g.shape}")
+        if self.kind == "none":
+            return g + self.lr * delta
+        if self.kind == "fedavgm":
+            self._m = delta.copy() if self._m is None else self.momentum * self._m + delta
+            return g + self.lr * self._m
+        m = np.zeros_like(g) if self._m is None else self._m
+        v = np.full_like(g, self.tau ** 2) if self._v is None else self._v
+        self._m = self.beta1 * m + (1.0 - self.beta1) * delta
+        sq = delta * delta
+        self._v = (self.beta2 * v + (1.0 - self.beta2) * sq if self.kind == "fedadam"
+                   else v - (1.0 - self.beta2) * sq * np.sign(v - sq))
+        return g + self.lr * self._m / (np.sqrt(self._v) + self.tau)

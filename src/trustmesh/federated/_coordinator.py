@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from trustmesh.errors import FederatedError
-from trustmesh.federated._aggregate import Aggregator, flatten, unflatten
+from trustmesh.federated._aggregate import Aggregator, ServerOptimizer, flatten, unflatten
 from trustmesh.federated._record import RoundRecord, RoundRecorder
 from trustmesh.federated._validate import UpdateValidator, commit_arrays
 from trustmesh.privacy import Accountant, DPConfig, DPSGDAccountant
@@ -60,13 +60,16 @@ class Coordinator:
         coordinator only accounts, from public parameters (noise, clip, batch, local epochs and each
         site's row count), so that it can stop the run before any site would exceed the budget. A
         site's own accountant over its true data is the authoritative one in a deployment.
+    server_opt:
+        A server optimiser (FedAvgM, FedAdam, FedYogi) applied to each round's aggregate, after any
+        central-DP noise (post-processing); None keeps the aggregate as the next model.
     """
 
     def __init__(
         self, initial: Arrays, aggregator: Aggregator, *, dp: DPConfig | None = None,
         evaluate: Callable[[Arrays], dict[str, Any]] | None = None, recorder: RoundRecorder | None = None,
         secure: str = "none", defence_extra: dict[str, Any] | None = None,
-        dp_sgd: DPSGDAccountant | None = None,
+        dp_sgd: DPSGDAccountant | None = None, server_opt: ServerOptimizer | None = None,
     ) -> None:
         if secure not in ("none", "secagg+", "ckks"):
             raise ValueError(f"secure must be none|secagg+|ckks, got {secure!r}")
@@ -85,6 +88,7 @@ class Coordinator:
         self.validator = UpdateValidator([w.shape for w in self.weights])
         self.defence_extra = defence_extra or {}
         self.round_times: list[float] = []
+        self.server_opt = server_opt
 
     def begin_round(self, round_no: int) -> None:
         """Refuse to start a round that would exceed the DP budget (raises PrivacyBudgetExceeded).
@@ -136,13 +140,15 @@ class Coordinator:
             epsilon = self.accountant.spend(1)
         if self.dp_sgd is not None:
             epsilon = self._spend_dp_sgd(round_no, sites)
+        if self.server_opt is not None and n_accepted > 0:
+            new = self.server_opt.step(flatten(self.weights), new)
         self.weights = unflatten(new, self.weights)
         metrics = self.evaluate(self.weights) if self.evaluate is not None else {}
         seconds = time.perf_counter() - started
         self.round_times.append(seconds)
         rec = RoundRecord(
             round=round_no, sites=tuple(sites), commitments=commitments, rejected=rejected,
-            aggregate_sha256=commit_arrays(self.weights), strategy=self.aggregator.config(),
+            aggregate_sha256=commit_arrays(self.weights), strategy=self._strategy(),
             defence={"validation": ["shape", "finite", "replay"], **self.defence_extra,
                      "dp": self._dp_description()},
             secure_aggregation=self.secure, epsilon=epsilon, delta=self._delta(),
@@ -239,7 +245,7 @@ class Coordinator:
         self.round_times.append(seconds)
         rec = RoundRecord(
             round=round_no, sites=tuple(sites), commitments=dict(ciphertext_commitments), rejected=rejected or {},
-            aggregate_sha256=sum_sha256, strategy=self.aggregator.config(),
+            aggregate_sha256=sum_sha256, strategy=self._strategy(),
             defence={"validation": ["ciphertext-format", "length", "replay"], **self.defence_extra,
                      "dp": self._dp_description()},
             secure_aggregation="ckks", epsilon=epsilon, delta=self._delta(), metrics={}, seconds=round(seconds, 6),
@@ -247,12 +253,18 @@ class Coordinator:
         self.recorder.record(rec)
         return rec
 
+    def _strategy(self) -> dict[str, Any]:
+        config = self.aggregator.config()
+        return config if self.server_opt is None else {**config, "server_optimizer": self.server_opt.config()}
+
     def _delta(self) -> float | None:
         if self.dp is not None:
             return self.dp.delta
         return None if self.dp_sgd is None else self.dp_sgd.config.delta
 
     def adopt_decrypted(self, weights: Arrays) -> dict[str, Any]:
-        """Install weights decrypted by a key holder and return their evaluation metrics."""
+        """Install weights decrypted by a key holder (through the server optimiser, if any); return metrics."""
+        if self.server_opt is not None:
+            weights = unflatten(self.server_opt.step(flatten(self.weights), flatten(weights)), self.weights)
         self.weights = [np.asarray(w, dtype=np.float32) for w in weights]
         return self.evaluate(self.weights) if self.evaluate is not None else {}

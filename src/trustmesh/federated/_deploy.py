@@ -90,7 +90,8 @@ def _server_main(grid: Grid, context: Context) -> None:
     ledger = open_round_ledger(spec["ledger"]) if spec.get("ledger") else None
     recorder = RoundRecorder(ledger)
     coord = Coordinator(plan.new_model().get_weights(), plan.aggregator(), dp=cfg.dp, evaluate=plan.evaluate,
-                        recorder=recorder, secure=cfg.secure, dp_sgd=plan.dp_sgd_accountant())
+                        recorder=recorder, secure=cfg.secure, dp_sgd=plan.dp_sgd_accountant(),
+                        server_opt=cfg.server_optimizer())
     run = FlowerRun(coordinator=coord, config=cfg)
     run_server_workflow(grid, context, run, max_weight=float(max(len(p) for p in plan.parts)))
     result = FLResult(

@@ -318,7 +318,8 @@ def simulate(
     limit_torch_threads()
     plan = plan_run(config, data)
     coord = Coordinator(plan.new_model().get_weights(), plan.aggregator(), dp=config.dp, evaluate=plan.evaluate,
-                        recorder=recorder, secure=config.secure, dp_sgd=plan.dp_sgd_accountant())
+                        recorder=recorder, secure=config.secure, dp_sgd=plan.dp_sgd_accountant(),
+                        server_opt=config.server_optimizer())
     keyring = CkksKeyring.generate() if config.he == "ckks" else None
     run = FlowerRun(coordinator=coord, config=config, ckks_public=keyring.public_context() if keyring else b"")
     client_app = build_client_app(plan, faults=faults, keyring_bytes=keyring.secret_bytes() if keyring else None,

@@ -19,6 +19,7 @@ from trustmesh.errors import ConfigError
 from trustmesh.federated._aggregate import (
     DEFENCES,
     Aggregator,
+    ServerOptimizer,
     flatten,
     fltrust_root_set,
     fltrust_root_steps,
@@ -70,6 +71,7 @@ class FLConfig:
     defence: str | None = None  # pre-aggregation defence wrapped around the rule: normbound|centered-clip|bulyan
     model: str = "mlp"  # mlp (classifier) | autoencoder (anomaly model trained on benign rows only)
     target_fpr: float = 0.01  # the autoencoder's threshold flags at most this share of benign validation rows
+    server_opt: str = "none"  # server optimiser on the aggregate: none | fedavgm | fedadam | fedyogi [:lr=..,...]
 
     def __post_init__(self) -> None:
         if self.n_sites < 1:
@@ -84,6 +86,10 @@ class FLConfig:
             raise ConfigError(f"--target-fpr must be in [0, 1), got {self.target_fpr}")
         if self.model == "autoencoder" and self.train.dp_sgd is not None:
             raise ConfigError("--dp-sgd is implemented for --model mlp only (use central --dp with the autoencoder)")
+        try:
+            ServerOptimizer.parse(self.server_opt)
+        except ValueError as exc:
+            raise ConfigError(f"--server-opt: {exc}") from exc
         if self.he not in (None, "ckks"):
             raise ConfigError(f"--he must be ckks, got {self.he!r}")
         secure = self.secagg is not None or self.he is not None
@@ -119,13 +125,17 @@ class FLConfig:
         """``none``, ``secagg+`` or ``ckks``."""
         return "secagg+" if self.secagg is not None else "ckks" if self.he else "none"
 
+    def server_optimizer(self) -> ServerOptimizer:
+        """A fresh server optimiser for this run (its state starts empty)."""
+        return ServerOptimizer.parse(self.server_opt)
+
     def describe(self) -> dict[str, Any]:
         """A JSON-ready summary for reports and the ledger."""
         return {
             "model": self.model, "target_fpr": self.target_fpr,
             "n_sites": self.n_sites, "rounds": self.rounds, "partition": str(self.partition),
             "aggregator": self.aggregator, "defence": self.defence, "assumed_malicious": self.assumed_malicious,
-            "secure_aggregation": self.secure, "seed": self.seed,
+            "secure_aggregation": self.secure, "seed": self.seed, "server_opt": self.server_optimizer().config(),
             "secagg": None if self.secagg is None else {"num_shares": self.secagg.num_shares,
                                                         "reconstruction_threshold": self.secagg.reconstruction_threshold},
             "dp": None if self.dp is None else {"noise_multiplier": self.dp.noise_multiplier,
@@ -364,7 +374,8 @@ def run_inprocess(config: FLConfig, data: FederatedData, *, recorder: RoundRecor
     sites = [plan.site(k) for k in range(config.n_sites)]
     sgd = plan.dp_sgd_accountant({str(s.site_id): s.num_examples for s in sites})
     coord = Coordinator(plan.new_model().get_weights(), plan.aggregator(), dp=config.dp, evaluate=plan.evaluate,
-                        recorder=recorder, secure=config.secure, dp_sgd=sgd)
+                        recorder=recorder, secure=config.secure, dp_sgd=sgd,
+                        server_opt=config.server_optimizer())
     keyring = CkksKeyring.generate() if config.he == "ckks" else None
     public = keyring.public_context() if keyring is not None else b""
     mu = config.proximal_mu if config.aggregator == "fedprox" else 0.0

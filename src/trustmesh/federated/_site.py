@@ -14,7 +14,7 @@ from trustmesh.federated._model import CLASS_WEIGHTINGS, MLPModel, class_weights
 from trustmesh.privacy import DPSGDConfig
 from trustmesh.privacy.hazmat import clip_by_l2_norm
 
-__all__ = ["Site", "TrainConfig", "default_training"]
+__all__ = ["Site", "TrainConfig", "default_server_opt", "default_training"]
 
 # The classifier's local training for few-round runs (chosen by measurement on TON_IoT, docs/benchmarks.md,
 # "Federated defaults"): many local steps per round, and sqrt class weights from each site's own counts.
@@ -22,6 +22,15 @@ __all__ = ["Site", "TrainConfig", "default_training"]
 # step and does not cover weights taken from label counts; the autoencoder was measured with those.
 _CONVERGENT = {"local_epochs": 10, "batch_size": 32, "class_weight": "sqrt"}
 _PLAIN = {"local_epochs": 1, "batch_size": 64, "class_weight": "none"}
+
+
+# The server optimiser on each round's aggregate (see ServerOptimizer); "none" is plain FedAvg.
+_SERVER_OPT = "none"
+
+
+def default_server_opt(*, dp_sgd: bool = False, model: str = "mlp") -> str:
+    """The default ``--server-opt`` for this kind of run."""
+    return _SERVER_OPT if model == "mlp" and not dp_sgd else "none"
 
 
 def default_training(name: str, *, dp_sgd: bool = False, model: str = "mlp") -> Any:

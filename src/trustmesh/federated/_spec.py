@@ -9,7 +9,7 @@ from trustmesh.errors import ConfigError
 from trustmesh.federated._attacks import AttackSpec
 from trustmesh.federated._partition import PartitionSpec
 from trustmesh.federated._run import FLConfig
-from trustmesh.federated._site import TrainConfig, default_training
+from trustmesh.federated._site import TrainConfig, default_server_opt, default_training
 from trustmesh.privacy import DPConfig, DPSGDConfig, SecAggConfig, noise_multiplier_for_epsilon
 
 __all__ = ["config_from_options"]
@@ -21,7 +21,7 @@ def config_from_options(
     he: str | None = None, attack: str | None = None, seed: int = 0, local_epochs: int | None = None,
     dp_sgd: str | None = None, lr: float = 3e-3, batch_size: int | None = None, class_weight: str | None = None,
     model: str = "mlp", target_fpr: float = 0.01, defence: str | None = None, assumed_malicious: int | None = None,
-    zk_bound: int | None = None, zk_clip: float = 1.0, **_: Any,
+    zk_bound: int | None = None, zk_clip: float = 1.0, server_opt: str | None = None, **_: Any,
 ) -> FLConfig:
     """Parse option strings (``--partition dirichlet:0.5``, ``--dp epsilon=3,clip=1``, ...) into a config.
 
@@ -55,6 +55,7 @@ def config_from_options(
             n_sites=sites, rounds=rounds, partition=PartitionSpec.parse(partition), aggregator=aggregator,
             secagg=sa, dp=dp_cfg, he=he or None, attack=AttackSpec.parse(attack) if attack else None, seed=seed,
             model=model, target_fpr=target_fpr, defence=defence or None, assumed_malicious=assumed_malicious,
+            server_opt=server_opt or default_server_opt(dp_sgd=sgd is not None, model=model),
             train=TrainConfig(
                 local_epochs=_default(local_epochs, "local_epochs", sgd is not None, model), dp_sgd=sgd, lr=lr,
                 batch_size=_default(batch_size, "batch_size", sgd is not None, model),
