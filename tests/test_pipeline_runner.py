@@ -187,3 +187,21 @@ def test_runner_settings_are_checked_by_name(tmp_path: Path) -> None:
         cfg.write_text(f"[pipeline]\n{bad}\n", encoding="utf-8")
         with pytest.raises(ConfigError, match=needle):
             PipelineConfig.load(cfg)
+
+
+def test_early_packets_is_a_checked_pipeline_key_that_reaches_the_live_source(tmp_path: Path) -> None:
+    from trustmesh.errors import ConfigError
+    from trustmesh.flows._sources import InterfaceSource
+
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[pipeline]\nearly_packets = 64\n", encoding="utf-8")
+    loaded = PipelineConfig.load(cfg)
+    assert loaded.early_packets == 64 and PipelineConfig(tmp_path, tmp_path).early_packets == 1000
+    (source,) = open_sources(["iface:lo"], loaded)
+    assert getattr(source, "early_packets") == 64
+    assert InterfaceSource("lo", early_packets=64).early_packets == 64
+    for bad, needle in (("early_packets = 1", "early_packets must be in"), ("early_packets = true", "early_packets"),
+                        ('early_packets = "9"', "early_packets")):
+        cfg.write_text(f"[pipeline]\n{bad}\n", encoding="utf-8")
+        with pytest.raises(ConfigError, match=needle):
+            PipelineConfig.load(cfg)

@@ -81,6 +81,7 @@ class InterfaceSource:
     idle_timeout: int = 120  # seconds a flow must be idle before it is emitted (1 for fast containment)
     active_timeout: int = 1800
     max_delay_s: float | None = 0.0
+    early_packets: int | None = 1000  # a live flow is exported once it has this many packets (None: never)
 
     @property
     def name(self) -> str:
@@ -91,7 +92,7 @@ class InterfaceSource:
         """Yield canonical flow batches as flows expire; never ends on its own."""
         return iter_interface(self.interface, batch_size, bpf_filter=self.bpf_filter,
                               idle_timeout=self.idle_timeout, active_timeout=self.active_timeout,
-                              max_delay_s=self.max_delay_s)
+                              max_delay_s=self.max_delay_s, early_packets=self.early_packets)
 
 
 @dataclass(frozen=True, slots=True)

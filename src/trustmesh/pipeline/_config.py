@@ -44,6 +44,7 @@ class PipelineConfig:
     correlation_window_s: float = 300.0
     live_idle_timeout: int = 1  # s; live flows are emitted after this much silence (fast containment)
     live_active_timeout: int = 30  # s; long-lived live flows are emitted at least this often
+    early_packets: int = 1000  # live flows are also emitted once they have this many packets (both directions)
     nft_table: str = "trustmesh"
     nft_set: str = "blocklist"
     nft_netns: str | None = None
@@ -79,6 +80,8 @@ class PipelineConfig:
             raise ConfigError(f"checkpoint_interval_s must be in (0, 86400] seconds, got {self.checkpoint_interval_s!r}")
         if isinstance(self.micro_batch_s, bool) or not 0 <= self.micro_batch_s <= 5:
             raise ConfigError(f"micro_batch_s must be in [0, 5] seconds, got {self.micro_batch_s!r}")
+        if isinstance(self.early_packets, bool) or not 2 <= self.early_packets <= 1_000_000:
+            raise ConfigError(f"early_packets must be in [2, 1000000] packets, got {self.early_packets!r}")
         if (self.ledger_url is None) != (self.ledger_key is None):
             raise ConfigError("pipeline.ledger_url and pipeline.ledger_key must be given together")
         if self.ledger_url is not None and not str(self.ledger_url).startswith("http://"):
@@ -122,7 +125,7 @@ class PipelineConfig:
 
         simple = {"origin", "replay", "replay_speed", "batch_size", "checkpoint_every", "correlation_window_s",
                   "live_idle_timeout", "live_active_timeout", "checkpoint_interval_s", "micro_batch_s", "ledger_url",
-                  "prove_sample_rate", "require_passport"}
+                  "prove_sample_rate", "require_passport", "early_packets"}
         for key, raw in pipe.items():
             if key in {"ledger_dir", "state_dir", "model", "data_dir", "ledger_key"}:
                 values[key] = rel(str(raw))

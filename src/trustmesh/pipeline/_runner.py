@@ -67,6 +67,7 @@ class BatchOutcome:
     records: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # decisions, results, ...
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0))
     frame: pd.DataFrame = field(default_factory=pd.DataFrame)  # the canonical flows of the batch
+    suppressed: list[tuple[int, dict[str, Any]]] = field(default_factory=list)  # alert.suppressed summaries
 
 
 @dataclass(slots=True)
@@ -120,6 +121,8 @@ class Pipeline:
         self.model_id = str(getattr(manifest, "model_id", "model"))
         self._incident_index: dict[str, int] = {}  # incident id -> leaf of its latest version
         self._decision_index: dict[str, int] = {}
+        # addresses an applied blocking action contains: address -> (expires_at or None, leaf of that result)
+        self._contained: dict[str, tuple[float | None, int]] = {}
         self._outbox_seq = self._load_cursor()
         self._since_checkpoint = 0
         self._checkpointed_at = time.monotonic()
@@ -305,12 +308,79 @@ class Pipeline:
             for index, (kind, doc) in zip(self._append_many(items), docs, strict=True):
                 if kind == "decision":
                     self._decision_index[str(doc["decision_id"])] = index
+                elif kind == "action_result":
+                    self._note_containment(doc, index)
                     self.summary.decisions += 1
                 elif kind == "action_result":
                     self.summary.action_results += 1
                 outcome.records.append((index, {"kind": kind, **doc}))
         self._outbox_seq = pending[-1][0]
         self._save_cursor()
+
+    def _note_containment(self, doc: Mapping[str, Any], index: int) -> None:
+        """Follow which addresses an applied blocking action (an nftables drop) contains right now."""
+        action = self.responder.actions.get(str(doc.get("action")))
+        if action is None or not getattr(action, "blocks", False):
+            return
+        targets = [str(t) for t in doc.get("targets") or ()]
+        if doc.get("operation") == "apply" and doc.get("status") == "applied":
+            expires = doc.get("expires_at")
+            for t in targets:
+                self._contained[t] = (float(expires) if isinstance(expires, int | float) else None, index)
+        elif doc.get("operation") in {"rollback", "expire"} and doc.get("status") in {"rolled_back", "expired"}:
+            for t in targets:
+                self._contained.pop(t, None)
+
+    def _contained_now(self) -> dict[str, int]:
+        """Addresses contained at this moment (drop applied, TTL not over) -> leaf of the drop's result."""
+        if not self._contained:
+            return {}
+        now = self.clock()
+        over = [a for a, (exp, _) in self._contained.items() if exp is not None and exp <= now]
+        for a in over:
+            del self._contained[a]
+        return {a: leaf for a, (_, leaf) in self._contained.items()}
+
+    def _summarise_contained(self, flows: pd.DataFrame, scores: np.ndarray, held: np.ndarray,
+                             ml_held: np.ndarray, behaviour_held: Sequence[Alert], contained: Mapping[str, int],
+                             source_name: str) -> list[tuple[str, Mapping[str, Any], Sequence[int]]]:
+        """One ``alert.suppressed`` entry per contained actor of the batch, instead of one alert per flow.
+
+        The flows are scored and counted as usual; what would have alerted is summarised: counts (flows,
+        model alerts, behaviour alerts by kind), first/last flow time, the highest score and the sha256 of
+        the sorted flow uids of the summarised alerts (one uid a line), so the record of what was seen stays
+        complete and checkable against the source while a contained scan's tail costs one entry a batch.
+        """
+        src = flows["src_ip"].astype(str).to_numpy() if "src_ip" in flows.columns else np.full(len(flows), "")
+        uids = flows["uid"].astype(str).to_numpy() if "uid" in flows.columns else np.full(len(flows), "")
+        ts = pd.to_numeric(flows["ts"], errors="coerce").to_numpy(dtype=np.float64) if "ts" in flows.columns \
+            else np.full(len(flows), np.nan)
+        items: list[tuple[str, Mapping[str, Any], Sequence[int]]] = []
+        for actor in sorted({*src[held].tolist(), *(str(a.source_ip) for a in behaviour_held)}):
+            mine = held & (src == actor)
+            ml_mine = ml_held & mine
+            beh = [a for a in behaviour_held if str(a.source_ip) == actor]
+            if not ml_mine.any() and not beh:
+                continue  # nothing of this actor would have alerted in this batch
+            alerted = sorted({*uids[ml_mine].tolist(), *(str(a.flow_id) for a in beh)})
+            kinds: dict[str, int] = {}
+            for a in beh:
+                key = str(a.predicted_class or a.technique_id or "behaviour")
+                kinds[key] = kinds.get(key, 0) + 1
+            times = ts[mine]
+            times = times[~np.isnan(times)]
+            items.append(("alert.suppressed", {
+                "actor": actor, "reason": "contained", "source": source_name, "model_id": self.model_id,
+                "flows": int(mine.sum()), "model_alerts": int(ml_mine.sum()), "behaviour_alerts": len(beh),
+                "behaviour_kinds": dict(sorted(kinds.items())),
+                "first_ts": float(times.min()) if times.size else None,
+                "last_ts": float(times.max()) if times.size else None,
+                "max_score": round(float(scores[mine].max()), 6) if mine.any() else None,
+                "flow_uids": len(alerted),
+                "flow_uids_sha256": hashlib.sha256("".join(u + "\n" for u in alerted).encode()).hexdigest(),
+                "time": self.clock(),
+            }, [self.model_index, self.behaviour_index, contained[actor]]))
+        return items
 
     # ----- processing
 
@@ -336,6 +406,19 @@ class Pipeline:
         behaviour = self._behaviour.alerts(flows, source_name)
         allowed = ml_alert_mask(flows, scores, self.detector.threshold, self._behaviour.policy,
                                 self._behaviour.actors)
+        # an actor whose drop is active: its flows are scored and counted, their alerts summarised per batch
+        contained = self._contained_now()
+        summaries: list[tuple[str, Mapping[str, Any], Sequence[int]]] = []
+        if contained:
+            held = (flows["src_ip"].astype(str).isin(contained).to_numpy() if "src_ip" in flows.columns
+                    else np.zeros(len(flows), dtype=bool))
+            behaviour_held = [a for a in behaviour if str(a.source_ip) in contained]
+            if held.any() or behaviour_held:
+                behaviour = [a for a in behaviour if str(a.source_ip) not in contained]
+                ml_held = allowed & held
+                summaries = self._summarise_contained(flows, scores, held, ml_held, behaviour_held, contained,
+                                                      source_name)
+                allowed = allowed & ~held
         ml_alerts = alerts_from_scores(flows, np.where(allowed, scores, -1.0), threshold=self.detector.threshold,
                                        model_id=self.model_id, source_name=source_name, classes=classes)
         if self._behaviour.policy.get("mode") == "corroborated":
@@ -346,7 +429,11 @@ class Pipeline:
         alert_docs = [a.to_ecs(created=created) for a in behaviour] + list(ml_docs)
         indices = self._append_many(
             [("alert", doc, [self.behaviour_index]) for doc in alert_docs[:len(behaviour)]]
-            + [("alert", doc, [self.model_index]) for doc in ml_docs])
+            + [("alert", doc, [self.model_index]) for doc in ml_docs] + summaries)  # one transaction
+        if summaries:
+            outcome.suppressed += [(i, dict(doc)) for i, (_, doc, _) in
+                                   zip(indices[len(alerts):], summaries, strict=True)]
+            indices = indices[:len(alerts)]
         if self.config.prove_sample_rate > 0 and ml_alerts:
             self._queue_proofs(ml_alerts, indices[len(behaviour):])
         self.summary.flows += len(flows)
@@ -862,4 +949,5 @@ def open_sources(specs: Sequence[str], config: PipelineConfig | None = None) -> 
     capture) or ``follow:PATH`` (tail a growing Zeek conn.log, Zeek log folder or Suricata EVE file)."""
     idle = config.live_idle_timeout if config else 1
     active = config.live_active_timeout if config else 30
-    return [LazySource(spec, idle, active) for spec in specs]
+    early = config.early_packets if config else 1000
+    return [LazySource(spec, idle, active, early) for spec in specs]
