@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import secrets
 import socket
+import subprocess
+import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -11,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from trustmesh._remote_ledger import RemoteLedger
+from trustmesh.api._auth import sign_request
 from trustmesh.errors import InputError
 from trustmesh.ledger import Entry, Ledger, NoteSigner, audit
 
@@ -102,3 +109,105 @@ def test_concurrent_single_entry_requests_are_group_committed(server: tuple[str,
     remote.close()
     with Ledger.open(tmp_path / "log", read_only=True) as led:
         assert led.size == 301
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+def _serve(log_dir: Path, keys: Path, port: int) -> "subprocess.Popen[bytes]":
+    exe = Path(sys.executable).with_name("trustmesh")
+    proc = subprocess.Popen([str(exe), "ledger", "serve", str(log_dir), "--port", str(port), "--client-keys",
+                             str(keys)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            env={**os.environ, "TRUSTMESH_LEDGER_TOKENS": ""})
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        assert proc.poll() is None, "ledger serve exited"
+        try:
+            conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
+            conn.request("GET", "/log.pub")
+            if conn.getresponse().status == 200:
+                conn.close()
+                return proc
+        except OSError:
+            time.sleep(0.2)
+    proc.kill()
+    proc.wait(10)
+    raise AssertionError("ledger serve did not come up within 60 s")
+
+
+def _post(port: int, body: bytes, headers: dict[str, str]) -> tuple[int, dict[str, object]]:
+    conn = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        conn.request("POST", "/add-entries", body=body, headers=headers)
+        r = conn.getresponse()
+        return r.status, json.loads(r.read())
+    finally:
+        conn.close()
+
+
+def test_sigkill_keeps_each_acknowledged_entry_and_its_nonce_together(tmp_path: Path) -> None:
+    """kill -9 of ``ledger serve`` mid-load: every acknowledged entry survives and its request stays a replay."""
+    log_dir = tmp_path / "log"
+    Ledger.create(log_dir, ORIGIN).close()
+    signer = NoteSigner.generate("crash-client")
+    keys = tmp_path / "clients.vkeys"
+    keys.write_text(signer.verifier.to_vkey() + "\n", encoding="utf-8")
+    port = _free_port()
+    host = f"127.0.0.1:{port}"
+    proc = _serve(log_dir, keys, port)
+    acked: list[tuple[bytes, dict[str, str], list[int]]] = []
+    lock = threading.Lock()
+    stop = threading.Event()
+
+    def client(k: int) -> None:
+        for i in range(400):  # bounded; the server is killed well before
+            if stop.is_set():
+                return
+            body = json.dumps({"entries": [{"kind": "alert", "payload": {"client": k, "i": i}}]}).encode()
+            headers = sign_request(signer, "POST", "/add-entries", body, nonce=secrets.token_urlsafe(16),
+                                   origin=ORIGIN, host=host)
+            try:
+                status, out = _post(port, body, headers)
+            except OSError:
+                return  # the server is gone
+            if status == 200:
+                with lock:
+                    acked.append((body, headers, list(out["indices"])))  # type: ignore[call-overload]
+
+    threads = [threading.Thread(target=client, args=(k,), daemon=True) for k in range(6)]
+    try:
+        for t in threads:
+            t.start()
+        deadline = time.monotonic() + 60
+        while len(acked) < 60 and time.monotonic() < deadline and any(t.is_alive() for t in threads):
+            time.sleep(0.05)
+        proc.kill()  # SIGKILL while requests are in flight
+        proc.wait(10)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        assert len(acked) >= 60, "the server acknowledged too few requests before the kill"
+        with Ledger.open(log_dir, read_only=True) as led:
+            for body, _, indices in acked:  # durable: every acknowledged entry is in the log, at its index
+                sent = json.loads(body)["entries"][0]["payload"]
+                assert [led.entry(i).payload for i in indices] == [sent]
+        assert audit(log_dir).size >= len(acked)
+        proc = _serve(log_dir, keys, port)  # restarted on the same folder
+        for body, headers, _ in acked[:: max(1, len(acked) // 25)] + acked[-5:]:
+            status, out = _post(port, body, headers)
+            assert status == 401 and "replayed" in str(out["error"]), (status, out)
+        size_before = audit(log_dir).size
+        fresh = json.dumps({"entries": [{"kind": "alert", "payload": {"after": 1}}]}).encode()
+        status, _ = _post(port, fresh, sign_request(signer, "POST", "/add-entries", fresh,
+                                                    nonce=secrets.token_urlsafe(16), origin=ORIGIN, host=host))
+        assert status == 200, "a fresh request is still accepted after the restart"
+        assert audit(log_dir).size == size_before + 1
+    finally:
+        stop.set()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
