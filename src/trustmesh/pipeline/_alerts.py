@@ -5,7 +5,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -296,11 +296,19 @@ class _BehaviourStage:
         self.actors: dict[str, tuple[float, float, frozenset[str]]] = {}  # verdict hosts -> span (corroborates model alerts)
         training = getattr(manifest, "training", None) or {}
         self.policy: dict[str, Any] = dict(training.get("alert_policy") or {})
+        # (host, kind, flow uid) of the last batch's verdict evidence on contained hosts: counted, not alerted
+        self.held: list[tuple[str, str, str]] = []
 
     def payload(self) -> dict[str, Any]:
         return {"model_id": BEHAVIOUR_MODEL_ID, "kind": "behaviour", "config": self.config.to_dict()}
 
-    def alerts(self, flows: pd.DataFrame, source_name: str) -> list[Alert]:
+    def alerts(self, flows: pd.DataFrame, source_name: str, contained: Collection[str] = ()) -> list[Alert]:
+        """Update the source's engine with ``flows``; return the alerts of its new verdicts.
+
+        The evidence of verdicts on a ``contained`` host (its drop is active) is not made into alerts:
+        its (host, kind, flow uid) triples, each once, are left in ``held`` for the runner's summary.
+        """
+        self.held = []
         engine = self.engines.pop(source_name, None) or BehaviourEngine(self.config)
         self.engines[source_name] = engine  # most recently used last
         while len(self.engines) > self._MAX_ENGINES:
@@ -317,6 +325,19 @@ class _BehaviourStage:
             self.actors = dict(recent)
         if len(self.seen) > self._MAX_SEEN:
             self.seen.clear()  # bounded; at worst an evidence flow is alerted twice
+        if contained:
+            keep = []
+            for v in verdicts:
+                if v.host not in contained:
+                    keep.append(v)
+                    continue
+                for uid in v.flow_uids:
+                    if (v.kind, uid) not in self.seen:
+                        self.seen.add((v.kind, uid))
+                        self.held.append((v.host, v.kind, uid))
+            verdicts = keep
+            if not verdicts:
+                return []
         batch = set(flows["uid"].astype(str)) if "uid" in flows.columns else set()
         missing = [u for v in verdicts for u in v.flow_uids if u not in batch and (v.kind, u) not in self.seen]
         refs = engine.flow_refs(missing) if missing else {}

@@ -342,7 +342,8 @@ class Pipeline:
         return {a: leaf for a, (_, leaf) in self._contained.items()}
 
     def _summarise_contained(self, flows: pd.DataFrame, scores: np.ndarray, held: np.ndarray,
-                             ml_held: np.ndarray, behaviour_held: Sequence[Alert], contained: Mapping[str, int],
+                             ml_held: np.ndarray, behaviour_held: Sequence[tuple[str, str, str]],
+                             contained: Mapping[str, int],
                              source_name: str) -> list[tuple[str, Mapping[str, Any], Sequence[int]]]:
         """One ``alert.suppressed`` entry per contained actor of the batch, instead of one alert per flow.
 
@@ -356,17 +357,16 @@ class Pipeline:
         ts = pd.to_numeric(flows["ts"], errors="coerce").to_numpy(dtype=np.float64) if "ts" in flows.columns \
             else np.full(len(flows), np.nan)
         items: list[tuple[str, Mapping[str, Any], Sequence[int]]] = []
-        for actor in sorted({*src[held].tolist(), *(str(a.source_ip) for a in behaviour_held)}):
+        for actor in sorted({*src[held].tolist(), *(host for host, _, _ in behaviour_held)}):
             mine = held & (src == actor)
             ml_mine = ml_held & mine
-            beh = [a for a in behaviour_held if str(a.source_ip) == actor]
+            beh = [(kind, uid) for host, kind, uid in behaviour_held if host == actor]
             if not ml_mine.any() and not beh:
                 continue  # nothing of this actor would have alerted in this batch
-            alerted = sorted({*uids[ml_mine].tolist(), *(str(a.flow_id) for a in beh)})
+            alerted = sorted({*uids[ml_mine].tolist(), *(uid for _, uid in beh)})
             kinds: dict[str, int] = {}
-            for a in beh:
-                key = str(a.predicted_class or a.technique_id or "behaviour")
-                kinds[key] = kinds.get(key, 0) + 1
+            for kind, _ in beh:
+                kinds[kind] = kinds.get(kind, 0) + 1
             times = ts[mine]
             times = times[~np.isnan(times)]
             items.append(("alert.suppressed", {
@@ -403,16 +403,18 @@ class Pipeline:
                 predicted = iter(np.asarray(predict_class(flows[hits]), dtype=object).tolist())
                 classes = [str(next(predicted)) if hit else None for hit in hits.tolist()]
         # behaviour verdicts first: under a "corroborated" alert policy they vouch for model alerts
-        behaviour = self._behaviour.alerts(flows, source_name)
-        allowed = ml_alert_mask(flows, scores, self.detector.threshold, self._behaviour.policy,
-                                self._behaviour.actors)
         # an actor whose drop is active: its flows are scored and counted, their alerts summarised per batch
         contained = self._contained_now()
+        behaviour = self._behaviour.alerts(flows, source_name, contained)
+        allowed = ml_alert_mask(flows, scores, self.detector.threshold, self._behaviour.policy,
+                                self._behaviour.actors)
         summaries: list[tuple[str, Mapping[str, Any], Sequence[int]]] = []
         if contained:
             held = (flows["src_ip"].astype(str).isin(contained).to_numpy() if "src_ip" in flows.columns
                     else np.zeros(len(flows), dtype=bool))
-            behaviour_held = [a for a in behaviour if str(a.source_ip) in contained]
+            behaviour_held = list(self._behaviour.held) + [
+                (str(a.source_ip), str(a.predicted_class), str(a.flow_id)) for a in behaviour
+                if str(a.source_ip) in contained]
             if held.any() or behaviour_held:
                 behaviour = [a for a in behaviour if str(a.source_ip) not in contained]
                 ml_held = allowed & held
