@@ -125,6 +125,9 @@ def test_gateway_contains_scanner_and_keeps_benign_traffic(testbed: Testbed, tmp
         assert bed.connect(bed.atk, DEV_IP, 8080, source=ATK_IP, timeout=1.0).startswith("FAIL")
         assert bed.connect(bed.dev, PEER_IP, 9000, source=DEV_IP) == "OK", "benign traffic must still flow"
         assert not _blocked(bed, DEV_IP) and not _blocked(bed, PEER_IP)
+        # stop the attack: otherwise its remaining connects after the TTL would (rightly) be blocked again
+        attack.kill()
+        attack.wait()
 
         # the kernel removes the element when its TTL ends
         assert bed.wait_for(lambda: not _blocked(bed, ATK_IP), timeout=TTL_S + 15), "TTL did not expire the block"
