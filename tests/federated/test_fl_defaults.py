@@ -17,6 +17,9 @@ def test_classifier_defaults_train_ten_local_epochs_with_sqrt_weights() -> None:
 
     assert (cfg.train.local_epochs, cfg.train.batch_size, cfg.train.class_weight) == (10, 32, "sqrt")
     assert default_training("local_epochs") == 10
+    # measured, not adopted (docs/benchmarks.md, "round 2"): plain FedAvg and a constant local lr
+    assert cfg.server_opt == "none" and cfg.train.lr_decay == 1.0
+    assert cfg.describe()["server_opt"] == {"name": "none", "lr": 1.0}
 
 
 @pytest.mark.parametrize("options", [{"dp_sgd": "noise=1.0,clip=1.0"}, {"model": "autoencoder"}])

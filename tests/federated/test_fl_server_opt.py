@@ -105,3 +105,24 @@ def test_the_configured_optimiser_is_recorded_and_fresh_per_run() -> None:
     first = cfg.server_optimizer()
     first.step(_vec(0.0), _vec(1.0))
     assert cfg.server_optimizer().step(_vec(0.0), _vec(0.0))[0] == 0.0  # no state carried over
+
+
+def test_lr_decay_scales_each_rounds_local_learning_rate() -> None:
+    from tests.federated._fl_synth import blobs
+    from trustmesh.federated._site import Site, TrainConfig
+
+    data = blobs(n_train=300, n_test=10, n_features=4, n_classes=3, seed=0)
+    start = Site(0, data.X_train, data.y_train, 3, TrainConfig(hidden=(8,))).model.get_weights()
+
+    def fit(train: TrainConfig, round_no: int) -> list[npt.NDArray[np.float32]]:
+        return Site(0, data.X_train, data.y_train, 3, train).fit(start, round_no)[0]
+
+    decayed = fit(TrainConfig(hidden=(8,), lr=0.01, lr_decay=0.5), 3)
+    same = fit(TrainConfig(hidden=(8,), lr=0.0025), 3)  # 0.01 * 0.5 ** 2
+    undecayed = fit(TrainConfig(hidden=(8,), lr=0.01), 3)
+
+    for a, b in zip(decayed, same, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert not all(np.allclose(a, b) for a, b in zip(decayed, undecayed, strict=True))
+    with pytest.raises(ConfigError, match="lr_decay"):
+        config_from_options(sites=3, rounds=2, lr_decay=1.5)

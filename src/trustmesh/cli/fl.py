@@ -67,6 +67,8 @@ def simulate_cmd(
     local_epochs: int | None = typer.Option(None, "--local-epochs", help="Local epochs per round (default 10; "
                                             "1 with --dp-sgd or --model autoencoder)."),
     lr: float = typer.Option(3e-3, "--lr", help="Local Adam learning rate."),
+    lr_decay: float = typer.Option(1.0, "--lr-decay", help="Local learning-rate schedule across rounds: round r "
+                                   "trains with LR * LR_DECAY^(r-1), in (0, 1] (default 1: constant)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Local batch size (default 32; 64 with "
                                           "--dp-sgd or --model autoencoder)."),
     class_weight: str | None = typer.Option(None, "--class-weight",
@@ -103,7 +105,8 @@ def simulate_cmd(
                   secagg_shares=secagg_shares, secagg_threshold=secagg_threshold, dp=dp, he=he, attack=attack,
                   seed=seed, local_epochs=local_epochs, dp_sgd=dp_sgd, lr=lr, batch_size=batch_size,
                   class_weight=class_weight, model=model, target_fpr=target_fpr, defence=defence,
-                  assumed_malicious=assumed_malicious, zk_bound=zk_bound, zk_clip=zk_clip, server_opt=server_opt)
+                  assumed_malicious=assumed_malicious, zk_bound=zk_bound, zk_clip=zk_clip, server_opt=server_opt,
+                  lr_decay=lr_decay)
     if in_process and cfg.secagg is not None:
         raise ConfigError("--in-process cannot run SecAgg+ (it is Flower's protocol); drop one of them")
     data = load_federated_data(dataset, data_dir, max_train=max_rows or None, max_test=max_test or None, seed=seed,

@@ -145,7 +145,7 @@ class FLConfig:
             "attack": None if self.attack is None else {"kind": self.attack.kind, "fraction": self.attack.fraction},
             "train": {"hidden": list(self.train.hidden), "local_epochs": self.train.local_epochs,
                       "batch_size": self.train.batch_size, "lr": self.train.lr,
-                      "class_weight": self.train.class_weight,
+                      "class_weight": self.train.class_weight, "lr_decay": self.train.lr_decay,
                       "dp_sgd": None if self.train.dp_sgd is None
                       else [self.train.dp_sgd.noise_multiplier, self.train.dp_sgd.clip_norm]},
         }

@@ -51,6 +51,8 @@ class TrainConfig:
     dp_sgd: DPSGDConfig | None = None
     # cross-entropy class weights from each party's own label counts: none | balanced | sqrt
     class_weight: str = "none"
+    # local learning rate schedule across rounds: round r trains with lr * lr_decay ** (r - 1)
+    lr_decay: float = 1.0
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1:
@@ -59,6 +61,8 @@ class TrainConfig:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
+        if not 0 < self.lr_decay <= 1:
+            raise ValueError(f"lr_decay must be in (0, 1], got {self.lr_decay}")
         sgd: Any = self.dp_sgd
         if isinstance(sgd, tuple):
             if len(sgd) != 2:
@@ -126,7 +130,8 @@ class Site:
         if self.train.dp_sgd is not None and self.dp_sgd_mechanism is not None:
             dp = {"noise_multiplier": self.dp_sgd_mechanism[0], "max_grad_norm": self.train.dp_sgd.clip_norm}
         loss = self.model.train_epochs(
-            self.X, self.y, self.train.local_epochs, batch_size=self.train.batch_size, lr=self.train.lr,
+            self.X, self.y, self.train.local_epochs, batch_size=self.train.batch_size,
+            lr=self.train.lr * self.train.lr_decay ** max(0, round_no - 1),
             seed=self.seed * 100_003 + round_no * 101 + self.site_id, proximal_mu=proximal_mu, dp_sgd=dp,
             class_weights=self.class_weights,
         )

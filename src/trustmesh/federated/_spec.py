@@ -21,7 +21,8 @@ def config_from_options(
     he: str | None = None, attack: str | None = None, seed: int = 0, local_epochs: int | None = None,
     dp_sgd: str | None = None, lr: float = 3e-3, batch_size: int | None = None, class_weight: str | None = None,
     model: str = "mlp", target_fpr: float = 0.01, defence: str | None = None, assumed_malicious: int | None = None,
-    zk_bound: int | None = None, zk_clip: float = 1.0, server_opt: str | None = None, **_: Any,
+    zk_bound: int | None = None, zk_clip: float = 1.0, server_opt: str | None = None, lr_decay: float = 1.0,
+    **_: Any,
 ) -> FLConfig:
     """Parse option strings (``--partition dirichlet:0.5``, ``--dp epsilon=3,clip=1``, ...) into a config.
 
@@ -58,6 +59,7 @@ def config_from_options(
             server_opt=server_opt or default_server_opt(dp_sgd=sgd is not None, model=model),
             train=TrainConfig(
                 local_epochs=_default(local_epochs, "local_epochs", sgd is not None, model), dp_sgd=sgd, lr=lr,
+                lr_decay=lr_decay,
                 batch_size=_default(batch_size, "batch_size", sgd is not None, model),
                 class_weight=_default(class_weight, "class_weight", sgd is not None, model)),
         )
