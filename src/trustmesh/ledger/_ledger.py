@@ -246,18 +246,31 @@ class Ledger:
         """Sign a checkpoint of ``size`` inside the store's open append transaction (see append_requests)."""
         if self._signer is None:
             raise InputError(f"{self.directory}: no signing key (opened read-only or {KEY_NAME} missing)")
-        store = self._store
+        self._previous_checkpoint(self._store, size)
+        return Checkpoint.signed(self.origin, size, self._store.root(size), self._signer).to_bytes()
+
+    def _previous_checkpoint(self, store: TileStore, size: int) -> Checkpoint | None:
+        """The latest stored checkpoint, checked before signing ``size``: its signature verifies, it is not
+        larger than ``size`` and the stored tree still has its root. None when none was signed yet."""
         prev_row = store.latest_checkpoint()
-        if prev_row is not None:
-            prev = Checkpoint.from_bytes(prev_row[2])
-            try:
-                prev.verify(self.verifier)
-            except SignatureError as exc:
-                raise SignatureError(f"previous checkpoint: {exc}", index=prev.size) from None
-            if prev.size > size or store.root(prev.size) != prev.root_hash:
-                raise ConsistencyError(f"refusing to sign: the stored tree no longer matches the checkpoint of "
-                                       f"size {prev.size}", index=prev.size)
-        return Checkpoint.signed(self.origin, size, store.root(size), self._signer).to_bytes()
+        if prev_row is None:
+            return None
+        prev = Checkpoint.from_bytes(prev_row[2])
+        try:
+            prev.verify(self.verifier)
+        except SignatureError as exc:
+            raise SignatureError(f"previous checkpoint: {exc}", index=prev.size) from None
+        if prev.size > size:
+            raise ConsistencyError(
+                f"refusing to sign size {size}: the log already signed size {prev.size} (entries lost)",
+                index=size,
+            )
+        if store.root(prev.size) != prev.root_hash:
+            raise ConsistencyError(
+                f"refusing to sign: the stored tree no longer matches the checkpoint of size {prev.size}",
+                index=prev.size,
+            )
+        return prev
 
     def _append_group(self, requests: Sequence[tuple[Sequence[Entry], str | None]], *, sign: bool
                       ) -> tuple[list[list[int] | InputError], Checkpoint | None]:
@@ -517,26 +530,8 @@ class Ledger:
         with self._store.write_lock() as store:
             n = store.size
             root = store.root(n)
-            prev_row = store.latest_checkpoint()
-            cp: Checkpoint | None = None
-            if prev_row is not None:
-                prev = Checkpoint.from_bytes(prev_row[2])
-                try:
-                    prev.verify(self.verifier)
-                except SignatureError as exc:
-                    raise SignatureError(f"previous checkpoint: {exc}", index=prev.size) from None
-                if prev.size > n:
-                    raise ConsistencyError(
-                        f"refusing to sign size {n}: the log already signed size {prev.size} (entries lost)",
-                        index=n,
-                    )
-                if store.root(prev.size) != prev.root_hash:
-                    raise ConsistencyError(
-                        f"refusing to sign: the stored tree no longer matches the checkpoint of size {prev.size}",
-                        index=prev.size,
-                    )
-                if prev.size == n:
-                    cp = prev
+            prev = self._previous_checkpoint(store, n)
+            cp = prev if prev is not None and prev.size == n else None
             if cp is None:
                 cp = Checkpoint.signed(self.origin, n, root, self._signer)
                 store.add_checkpoint(n, cp.to_bytes())
