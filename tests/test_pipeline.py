@@ -14,11 +14,13 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trustmesh.detect import GBDTDetector, load_model, save_model
+from trustmesh.detect import load_model
 from trustmesh.errors import ConfigError, InputError
-from trustmesh.flows import CANONICAL_FEATURES, open_source, ton_iot_to_canonical
+from trustmesh.flows import open_source
 from trustmesh.ledger import Ledger, audit, verify_inclusion
 from trustmesh.pipeline import Pipeline, PipelineConfig, alerts_from_scores, open_sources
+
+from _ton_models import ton_gbdt  # type: ignore[import-not-found]
 
 SYNSCAN = "pcaps/practical-packet-analysis/synscan.pcapng"
 SCANNER = "172.16.0.8"
@@ -27,14 +29,7 @@ SCANNER = "172.16.0.8"
 @pytest.fixture(scope="module")
 def model_path(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A small multi-class GBDT trained on real TON_IoT flows mapped to the canonical schema."""
-    raw = pd.read_csv(data_dir / "ton-iot/network/train_test_network.csv.gz", encoding="utf-8-sig",
-                      low_memory=False).sample(8000, random_state=1)
-    flows = ton_iot_to_canonical(raw)
-    detector = GBDTDetector(seed=0, multiclass=True).fit(flows[list(CANONICAL_FEATURES)],
-                                                         flows["attack_type"].to_numpy())
-    path = tmp_path_factory.mktemp("model") / "gbdt.model"
-    save_model(detector, path)
-    return path
+    return ton_gbdt(data_dir, tmp_path_factory.mktemp("model"), 8000, 1, multiclass=True)
 
 
 def _config(tmp_path: Path, model: Path, **kw: object) -> PipelineConfig:

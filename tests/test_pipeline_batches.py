@@ -6,26 +6,19 @@ import gzip
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import pytest
 
-from trustmesh.detect import GBDTDetector, save_model
-from trustmesh.flows import CANONICAL_FEATURES, ton_iot_to_canonical
 from trustmesh.ledger import Ledger, audit, verify_inclusion
 from trustmesh.pipeline import Pipeline, PipelineConfig, open_sources
+
+from _ton_models import ton_gbdt  # type: ignore[import-not-found]
 
 EVE = "logs/suricata/test6-malicious.suricata.json.gz"
 
 
 @pytest.fixture(scope="module")
 def model_path(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    raw = pd.read_csv(data_dir / "ton-iot/network/train_test_network.csv.gz", encoding="utf-8-sig",
-                      low_memory=False).sample(2000, random_state=2)
-    flows = ton_iot_to_canonical(raw)
-    detector = GBDTDetector(seed=0).fit(flows[list(CANONICAL_FEATURES)], flows["label"].to_numpy())
-    path = tmp_path_factory.mktemp("model") / "gbdt.model"
-    save_model(detector, path)
-    return path
+    return ton_gbdt(data_dir, tmp_path_factory.mktemp("model"), 2000, 2)
 
 
 def test_every_alert_of_a_batch_lands_in_one_append_and_verifies(tmp_path: Path, model_path: Path,

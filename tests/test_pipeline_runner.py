@@ -18,23 +18,18 @@ import pytest
 from typer.testing import CliRunner
 
 from trustmesh.cli import app
-from trustmesh.detect import GBDTDetector, save_model
-from trustmesh.flows import CANONICAL_FEATURES, open_source, ton_iot_to_canonical
+from trustmesh.flows import open_source
 from trustmesh.ledger import Entry, Ledger, audit
 from trustmesh.pipeline import Pipeline, PipelineConfig, open_sources
+
+from _ton_models import ton_gbdt  # type: ignore[import-not-found]
 
 ZEEK = "logs/zeek/slips-test10-mixed/conn.log.gz"
 
 
 @pytest.fixture(scope="module")
 def model_path(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    raw = pd.read_csv(data_dir / "ton-iot/network/train_test_network.csv.gz", encoding="utf-8-sig",
-                      low_memory=False).sample(4000, random_state=2)
-    flows = ton_iot_to_canonical(raw)
-    detector = GBDTDetector(seed=0).fit(flows[list(CANONICAL_FEATURES)], flows["label"].to_numpy())
-    path = tmp_path_factory.mktemp("model") / "gbdt.model"
-    save_model(detector, path)
-    return path
+    return ton_gbdt(data_dir, tmp_path_factory.mktemp("model"), 4000, 2)
 
 
 def _zeek_log(data_dir: Path, folder: Path, rows: int) -> int:

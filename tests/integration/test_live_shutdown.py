@@ -13,22 +13,16 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from trustmesh.detect import GBDTDetector, save_model
-from trustmesh.flows import CANONICAL_FEATURES, ton_iot_to_canonical
 from trustmesh.ledger import Ledger, audit
+
+from _ton_models import ton_gbdt  # type: ignore[import-not-found]
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")
 def model_path(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    raw = pd.read_csv(data_dir / "ton-iot/network/train_test_network.csv.gz", encoding="utf-8-sig",
-                      low_memory=False).sample(3000, random_state=4)
-    flows = ton_iot_to_canonical(raw)
-    det = GBDTDetector(seed=0).fit(flows[list(CANONICAL_FEATURES)], flows["label"].to_numpy())
-    path = tmp_path_factory.mktemp("model") / "gbdt.model"
-    save_model(det, path)
-    return path
+    return ton_gbdt(data_dir, tmp_path_factory.mktemp("model"), 3000, 4)
 
 
 def _children(pid: int) -> set[int]:

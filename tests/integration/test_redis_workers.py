@@ -18,12 +18,12 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import pandas as pd
 import pytest
 
-from trustmesh.detect import GBDTDetector, save_model
-from trustmesh.flows import CANONICAL_FEATURES, RedisStreamSource, ton_iot_to_canonical
+from trustmesh.flows import RedisStreamSource
 from trustmesh.ledger import Ledger, NoteSigner, audit
+
+from _ton_models import ton_gbdt  # type: ignore[import-not-found]
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -68,13 +68,7 @@ def redis_port(tmp_path: Path) -> Iterator[int]:
 
 @pytest.fixture(scope="module")
 def model_path(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    raw = pd.read_csv(data_dir / "ton-iot/network/train_test_network.csv.gz", encoding="utf-8-sig",
-                      low_memory=False).sample(4000, random_state=3)
-    flows = ton_iot_to_canonical(raw)
-    det = GBDTDetector(seed=0).fit(flows[list(CANONICAL_FEATURES)], flows["label"].to_numpy())
-    path = tmp_path_factory.mktemp("model") / "gbdt.model"
-    save_model(det, path)
-    return path
+    return ton_gbdt(data_dir, tmp_path_factory.mktemp("model"), 4000, 3)
 
 
 def _fill(port: int, data_dir: Path, stream: str, limit: int | None = None) -> tuple[int, int]:
