@@ -223,8 +223,9 @@ def _observer() -> dict[str, Any]:
         ver = version("trustmesh")
     except PackageNotFoundError:
         ver = "0.0.0"
-    return {"vendor": "trustmesh", "product": "trustmesh", "type": "ids", "version": ver,
-            "hostname": socket.gethostname()}  # fmt: skip
+    out = {"vendor": "trustmesh", "product": "trustmesh", "type": "ids", "version": ver,
+           "hostname": socket.gethostname()}  # fmt: skip
+    return {k: v for k, v in out.items() if v}  # no empty fields (an unnamed host)
 
 
 @functools.lru_cache(maxsize=65_536)  # the same hosts recur in every batch
@@ -305,75 +306,142 @@ def _drop_empty(doc: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+@functools.lru_cache(maxsize=65_536)  # the same hosts recur in every batch
+def _addr(value: str | None) -> tuple[str, int, bool] | None:
+    """Return (canonical text, IP version, private or loopback) of an address, or None if it is not one."""
+    ip = _ip(value)
+    if ip is None:
+        return None
+    return str(ip), ip.version, ip.is_private or ip.is_loopback
+
+
+def _side(a: tuple[str, int, bool] | None, port: int | None) -> dict[str, Any] | None:
+    out: dict[str, Any] = {}
+    if a is not None:
+        out["ip"] = a[0]
+    if port is not None:
+        out["port"] = port
+    return out or None
+
+
+_INSIDE = {(True, True): "internal", (True, False): "outbound", (False, True): "inbound", (False, False): "external"}
+
+
 def alert_document(alert: Alert, *, created: float | None = None) -> dict[str, Any]:
     """Return ``alert`` as a nested ECS 8.x document (see the module docstring for the choices).
 
     ``created`` (epoch seconds, default now) is ``event.created``: when trustmesh made the alert.
     Pass it to make the document reproducible (the pipeline passes its clock's time).
+
+    Empty values (None, ``""``, ``[]``) and objects left empty are not written. The document is
+    built field by field with only what is present (no second pass over it); per-address work
+    (parsing, canonical text, direction) is cached per distinct address.
     """
     created = _now() if created is None else float(created)
-    times, flow_time = _times(float(alert.timestamp), None, created)
-    src, dst = _ip(alert.source_ip), _ip(alert.destination_ip)
+    start = float(alert.timestamp)
+    created_text = iso_utc(created)
+    event: dict[str, Any] = {}
+    flow: dict[str, Any] = {}
+    if alert.flow_id is not None and alert.flow_id != "":
+        flow["id"] = alert.flow_id
+    flow["ts"] = start
+    if start >= RELATIVE_BEFORE:
+        stamp = iso_utc(start)
+        flow["ts_kind"] = "epoch"
+    else:
+        stamp = created_text
+        flow["ts_kind"] = "relative"
+    src, dst = _addr(alert.source_ip), _addr(alert.destination_ip)
     transport = (alert.transport or "").lower() or None
-    if transport in {"icmp", "ipv6-icmp", "icmpv6"} and src is not None and src.version == 6:
+    if transport in {"icmp", "ipv6-icmp", "icmpv6"} and src is not None and src[1] == 6:
         transport = "ipv6-icmp"
     iana = _IANA.get(transport or "")
     cid = None
     if src is not None and dst is not None and transport is not None:
-        cid = community_id(str(src), str(dst), alert.source_port, alert.destination_port, transport)
+        cid = community_id(src[0], dst[0], alert.source_port, alert.destination_port, transport)
     detector = alert.detector or "ml"
-    suricata = alert.extra.get("suricata") if isinstance(alert.extra.get("suricata"), Mapping) else None
-    known = technique_info(alert.technique_id)
-    kind = (alert.predicted_class or (suricata or {}).get("category") or alert.technique_name
-            or (known[0] if known and known[0] else None) or "anomaly")
+    extra = alert.extra
+    suricata = extra.get("suricata") if extra and isinstance(extra.get("suricata"), Mapping) else None
+    kind = alert.predicted_class or (suricata or {}).get("category") or alert.technique_name
+    if not kind:
+        known = technique_info(alert.technique_id)
+        kind = (known[0] if known and known[0] else None) or "anomaly"
     rule: dict[str, Any]
     if suricata is not None:
-        rule = {"id": str(suricata.get("signature_id", "")), "name": suricata.get("signature"),
-                "category": suricata.get("category"), "version": str(suricata.get("rev", "")) or None,
-                "ruleset": "suricata"}  # fmt: skip
-        event_types = ["denied" if suricata.get("action") == "blocked" else "allowed"]
+        rule = {}
+        for key, value in (("id", str(suricata.get("signature_id", ""))), ("name", suricata.get("signature")),
+                           ("category", suricata.get("category")), ("version", str(suricata.get("rev", "")) or None),
+                           ("ruleset", "suricata")):
+            if value is not None and value != "" and value != []:
+                rule[key] = value
+        if isinstance(rule.get("name"), dict) or isinstance(rule.get("category"), dict):
+            rule = _drop_empty(rule)  # hostile EVE: an object where a string belongs
+        event_types = ["connection", "denied" if suricata.get("action") == "blocked" else "allowed"]
+        rule_name = suricata.get("signature")
     else:
-        rule = {"id": f"{detector}:{alert.model_id}", "name": f"trustmesh {detector}: {kind}",
-                "ruleset": f"trustmesh-{detector}", "category": kind}  # fmt: skip
-        event_types = ["info"]
-    app = (alert.application or "").lower()
-    where = f"{alert.source_ip or '?'}:{alert.source_port if alert.source_port is not None else '-'}"
-    to = f"{alert.destination_ip or '?'}:{alert.destination_port if alert.destination_port is not None else '-'}"
-    message = (f"{rule['name']} {where} -> {to}"
+        rule_name = f"trustmesh {detector}: {kind}"
+        rule = {"id": f"{detector}:{alert.model_id}", "name": rule_name, "ruleset": f"trustmesh-{detector}",
+                "category": kind}  # fmt: skip
+        event_types = ["connection", "info"]
+    sport, dport = alert.source_port, alert.destination_port
+    where = f"{alert.source_ip or '?'}:{sport if sport is not None else '-'}"
+    to = f"{alert.destination_ip or '?'}:{dport if dport is not None else '-'}"
+    message = (f"{rule_name} {where} -> {to}"
                f"{' ' + alert.technique_id if alert.technique_id else ''} score {alert.score:.3f}")  # fmt: skip
-    flow = {"id": alert.flow_id, **flow_time}
-    trustmesh: dict[str, Any] = {
-        "alert_id": alert.alert_id, "score": alert.score, "threshold": alert.threshold,
-        "model_id": alert.model_id, "detector": detector, "source": alert.source_name,
-        "predicted_class": alert.predicted_class, "flow": flow,
-        "extra": _json_safe(dict(alert.extra)) if alert.extra else None,
+    risk = round(alert.score * 100, 3)
+    event = {
+        "kind": "alert", "category": ["network", "intrusion_detection"], "type": event_types,
+        "outcome": "unknown", "severity": int(alert.severity), "id": alert.alert_id,
+        "dataset": "trustmesh.alert", "module": "trustmesh", "provider": detector,
+        "created": created_text, "risk_score": risk, "risk_score_norm": risk,
     }  # fmt: skip
-    doc: dict[str, Any] = {
-        "@timestamp": times["@timestamp"],
-        "message": message,
-        "ecs": {"version": ECS_VERSION},
-        "event": {
-            "kind": "alert", "category": ["network", "intrusion_detection"], "type": ["connection", *event_types],
-            "outcome": "unknown", "severity": int(alert.severity), "id": alert.alert_id,
-            "dataset": "trustmesh.alert", "module": "trustmesh", "provider": detector,
-            "created": iso_utc(created), "risk_score": round(alert.score * 100, 3),
-            "risk_score_norm": round(alert.score * 100, 3), **times["event"],
-        },  # fmt: skip
-        "observer": dict(_observer()),
-        "source": {"ip": None if src is None else str(src), "port": alert.source_port},
-        "destination": {"ip": None if dst is None else str(dst), "port": alert.destination_port},
-        "network": {
-            "transport": transport, "iana_number": None if iana is None else str(iana),
-            "protocol": None if app in {"", "-"} else app,
-            "type": None if src is None else f"ipv{src.version}", "community_id": cid,
-            "direction": _direction(src, dst),
-        },  # fmt: skip
-        "related": {"ip": sorted({str(a) for a in (src, dst) if a is not None})},
-        "rule": rule,
-        "threat": _threat(alert.technique_id, alert.technique_name),
-        "trustmesh": trustmesh,
-    }
-    return _drop_empty(doc)
+    if not alert.alert_id:
+        del event["id"]
+    if start >= RELATIVE_BEFORE:
+        event["start"] = stamp
+    doc: dict[str, Any] = {"@timestamp": stamp, "message": message, "ecs": {"version": ECS_VERSION},
+                           "event": event, "observer": dict(_observer())}  # fmt: skip
+    side = _side(src, sport)
+    if side is not None:
+        doc["source"] = side
+    side = _side(dst, dport)
+    if side is not None:
+        doc["destination"] = side
+    network: dict[str, Any] = {}
+    if transport is not None:
+        network["transport"] = transport
+    if iana is not None:
+        network["iana_number"] = str(iana)
+    app = (alert.application or "").lower()
+    if app not in {"", "-"}:
+        network["protocol"] = app
+    if src is not None:
+        network["type"] = "ipv4" if src[1] == 4 else "ipv6"
+    if cid is not None:
+        network["community_id"] = cid
+    network["direction"] = "unknown" if src is None or dst is None else _INSIDE[(src[2], dst[2])]
+    doc["network"] = network
+    if src is not None or dst is not None:
+        doc["related"] = {"ip": sorted({a[0] for a in (src, dst) if a is not None})}
+    if rule:
+        doc["rule"] = rule
+    threat = _threat(alert.technique_id, alert.technique_name)
+    if threat is not None:
+        doc["threat"] = threat
+    trustmesh: dict[str, Any] = {"alert_id": alert.alert_id, "score": alert.score, "threshold": alert.threshold,
+                                 "model_id": alert.model_id, "detector": detector, "source": alert.source_name,
+                                 "predicted_class": alert.predicted_class}  # fmt: skip
+    for key in ("alert_id", "score", "threshold", "model_id", "source", "predicted_class"):
+        value = trustmesh[key]
+        if value is None or value == "":
+            del trustmesh[key]
+    trustmesh["flow"] = flow
+    if extra:
+        safe = _drop_empty(_json_safe(dict(extra)))
+        if safe:
+            trustmesh["extra"] = safe
+    doc["trustmesh"] = trustmesh
+    return doc
 
 
 def alert_from_document(doc: Mapping[str, Any]) -> Alert:
