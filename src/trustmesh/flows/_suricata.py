@@ -65,6 +65,35 @@ def _bad_timestamps(raw: pd.Series, parsed: pd.Series) -> npt.NDArray[np.bool_]:
     return out
 
 
+# the EVE fields the mapping reads: top-level keys, and (object, key) pairs one level down
+_TOP = ("proto", "icmp_type", "icmp_code", "src_port", "dest_port", "app_proto", "flow_id", "src_ip", "dest_ip")
+_NESTED = (("flow", ("start", "end", "pkts_toserver", "pkts_toclient", "bytes_toserver", "bytes_toclient")),
+           ("tcp", ("tcp_flags_ts", "tcp_flags_tc")))
+_ABSENT = object()
+
+
+def _columns(records: list[dict[str, Any]]) -> dict[str, pd.Series]:
+    """Return the mapped EVE fields as columns (``"flow.start"`` etc.), straight from the parsed records.
+
+    A field no record has is left out; one that some records lack is NaN there (as
+    ``pandas.json_normalize`` gives, without flattening every other field of every record).
+    """
+    out: dict[str, pd.Series] = {}
+
+    def add(name: str, values: list[Any]) -> None:
+        if any(v is not _ABSENT for v in values):
+            out[name] = pd.Series([np.nan if v is _ABSENT else v for v in values])
+
+    for key in _TOP:
+        add(key, [r.get(key, _ABSENT) for r in records])
+    for outer, keys in _NESTED:
+        objs = [r.get(outer) for r in records]
+        objs = [o if type(o) is dict else {} for o in objs]
+        for key in keys:
+            add(f"{outer}.{key}", [o.get(key, _ABSENT) for o in objs])
+    return out
+
+
 def suricata_flows_to_canonical(records: list[dict[str, Any]], *, source: str = "suricata eve",
                                 lines: list[int] | None = None,
                                 on_bad: BadRecordHandler | None = None) -> pd.DataFrame:
@@ -75,12 +104,12 @@ def suricata_flows_to_canonical(records: list[dict[str, Any]], *, source: str = 
     """
     if not records:
         return empty_canonical()
-    df = pd.json_normalize(records)
-    n = len(df)
+    columns = _columns(records)
+    n = len(records)
     line_of = (lambda i: lines[i]) if lines is not None else (lambda i: i + 1)
 
     def col(name: str, default: Any = np.nan) -> pd.Series:
-        return df[name] if name in df.columns else pd.Series([default] * n)
+        return columns[name] if name in columns else pd.Series([default] * n)
 
     proto = col("proto", "-").astype("str").str.lower()
     start = _epoch(col("flow.start", None), source)
