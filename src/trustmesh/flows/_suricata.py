@@ -87,8 +87,7 @@ def _columns(records: list[dict[str, Any]]) -> dict[str, pd.Series]:
     for key in _TOP:
         add(key, [r.get(key, _ABSENT) for r in records])
     for outer, keys in _NESTED:
-        objs = [r.get(outer) for r in records]
-        objs = [o if type(o) is dict else {} for o in objs]
+        objs: list[dict[str, Any]] = [o if type(o := r.get(outer)) is dict else {} for r in records]
         for key in keys:
             add(f"{outer}.{key}", [o.get(key, _ABSENT) for o in objs])
     return out
