@@ -141,3 +141,14 @@ def test_documents_do_not_share_mutable_parts() -> None:
     a["trustmesh"]["extra"]["behaviour"]["host"] = "edited"
     assert b == alert.to_ecs(created=1.7e9)
     assert alert.extra == {"behaviour": {"host": "10.0.0.1"}}
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.one_of(st.floats(-1e9, 2.5e11), st.integers(0, 4 * 10**9).map(float),
+                 st.sampled_from([0.0, -0.5, 631_152_000.0, 1622987986.4579845, 253402300799.999])))
+def test_iso_utc_matches_strftime(ts: float) -> None:
+    import datetime as dt
+
+    _ecs.iso_utc.cache_clear()
+    want = dt.datetime.fromtimestamp(ts, tz=dt.UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    assert _ecs.iso_utc(ts) == want

@@ -185,6 +185,13 @@ def alerts_from_verdicts(
     rows: dict[str, int] = {}
     if flows is not None and "uid" in flows.columns:
         rows = {str(u): i for i, u in enumerate(flows["uid"].tolist())}
+    cols: dict[str, list[Any]] = {}  # the batch's columns as lists, made on first use (no per-row iloc)
+
+    def cell(name: str, i: int) -> Any:
+        if name not in cols:
+            assert flows is not None
+            cols[name] = flows[name].tolist() if name in flows.columns else [None] * len(flows)
+        return cols[name][i]
     refs = refs or {}
     alerts: list[Alert] = []
     for v in verdicts:
@@ -203,16 +210,16 @@ def alerts_from_verdicts(
                 technique_id=v.technique_id, technique_name=v.technique_name, detector="behaviour",
             )  # fmt: skip
             if flows is not None and uid in rows:
-                row = flows.iloc[rows[uid]]
-                ts = row.get("ts")
-                src, dst = _opt_str(row.get("src_ip")), _opt_str(row.get("dst_ip"))
-                sport, dport = _opt_int(row.get("src_port")), _opt_int(row.get("dst_port"))
+                i = rows[uid]
+                ts = cell("ts", i)
+                src, dst = _opt_str(cell("src_ip", i)), _opt_str(cell("dst_ip", i))
+                sport, dport = _opt_int(cell("src_port", i)), _opt_int(cell("dst_port", i))
                 if dst == v.host and src != v.host:  # a mid-stream flow the engine re-oriented
                     src, dst, sport, dport = dst, src, dport, sport
                 alerts.append(Alert(
                     timestamp=float(ts) if ts is not None and not pd.isna(ts) else v.first_seen,
                     source_ip=src, source_port=sport, destination_ip=dst, destination_port=dport,
-                    transport=_opt_str(row.get("proto")), application=_opt_str(row.get("service")), **common,
+                    transport=_opt_str(cell("proto", i)), application=_opt_str(cell("service", i)), **common,
                 ))  # fmt: skip
             elif uid in refs:
                 r = refs[uid]
