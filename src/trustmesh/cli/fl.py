@@ -95,6 +95,7 @@ def simulate_cmd(
         RoundRecorder,
         load_federated_data,
         open_round_ledger,
+        rare_class_recall,
         run_inprocess,
         save_federated_model,
         simulate,
@@ -124,6 +125,9 @@ def simulate_cmd(
         doc["bound_checks"] = bound_checks  # per round: prove/verify seconds per site, rejections
     doc["dataset"] = {"name": dataset, "train_rows": int(len(data.y_train)), "test_rows": int(len(data.y_test)),
                       "digest": data.digest}
+    if cfg.model == "mlp" and result.metrics:
+        # the smallest classes' recall beside macro-F1 (DP-SGD loses them first; docs/federated.md)
+        doc["rare_class_recall"] = rare_class_recall(result.metrics, data.y_train, data.classes)
     doc["wall_seconds"] = round(time.perf_counter() - t0, 3)
     if centralized:
         doc["centralized"] = train_centralized(cfg, data)

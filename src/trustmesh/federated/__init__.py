@@ -32,7 +32,7 @@ from trustmesh.federated._autoencoder import AnomalyScorer, AutoencoderModel, an
 from trustmesh.federated._coordinator import Coordinator, Submission
 from trustmesh.federated._data import DATASETS, FederatedData, load_federated_data
 from trustmesh.federated._flower import build_client_app, build_server_app, simulate
-from trustmesh.federated._metrics import classification_metrics
+from trustmesh.federated._metrics import classification_metrics, rare_class_recall
 from trustmesh.federated._model import MLPModel
 from trustmesh.federated._partition import (
     PartitionSpec,
@@ -102,6 +102,7 @@ __all__ = [
     "partition_groups",
     "partition_iid",
     "plan_run",
+    "rare_class_recall",
     "run_inprocess",
     "save_federated_model",
     "simulate",
