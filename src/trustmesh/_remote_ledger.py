@@ -6,7 +6,7 @@ Every request is an Ed25519-signed ``POST /add-entries`` (the ``trustmesh-submit
 of the server's ``api/_auth.py``: log origin, Host, method, path, timestamp, nonce, Idempotency-Key
 and the body's SHA-256, one per line) carrying an ``Idempotency-Key``: a retry after a timeout or a
 lost connection sends the same key with a fresh nonce, so the server returns the original indices
-and never appends twice. Only the standard library is used (``http.client`` with keep-alive).
+and never appends twice. Only the standard library is used (one keep-alive socket per thread, see :class:`_Connection`).
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ import http.client
 import json
 import logging
 import secrets
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -34,6 +35,8 @@ log = logging.getLogger(__name__)
 _SIGNED_VERSION = "trustmesh-submit/v2"
 _MAX_BODY = 6 << 20  # bytes per request (the server refuses more than 8 MiB)
 _MAX_ENTRIES = 5_000  # entries per request (the server takes at most 10,000)
+_MAX_HEAD = 64 << 10  # bytes of response status line and headers
+_MAX_RESPONSE = 64 << 20  # bytes of one response body
 
 
 def signed_headers(signer: NoteSigner, *, origin: str, host: str, path: str, body: bytes,
@@ -165,10 +168,10 @@ class RemoteLedger:
             self._local.conn = None
 
     # ------------------------------------------------------------------ HTTP
-    def _conn(self) -> http.client.HTTPConnection:
-        conn = getattr(self._local, "conn", None)
+    def _conn(self) -> _Connection:
+        conn: _Connection | None = getattr(self._local, "conn", None)
         if conn is None:
-            conn = http.client.HTTPConnection(self._hostname, self._port, timeout=self.timeout_s)
+            conn = _Connection(self._hostname, self._port, self.timeout_s)
             self._local.conn = conn
         return conn
 
@@ -177,9 +180,7 @@ class RemoteLedger:
             reused = getattr(self._local, "conn", None) is not None
             conn = self._conn()
             try:
-                conn.request(method, self._prefix + path, body=body or None, headers=headers)
-                resp = conn.getresponse()
-                return resp.status, resp.read()
+                return conn.exchange(method, self._prefix + path, body, {"Host": self._host_header, **headers})
             except (OSError, http.client.HTTPException):
                 conn.close()
                 self._local.conn = None
@@ -214,6 +215,138 @@ class RemoteLedger:
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
         raise AssertionError("unreachable")  # pragma: no cover
+
+
+class _Connection:
+    """One keep-alive HTTP/1.1 connection: a request goes out in one write, the answer is read in few.
+
+    ``http.client`` costs a worker more CPU per request than the server's whole check of it (its
+    response headers go through the ``email`` parser); the requests here are small and the answers
+    come from ``ledger serve``, so the reader needs only the status line, ``Content-Length``,
+    ``Transfer-Encoding: chunked`` and ``Connection: close``. Anything else malformed is an
+    ``HTTPException`` (the caller retries on a fresh connection).
+    """
+
+    def __init__(self, host: str, port: int, timeout_s: float) -> None:
+        self.host, self.port, self.timeout_s = host, port, timeout_s
+        self._sock: socket.socket | None = None
+        self._buf = b""
+
+    def close(self) -> None:
+        if self._sock is not None:
+            self._sock.close()
+            self._sock = None
+        self._buf = b""
+
+    def exchange(self, method: str, target: str, body: bytes, headers: dict[str, str]) -> tuple[int, bytes]:
+        """Send one request and return (status, body)."""
+        lines = [f"{method} {target} HTTP/1.1"]
+        for k, v in headers.items():
+            if "\r" in v or "\n" in v or "\r" in k or "\n" in k or ":" in k:
+                raise InputError(f"HTTP header {k!r} must not contain CR, LF (or a colon in its name)")
+            lines.append(f"{k}: {v}")
+        if body or method == "POST":
+            lines.append(f"Content-Length: {len(body)}")
+        head = ("\r\n".join(lines) + "\r\n\r\n").encode("latin-1")
+        if self._sock is None:
+            self._sock = socket.create_connection((self.host, self.port), timeout=self.timeout_s)
+            self._sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._sock.sendall(head + body)
+        status, length, chunked, close = self._read_head()
+        if status in (204, 304) or 100 <= status < 200:  # no body, whatever the headers say
+            data = b""
+        elif chunked:
+            data = self._read_chunked()
+        elif length is not None:
+            data = self._read_exactly(length)
+        else:  # no framing: the body runs to the end of the connection
+            data = self._read_to_eof()
+            close = True
+        if close:
+            self.close()
+        return status, data
+
+    def _fill(self) -> None:
+        assert self._sock is not None
+        more = self._sock.recv(65536)
+        if not more:
+            raise http.client.RemoteDisconnected(f"{self.host}:{self.port} closed the connection")
+        self._buf += more
+
+    def _read_head(self) -> tuple[int, int | None, bool, bool]:
+        while (end := self._buf.find(b"\r\n\r\n")) < 0:
+            if len(self._buf) > _MAX_HEAD:
+                raise http.client.HTTPException(f"response headers over {_MAX_HEAD} bytes")
+            self._fill()
+        if end > _MAX_HEAD:
+            raise http.client.HTTPException(f"response headers over {_MAX_HEAD} bytes")
+        head, self._buf = self._buf[:end].decode("latin-1"), self._buf[end + 4:]
+        first, *fields = head.split("\r\n")
+        version, _, rest = first.partition(" ")
+        code = rest[:3]
+        if not version.startswith("HTTP/1.") or not code.isdigit():
+            raise http.client.BadStatusLine(first[:80])
+        length: int | None = None
+        close = version == "HTTP/1.0"
+        chunked = False
+        for line in fields:
+            name, sep, value = line.partition(":")
+            if not sep:
+                raise http.client.HTTPException(f"malformed response header {line[:80]!r}")
+            name, value = name.strip().lower(), value.strip()
+            if name == "content-length":
+                if not value.isdigit() or int(value) > _MAX_RESPONSE:
+                    raise http.client.HTTPException(f"bad response Content-Length {value[:40]!r}")
+                length = int(value)
+            elif name == "transfer-encoding":
+                chunked = value.lower() == "chunked"
+            elif name == "connection":
+                close = value.lower() == "close"
+        return int(code), length, chunked, close
+
+    def _read_exactly(self, n: int) -> bytes:
+        while len(self._buf) < n:
+            self._fill()
+        data, self._buf = self._buf[:n], self._buf[n:]
+        return data
+
+    def _read_line(self) -> bytes:
+        while (end := self._buf.find(b"\r\n")) < 0:
+            if len(self._buf) > _MAX_HEAD:
+                raise http.client.HTTPException("response chunk header too long")
+            self._fill()
+        line, self._buf = self._buf[:end], self._buf[end + 2:]
+        return line
+
+    def _read_chunked(self) -> bytes:
+        parts: list[bytes] = []
+        total = 0
+        while True:
+            size_text = self._read_line().split(b";", 1)[0].strip()
+            try:
+                size = int(size_text, 16)
+            except ValueError:
+                raise http.client.HTTPException(f"bad chunk size {size_text[:20]!r}") from None
+            if size == 0:
+                while self._read_line():  # trailers, up to the empty line
+                    pass
+                return b"".join(parts)
+            total += size
+            if total > _MAX_RESPONSE:
+                raise http.client.HTTPException(f"response over {_MAX_RESPONSE} bytes")
+            parts.append(self._read_exactly(size))
+            if self._read_exactly(2) != b"\r\n":
+                raise http.client.HTTPException("chunk not followed by CRLF")
+
+    def _read_to_eof(self) -> bytes:
+        assert self._sock is not None
+        while len(self._buf) <= _MAX_RESPONSE:
+            more = self._sock.recv(65536)
+            if not more:
+                data, self._buf = self._buf, b""
+                return data
+            self._buf += more
+        raise http.client.HTTPException(f"response over {_MAX_RESPONSE} bytes")
 
 
 def _reason(data: bytes) -> str:

@@ -28,7 +28,7 @@ import logging
 import queue
 import sqlite3
 import threading
-from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -132,11 +132,28 @@ class _Request:
     key: str | None  # the stored idempotency key ("api:<header>")
     idem: str | None  # the header as sent, for messages
     caller: Caller
-    done: Future[dict[str, Any] | JSONResponse] = field(default_factory=Future)
+    loop: asyncio.AbstractEventLoop  # the event loop waiting for the answer
+    done: asyncio.Future[dict[str, Any] | JSONResponse]
+
+
+def _deliver(answers: list[tuple[_Request, Any, BaseException | None]]) -> None:
+    """Resolve a group's waiting requests (runs on their event loop: one wake-up for the whole group)."""
+    for r, value, exc in answers:
+        if r.done.done():  # the request's task was cancelled (client gone)
+            continue
+        if exc is not None:
+            r.done.set_exception(exc)
+        else:
+            r.done.set_result(value)
 
 
 class _GroupCommit:
-    """One writer thread: take every queued request, write them in one transaction, then answer each."""
+    """One writer thread: take every queued request, write them in one transaction, then answer each.
+
+    The answers of a group are handed to the event loop in one ``call_soon_threadsafe`` (not one
+    thread-safe wake-up per request): at a few thousand requests a second the per-request hand-over
+    between the writer thread and the loop costs more than the group's SQLite work.
+    """
 
     def __init__(self, ledger: Ledger, guard: RequestAuth, checkpoint_each_batch: bool,
                  check_identity: Any) -> None:
@@ -144,11 +161,13 @@ class _GroupCommit:
         self.check_identity = check_identity
         self.queue: queue.Queue[_Request | None] = queue.Queue()
         self.groups = 0
+        self.requests = 0  # requests answered through groups (groups / requests = mean group size)
+        self._answers: list[tuple[_Request, Any, BaseException | None]] = []
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustmesh-nonce-flush")
         self._thread = threading.Thread(target=self._run, name="trustmesh-ledger-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, request: _Request) -> Future[dict[str, Any] | JSONResponse]:
+    def submit(self, request: _Request) -> asyncio.Future[dict[str, Any] | JSONResponse]:
         self.queue.put(request)
         return request.done
 
@@ -156,6 +175,20 @@ class _GroupCommit:
         self.queue.put(None)
         self._thread.join(timeout=10)
         self._flusher.shutdown(wait=True)
+
+    def _answer(self, r: _Request, value: Any = None, exc: BaseException | None = None) -> None:
+        self._answers.append((r, value, exc))
+
+    def _send_answers(self) -> None:
+        answers, self._answers = self._answers, []
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any, BaseException | None]]] = {}
+        for a in answers:
+            by_loop.setdefault(a[0].loop, []).append(a)
+        for loop, items in by_loop.items():
+            try:
+                loop.call_soon_threadsafe(_deliver, items)
+            except RuntimeError:  # that loop has closed: nobody is waiting any more
+                log.debug("dropped %d answers for a closed event loop", len(items))
 
     def _run(self) -> None:
         while True:
@@ -173,12 +206,16 @@ class _GroupCommit:
                     break
                 group.append(more)
                 n += len(more.entries)
+            self.requests += len(group)
             try:
                 self._commit(group)
             except BaseException as exc:  # noqa: BLE001 - every waiting request must get an answer
+                answered = {id(a[0]) for a in self._answers}
                 for r in group:
-                    if not r.done.done():
-                        r.done.set_exception(exc)
+                    if id(r) not in answered:
+                        self._answer(r, exc=exc)
+            finally:
+                self._send_answers()
 
     def _commit(self, group: list[_Request]) -> None:
         self.groups += 1
@@ -187,7 +224,7 @@ class _GroupCommit:
             if any(e.kind in IDENTITY_KINDS or e.kind.startswith("identity.") for e in r.entries):
                 refused = self.check_identity(r.entries, r.caller)
                 if refused is not None:
-                    r.done.set_result(refused)
+                    self._answer(r, refused)
                     continue
                 self.guard.flush_nonces()
                 self._finish([r], *self._append([r]))
@@ -218,15 +255,15 @@ class _GroupCommit:
         for r, result in zip(requests, results, strict=True):
             if isinstance(result, InputError):
                 if "already used" in str(result):
-                    r.done.set_result(_error(409, f"Idempotency-Key {r.idem!r} was already used for a "
-                                                  "different request"))
+                    self._answer(r, _error(409, f"Idempotency-Key {r.idem!r} was already used for a "
+                                                "different request"))
                 else:
-                    r.done.set_result(_error(400, str(result)))
+                    self._answer(r, _error(400, str(result)))
                 continue
             out: dict[str, Any] = {"indices": result}
             if note is not None:
                 out["checkpoint"] = note
-            r.done.set_result(out)
+            self._answer(r, out)
 
 
 def create_ledger_app(
@@ -360,7 +397,8 @@ def create_ledger_app(
                 return 400, {"error": f"entries[{i}]: {exc}"}, {}
         key = None if idem is None else f"api:{idem}"
         try:
-            result = await asyncio.wrap_future(writer.submit(_Request(entries, key, idem, caller)))
+            loop = asyncio.get_running_loop()
+            result = await writer.submit(_Request(entries, key, idem, caller, loop, loop.create_future()))
         except VerificationError as exc:
             log.error("ledger verification failed while serving: %s", exc)
             return (409 if not isinstance(exc, LogIntegrityError) else 500), {"error": f"{type(exc).__name__}: {exc}"}, {}
@@ -387,4 +425,7 @@ def create_ledger_app(
     app.add_middleware(_SubmitFastPath, submit=submit, limit=max_body_bytes)  # outermost: skips routing and gzip
     writer = _GroupCommit(ledger, guard, checkpoint_each_batch, _check_identity_entries)
     app.state.writer = writer
+    # what a server should run: the submit path ahead of FastAPI itself (its router, exception and
+    # error middleware cost more per request than the checks); every other request goes to the app
+    app.state.asgi = _SubmitFastPath(app, submit, max_body_bytes)
     return app  # the caller owns app.state.ledger (and app.state.writer) and closes them when the server stops

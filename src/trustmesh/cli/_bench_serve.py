@@ -43,6 +43,15 @@ def _wait_up(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) 
     raise TrustmeshError(f"ledger serve did not answer on port {port} within {timeout_s} s")
 
 
+def _cpu_s(pid: int) -> float:
+    """Return the CPU seconds (user + system, all threads) process ``pid`` has used so far (Linux /proc)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
+    except OSError:
+        return float("nan")
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
 def bench_serve(clients: int, seconds: float, directory: Path | None = None) -> dict[str, Any]:
     """Run ``trustmesh ledger serve`` in its own process; ``clients`` threads append one entry per request.
 
@@ -92,11 +101,13 @@ def bench_serve(clients: int, seconds: float, directory: Path | None = None) -> 
         for t in threads:
             t.start()
         end_at[0] = time.perf_counter() + seconds
+        server_cpu0, client_cpu0 = _cpu_s(proc.pid), time.process_time()
         t0 = time.perf_counter()
         start.wait()
         for t in threads:
             t.join(seconds + 60)
         wall = time.perf_counter() - t0
+        server_cpu, client_cpu = _cpu_s(proc.pid) - server_cpu0, time.process_time() - client_cpu0
         retried = remote.retried
     finally:
         proc.terminate()
@@ -114,6 +125,8 @@ def bench_serve(clients: int, seconds: float, directory: Path | None = None) -> 
 
     out = {"clients": clients, "seconds": round(wall, 3), "acknowledged": acked, "appends_per_s": acked / wall,
            "p50_ms": q(0.50), "p99_ms": q(0.99), "max_ms": every[-1] * 1000 if every else None,
+           "server_cpu_us_per_append": server_cpu / acked * 1e6 if acked else None,
+           "client_cpu_us_per_append": client_cpu / acked * 1e6 if acked else None,
            "ledger_size": report.size, "durable_and_unique": report.size == acked, "retried": retried,
            "errors": errors[:5], "load_average": os.getloadavg(),
            "machine": f"{platform.machine()} {os.cpu_count()} CPUs, Python {platform.python_version()}"}

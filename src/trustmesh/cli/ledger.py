@@ -458,7 +458,9 @@ def serve_command(
     console.print(f"serving {directory} on http://{host}:{port} (writes {'enabled' if auth.configured else 'disabled'})",
                   highlight=False)
     try:
-        uvicorn.run(server_app, host=host, port=port, log_level="warning")
+        # the app's own submit path outermost; no proxy-header rewriting or Server header (not used)
+        uvicorn.run(server_app.state.asgi, host=host, port=port, log_level="warning", access_log=False,
+                    proxy_headers=False, server_header=False, ws="none")
     finally:
         server_app.state.writer.close()  # answers what is queued, then stops the group-commit writer
         server_app.state.ledger.close()
