@@ -22,7 +22,7 @@ def test_classifier_defaults_train_ten_local_epochs_with_sqrt_weights() -> None:
     assert cfg.describe()["server_opt"] == {"name": "none", "lr": 1.0}
 
 
-@pytest.mark.parametrize("options", [{"dp_sgd": "noise=1.0,clip=1.0"}, {"model": "autoencoder"}])
+@pytest.mark.parametrize("options", [{"model": "autoencoder"}])  # DP-SGD's: tests/federated/test_fl_dp_usable.py
 def test_dp_sgd_and_the_autoencoder_keep_one_unweighted_epoch(options: dict[str, Any]) -> None:
     # DP-SGD's accountant charges every local step and refuses label-count weights
     cfg = config_from_options(sites=3, rounds=2, **options)

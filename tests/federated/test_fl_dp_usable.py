@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from trustmesh.cli._app import app
-from trustmesh.federated import classification_metrics, rare_class_recall
+from trustmesh.federated import classification_metrics, config_from_options, rare_class_recall
 from trustmesh.privacy import dp_sgd_sampling
 
 CLASSES = ("benign", "a", "b", "c")
@@ -71,3 +71,17 @@ def test_fl_simulate_json_reports_rare_class_recall_and_the_accountant_epsilon(d
         theirs.history = [(site["noise_multiplier"], rate, 2 * steps * train["local_epochs"])]
         worst = max(worst, theirs.get_epsilon(1e-5))
     assert doc["epsilon"] == pytest.approx(worst, rel=0.02) and doc["epsilon"] <= 8.0
+
+
+def test_dp_sgd_defaults_are_few_large_batches_at_a_higher_lr_and_explicit_options_win() -> None:
+    # measured (docs/benchmarks.md, "Usable DP (issue 16 item 3)"): batch 256 x 10 local epochs, Adam lr 0.01
+    cfg = config_from_options(sites=5, rounds=5, dp_sgd="epsilon=8,clip=1.0,delta=1e-5")
+    plain = config_from_options(sites=5, rounds=5)
+    mine = config_from_options(sites=5, rounds=5, dp_sgd="epsilon=8,clip=1.0", lr=0.002, batch_size=64,
+                               local_epochs=1)
+
+    t = cfg.train
+    assert (t.local_epochs, t.batch_size, t.lr, t.class_weight, t.lr_decay) == (10, 256, 0.01, "none", 1.0)
+    assert cfg.server_opt == "none"
+    assert plain.train.lr == 3e-3  # runs without DP-SGD keep their lr
+    assert (mine.train.lr, mine.train.batch_size, mine.train.local_epochs) == (0.002, 64, 1)

@@ -66,7 +66,8 @@ def simulate_cmd(
     seed: int = typer.Option(0, "--seed"),
     local_epochs: int | None = typer.Option(None, "--local-epochs", help="Local epochs per round (default 10; "
                                             "1 with --dp-sgd or --model autoencoder)."),
-    lr: float = typer.Option(3e-3, "--lr", help="Local Adam learning rate."),
+    lr: float | None = typer.Option(None, "--lr", help="Local Adam learning rate (default 3e-3; 0.01 with "
+                                    "--dp-sgd)."),
     lr_decay: float = typer.Option(1.0, "--lr-decay", help="Local learning-rate schedule across rounds: round r "
                                    "trains with LR * LR_DECAY^(r-1), in (0, 1] (default 1: constant)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Local batch size (default 32; 64 with "
