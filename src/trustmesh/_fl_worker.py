@@ -1,197 +1,57 @@
-"""A site's long-running training worker for deployed runs (``fl site``), and the light ClientApp.
+"""A site's long-running ClientApp executor for deployed runs (``fl site``), and the deployed ClientApp.
 
-Flower 1.41's SuperNode starts a fresh ``flwr-clientapp`` process for every message, in both of its
-isolation modes (a process pulls one task with its token, runs it and exits). Importing torch, loading
-and encoding the site's table and building its model then happen once per round. ``fl site`` therefore
-starts this worker next to its SuperNode: one process that loads the site's data once and keeps its
-``Site`` across rounds. The ClientApp that Flower starts per message only forwards the round's
-parameters and config to it over a Unix socket in the site's private (0700) directory and returns the
-reply, so Flower's message flow, its mods (SecAgg+) and its transport are unchanged.
+Flower 1.41's SuperNode, in its default ``subprocess`` isolation, starts ``flower-superexec``, which
+starts a fresh ``flwr-clientapp`` process for every message (that process pulls one task with its
+token, runs it and exits: ``flwr.supernode.runtime.run_clientapp``). Importing torch, loading the
+site's table and building its model then happen once per round, and the SuperExec's task poll adds
+its interval on top.
 
-This module lives outside :mod:`trustmesh.federated` so that the per-message ClientApp process
-imports only Flower and numpy (the package's own imports, pandas among them, cost about 2 s more).
+``fl site`` therefore runs its SuperNode with ``--isolation process`` (Flower's supported mode for a
+ClientApp executor that is started outside the SuperNode) and starts this executor next to it. The
+executor is SuperExec's acquire loop and ``flwr-clientapp``'s task protocol in one process that stays
+up: it acquires each task from the SuperNode's Runtime API (``AcquireTask``, HMAC-authenticated with
+the SuperNode's ``--superexec-auth-secret-file``, so no other local process can take the site's
+tasks), pulls the message and context with the task's token, runs :data:`client_app` here, and pushes
+the reply and the task's final status and context, all through Flower's own Runtime API client and
+functions. Torch, the data and the site's model stay loaded across rounds
+(:func:`trustmesh.federated._deploy.local_site`), and secure aggregation's client mod keeps its state
+in the task's context as it does in ``flwr-clientapp``.
 
-Frames: a 4-byte big-endian header length, a JSON header, then a ``numpy.savez`` payload (no pickle
-anywhere: arrays are loaded with ``allow_pickle=False``). A request header is
-``{"op": "fit", "spec": {...}, "partition": K, "config": {...}}``; a reply is ``{"ok": true, "n": N,
-"metrics": {...}}`` with the weights as payload, or ``{"ok": false, "error": "..."}``.
+The executor runs only this package's ClientApp, never code from the coordinator's app bundle (FAB):
+the coordinator chooses the run's options (its ``spec``), not what a site executes.
+
+:data:`client_app` is also the deployed app's ``clientapp`` component, so a stock ``flower-supernode``
+(subprocess isolation) runs the same training, one process per message. This module lives outside
+:mod:`trustmesh.federated` so that such a process imports Flower first and the package only when a
+task arrives.
 """
 
 from __future__ import annotations
 
-import io
-import json
 import logging
 import os
-import socket
-import struct
 import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
-
-from trustmesh.errors import FederatedError
-
-__all__ = ["WORKER_ENV", "client_app", "fit_remote", "serve_worker"]
+__all__ = ["ACQUIRE_METHOD", "TASK_POLL_INTERVAL", "client_app", "main", "run_executor", "run_task"]
 
 SECAGG_RECORD = "trustmesh.secagg"  # federated._secagg_flower.RECORD_KEY (a test keeps them equal)
-WORKER_ENV = "TRUSTMESH_FL_WORKER"  # the socket path; set by `fl site` for its SuperNode's ClientApps
-MAX_HEADER = 1 << 20
-MAX_PAYLOAD = 1 << 30
+TASK_POLL_INTERVAL = 0.05  # seconds between AcquireTask calls when the SuperNode has no task (local HTTP)
+ACQUIRE_METHOD = "/flwr.proto.Runtime/AcquireTask"  # the call the SuperExec auth secret protects
 _log = logging.getLogger(__name__)
-
-Arrays = list[npt.NDArray[Any]]
-
-
-def _pack(header: dict[str, Any], arrays: Arrays) -> bytes:
-    buf = io.BytesIO()
-    np.savez(buf, *arrays)
-    head = json.dumps(header, sort_keys=True).encode()
-    payload = buf.getvalue()
-    return struct.pack(">II", len(head), len(payload)) + head + payload
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks, got = [], 0
-    while got < n:
-        chunk = sock.recv(min(n - got, 1 << 20))
-        if not chunk:
-            raise FederatedError(f"worker connection closed after {got} of {n} bytes")
-        chunks.append(chunk)
-        got += len(chunk)
-    return b"".join(chunks)
-
-
-def _unpack(sock: socket.socket) -> tuple[dict[str, Any], Arrays]:
-    n_head, n_payload = struct.unpack(">II", _recv_exact(sock, 8))
-    if n_head > MAX_HEADER or n_payload > MAX_PAYLOAD:
-        raise FederatedError(f"worker frame too large ({n_head} header, {n_payload} payload bytes)")
-    header = json.loads(_recv_exact(sock, n_head))
-    if not isinstance(header, dict):
-        raise FederatedError("worker frame header must be a JSON object")
-    with np.load(io.BytesIO(_recv_exact(sock, n_payload)), allow_pickle=False) as npz:
-        arrays = [npz[f"arr_{i}"] for i in range(len(npz.files))]
-    return header, arrays
-
-
-def fit_remote(path: str, spec: dict[str, Any], partition: int, parameters: Arrays,
-               config: dict[str, Any], *, timeout: float = 600.0,
-               connect_timeout: float = 120.0) -> tuple[Arrays, int, dict[str, Any]]:
-    """Ask the worker at ``path`` to train ``partition`` from ``parameters``; return weights, n, metrics."""
-    header = {"op": "fit", "spec": spec, "partition": partition,
-              "config": {k: v for k, v in config.items() if isinstance(v, (int, float, str, bool))}}
-    deadline = time.monotonic() + connect_timeout
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        while True:  # the worker may still be starting (imports, data) when the first round arrives
-            try:
-                sock.connect(path)
-                break
-            except OSError as exc:
-                if time.monotonic() >= deadline:
-                    raise FederatedError(f"site worker at {path} is not reachable ({exc})") from exc
-                time.sleep(0.2)
-        sock.sendall(_pack(header, list(parameters)))
-        reply, arrays = _unpack(sock)
-    if not reply.get("ok"):
-        raise FederatedError(f"site worker: {reply.get('error', 'unknown error')}")
-    return arrays, int(reply["n"]), dict(reply.get("metrics") or {})
-
-
-def serve_worker(path: str | Path, fit: Callable[[dict[str, Any], int, Arrays, dict[str, Any]],
-                                                 tuple[Arrays, int, dict[str, Any]]],
-                 *, max_requests: int | None = None) -> None:
-    """Serve ``fit`` requests on a Unix socket at ``path`` (created 0600) until killed or ``max_requests``.
-
-    One request at a time: a site trains one round at a time. A failing request is answered with its
-    error and the worker goes on.
-    """
-    path = Path(path)
-    path.unlink(missing_ok=True)
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as srv:
-        old = os.umask(0o177)
-        try:
-            srv.bind(str(path))
-        finally:
-            os.umask(old)
-        srv.listen(4)
-        served = 0
-        while max_requests is None or served < max_requests:
-            conn, _ = srv.accept()
-            served += 1
-            with conn:
-                conn.settimeout(600)
-                try:
-                    header, arrays = _unpack(conn)
-                    if header.get("op") != "fit" or not isinstance(header.get("spec"), dict):
-                        raise FederatedError("request must be {'op': 'fit', 'spec': {...}, ...}")
-                    t0 = time.perf_counter()
-                    weights, n, metrics = fit(header["spec"], int(header["partition"]), arrays,
-                                              dict(header.get("config") or {}))
-                    took = time.perf_counter() - t0
-                    conn.sendall(_pack({"ok": True, "n": n, "metrics": {**metrics, "fit_seconds": took}}, weights))
-                    print(f"site worker: request {served} trained {n} rows in {took:.2f}s", file=sys.stderr,
-                          flush=True)
-                except Exception as exc:  # noqa: BLE001 - one bad request must not stop the site
-                    _log.warning("site worker: request failed: %s", exc)
-                    try:
-                        conn.sendall(_pack({"ok": False, "error": f"{type(exc).__name__}: {exc}"}, []))
-                    except OSError:
-                        pass
-
-
-def _site_fit() -> Callable[[dict[str, Any], int, Arrays, dict[str, Any]], tuple[Arrays, int, dict[str, Any]]]:
-    """The worker's ``fit``: the deployed ClientApp's training, with the site built once per run spec."""
-    from trustmesh.federated._deploy import local_site
-
-    def fit(spec: dict[str, Any], k: int, parameters: Arrays, config: dict[str, Any]) -> tuple[
-            Arrays, int, dict[str, Any]]:
-        site = local_site(spec, k)
-        clip = float(config["clip_norm"]) if "clip_norm" in config else None
-        weights, n, metrics = site.fit(list(parameters), int(config.get("round", 0)),
-                                       proximal_mu=float(config.get("proximal_mu", 0.0)), clip_norm=clip)
-        if clip is not None:
-            n = 1  # as the in-process ClientApp: equal weights under central DP with SecAgg+
-        return list(weights), n, {**metrics, "site": site.site_id}
-
-    return fit
 
 
 def _client_fn(context: Any) -> Any:
-    """Forward to the site's worker when ``fl site`` started one, else train here (``_deploy``)."""
-    path = os.environ.get(WORKER_ENV)
-    if not path:
-        from trustmesh.federated._deploy import client_fn
+    """Train here: the site built once per process and run spec (``federated._deploy.client_fn``)."""
+    from trustmesh.federated._deploy import client_fn
 
-        return client_fn(context)
-    raw = context.run_config.get("spec")
-    spec = json.loads(raw) if isinstance(raw, str) else None
-    if not isinstance(spec, dict):
-        raise ValueError("run config must carry a JSON 'spec' object (generated by `trustmesh fl serve`)")
-    k = int(context.node_config["partition-id"])
-    sock: str = path
-    run_spec: dict[str, Any] = spec
-    from flwr.client import NumPyClient
-
-    class _Remote(NumPyClient):
-        def fit(self, parameters: Arrays, config: dict[str, Any]) -> Any:
-            return fit_remote(sock, run_spec, k, list(parameters), dict(config))
-
-        def evaluate(self, parameters: Arrays, config: dict[str, Any]) -> Any:
-            return 0.0, 1, {}
-
-    return _Remote().to_client()
+    return client_fn(context)
 
 
 def _maybe_secagg(msg: Any, ctxt: Any, call_next: Any) -> Any:
-    """Our secure aggregation's client mod (``federated._secagg_flower``) for its own messages only.
-
-    It is imported when such a message arrives, so plain rounds keep the light ClientApp process.
-    """
+    """Our secure aggregation's client mod (``federated._secagg_flower``) for its own messages only."""
     if msg.has_content() and SECAGG_RECORD in msg.content.config_records:
         from trustmesh.federated._secagg_flower import make_masking_mod
 
@@ -208,16 +68,146 @@ def _client_app() -> Any:
 client_app = _client_app()  # the deployed app's `clientapp` component (see `fl serve`)
 
 
+def _runtime_client(address: str, interceptors: list[Any]) -> Any:
+    from flwr.supercore.retry import make_simple_http_retry_invoker
+    from flwr.supercore.runtime import RuntimeHttpClient
+
+    return RuntimeHttpClient.from_server_address(server_address=address, insecure=True, root_certificates=None,
+                                                 interceptors=interceptors,
+                                                 retry_invoker=make_simple_http_retry_invoker())
+
+
+def _pull_task_input(client: Any) -> tuple[Any, Any]:
+    """``run_clientapp.pull_task_input`` with a 20 ms first retry for arrays the SuperNode is still pulling.
+
+    The SuperNode offers a task as soon as the message's metadata is in, before its arrays have
+    arrived from the SuperLink; Flower's default backoff (1 s, then 2 s) made every round ~3 s longer.
+    """
+    from flwr.app import Message
+    from flwr.common.serde import context_from_proto
+    from flwr.proto.node_pb2 import Node
+    from flwr.proto.runtime_pb2 import PullAppMessagesRequest, PullTaskInputRequest
+    from flwr.supercore.inflatable.inflatable_protobuf_utils import (
+        make_confirm_message_received_fn_protobuf,
+        make_pull_object_fn_protobuf,
+    )
+    from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
+    from flwr.supercore.task_identity import TaskIdentity
+
+    from trustmesh._supernode import PULL_BACKOFF, PULL_BACKOFF_CAP
+
+    res = client.PullTaskInput(PullTaskInputRequest())
+    TaskIdentity.task_id = res.task_id
+    TaskIdentity.run_id = res.run.run_id
+    TaskIdentity.node_id = res.context.node_id
+    context = context_from_proto(res.context)
+    pulled = client.PullMessages(PullAppMessagesRequest())
+    if not pulled.messages_list:
+        raise RuntimeError("No messages received from Runtime API")
+    node = Node(node_id=context.node_id)
+    tree = pulled.message_object_trees[0]
+    message = pull_and_inflate_object_from_tree(
+        tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
+        make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
+        return_type=Message, initial_backoff=PULL_BACKOFF, backoff_cap=PULL_BACKOFF_CAP)
+    message.metadata.__dict__["_message_id"] = tree.object_id  # as run_clientapp: the deflated id
+    return message, context
+
+
+def run_task(address: str, token: str, app: Any = None) -> str:
+    """Run one acquired ClientApp task (``token``) against the Runtime API at ``address``; return its status.
+
+    The steps of ``flwr-clientapp`` (``run_clientapp``) without its process exit: pull the task's
+    input, run ``app`` (default :data:`client_app`), push the reply (an ``Error`` reply when the app
+    raised) and the final status with the context, with Flower's task heartbeat running meanwhile.
+    """
+    from flwr.app import Error, Message
+    from flwr.common.constant import ErrorCode, SubStatus
+    from flwr.supercore.heartbeat import HeartbeatSender, make_task_heartbeat_fn_http
+    from flwr.supercore.interceptors import RuntimeTokenHttpInterceptor, RuntimeVersionHttpInterceptor
+    from flwr.supernode.runtime.run_clientapp import push_message, push_task_output
+
+    run_app = client_app if app is None else app
+    client = _runtime_client(address, [RuntimeVersionHttpInterceptor(component_name="flwr-clientapp"),
+                                       RuntimeTokenHttpInterceptor(token)])
+    heartbeat = HeartbeatSender(make_task_heartbeat_fn_http(client))
+    heartbeat.start()
+    message = context = reply = None
+    status, details = str(SubStatus.FAILED), "ClientApp task failed before it started"
+    marks = [time.perf_counter()]
+    try:
+        message, context = _pull_task_input(client)
+        marks.append(time.perf_counter())
+        reply = run_app(message=message, context=context)
+        marks.append(time.perf_counter())
+        status, details = str(SubStatus.COMPLETED), ""
+    except Exception as exc:  # noqa: BLE001 - one failing task must not stop the site
+        reason = f"{type(exc)}:<'{exc}'>"
+        _log.warning("site executor: task failed: %s", reason)
+        details = reason
+        if message is not None:
+            reply = Message(Error(code=ErrorCode.CLIENT_APP_RAISED_EXCEPTION, reason=reason), reply_to=message)
+    finally:
+        try:
+            if reply is not None and context is not None:
+                push_message(client, reply, context)
+        except Exception as exc:  # noqa: BLE001 - the SuperNode times the task out; the site goes on
+            _log.warning("site executor: could not push the reply: %s", exc)
+            status, details = str(SubStatus.FAILED), f"pushing the reply failed: {exc}"
+        push_task_output(client=client, context=context, sub_status=status, details=details)
+        marks.append(time.perf_counter())
+        heartbeat.stop()
+        client.close()
+    steps = " ".join(f"{name} {b - a:.2f}s" for name, a, b in zip(("pull", "app", "push"), marks, marks[1:],
+                                                                    strict=False))
+    print(f"site executor: task {status} ({steps})", file=sys.stderr, flush=True)
+    return status
+
+
+def run_executor(address: str, secret: bytes | None, *, app: Any = None, poll: float = TASK_POLL_INTERVAL,
+                 max_tasks: int | None = None, deadline: float | None = None) -> int:
+    """Acquire and run this site's ClientApp tasks from the SuperNode at ``address``, one at a time.
+
+    ``secret`` is the SuperNode's SuperExec auth secret (None when it runs without one). Runs until
+    killed, or until ``max_tasks`` tasks ran or ``time.monotonic()`` passes ``deadline``; returns the
+    number of tasks run.
+    """
+    from flwr.proto.runtime_pb2 import AcquireTaskRequest
+    from flwr.supercore.constant import TaskType
+    from flwr.supercore.interceptors import RuntimeVersionHttpInterceptor, SuperExecAuthHttpInterceptor
+
+    interceptors: list[Any] = [RuntimeVersionHttpInterceptor(component_name="SuperExec")]
+    if secret:
+        interceptors.append(SuperExecAuthHttpInterceptor(master_secret=secret, protected_methods={ACQUIRE_METHOD}))
+    client = _runtime_client(address, interceptors)
+    done = 0
+    try:
+        while (max_tasks is None or done < max_tasks) and (deadline is None or time.monotonic() < deadline):
+            res = client.AcquireTask(AcquireTaskRequest(supported_task_types=[str(TaskType.CLIENT_APP)]))
+            if res.HasField("task") and res.token:
+                run_task(address, res.token, app)
+                done += 1
+                continue
+            time.sleep(poll)
+    finally:
+        client.close()
+    return done
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m trustmesh._fl_worker SOCKET``: serve this site's training until killed."""
+    """``python -m trustmesh._fl_worker RUNTIME_API [SECRET_FILE]``: run this site's tasks until killed."""
     args = sys.argv[1:] if argv is None else argv
-    if len(args) != 1:
-        print("usage: python -m trustmesh._fl_worker SOCKET", file=sys.stderr)
+    if len(args) not in (1, 2):
+        print("usage: python -m trustmesh._fl_worker RUNTIME_API_HOST:PORT [SECRET_FILE]", file=sys.stderr)
         return 2
+    secret = Path(args[1]).read_bytes() if len(args) == 2 else None
     from trustmesh.federated._run import limit_torch_threads
 
     limit_torch_threads()
-    serve_worker(args[0], _site_fit())
+    logging.basicConfig(level=os.environ.get("TRUSTMESH_LOG_LEVEL", "WARNING"))
+    import trustmesh.federated._deploy  # noqa: F401 - torch and the training code, before the first task
+
+    run_executor(args[0], secret)
     return 0
 
 

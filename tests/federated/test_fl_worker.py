@@ -1,67 +1,126 @@
-"""The site worker behind deployed ClientApps: frames, errors, and one bad request not stopping it."""
+"""The site's long-running ClientApp executor and the SuperNode launcher behind `fl site`.
+
+The executor is checked against a real Flower SuperNode's Runtime API (``--isolation process`` with a
+SuperExec auth secret, as `fl site` runs it); the whole deployed round is in
+tests/integration/test_fl_deployed_rounds.py.
+"""
 
 from __future__ import annotations
 
+import os
 import socket
-import stat
-import struct
-import threading
+import subprocess
+import sys
+import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
-import numpy as np
 import pytest
 
-from trustmesh.errors import FederatedError
-from trustmesh._fl_worker import fit_remote, serve_worker
+from trustmesh import _supernode
+from trustmesh._fl_worker import run_executor
+
+BIN = Path(sys.executable).parent
+QUIET = {"FLWR_DISABLE_UPDATE_CHECK": "1", "FLWR_TELEMETRY_ENABLED": "0"}
 
 
-def _fit(spec: dict[str, Any], k: int, arrays: list[np.ndarray], config: dict[str, Any]) -> Any:
-    if spec.get("fail"):
-        raise ValueError("partition-id 7 outside 0..2")
-    return [a * 2 for a in arrays], 10 * k + int(config["round"]), {"seen": spec["name"]}
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
-def _start(path: Path, requests: int) -> threading.Thread:
-    thread = threading.Thread(target=serve_worker, args=(path, _fit), kwargs={"max_requests": requests}, daemon=True)
-    thread.start()
-    return thread
+def test_launcher_shortens_only_flowers_two_fixed_waits() -> None:
+    slept: list[float] = []
+    fake = SimpleNamespace(sleep=slept.append, time=lambda: 42.0)
+    waits = _supernode._ShorterWaits(fake, {3: 0.2, 0.5: 0.02})  # type: ignore[arg-type]
+
+    for s in (3, 0.5, 1.0, 7):
+        waits.sleep(s)
+
+    assert slept == [0.2, 0.02, 1.0, 7]
+    assert waits.time() == 42.0  # everything else is the real module's
 
 
-def test_worker_trains_forwarded_rounds_and_reports_errors(tmp_path: Path) -> None:
-    path = tmp_path / "w.sock"
-    thread = _start(path, 4)
-    params = [np.arange(6, dtype=np.float32).reshape(2, 3), np.ones(3, dtype=np.float32)]
+def test_launcher_patches_the_supernode_loop_of_this_flower(monkeypatch: pytest.MonkeyPatch) -> None:
+    from flwr.supernode import start_client_internal as loop
 
-    weights, n, metrics = fit_remote(str(path), {"name": "run"}, 2, params, {"round": 3, "blob": b"x"})
-    with pytest.raises(FederatedError, match="partition-id 7 outside"):
-        fit_remote(str(path), {"fail": True}, 0, params, {"round": 1})
-    # a malformed frame is answered with an error and the worker serves the next request
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as raw:
-        raw.connect(str(path))
-        raw.sendall(struct.pack(">II", 4, 0) + b"[1]\n")
-        raw.recv(4096)
-    again = fit_remote(str(path), {"name": "run"}, 1, params, {"round": 1})
-    thread.join(timeout=30)
+    monkeypatch.setattr(loop, "time", loop.time)  # restored after the test
+    patched = _supernode.patch_supernode_waits(idle=0.25, reply=0.01)
 
-    np.testing.assert_array_equal(weights[0], params[0] * 2)
-    assert n == 23 and metrics["seen"] == "run" and metrics["fit_seconds"] >= 0
-    assert again[1] == 11
-    assert not thread.is_alive()
+    assert isinstance(patched.time, _supernode._ShorterWaits)
+    assert patched.time._waits == {3: 0.25, 0.5: 0.01}
 
 
-def test_worker_socket_is_private_to_the_site(tmp_path: Path) -> None:
-    path = tmp_path / "w.sock"
-    thread = _start(path, 1)
-    fit_remote(str(path), {"name": "run"}, 0, [np.zeros(2, dtype=np.float32)], {"round": 1})
-    thread.join(timeout=30)
+def test_launcher_refuses_another_flower_version(monkeypatch: pytest.MonkeyPatch,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    import flwr
+    from flwr.supernode import start_client_internal as loop
 
-    assert stat.S_IMODE(path.stat().st_mode) & 0o077 == 0
+    monkeypatch.setattr(loop, "time", loop.time)
+    monkeypatch.setattr(flwr, "__version__", "1.42.0")
+
+    with pytest.raises(RuntimeError, match="Flower 1.41.x only, found '1.42.0'"):
+        _supernode.patch_supernode_waits()
+    assert _supernode.main() == 2
+    assert "patches Flower 1.41.x only" in capsys.readouterr().err
+    assert loop.time is __import__("time")  # nothing was patched
 
 
-def test_unreachable_worker_is_one_clear_error(tmp_path: Path) -> None:
-    with pytest.raises(FederatedError, match="not reachable"):
-        fit_remote(str(tmp_path / "none.sock"), {}, 0, [], {}, connect_timeout=0.3)
+@pytest.fixture
+def supernode(tmp_path: Path) -> Any:
+    """A real SuperNode in process isolation with a SuperExec secret (no SuperLink: it keeps retrying)."""
+    secret = tmp_path / "superexec.secret"
+    secret.write_bytes(os.urandom(32))
+    secret.chmod(0o600)
+    port = _free_port()
+    log = (tmp_path / "supernode.log").open("wb")
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "trustmesh._supernode", "--superlink", f"127.0.0.1:{_free_port()}", "--insecure",
+         "--isolation", "process", "--host", "127.0.0.1", "--port", str(port),
+         "--superexec-auth-secret-file", str(secret), "--node-config", "partition-id=0"],
+        stdout=log, stderr=subprocess.STDOUT, env={**os.environ, **QUIET}, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            assert proc.poll() is None, (tmp_path / "supernode.log").read_text(errors="replace")[-1500:]
+            try:
+                with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                    break
+            except OSError:
+                assert time.monotonic() < deadline, "the SuperNode's Runtime API did not listen within 60 s"
+                time.sleep(0.2)
+        yield SimpleNamespace(address=f"127.0.0.1:{port}", secret=secret, log=tmp_path / "supernode.log")
+    finally:
+        from trustmesh._procs import stop_group
+
+        stop_group(proc, timeout=10)
+        log.close()
+
+
+def test_executor_polls_the_supernode_with_the_site_secret_and_others_are_refused(supernode: Any,
+                                                                                  tmp_path: Path) -> None:
+    # Arrange: the site's secret, and a local process that does not have it.
+    wrong = tmp_path / "wrong.secret"
+    wrong.write_bytes(b"not the site's secret")
+
+    # Act
+    ran = run_executor(supernode.address, supernode.secret.read_bytes(), deadline=time.monotonic() + 1.0)
+    intruder = subprocess.run([sys.executable, "-m", "trustmesh._fl_worker", supernode.address, str(wrong)],
+                              capture_output=True, timeout=60, check=False, env={**os.environ, **QUIET})
+
+    # Assert: the authenticated executor is served (no task waiting: none run); the other is refused.
+    assert ran == 0
+    assert intruder.returncode != 0
+    assert "SuperExec authentication failed" in supernode.log.read_text(errors="replace")
+
+
+def test_executor_usage_error_is_one_line() -> None:
+    proc = subprocess.run([sys.executable, "-m", "trustmesh._fl_worker"], capture_output=True, timeout=60,
+                          check=False)
+    assert proc.returncode == 2
+    assert proc.stderr.decode().strip().startswith("usage: python -m trustmesh._fl_worker")
 
 
 def test_deployed_clientapp_routes_our_secure_aggregation_messages() -> None:
@@ -69,3 +128,34 @@ def test_deployed_clientapp_routes_our_secure_aggregation_messages() -> None:
     from trustmesh.federated._secagg_flower import RECORD_KEY
 
     assert SECAGG_RECORD == RECORD_KEY
+
+
+def test_object_pull_backoff_is_shortened_only_for_the_patched_module(monkeypatch: pytest.MonkeyPatch) -> None:
+    from types import ModuleType
+
+    from flwr.supercore.inflatable import inflatable_utils
+
+    calls: list[dict[str, Any]] = []
+
+    def recording_pull(object_ids: list[str], pull_object_fn: Any, *, max_concurrent_pulls: int = 1,
+                       max_time: float | None = None, max_tries_per_object: int | None = None,
+                       initial_backoff: float = 1.0, backoff_cap: float = 10.0) -> dict[str, bytes]:
+        calls.append({"initial_backoff": initial_backoff, "backoff_cap": backoff_cap})
+        return {i: pull_object_fn(i) for i in object_ids}
+
+    monkeypatch.setattr(inflatable_utils, "pull_objects", recording_pull)
+    grid = ModuleType("grid")
+    grid.pull_objects = recording_pull  # type: ignore[attr-defined]
+    other = ModuleType("other")
+    other.pull_objects = lambda *a, **k: None  # type: ignore[attr-defined]
+
+    _supernode.patch_object_pulls(grid)
+    _supernode.patch_object_pulls(grid)  # idempotent
+    got = grid.pull_objects(["a", "b"], lambda i: i.encode())
+    recording_pull(["c"], lambda i: b"")  # callers elsewhere keep Flower's backoff
+
+    assert got == {"a": b"a", "b": b"b"}
+    assert calls == [{"initial_backoff": _supernode.PULL_BACKOFF, "backoff_cap": _supernode.PULL_BACKOFF_CAP},
+                     {"initial_backoff": 1.0, "backoff_cap": 10.0}]
+    with pytest.raises(RuntimeError, match="update trustmesh._supernode"):
+        _supernode.patch_object_pulls(other)

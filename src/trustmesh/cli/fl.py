@@ -1,4 +1,4 @@
-"""CLI commands: ``trustmesh fl simulate|serve|site`` and ``trustmesh bench fl``."""
+"""CLI commands: ``trustmesh fl simulate|serve|site`` and ``trustmesh bench fl|fl-deploy``."""
 
 from __future__ import annotations
 
@@ -62,14 +62,16 @@ def simulate_cmd(
                                       "scaling, gaussian, backdoor"),
     server_opt: str | None = typer.Option(None, "--server-opt", help="Server optimiser on each round's aggregate: "
                                           "none | fedavgm | fedadam | fedyogi, with :lr=..,momentum=..,beta1=..,"
-                                          "beta2=..,tau=.. (default none, i.e. FedAvg; see docs/federated.md)."),
+                                          "beta2=..,tau=.. (default none:lr=1.5; none, i.e. FedAvg, with --dp-sgd or "
+                                          "--model autoencoder; see docs/federated.md)."),
     seed: int = typer.Option(0, "--seed"),
     local_epochs: int | None = typer.Option(None, "--local-epochs", help="Local epochs per round (default 10; "
                                             "1 with --dp-sgd or --model autoencoder)."),
     lr: float | None = typer.Option(None, "--lr", help="Local Adam learning rate (default 3e-3; 0.01 with "
                                     "--dp-sgd)."),
-    lr_decay: float = typer.Option(1.0, "--lr-decay", help="Local learning-rate schedule across rounds: round r "
-                                   "trains with LR * LR_DECAY^(r-1), in (0, 1] (default 1: constant)."),
+    lr_decay: float | None = typer.Option(None, "--lr-decay", help="Local learning-rate schedule across rounds: "
+                                          "round r trains with LR * LR_DECAY^(r-1), in (0, 1] (default 0.7; 1, "
+                                          "i.e. constant, with --dp-sgd or --model autoencoder)."),
     batch_size: int | None = typer.Option(None, "--batch-size", help="Local batch size (default 32; 64 with "
                                           "--dp-sgd or --model autoencoder)."),
     class_weight: str | None = typer.Option(None, "--class-weight",
@@ -244,6 +246,43 @@ def bench_fl(
         console.print(json.dumps(doc, indent=2))
 
 
+@bench_app.command("fl-deploy")
+@guarded
+def bench_fl_deploy(
+    sites: int = typer.Option(3, "--sites"),
+    rounds: int = typer.Option(4, "--rounds", help="Round 1 includes each site's data load and is reported apart."),
+    max_rows: int = typer.Option(6000, "--max-rows"),
+    max_test: int = typer.Option(500, "--max-test"),
+    work_dir: Path | None = typer.Option(None, "--work-dir", help="Certificates, keys and logs (default: a temp dir)."),
+    json_out: bool = typer.Option(False, "--json"),
+) -> None:
+    """Time a deployed run on loopback (`fl serve` + N × `fl site`, TLS, enrolled keys): round time,
+    slowest fit and their difference, the per-round overhead."""
+    import os
+
+    from trustmesh.federated._deploy_bench import run_deployed
+
+    load = os.getloadavg()[0]
+    t0 = time.process_time()
+    doc = run_deployed(sites=sites, rounds=rounds, max_rows=max_rows, max_test=max_test, work=work_dir)
+    steady = [o for o in doc.get("round_overhead", [])[1:] if o is not None]
+    out = {"sites": sites, "rounds": rounds, "max_rows": max_rows, "round_times": doc["round_times"],
+           "fit_seconds": doc.get("fit_seconds"), "round_overhead": doc.get("round_overhead"),
+           "steady_overhead_median": statistics.median(steady) if steady else None,
+           "macro_f1": doc["metrics"].get("macro_f1"), "load_start": load, "load_end": os.getloadavg()[0],
+           "driver_cpu_seconds": time.process_time() - t0, "logs": doc.get("bench_dir")}
+    if json_out:
+        print_json(out)
+        return
+    for k, (t, f, o) in enumerate(zip(out["round_times"], out["fit_seconds"] or [], out["round_overhead"] or [],
+                                      strict=False), start=1):
+        fit = "n/a" if f is None else f"{f:.2f}s"
+        extra = "n/a" if o is None else f"{o:.2f}s"
+        console.print(f"round {k}: {t:.2f}s  slowest fit {fit}  overhead {extra}")
+    console.print(f"steady overhead (median of rounds 2..): {out['steady_overhead_median']}  "
+                  f"load {load:.1f} -> {out['load_end']:.1f}")
+
+
 def _venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     """Environment for Flower's processes: this interpreter's bin first on PATH (SuperLink spawns
     ``flwr-serverapp``, SuperNodes spawn ``flwr-clientapp`` by name)."""
@@ -255,6 +294,9 @@ def _venv_env(extra: dict[str, str] | None = None) -> dict[str, str]:
     env.setdefault("RAY_ACCEL_ENV_VAR_OVERRIDE_ON_ZERO", "0")
     # SuperExec (which starts flwr-serverapp / flwr-clientapp) polls for tasks every 1 s by default
     env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", "0.1")
+    # no calls home: Flower's update check and telemetry would dial flower.ai from every process
+    env.setdefault("FLWR_DISABLE_UPDATE_CHECK", "1")
+    env.setdefault("FLWR_TELEMETRY_ENABLED", "0")
     env.update(extra or {})
     return env
 
@@ -566,13 +608,24 @@ def site_cmd(
         raise ConfigError(f"--partition-id must be >= 0, got {partition_id}")
     check_site_transport(superlink, _split_superlink(superlink), root_cert=root_cert, insecure=insecure,
                          auth_key=auth_key)
+    import os
+    import secrets
     import signal
     import tempfile
 
     node_config = f"partition-id={partition_id}" + (f" num-partitions={sites}" if sites else "")
-    bindir = Path(sys.executable).parent
-    cmd = [str(bindir / "flower-supernode"), "--superlink", superlink, "--node-config", node_config,
-           "--port", str(port)]
+    home = tempfile.mkdtemp(prefix=f"trustmesh-site{partition_id}-")  # 0700; installed apps stay out of ~/.flwr
+    # The ClientApp runs in this site's long-running executor (`trustmesh._fl_worker`: torch, data and
+    # model loaded once), which the SuperNode in `process` isolation hands its tasks to; only holders
+    # of this 0600 secret may take them. `trustmesh._supernode` is flower-supernode with its fixed
+    # 3 s idle pull shortened (version-checked).
+    secret = Path(home) / "superexec.secret"
+    fd = os.open(secret, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(secrets.token_bytes(32))
+    cmd = [sys.executable, "-m", "trustmesh._supernode", "--superlink", superlink, "--node-config", node_config,
+           "--isolation", "process", "--host", "127.0.0.1", "--port", str(port),
+           "--superexec-auth-secret-file", str(secret)]
     if root_cert is None:
         cmd.append("--insecure")
     else:
@@ -580,34 +633,27 @@ def site_cmd(
         cmd += ["--root-certificates", str(root_cert.resolve())]
     if auth_key is not None:
         cmd += ["--auth-supernode-private-key", str(auth_key.resolve())]
-    home = tempfile.mkdtemp(prefix=f"trustmesh-site{partition_id}-")  # installed apps stay out of ~/.flwr
     stopped = False
 
     def _stop(signum: int, frame: Any) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, _stop)
-    from trustmesh._fl_worker import WORKER_ENV
-
-    # Flower starts a fresh ClientApp process per message; this worker keeps torch, the site's data and
-    # model loaded across rounds, and those processes forward training to it over a socket in `home`
-    # (0700, this site only)
-    sock = str(Path(home) / "worker.sock")
-    worker = subprocess.Popen([sys.executable, "-m", "trustmesh._fl_worker", sock], env=_venv_env(),
-                              start_new_session=True)
+    worker = subprocess.Popen([sys.executable, "-m", "trustmesh._fl_worker", f"127.0.0.1:{port}", str(secret)],
+                              env=_venv_env({"FLWR_HOME": home}), start_new_session=True)
     proc = None
     try:
-        # own session: the SuperNode's helpers (superexec, clientapp) are stopped with it as one group
-        proc = subprocess.Popen(cmd, env=_venv_env({"FLWR_HOME": home, WORKER_ENV: sock}), start_new_session=True)
+        # own session: the SuperNode and any helper it starts are stopped with it as one group
+        proc = subprocess.Popen(cmd, env=_venv_env({"FLWR_HOME": home}), start_new_session=True)
         proc.wait()
     except KeyboardInterrupt:
         stopped = True
     finally:
         from trustmesh._procs import stop_group
 
+        stop_group(worker, timeout=10)
         if proc is not None:
             stop_group(proc, timeout=10)
-        stop_group(worker, timeout=10)
         import shutil
 
         shutil.rmtree(home, ignore_errors=True)

@@ -84,6 +84,11 @@ server_app = ServerApp()
 @server_app.main()
 def _server_main(grid: Grid, context: Context) -> None:
     limit_torch_threads()
+    from flwr.superlink.grid import http_grid
+
+    from trustmesh._supernode import patch_object_pulls
+
+    patch_object_pulls(http_grid)  # the sites' replies: retry an object not yet pushed after 20 ms, not 1 s
     spec = _spec(context)
     data, plan = _plan(spec)
     cfg = plan.config
@@ -102,6 +107,9 @@ def _server_main(grid: Grid, context: Context) -> None:
         final_weights=coord.weights, stopped=run.stopped,
     )
     doc = result.to_dict()
+    # what the deployment adds to local training, per round: round time − the slowest site's fit
+    doc["fit_seconds"] = run.fit_seconds
+    doc["round_overhead"] = run.round_overhead()
     if spec.get("out"):
         from trustmesh.federated._artifact import save_federated_model
 

@@ -57,6 +57,13 @@ class FlowerRun:
     seen_ciphertexts: set[str] = field(default_factory=set)
     masked_observations: list[dict[str, Any]] = field(default_factory=list)
     bound_stats: list[BoundStats] = field(default_factory=list)
+    #: per round, the slowest reporting site's local training time (its ``fit_seconds`` metric)
+    fit_seconds: list[float | None] = field(default_factory=list)
+
+    def round_overhead(self) -> list[float | None]:
+        """Per round: round time − the slowest site's training time (what the transport and protocol cost)."""
+        times = self.coordinator.round_times
+        return [None if f is None else round(t - f, 6) for t, f in zip(times, self.fit_seconds, strict=False)]
 
 
 def _site_client(site: Site, faults: dict[int, str], keyring_bytes: bytes | None,
@@ -77,8 +84,10 @@ def _site_client(site: Site, faults: dict[int, str], keyring_bytes: bytes | None
                 flat = keyring.decrypt(ct) / float(config["ckks_total"])
                 global_w = unflatten(flat, site.model.get_weights())
             clip = float(config["clip_norm"]) if "clip_norm" in config else None
+            t0 = time.perf_counter()
             weights, n, metrics = site.fit(list(global_w), rnd, proximal_mu=float(config.get("proximal_mu", 0.0)),
                                            clip_norm=clip)
+            fit_seconds = time.perf_counter() - t0
             if fault == "replay" and rnd >= 2:
                 # resend the round-1 update; recomputed (training is seeded and deterministic) because
                 # simulated clients keep no Python state between rounds
@@ -92,7 +101,7 @@ def _site_client(site: Site, faults: dict[int, str], keyring_bytes: bytes | None
                 # DP under SecAgg+: the protocol weights by example count; equal weights keep the
                 # sensitivity of the mean at C/n, which is what the accountant assumes
                 n = 1
-            metrics = {**metrics, "site": site.site_id}
+            metrics = {**metrics, "site": site.site_id, "fit_seconds": fit_seconds}
             if keyring is not None:
                 ct_bytes = keyring.encrypt(flatten(weights) * n).to_bytes()
                 return [np.frombuffer(ct_bytes, dtype=np.uint8).copy()], n, metrics
@@ -175,10 +184,13 @@ def _strategy(run: FlowerRun) -> Any:
 
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
             sites = [str(int(res.metrics.get("site", -1))) for _, res in results]
+            fits = [float(res.metrics["fit_seconds"]) for _, res in results
+                    if isinstance(res.metrics.get("fit_seconds"), (int, float))]
             if failures:
                 _log.warning("round %d: %d sites failed", server_round, len(failures))
             if not results:
                 return None, {}
+            run.fit_seconds.append(max(fits) if fits else None)
             if cfg.secure == "secagg+":
                 # every FitRes carries the unmasked aggregate; single updates were never visible
                 agg = parameters_to_ndarrays(results[0][1].parameters)

@@ -1,0 +1,121 @@
+"""``python -m trustmesh._supernode ARGS``: Flower 1.41's ``flower-supernode`` with shorter fixed waits.
+
+Flower 1.41's SuperNode main loop (``flwr.supernode.start_client_internal``) sleeps a hard-coded 3 s
+whenever a pull from the SuperLink finds no message, and 0.5 s between checks for the ClientApp's
+reply; no option or environment variable sets either. A message that arrives just after an empty pull
+therefore waits up to 3 s (1.5 s on average) before the site sees it, on every round and on every
+SecAgg+ stage. This launcher replaces only those two waits, only inside that module, by
+:data:`IDLE_PULL_INTERVAL` and :data:`REPLY_POLL_INTERVAL`, and then calls Flower's own
+``flower-supernode`` entry point with the arguments unchanged (TLS, node authentication, the Runtime
+API and everything else are Flower's).
+
+The patch is version-checked: any Flower other than 1.41.x, or a 1.41 whose loop no longer has those
+two sleeps, stops the launcher with an error (exit 2) instead of running with an unknown patch.
+"""
+
+from __future__ import annotations
+
+import inspect
+import sys
+import time as _time
+from types import ModuleType
+from typing import Any
+
+__all__ = ["IDLE_PULL_INTERVAL", "PULL_BACKOFF", "PULL_BACKOFF_CAP", "REPLY_POLL_INTERVAL", "SUPPORTED_FLOWER", "main",
+           "patch_object_pulls", "patch_supernode_waits"]
+
+SUPPORTED_FLOWER = "1.41."
+IDLE_PULL_INTERVAL = 0.2  # s between pulls from the SuperLink when none found a message (Flower: 3 s)
+REPLY_POLL_INTERVAL = 0.02  # s between checks of the local state for the ClientApp's reply (Flower: 0.5 s)
+PULL_BACKOFF = 0.02  # s before the first retry of an object the sender has not finished pushing (Flower: 1 s)
+PULL_BACKOFF_CAP = 0.5  # s, the longest wait between such retries (Flower: 10 s)
+_FLOWER_WAITS = {3: "time.sleep(3)", 0.5: "time.sleep(0.5)"}
+
+
+def _check_version() -> str:
+    import flwr
+
+    version = str(getattr(flwr, "__version__", ""))
+    if not version.startswith(SUPPORTED_FLOWER):
+        raise RuntimeError(f"trustmesh._supernode patches Flower {SUPPORTED_FLOWER}x only, found {version!r}; "
+                           "check flwr/supernode/start_client_internal.py and update the patch")
+    return version
+
+
+def patch_object_pulls(module: ModuleType, backoff: float = PULL_BACKOFF, cap: float = PULL_BACKOFF_CAP) -> None:
+    """Make ``module``'s ``pull_objects`` retry a not-yet-available object after ``backoff`` s, not 1 s.
+
+    Flower 1.41 announces a message before its objects (the model's arrays) are all pushed, and a
+    receiver that asks too early backs off 1 s, then 2 s, ...: a fixed ~3 s per message hop. This sets
+    only the two backoff arguments of ``flwr.supercore.inflatable.inflatable_utils.pull_objects`` for
+    the calls made from ``module`` (the SuperNode loop, the ServerApp's grid). Raises RuntimeError on a
+    Flower this was not written for.
+    """
+    from flwr.supercore.inflatable import inflatable_utils
+
+    version = _check_version()
+    real = getattr(module, "pull_objects", None)
+    if getattr(real, "__wrapped_by_trustmesh__", False):
+        return
+    params = inspect.signature(inflatable_utils.pull_objects).parameters
+    if real is not inflatable_utils.pull_objects or not {"initial_backoff", "backoff_cap"} <= set(params):
+        raise RuntimeError(f"Flower {version}: {module.__name__}.pull_objects is not inflatable_utils.pull_objects "
+                           "with initial_backoff/backoff_cap; update trustmesh._supernode")
+
+    def pull_objects(*args: Any, **kwargs: Any) -> Any:
+        kwargs.setdefault("initial_backoff", backoff)
+        kwargs.setdefault("backoff_cap", cap)
+        return real(*args, **kwargs)
+
+    pull_objects.__wrapped_by_trustmesh__ = True  # type: ignore[attr-defined]
+    setattr(module, "pull_objects", pull_objects)  # noqa: B010 - not an exported name
+
+
+class _ShorterWaits:
+    """The ``time`` module as ``start_client_internal`` sees it, with its two fixed sleeps shortened."""
+
+    def __init__(self, real: ModuleType, waits: dict[float, float]) -> None:
+        self._real = real
+        self._waits = waits
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._real, name)
+
+    def sleep(self, seconds: float) -> None:
+        self._real.sleep(self._waits.get(seconds, seconds))
+
+
+def patch_supernode_waits(idle: float = IDLE_PULL_INTERVAL, reply: float = REPLY_POLL_INTERVAL) -> ModuleType:
+    """Shorten the SuperNode loop's idle pull and reply waits; return the patched Flower module.
+
+    Raises RuntimeError on a Flower version or source this patch was not written for.
+    """
+    from flwr.supernode import start_client_internal as loop
+
+    version = _check_version()
+    source = inspect.getsource(loop)
+    missing = [text for text in _FLOWER_WAITS.values() if text not in source]
+    if missing or getattr(loop, "time", None) is not _time:
+        raise RuntimeError(f"Flower {version}: start_client_internal no longer has {missing or 'module time'}; "
+                           "update trustmesh._supernode")
+    setattr(loop, "time", _ShorterWaits(_time, {3: idle, 0.5: reply}))  # noqa: B010 - not an exported name
+    return loop
+
+
+def main() -> int:
+    """Patch, then run ``flower-supernode`` with this process's arguments."""
+    try:
+        loop = patch_supernode_waits()
+        patch_object_pulls(loop)  # the instruction's arrays, pulled from the SuperLink
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    from flwr.supernode.cli import flower_supernode
+
+    sys.argv[0] = "flower-supernode"
+    flower_supernode()
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover - started by `fl site`
+    raise SystemExit(main())
