@@ -9,6 +9,8 @@ import pytest
 
 from tests.federated._fl_synth import blobs
 from trustmesh.federated import FederatedData, config_from_options, run_inprocess, train_centralized
+from trustmesh.federated._model import MLPModel
+from trustmesh.federated._run import plan_run
 from trustmesh.federated._site import default_training
 
 
@@ -17,9 +19,39 @@ def test_classifier_defaults_train_ten_local_epochs_with_sqrt_weights() -> None:
 
     assert (cfg.train.local_epochs, cfg.train.batch_size, cfg.train.class_weight) == (10, 32, "sqrt")
     assert default_training("local_epochs") == 10
-    # measured, not adopted (docs/benchmarks.md, "round 2"): plain FedAvg and a constant local lr
-    assert cfg.server_opt == "none" and cfg.train.lr_decay == 1.0
-    assert cfg.describe()["server_opt"] == {"name": "none", "lr": 1.0}
+    # chosen by measurement (docs/benchmarks.md, "round 3"): server lr 1.5 and a local lr decay of 0.7
+    assert cfg.server_opt == "none:lr=1.5" and cfg.train.lr_decay == 0.7
+    assert cfg.describe()["server_opt"] == {"name": "none", "lr": 1.5}
+    assert cfg.describe()["train"]["lr_decay"] == 0.7
+    assert cfg.train.hidden == (128, 64) and plan_run(cfg, _skewed()).new_model().hidden == (128, 64)
+
+
+def test_the_default_schedule_and_server_lr_reach_every_site_and_the_coordinator(one_torch_thread: None) -> None:
+    # what the defaults do, not only what they say: round r trains with lr * 0.7^(r-1) on every site and
+    # the coordinator moves the model 1.5x the mean update
+    data = _skewed()
+    cfg = config_from_options(sites=3, rounds=2, local_epochs=1)
+    seen: list[tuple[int, float]] = []
+    real = MLPModel.train_epochs
+
+    def spy(self: MLPModel, *args: Any, **kwargs: Any) -> float:
+        seen.append((kwargs["seed"], kwargs["lr"]))
+        return real(self, *args, **kwargs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(MLPModel, "train_epochs", spy)
+        result = run_inprocess(cfg, data)
+
+    assert sorted({round(lr, 8) for _, lr in seen}) == [round(cfg.train.lr * 0.7, 8), round(cfg.train.lr, 8)]
+    assert len(seen) == 6
+    assert result.rounds[-1].strategy["server_optimizer"] == {"name": "none", "lr": 1.5}
+
+
+@pytest.mark.parametrize("options", [{"dp_sgd": "noise=1.0,clip=1.0"}, {"model": "autoencoder"}])
+def test_dp_sgd_and_the_autoencoder_keep_plain_fedavg_and_a_constant_lr(options: dict[str, Any]) -> None:
+    cfg = config_from_options(sites=3, rounds=2, **options)
+
+    assert cfg.server_opt == "none" and cfg.train.lr_decay == 1.0 and cfg.train.hidden == (64, 32)
 
 
 @pytest.mark.parametrize("options", [{"model": "autoencoder"}])  # DP-SGD's: tests/federated/test_fl_dp_usable.py

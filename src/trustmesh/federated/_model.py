@@ -115,9 +115,13 @@ class MLPModel(TorchWeights):
     def train_epochs(
         self, X: npt.ArrayLike, y: npt.ArrayLike, epochs: int = 1, *, batch_size: int = 64, lr: float = 1e-3,
         seed: int = 0, proximal_mu: float = 0.0, class_weights: npt.ArrayLike | None = None,
-        dp_sgd: dict[str, float] | None = None,
+        dp_sgd: dict[str, float] | None = None, logit_scale: npt.ArrayLike | None = None,
     ) -> float:
         """Train in place for ``epochs``; returns the last epoch's mean loss.
+
+        ``logit_scale`` multiplies each class's logit inside the training loss only (FedRS's restricted
+        softmax, Li & Zhan, KDD 2021: a site scales the logits of classes it has no row of by
+        ``alpha < 1``, so its local steps do not push those classes' output weights down unopposed).
 
         ``proximal_mu > 0`` adds FedProx's ``mu/2 * ||w - w_start||^2`` (Li et al., MLSys 2020).
         ``dp_sgd`` (keys noise_multiplier, max_grad_norm) runs local DP-SGD with opacus (Abadi et al.,
@@ -135,7 +139,15 @@ class MLPModel(TorchWeights):
         gen = torch.Generator().manual_seed(seed)
         start = [p.detach().clone() for p in self.net.parameters()]
         weight = None if class_weights is None else torch.as_tensor(np.asarray(class_weights, dtype=np.float32))
-        loss_fn = torch.nn.CrossEntropyLoss(weight=weight)
+        base_loss = torch.nn.CrossEntropyLoss(weight=weight)
+        loss_fn: Any = base_loss
+        if logit_scale is not None:
+            scale = torch.as_tensor(np.asarray(logit_scale, dtype=np.float32))
+            if tuple(scale.shape) != (self.n_classes,):
+                raise ValueError(f"logit_scale must have {self.n_classes} entries, got {tuple(scale.shape)}")
+
+            def loss_fn(out: Any, target: Any) -> Any:
+                return base_loss(out * scale, target)
         net: Any = self.net
         opt: Any = torch.optim.Adam(self.net.parameters(), lr=lr)
         data = torch.utils.data.TensorDataset(Xt, yt)

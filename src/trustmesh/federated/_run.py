@@ -191,6 +191,7 @@ class Plan:
     malicious: frozenset[int]
     root_idx: npt.NDArray[np.int64]
     _benign_rows: npt.NDArray[np.float32] | None = field(default=None, init=False, repr=False)
+    _global_counts: npt.NDArray[np.int64] | None = field(default=None, init=False, repr=False)
 
     def new_model(self) -> MLPModel | AutoencoderModel:
         """The shared initial model (same seed on every party)."""
@@ -217,11 +218,33 @@ class Plan:
             raise ConfigError(f"--dp-sgd: {exc}") from exc
 
     def site(self, k: int) -> Site:
-        """Build site ``k`` with its partition and (if malicious) its attack."""
+        """Build site ``k`` with its partition and (if malicious) its attack.
+
+        With ``weight_counts="global"`` the site's class weights come from :meth:`round_zero`.
+        """
+        site = self._bare_site(k)
+        if self.config.train.weight_counts == "global" and self.config.train.class_weight != "none":
+            site.use_global_counts(self.round_zero())
+        return site
+
+    def _bare_site(self, k: int) -> Site:
         idx = self.parts[k]
         return Site(k, self.data.X_train[idx], self.data.y_train[idx], len(self.data.classes), self.config.train,
                     attack=self.config.attack if k in self.malicious else None, n_sites=self.config.n_sites,
                     seed=self.config.seed, model=self.new_model())
+
+    def round_zero(self) -> npt.NDArray[np.int64]:
+        """Round 0: the sum of every site's label-count vector (:meth:`Site.label_counts`).
+
+        Each site sends only its count per class (what a secure sum of those vectors reveals is this
+        total); no row or feature value leaves a site. Computed once per plan.
+        """
+        if self._global_counts is None:
+            total = np.zeros(len(self.data.classes), dtype=np.int64)
+            for k in range(self.config.n_sites):
+                total += self._bare_site(k).label_counts()
+            self._global_counts = total
+        return self._global_counts
 
     def evaluate(self, weights: list[npt.NDArray[Any]]) -> dict[str, Any]:
         """Score ``weights`` on the held-out test split."""

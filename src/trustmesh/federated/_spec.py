@@ -9,7 +9,7 @@ from trustmesh.errors import ConfigError
 from trustmesh.federated._attacks import AttackSpec
 from trustmesh.federated._partition import PartitionSpec
 from trustmesh.federated._run import FLConfig
-from trustmesh.federated._site import TrainConfig, default_server_opt, default_training
+from trustmesh.federated._site import TrainConfig, default_hidden, default_server_opt, default_training
 from trustmesh.privacy import DPConfig, DPSGDConfig, SecAggConfig, noise_multiplier_for_epsilon
 
 __all__ = ["config_from_options"]
@@ -22,7 +22,7 @@ def config_from_options(
     dp_sgd: str | None = None, lr: float | None = None, batch_size: int | None = None,
     class_weight: str | None = None,
     model: str = "mlp", target_fpr: float = 0.01, defence: str | None = None, assumed_malicious: int | None = None,
-    zk_bound: int | None = None, zk_clip: float = 1.0, server_opt: str | None = None, lr_decay: float = 1.0,
+    zk_bound: int | None = None, zk_clip: float = 1.0, server_opt: str | None = None, lr_decay: float | None = None,
     **_: Any,
 ) -> FLConfig:
     """Parse option strings (``--partition dirichlet:0.5``, ``--dp epsilon=3,clip=1``, ...) into a config.
@@ -59,9 +59,10 @@ def config_from_options(
             model=model, target_fpr=target_fpr, defence=defence or None, assumed_malicious=assumed_malicious,
             server_opt=server_opt or default_server_opt(dp_sgd=sgd is not None, model=model),
             train=TrainConfig(
+                hidden=default_hidden(dp_sgd=sgd is not None, model=model),
                 local_epochs=_default(local_epochs, "local_epochs", sgd is not None, model), dp_sgd=sgd,
                 lr=_default(lr, "lr", sgd is not None, model),
-                lr_decay=lr_decay,
+                lr_decay=_default(lr_decay, "lr_decay", sgd is not None, model),
                 batch_size=_default(batch_size, "batch_size", sgd is not None, model),
                 class_weight=_default(class_weight, "class_weight", sgd is not None, model)),
         )
