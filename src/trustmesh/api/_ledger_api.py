@@ -428,4 +428,5 @@ def create_ledger_app(
     # what a server should run: the submit path ahead of FastAPI itself (its router, exception and
     # error middleware cost more per request than the checks); every other request goes to the app
     app.state.asgi = _SubmitFastPath(app, submit, max_body_bytes)
+    app.state.submit, app.state.max_body_bytes = submit, max_body_bytes  # for api._ledger_http.serve_ledger
     return app  # the caller owns app.state.ledger (and app.state.writer) and closes them when the server stops

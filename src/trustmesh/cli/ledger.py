@@ -430,9 +430,10 @@ def serve_command(
     nonces persist in DIR/api-nonces.sqlite, so a restart does not reopen a replay window.
     """
     try:
-        import uvicorn
+        import uvicorn  # noqa: F401 - the api extra (its uvloop runs the server)
 
         from trustmesh.api import RequestAuth, create_ledger_app
+        from trustmesh.api._ledger_http import serve_ledger
     except ImportError as exc:
         from trustmesh.errors import MissingDependencyError
 
@@ -458,9 +459,7 @@ def serve_command(
     console.print(f"serving {directory} on http://{host}:{port} (writes {'enabled' if auth.configured else 'disabled'})",
                   highlight=False)
     try:
-        # the app's own submit path outermost; no proxy-header rewriting or Server header (not used)
-        uvicorn.run(server_app.state.asgi, host=host, port=port, log_level="warning", access_log=False,
-                    proxy_headers=False, server_header=False, ws="none")
+        serve_ledger(server_app, host, port)  # api/_ledger_http.py: submit answered in one write
     finally:
         server_app.state.writer.close()  # answers what is queued, then stops the group-commit writer
         server_app.state.ledger.close()
