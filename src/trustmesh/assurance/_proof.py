@@ -82,6 +82,23 @@ def _row_values(row: np.ndarray) -> list[float | None]:
     return [None if not math.isfinite(float(v)) else float(v) for v in row]
 
 
+_ROW_ENCODE = json.JSONEncoder(separators=(",", ":"), allow_nan=False, check_circular=False).encode
+
+
+def _plain_rows(mat: np.ndarray) -> np.ndarray:
+    """Rows whose C-encoded floats become RFC 8785 by dropping ``.0``: finite, no -0.0, none needing an exponent.
+
+    ``repr`` writes every other finite double as ECMAScript does (integral ones with a trailing
+    ``.0``); an integral value needs |x| < 1e16 and a fractional one |x| >= 1e-4 to avoid exponents.
+    """
+    a = np.abs(mat)
+    integral = np.equal(np.floor(mat), mat)
+    with np.errstate(invalid="ignore"):
+        ok = np.isfinite(mat) & ~((mat == 0) & np.signbit(mat)) & np.where(integral, a < 1e16, a >= 1e-4)
+    out: np.ndarray = ok.all(axis=1)
+    return out
+
+
 def feature_commitments(names: Sequence[str], matrix: np.ndarray) -> tuple[list[str], bytes]:
     """Return one sha256 per encoded feature row and the blob that holds the rows by their digest.
 
@@ -91,20 +108,40 @@ def feature_commitments(names: Sequence[str], matrix: np.ndarray) -> tuple[list[
     """
     names = [str(n) for n in names]
     digests: list[str] = []
-    rows: dict[str, list[float | None]] = {}
+    encoded: dict[str, bytes] = {}
     # canonical_dumps writes the same RFC 8785 bytes as rfc8785.dumps, with the C encoder (ledger/_canonical.py);
     # the keys sort as "features" < "values", so a row's document is the shared prefix, its values and "}"
-    prefix = b'{"features":' + canonical_dumps(names)[0] + b',"values":'
+    names_raw = canonical_dumps(names)[0]
+    prefix = b'{"features":' + names_raw + b',"values":'
     mat = np.asarray(matrix, dtype=np.float64)
-    finite = cast(list[bool], np.isfinite(mat).all(axis=1).tolist())
-    for row, ok, values in zip(mat, finite, mat.tolist(), strict=True):
-        if not ok:
-            values = _row_values(row)
-        d = _sha(prefix + canonical_dumps(values)[0] + b"}")
+    plain = cast(list[bool], _plain_rows(mat).tolist())
+    for row, fast, values in zip(mat, plain, mat.tolist(), strict=True):
+        if fast:  # a list of numbers only: its one change to become RFC 8785 is "1.0" -> "1"
+            raw = _ROW_ENCODE(values).encode("ascii").replace(b".0,", b",").replace(b".0]", b"]")
+        else:
+            raw = canonical_dumps(_row_values(row) if not np.isfinite(row).all() else values)[0]
+        d = _sha(prefix + raw + b"}")
+        digests.append(d)
+        encoded[d] = raw
+    # the blob, assembled from the rows' bytes: keys sort "features" < "format" < "rows", digests are hex
+    body = b",".join(b'"' + d.encode("ascii") + b'":' + encoded[d] for d in sorted(encoded))
+    blob = (b'{"features":' + names_raw + b',"format":' + canonical_dumps(FEATURES_FORMAT)[0]
+            + b',"rows":{' + body + b"}}")
+    return digests, blob
+
+
+def _feature_commitments_reference(names: Sequence[str], matrix: np.ndarray) -> tuple[list[str], bytes]:
+    """The plain form of :func:`feature_commitments` (every row and the blob through ``canonical_dumps``)."""
+    names = [str(n) for n in names]
+    mat = np.asarray(matrix, dtype=np.float64)
+    digests: list[str] = []
+    rows: dict[str, list[float | None]] = {}
+    for row in mat:
+        values = _row_values(row)
+        d = _sha(canonical_dumps({"features": names, "values": values})[0])
         digests.append(d)
         rows[d] = values
-    blob = canonical_dumps({"format": FEATURES_FORMAT, "features": names, "rows": rows})[0]
-    return digests, blob
+    return digests, canonical_dumps({"format": FEATURES_FORMAT, "features": names, "rows": rows})[0]
 
 
 @dataclass(frozen=True, slots=True)
