@@ -94,7 +94,7 @@ def _pull_task_input(client: Any) -> tuple[Any, Any]:
     from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
     from flwr.supercore.task_identity import TaskIdentity
 
-    from trustmesh._supernode import PULL_BACKOFF, PULL_BACKOFF_CAP
+    from trustmesh._supernode import PULL_BACKOFF, PULL_BACKOFF_CAP, PULL_MAX_TRIES
 
     res = client.PullTaskInput(PullTaskInputRequest())
     TaskIdentity.task_id = res.task_id
@@ -109,7 +109,8 @@ def _pull_task_input(client: Any) -> tuple[Any, Any]:
     message = pull_and_inflate_object_from_tree(
         tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
         make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
-        return_type=Message, initial_backoff=PULL_BACKOFF, backoff_cap=PULL_BACKOFF_CAP)
+        return_type=Message, initial_backoff=PULL_BACKOFF, backoff_cap=PULL_BACKOFF_CAP,
+        max_tries_per_object=PULL_MAX_TRIES)
     message.metadata.__dict__["_message_id"] = tree.object_id  # as run_clientapp: the deflated id
     return message, context
 

@@ -21,14 +21,17 @@ import time as _time
 from types import ModuleType
 from typing import Any
 
-__all__ = ["IDLE_PULL_INTERVAL", "PULL_BACKOFF", "PULL_BACKOFF_CAP", "REPLY_POLL_INTERVAL", "SUPPORTED_FLOWER", "main",
-           "patch_object_pulls", "patch_supernode_waits"]
+__all__ = ["IDLE_PULL_INTERVAL", "PULL_BACKOFF", "PULL_BACKOFF_CAP", "PULL_MAX_TRIES", "REPLY_POLL_INTERVAL",
+           "SUPPORTED_FLOWER", "main", "patch_object_pulls", "patch_supernode_waits"]
 
 SUPPORTED_FLOWER = "1.41."
 IDLE_PULL_INTERVAL = 0.2  # s between pulls from the SuperLink when none found a message (Flower: 3 s)
 REPLY_POLL_INTERVAL = 0.02  # s between checks of the local state for the ClientApp's reply (Flower: 0.5 s)
 PULL_BACKOFF = 0.02  # s before the first retry of an object the sender has not finished pushing (Flower: 1 s)
 PULL_BACKOFF_CAP = 0.5  # s, the longest wait between such retries (Flower: 10 s)
+#: retries per object; with the shorter waits, enough that Flower's own time limit (PULL_MAX_TIME,
+#: 2 h) stays the bound, as it is with Flower's 500 tries of up to 10 s
+PULL_MAX_TRIES = 20000
 _FLOWER_WAITS = {3: "time.sleep(3)", 0.5: "time.sleep(0.5)"}
 
 
@@ -58,13 +61,15 @@ def patch_object_pulls(module: ModuleType, backoff: float = PULL_BACKOFF, cap: f
     if getattr(real, "__wrapped_by_trustmesh__", False):
         return
     params = inspect.signature(inflatable_utils.pull_objects).parameters
-    if real is not inflatable_utils.pull_objects or not {"initial_backoff", "backoff_cap"} <= set(params):
+    if real is not inflatable_utils.pull_objects or \
+            not {"initial_backoff", "backoff_cap", "max_tries_per_object"} <= set(params):
         raise RuntimeError(f"Flower {version}: {module.__name__}.pull_objects is not inflatable_utils.pull_objects "
                            "with initial_backoff/backoff_cap; update trustmesh._supernode")
 
     def pull_objects(*args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("initial_backoff", backoff)
         kwargs.setdefault("backoff_cap", cap)
+        kwargs.setdefault("max_tries_per_object", PULL_MAX_TRIES)
         return real(*args, **kwargs)
 
     pull_objects.__wrapped_by_trustmesh__ = True  # type: ignore[attr-defined]

@@ -140,7 +140,8 @@ def test_object_pull_backoff_is_shortened_only_for_the_patched_module(monkeypatc
     def recording_pull(object_ids: list[str], pull_object_fn: Any, *, max_concurrent_pulls: int = 1,
                        max_time: float | None = None, max_tries_per_object: int | None = None,
                        initial_backoff: float = 1.0, backoff_cap: float = 10.0) -> dict[str, bytes]:
-        calls.append({"initial_backoff": initial_backoff, "backoff_cap": backoff_cap})
+        calls.append({"initial_backoff": initial_backoff, "backoff_cap": backoff_cap,
+                      "tries": max_tries_per_object})
         return {i: pull_object_fn(i) for i in object_ids}
 
     monkeypatch.setattr(inflatable_utils, "pull_objects", recording_pull)
@@ -155,7 +156,8 @@ def test_object_pull_backoff_is_shortened_only_for_the_patched_module(monkeypatc
     recording_pull(["c"], lambda i: b"")  # callers elsewhere keep Flower's backoff
 
     assert got == {"a": b"a", "b": b"b"}
-    assert calls == [{"initial_backoff": _supernode.PULL_BACKOFF, "backoff_cap": _supernode.PULL_BACKOFF_CAP},
-                     {"initial_backoff": 1.0, "backoff_cap": 10.0}]
+    assert calls == [{"initial_backoff": _supernode.PULL_BACKOFF, "backoff_cap": _supernode.PULL_BACKOFF_CAP,
+                      "tries": _supernode.PULL_MAX_TRIES},
+                     {"initial_backoff": 1.0, "backoff_cap": 10.0, "tries": None}]
     with pytest.raises(RuntimeError, match="update trustmesh._supernode"):
         _supernode.patch_object_pulls(other)

@@ -1,6 +1,6 @@
-"""Time a real deployed run on loopback: ``fl certs``, one ``fl site-key`` per site, ``fl serve`` over TLS
-with every key enrolled, and ``fl site`` processes, each a separate ``trustmesh`` process as a user runs
-them. The result is ``fl serve``'s JSON, with ``round_times``, the sites' ``fit_seconds`` per round and
+"""Time a real deployed run on loopback: a CA and server certificate and one key per site (as ``fl certs``
+and ``fl site-key`` make them), ``fl serve`` over TLS with every key enrolled, and ``fl site``
+processes, each a separate ``trustmesh`` process as a user runs them. The result is ``fl serve``'s JSON, with ``round_times``, the sites' ``fit_seconds`` per round and
 the per-round overhead (round time − slowest fit) that ``fl serve`` reports.
 
 Used by ``trustmesh bench fl-deploy`` and by the integration test of deployed rounds.
@@ -33,14 +33,6 @@ def _trustmesh() -> str:
     return str(Path(sys.executable).parent / "trustmesh")
 
 
-def _json_cmd(env: dict[str, str], *args: str) -> dict[str, Any]:
-    proc = subprocess.run([_trustmesh(), *args, "--json"], capture_output=True, timeout=120, check=False, env=env)
-    if proc.returncode != 0:
-        raise FederatedError(f"trustmesh {' '.join(args[:2])} failed: {proc.stderr.decode(errors='replace')[-500:]}")
-    doc: dict[str, Any] = json.loads(proc.stdout)
-    return doc
-
-
 def run_deployed(*, sites: int = 3, rounds: int = 3, max_rows: int = 6000, max_test: int = 500,
                  extra: list[str] | None = None, work: Path | None = None, timeout: float = 600.0,
                  data_dir: Path | None = None) -> dict[str, Any]:
@@ -57,10 +49,13 @@ def run_deployed(*, sites: int = 3, rounds: int = 3, max_rows: int = 6000, max_t
     env = dict(os.environ)
     if data_dir is not None:
         env["TRUSTMESH_DATA"] = str(data_dir)
-    _json_cmd(env, "fl", "certs", str(root / "tls"), "--host", "127.0.0.1")
+    # the certificates and keys `fl certs` / `fl site-key` make, without a process start each
+    from trustmesh.federated._tls import create_site_key, create_tls
+
+    create_tls(root / "tls", ["127.0.0.1"])
     keys = [root / "keys" / f"site{k}" for k in range(sites)]
     for key in keys:
-        _json_cmd(env, "fl", "site-key", str(key))
+        create_site_key(key)
     port = _free_port()
     serve_work = root / "serve"
     enroll = [arg for key in keys for arg in ("--enroll", f"{key}.pub")]
