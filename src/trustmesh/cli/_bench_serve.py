@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import platform
+import re
 import socket
 import subprocess
 import sys
@@ -71,7 +72,8 @@ def bench_serve(clients: int, seconds: float, directory: Path | None = None) -> 
     port = _free_port()
     exe = Path(sys.executable).with_name("trustmesh")
     cmd = [str(exe), "ledger", "serve", str(root / "log"), "--port", str(port), "--client-keys", str(keys)]
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+    server_out = (root / "server.out").open("wb")
+    proc = subprocess.Popen(cmd, stdout=server_out, stderr=subprocess.PIPE,
                             env={**os.environ, "TRUSTMESH_LEDGER_TOKENS": ""})
     latencies: list[list[float]] = [[] for _ in range(clients)]
     errors: list[str] = []
@@ -116,6 +118,10 @@ def bench_serve(clients: int, seconds: float, directory: Path | None = None) -> 
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
+        server_out.close()
+    said = re.search(r"stopped: (\d+) add-entries requests in (\d+) group commits",
+                     (root / "server.out").read_text(encoding="utf-8", errors="replace"))
+    groups = (int(said[1]), int(said[2])) if said else None
     acked = sum(len(x) for x in latencies)
     report = audit(root / "log")
     every = sorted(v for x in latencies for v in x)
@@ -125,6 +131,8 @@ def bench_serve(clients: int, seconds: float, directory: Path | None = None) -> 
 
     out = {"clients": clients, "seconds": round(wall, 3), "acknowledged": acked, "appends_per_s": acked / wall,
            "p50_ms": q(0.50), "p99_ms": q(0.99), "max_ms": every[-1] * 1000 if every else None,
+           "group_commits": groups[1] if groups else None,
+           "mean_requests_per_group": groups[0] / groups[1] if groups and groups[1] else None,
            "server_cpu_us_per_append": server_cpu / acked * 1e6 if acked else None,
            "client_cpu_us_per_append": client_cpu / acked * 1e6 if acked else None,
            "ledger_size": report.size, "durable_and_unique": report.size == acked, "retried": retried,

@@ -461,8 +461,11 @@ def serve_command(
     try:
         serve_ledger(server_app, host, port)  # api/_ledger_http.py: submit answered in one write
     finally:
-        server_app.state.writer.close()  # answers what is queued, then stops the group-commit writer
+        writer = server_app.state.writer
+        writer.close()  # answers what is queued, then stops the group-commit writer
         server_app.state.ledger.close()
+        console.print(f"stopped: {writer.requests} add-entries requests in {writer.groups} group commits",
+                      highlight=False)
 
 
 def _run_bench(

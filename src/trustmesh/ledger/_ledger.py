@@ -97,6 +97,8 @@ class Ledger:
         self._signer = signer
         self.verifier = verifier
         self._suffixes: dict[int, dict[int, bytes]] = {}
+        # the latest checkpoint note this object signed or verified, with its parsed form
+        self._verified_note: tuple[bytes, Checkpoint] | None = None
 
     # ----------------------------------------------------------------------------- lifecycle
     @classmethod
@@ -247,7 +249,10 @@ class Ledger:
         if self._signer is None:
             raise InputError(f"{self.directory}: no signing key (opened read-only or {KEY_NAME} missing)")
         self._previous_checkpoint(self._store, size)
-        return Checkpoint.signed(self.origin, size, self._store.root(size), self._signer).to_bytes()
+        cp = Checkpoint.signed(self.origin, size, self._store.root(size), self._signer)
+        note = cp.to_bytes()
+        self._verified_note = (note, cp)  # signed here: the next seal need not parse and verify it again
+        return note
 
     def _previous_checkpoint(self, store: TileStore, size: int) -> Checkpoint | None:
         """The latest stored checkpoint, checked before signing ``size``: its signature verifies, it is not
@@ -255,11 +260,16 @@ class Ledger:
         prev_row = store.latest_checkpoint()
         if prev_row is None:
             return None
-        prev = Checkpoint.from_bytes(prev_row[2])
-        try:
-            prev.verify(self.verifier)
-        except SignatureError as exc:
-            raise SignatureError(f"previous checkpoint: {exc}", index=prev.size) from None
+        known = self._verified_note
+        if known is not None and known[0] == prev_row[2]:
+            prev = known[1]  # these very bytes were parsed and verified before (a group commit seals often)
+        else:
+            prev = Checkpoint.from_bytes(prev_row[2])
+            try:
+                prev.verify(self.verifier)
+            except SignatureError as exc:
+                raise SignatureError(f"previous checkpoint: {exc}", index=prev.size) from None
+            self._verified_note = (prev_row[2], prev)
         if prev.size > size:
             raise ConsistencyError(
                 f"refusing to sign size {size}: the log already signed size {prev.size} (entries lost)",

@@ -228,6 +228,7 @@ class TileStore:
         self._edge: list[list[bytes]] = []  # per stratum: level-0 hashes of the partial tile
         self._bundle_edge: list[bytes] = []
         self._edge_loaded = False
+        self._partial_nodes: dict[int, list[list[bytes]]] = {}  # tile id -> node levels of its partial row
         try:
             self._check_schema()
             self.refresh()
@@ -605,6 +606,7 @@ class TileStore:
         except sqlite3.Error:  # pragma: no cover - nothing to roll back
             pass
         # The in-memory right edge may be half-updated: force a reload from committed state.
+        self._partial_nodes = {}
         self._size = -1
         self.refresh()
 
@@ -658,8 +660,30 @@ class TileStore:
                 counts[s] += 1
         for s, row in enumerate(edge):
             if row:
-                tile_rows.append((tile_id(s, counts[s] >> TILE_HEIGHT), len(row), build_tile(row)))
+                key = tile_id(s, counts[s] >> TILE_HEIGHT)
+                tile_rows.append((key, len(row), self._partial_tile(key, row)))
         return tile_rows, bundle_rows
+
+    def _partial_tile(self, key: int, row: list[bytes]) -> bytes:
+        """Return ``build_tile(row)`` for a right-edge tile, extending the nodes computed for its last width.
+
+        A group commit rewrites the partial tiles after every group; rebuilding each from its 256 leaves
+        was most of the writer's hashing. The cached levels are reused only while the row still starts
+        with exactly the leaves they were computed from (checked, not assumed), else rebuilt.
+        """
+        hit = self._partial_nodes.get(key)
+        if hit is not None and len(hit[0]) <= len(row) and row[:len(hit[0])] == hit[0]:
+            levels = hit
+            levels[0] = list(row)
+        else:
+            levels = [list(row)] + [[] for _ in range(1, TILE_HEIGHT)]
+        sha = _sha256
+        for k in range(1, TILE_HEIGHT):
+            below, cur = levels[k - 1], levels[k]
+            for i in range(2 * len(cur), len(below) - 1, 2):
+                cur.append(sha(b"\x01" + below[i] + below[i + 1]).digest())
+        self._partial_nodes = {key: levels} if len(self._partial_nodes) > 8 else {**self._partial_nodes, key: levels}
+        return b"".join([h for level in levels for h in level])
 
     # ----------------------------------------------------------------------------- checkpoints
     def checkpoints(self) -> list[tuple[int, int, bytes]]:
