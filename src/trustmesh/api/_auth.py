@@ -33,7 +33,10 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from trustmesh.errors import InputError, SignatureError
+from cryptography.exceptions import InvalidSignature
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
+
+from trustmesh.errors import InputError
 from trustmesh.ledger import NoteSigner, NoteVerifier
 
 __all__ = ["AuthError", "Caller", "NonceStore", "RequestAuth", "canonical_request", "sign_request"]
@@ -195,6 +198,7 @@ class RequestAuth:
     allowed_hosts: frozenset[str] = frozenset()
     nonces: NonceStore | None = None
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _public: dict[str, tuple[NoteVerifier, Ed25519PublicKey]] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_config(
@@ -313,8 +317,12 @@ class RequestAuth:
             raise AuthError("X-Trustmesh-Signature is not base64") from None
         try:
             message = canonical_request(origin, host, method, path, ts, nonce, body, idem)
-            key.verify(message, sig)
-        except (SignatureError, InputError):
+            public = self._public.get(name)
+            if public is None or public[0] is not key:  # the key object, parsed once per client key
+                public = (key, Ed25519PublicKey.from_public_bytes(key.public_key))
+                self._public[name] = public
+            public[1].verify(sig, message)
+        except (InvalidSignature, InputError, ValueError):
             raise AuthError("request signature does not verify (for this log origin and host)") from None
         with self._lock:
             if self.nonces is None:
