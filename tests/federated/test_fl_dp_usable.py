@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from trustmesh.cli._app import app
+from trustmesh.errors import ConfigError
 from trustmesh.federated import classification_metrics, config_from_options, rare_class_recall
 from trustmesh.privacy import dp_sgd_sampling
 
@@ -85,3 +88,99 @@ def test_dp_sgd_defaults_are_few_large_batches_at_a_higher_lr_and_explicit_optio
     assert cfg.server_opt == "none"
     assert plain.train.lr == 3e-3  # runs without DP-SGD keep their lr
     assert (mine.train.lr, mine.train.batch_size, mine.train.local_epochs) == (0.002, 64, 1)
+
+
+@pytest.fixture(scope="module")
+def ton(data_dir: Path) -> Any:
+    from trustmesh.federated import load_federated_data
+
+    return load_federated_data("ton-iot-network", data_dir, max_train=1000, max_test=400, seed=0)
+
+
+@pytest.mark.needs_data
+def test_public_rows_are_unsw_rows_only_mapped_through_the_private_encoder(ton: Any, data_dir: Path) -> None:
+    from trustmesh.federated import public_rows
+    from trustmesh.flows import load_dataset
+
+    unsw = load_dataset("unsw-nb15", data_dir=data_dir)
+
+    public = public_rows("unsw-nb15", ton, data_dir)
+
+    assert public.X.shape == (len(unsw.labels), ton.n_features) and public.info["rows"] == len(unsw.labels)
+    assert public.info["data_digest"] == unsw.digest and public.info["dataset"] == "unsw-nb15"
+    cols = list(ton.feature_names)
+    shared = [cols.index(c) for c in public.info["shared_columns"]]
+    assert set(public.info["shared_columns"]) >= {"duration", "src_bytes", "dst_bytes"}
+    others = np.ones(len(cols), dtype=bool)
+    others[shared] = False
+    assert not public.X[:, others].any()  # nothing the public data does not record
+    dur = cols.index("duration")
+    raw = np.full((5, len(cols)), np.nan)
+    raw[:, dur] = unsw.features["dur"].to_numpy()[:5]
+    expected = ton.preprocessor.transform(raw)[:, dur]
+    assert np.allclose(public.X[:5, dur], expected, atol=1e-5)
+    # no private row (training or test) is among the public ones
+    private = {r.tobytes() for r in np.vstack([ton.X_train, ton.X_test]).astype(np.float32)}
+    assert not private & {r.tobytes() for r in public.X}
+    assert public.classes == tuple(sorted(set(np.asarray(unsw.labels).astype(str))))
+
+
+@pytest.mark.needs_data
+def test_pretrained_weights_transfer_the_hidden_layers_only(ton: Any, data_dir: Path) -> None:
+    from trustmesh.federated import MLPModel, PublicRows, pretrained_weights, public_rows
+
+    full = public_rows("unsw-nb15", ton, data_dir)
+    small = PublicRows(full.X[::40], full.y[::40], full.classes, full.info)  # every 40th row: a fast test
+    seeded = MLPModel(ton.n_features, len(ton.classes), (64, 32), seed=3).get_weights()
+
+    weights = pretrained_weights(small, ton.n_features, len(ton.classes), (64, 32), seed=3)
+
+    assert [w.shape for w in weights] == [w.shape for w in seeded]
+    assert all(not np.array_equal(a, b) for a, b in zip(weights[:-2], seeded[:-2], strict=True))
+    assert all(np.array_equal(a, b) for a, b in zip(weights[-2:], seeded[-2:], strict=True))  # fresh head
+
+
+@pytest.mark.parametrize(("name", "message"), [("ton-iot-network", "another dataset"), ("nope", "must be one of")])
+@pytest.mark.needs_data
+def test_public_rows_refuse_the_private_dataset_and_unknown_names(ton: Any, name: str, message: str) -> None:
+    from trustmesh.federated import public_rows
+
+    with pytest.raises(ConfigError, match=message):
+        public_rows(name, ton)
+
+
+@pytest.mark.needs_data
+def test_fl_simulate_dp_pretrain_records_the_public_data_and_costs_no_epsilon(data_dir: Path) -> None:
+    args = ["fl", "simulate", "--dataset", "ton-iot-network", "--sites", "3", "--rounds", "1", "--max-rows", "900",
+            "--max-test", "300", "--dp-sgd", "noise=1.0,clip=1.0", "--data-dir", str(data_dir), "--json"]
+
+    plain = CliRunner().invoke(app, [*args, "--in-process"])
+    pre = CliRunner().invoke(app, [*args, "--in-process", "--dp-pretrain", "unsw-nb15"])
+    refused = CliRunner().invoke(app, [*args, "--dp-pretrain", "unsw-nb15"])
+
+    assert plain.exit_code == 0 and pre.exit_code == 0, pre.output
+    a, b = (json.loads(r.stdout[r.stdout.index("{"):]) for r in (plain, pre))
+    assert "pretrain" not in a and b["pretrain"]["dataset"] == "unsw-nb15" and b["pretrain"]["rows"] > 80_000
+    assert b["epsilon"] == a["epsilon"] > 0  # the same private steps, the same accountant
+    assert refused.exit_code == 2 and "--in-process" in refused.output and "Traceback" not in refused.output
+
+
+def test_run_inprocess_starts_from_the_given_initial_weights() -> None:
+    from _fl_synth import blobs
+
+    from trustmesh.federated import MLPModel, run_inprocess
+
+    data = blobs(n_train=600, n_test=300)
+    cfg = config_from_options(sites=3, rounds=1, dp_sgd="noise=1.0,clip=1.0", lr=1e-7, local_epochs=1, seed=1)
+    trained = MLPModel(data.n_features, len(data.classes), cfg.train.hidden, seed=0)
+    trained.train_epochs(data.X_train, data.y_train, 5, lr=1e-2)
+    good = trained.get_weights()
+
+    seeded = run_inprocess(cfg, data)
+    started = run_inprocess(cfg, data, initial_weights=good)
+
+    # lr 1e-7 leaves the model where it started: the trained one scores high, the seeded one does not
+    assert started.metrics["macro_f1"] > 0.9 > seeded.metrics["macro_f1"]
+    assert all(np.allclose(a, b, atol=1e-3) for a, b in zip(started.final_weights, good, strict=True))
+    with pytest.raises(ValueError, match="expected"):
+        run_inprocess(cfg, data, initial_weights=good[:-1])

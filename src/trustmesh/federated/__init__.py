@@ -42,6 +42,7 @@ from trustmesh.federated._partition import (
     partition_groups,
     partition_iid,
 )
+from trustmesh.federated._pretrain import PUBLIC_DATASETS, PublicRows, pretrained_weights, public_rows
 from trustmesh.federated._record import RoundRecord, RoundRecorder, open_round_ledger
 from trustmesh.federated._run import FLConfig, FLResult, Plan, plan_run, run_inprocess, train_centralized
 from trustmesh.federated._site import Site, TrainConfig
@@ -71,8 +72,10 @@ __all__ = [
     "MLPModel",
     "MultiKrum",
     "NormBound",
+    "PUBLIC_DATASETS",
     "PartitionSpec",
     "Plan",
+    "PublicRows",
     "RoundRecord",
     "RoundRecorder",
     "Site",
@@ -102,6 +105,8 @@ __all__ = [
     "partition_groups",
     "partition_iid",
     "plan_run",
+    "pretrained_weights",
+    "public_rows",
     "rare_class_recall",
     "run_inprocess",
     "save_federated_model",

@@ -387,8 +387,13 @@ def train_centralized(config: FLConfig, data: FederatedData) -> dict[str, Any]:
             "epochs": config.rounds * t.local_epochs, "seconds": round(time.perf_counter() - t0, 3)}
 
 
-def run_inprocess(config: FLConfig, data: FederatedData, *, recorder: RoundRecorder | None = None) -> FLResult:
-    """Run all rounds in this process with the same Site/Coordinator code as the Flower path."""
+def run_inprocess(config: FLConfig, data: FederatedData, *, recorder: RoundRecorder | None = None,
+                  initial_weights: list[npt.NDArray[np.float32]] | None = None) -> FLResult:
+    """Run all rounds in this process with the same Site/Coordinator code as the Flower path.
+
+    ``initial_weights`` (default: the seeded model) start the run, e.g. weights pre-trained on public
+    data (:func:`trustmesh.federated.pretrained_weights`); sites receive them as round 1's model.
+    """
     from trustmesh.errors import PrivacyBudgetExceeded
     from trustmesh.federated._aggregate import unflatten
 
@@ -396,7 +401,12 @@ def run_inprocess(config: FLConfig, data: FederatedData, *, recorder: RoundRecor
     plan = plan_run(config, data)
     sites = [plan.site(k) for k in range(config.n_sites)]
     sgd = plan.dp_sgd_accountant({str(s.site_id): s.num_examples for s in sites})
-    coord = Coordinator(plan.new_model().get_weights(), plan.aggregator(), dp=config.dp, evaluate=plan.evaluate,
+    start = plan.new_model().get_weights()
+    if initial_weights is not None:
+        template = plan.new_model()
+        template.set_weights(initial_weights)  # checks every array's shape against the run's model
+        start = template.get_weights()
+    coord = Coordinator(start, plan.aggregator(), dp=config.dp, evaluate=plan.evaluate,
                         recorder=recorder, secure=config.secure, dp_sgd=sgd,
                         server_opt=config.server_optimizer())
     keyring = CkksKeyring.generate() if config.he == "ckks" else None
