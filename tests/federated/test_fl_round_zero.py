@@ -105,3 +105,22 @@ def test_every_site_reads_inputs_scaled_with_one_global_scaler(data_dir: Path) -
     np.testing.assert_allclose(pooled[:, varying].std(axis=0), 1.0, atol=0.05)
     # a skewed site's own mean is far from 0: it did not standardise on its own rows
     assert np.abs(site_means[:, varying]).max() > 0.3
+
+
+def test_options_reach_the_config_and_bad_ones_are_refused() -> None:
+    from typer.testing import CliRunner
+
+    from trustmesh.cli._app import app
+    from trustmesh.federated import config_from_options
+
+    cfg = config_from_options(sites=3, rounds=1, hidden="32,16", weight_counts="global", fedrs=0.5)
+    assert (cfg.train.hidden, cfg.train.weight_counts, cfg.train.absent_logit_scale) == ((32, 16), "global", 0.5)
+    assert config_from_options(sites=3, rounds=1).train.weight_counts == "local"
+
+    for args, message in ((["--hidden", "64,x"], "--hidden must be comma-separated integers"),
+                          (["--hidden", "0"], "--hidden widths must be >= 1"),
+                          (["--weight-counts", "site"], "weight_counts must be one of local, global"),
+                          (["--fedrs", "2"], "absent_logit_scale must be in (0, 1]")):
+        result = CliRunner().invoke(app, ["fl", "simulate", "--sites", "3", "--rounds", "1", *args])
+        assert result.exit_code == 2, result.output
+        assert message in result.output and "Traceback" not in result.output

@@ -81,6 +81,13 @@ def simulate_cmd(
                                             help="Cross-entropy class weights from each party's own label counts: "
                                             "none | balanced | sqrt (default sqrt; none with --dp-sgd or the "
                                             "autoencoder; the --centralized baseline uses the same)."),
+    weight_counts: str | None = typer.Option(None, "--weight-counts", help="Whose label counts the class weights "
+                                             "come from: local (each site's own) | global (round 0 sums every "
+                                             "site's count vector); default local."),
+    hidden: str | None = typer.Option(None, "--hidden", help="Hidden widths of the MLP, e.g. 128,64 (default "
+                                      "128,64; 64,32 with --dp-sgd or --model autoencoder)."),
+    fedrs: float = typer.Option(1.0, "--fedrs", help="FedRS: scale the logits of classes a site has no row of by "
+                                "ALPHA in its local loss, in (0, 1] (default 1: plain softmax)."),
     max_rows: int | None = typer.Option(20000, "--max-rows", help="Subsample the training split (0 = all)."),
     max_test: int | None = typer.Option(5000, "--max-test", help="Subsample the test split (0 = all)."),
     holdout: bool = typer.Option(False, "--holdout",
@@ -113,7 +120,7 @@ def simulate_cmd(
                   seed=seed, local_epochs=local_epochs, dp_sgd=dp_sgd, lr=lr, batch_size=batch_size,
                   class_weight=class_weight, model=model, target_fpr=target_fpr, defence=defence,
                   assumed_malicious=assumed_malicious, zk_bound=zk_bound, zk_clip=zk_clip, server_opt=server_opt,
-                  lr_decay=lr_decay)
+                  lr_decay=lr_decay, weight_counts=weight_counts, hidden=hidden, fedrs=fedrs)
     if in_process and cfg.secagg is not None:
         raise ConfigError("--in-process cannot run SecAgg+ (it is Flower's protocol); drop one of them")
     if dp_pretrain is not None and (not in_process or cfg.model != "mlp"):

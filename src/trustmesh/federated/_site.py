@@ -14,7 +14,7 @@ from trustmesh.federated._model import CLASS_WEIGHTINGS, MLPModel, class_weights
 from trustmesh.privacy import DPSGDConfig
 from trustmesh.privacy.hazmat import clip_by_l2_norm
 
-__all__ = ["Site", "TrainConfig", "default_hidden", "default_server_opt", "default_training"]
+__all__ = ["Site", "TrainConfig", "default_hidden", "default_server_opt", "default_training", "default_weight_counts"]
 
 # The classifier's local training for few-round runs (chosen by measurement on TON_IoT, docs/benchmarks.md,
 # "Federated defaults"): many local steps per round, sqrt class weights from each site's own counts, and
@@ -32,6 +32,8 @@ _SERVER_OPT = "none:lr=1.5"
 # The classifier's width for the same runs: 128-64 (the 64-32 of TrainConfig() lost 3-4 points more at
 # 10 sites; wider networks average better across sites, while the centralized reference is the same)
 _CONVERGENT_HIDDEN = (128, 64)
+# Their class weights' counts: "local" (each site's own) or "global" (round 0's sum, Plan.round_zero)
+_CONVERGENT_COUNTS = "local"
 
 # Record-level DP-SGD's local training (chosen by measurement, docs/benchmarks.md, "Usable DP (issue 16
 # item 3)"): batch 256 for 10 local epochs at Adam lr 0.01. Few large Poisson batches and more steps per
@@ -50,6 +52,11 @@ def default_server_opt(*, dp_sgd: bool = False, model: str = "mlp") -> str:
 def default_hidden(*, dp_sgd: bool = False, model: str = "mlp") -> tuple[int, ...]:
     """The default hidden widths for this kind of run (DP-SGD and the autoencoder keep TrainConfig's)."""
     return _CONVERGENT_HIDDEN if model == "mlp" and not dp_sgd else (64, 32)  # TrainConfig().hidden
+
+
+def default_weight_counts(*, dp_sgd: bool = False, model: str = "mlp") -> str:
+    """The default source of the class weights' label counts (``TrainConfig.weight_counts``)."""
+    return _CONVERGENT_COUNTS if model == "mlp" and not dp_sgd else "local"
 
 
 def default_training(name: str, *, dp_sgd: bool = False, model: str = "mlp") -> Any:

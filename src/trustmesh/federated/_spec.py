@@ -9,7 +9,13 @@ from trustmesh.errors import ConfigError
 from trustmesh.federated._attacks import AttackSpec
 from trustmesh.federated._partition import PartitionSpec
 from trustmesh.federated._run import FLConfig
-from trustmesh.federated._site import TrainConfig, default_hidden, default_server_opt, default_training
+from trustmesh.federated._site import (
+    TrainConfig,
+    default_hidden,
+    default_server_opt,
+    default_training,
+    default_weight_counts,
+)
 from trustmesh.privacy import DPConfig, DPSGDConfig, SecAggConfig, noise_multiplier_for_epsilon
 
 __all__ = ["config_from_options"]
@@ -23,6 +29,7 @@ def config_from_options(
     class_weight: str | None = None,
     model: str = "mlp", target_fpr: float = 0.01, defence: str | None = None, assumed_malicious: int | None = None,
     zk_bound: int | None = None, zk_clip: float = 1.0, server_opt: str | None = None, lr_decay: float | None = None,
+    weight_counts: str | None = None, hidden: str | tuple[int, ...] | None = None, fedrs: float = 1.0,
     **_: Any,
 ) -> FLConfig:
     """Parse option strings (``--partition dirichlet:0.5``, ``--dp epsilon=3,clip=1``, ...) into a config.
@@ -59,7 +66,9 @@ def config_from_options(
             model=model, target_fpr=target_fpr, defence=defence or None, assumed_malicious=assumed_malicious,
             server_opt=server_opt or default_server_opt(dp_sgd=sgd is not None, model=model),
             train=TrainConfig(
-                hidden=default_hidden(dp_sgd=sgd is not None, model=model),
+                hidden=_hidden(hidden) or default_hidden(dp_sgd=sgd is not None, model=model),
+                weight_counts=weight_counts or default_weight_counts(dp_sgd=sgd is not None, model=model),
+                absent_logit_scale=fedrs,
                 local_epochs=_default(local_epochs, "local_epochs", sgd is not None, model), dp_sgd=sgd,
                 lr=_default(lr, "lr", sgd is not None, model),
                 lr_decay=_default(lr_decay, "lr_decay", sgd is not None, model),
@@ -68,6 +77,19 @@ def config_from_options(
         )
     except (ValueError, KeyError) as exc:
         raise ConfigError(str(exc)) from exc
+
+
+def _hidden(text: str | tuple[int, ...] | None) -> tuple[int, ...] | None:
+    """``--hidden 128,64`` as widths (None when not given)."""
+    if text is None or isinstance(text, tuple):
+        return text
+    try:
+        widths = tuple(int(w) for w in text.split(","))
+    except ValueError:
+        raise ConfigError(f"--hidden must be comma-separated integers, got {text!r}") from None
+    if not widths or min(widths) < 1:
+        raise ConfigError(f"--hidden widths must be >= 1, got {text!r}")
+    return widths
 
 
 def _default(value: Any, name: str, dp_sgd: bool, model: str) -> Any:
