@@ -36,9 +36,12 @@ def _wait_up(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) 
                                  f"{(proc.stderr.read() if proc.stderr else b'').decode()[-400:]}")
         try:
             conn = http.client.HTTPConnection("127.0.0.1", port, timeout=2)
-            conn.request("GET", "/log.pub")
-            if conn.getresponse().status == 200:
-                return
+            try:
+                conn.request("GET", "/log.pub")
+                if conn.getresponse().status == 200:
+                    return
+            finally:
+                conn.close()
         except OSError:
             time.sleep(0.2)
     raise TrustmeshError(f"ledger serve did not answer on port {port} within {timeout_s} s")
@@ -119,6 +122,8 @@ def bench_serve(clients: int, seconds: float, directory: Path | None = None) -> 
             proc.kill()
             proc.wait()
         server_out.close()
+        if proc.stderr is not None:
+            proc.stderr.close()
     said = re.search(r"stopped: (\d+) add-entries requests in (\d+) group commits",
                      (root / "server.out").read_text(encoding="utf-8", errors="replace"))
     groups = (int(said[1]), int(said[2])) if said else None
