@@ -94,7 +94,7 @@ def _pull_task_input(client: Any) -> tuple[Any, Any]:
     from flwr.supercore.inflatable.inflatable_utils import pull_and_inflate_object_from_tree
     from flwr.supercore.task_identity import TaskIdentity
 
-    from trustmesh._supernode import PULL_BACKOFF, PULL_BACKOFF_CAP, PULL_MAX_TRIES
+    from trustmesh._supernode import LOCAL_PULL_BACKOFF_CAP, PULL_BACKOFF, PULL_MAX_TRIES
 
     res = client.PullTaskInput(PullTaskInputRequest())
     TaskIdentity.task_id = res.task_id
@@ -109,7 +109,7 @@ def _pull_task_input(client: Any) -> tuple[Any, Any]:
     message = pull_and_inflate_object_from_tree(
         tree, make_pull_object_fn_protobuf(client.PullObject, node, context.run_id),
         make_confirm_message_received_fn_protobuf(client.ConfirmMessageReceived, node, context.run_id),
-        return_type=Message, initial_backoff=PULL_BACKOFF, backoff_cap=PULL_BACKOFF_CAP,
+        return_type=Message, initial_backoff=PULL_BACKOFF, backoff_cap=LOCAL_PULL_BACKOFF_CAP,
         max_tries_per_object=PULL_MAX_TRIES)
     message.metadata.__dict__["_message_id"] = tree.object_id  # as run_clientapp: the deflated id
     return message, context
@@ -135,12 +135,17 @@ def run_task(address: str, token: str, app: Any = None) -> str:
     heartbeat.start()
     message = context = reply = None
     status, details = str(SubStatus.FAILED), "ClientApp task failed before it started"
+    from trustmesh._supernode import trace
+
     marks = [time.perf_counter()]
+    trace("executor", "task acquired")
     try:
         message, context = _pull_task_input(client)
         marks.append(time.perf_counter())
+        trace("executor", "task input pulled")
         reply = run_app(message=message, context=context)
         marks.append(time.perf_counter())
+        trace("executor", "app done")
         status, details = str(SubStatus.COMPLETED), ""
     except Exception as exc:  # noqa: BLE001 - one failing task must not stop the site
         reason = f"{type(exc)}:<'{exc}'>"
@@ -157,6 +162,7 @@ def run_task(address: str, token: str, app: Any = None) -> str:
             status, details = str(SubStatus.FAILED), f"pushing the reply failed: {exc}"
         push_task_output(client=client, context=context, sub_status=status, details=details)
         marks.append(time.perf_counter())
+        trace("executor", "reply and status pushed")
         heartbeat.stop()
         client.close()
     steps = " ".join(f"{name} {b - a:.2f}s" for name, a, b in zip(("pull", "app", "push"), marks, marks[1:],

@@ -21,18 +21,33 @@ import time as _time
 from types import ModuleType
 from typing import Any
 
-__all__ = ["IDLE_PULL_INTERVAL", "PULL_BACKOFF", "PULL_BACKOFF_CAP", "PULL_MAX_TRIES", "REPLY_POLL_INTERVAL",
-           "SUPPORTED_FLOWER", "main", "patch_object_pulls", "patch_supernode_waits"]
+__all__ = ["IDLE_PULL_INTERVAL", "LOCAL_PULL_BACKOFF_CAP", "PULL_BACKOFF", "PULL_BACKOFF_CAP", "PULL_MAX_TRIES", "REPLY_POLL_INTERVAL",
+           "SUPPORTED_FLOWER", "TRACE_ENV", "main", "patch_object_pulls", "patch_supernode_waits", "trace"]
 
 SUPPORTED_FLOWER = "1.41."
 IDLE_PULL_INTERVAL = 0.2  # s between pulls from the SuperLink when none found a message (Flower: 3 s)
 REPLY_POLL_INTERVAL = 0.02  # s between checks of the local state for the ClientApp's reply (Flower: 0.5 s)
 PULL_BACKOFF = 0.02  # s before the first retry of an object the sender has not finished pushing (Flower: 1 s)
 PULL_BACKOFF_CAP = 0.5  # s, the longest wait between such retries (Flower: 10 s)
+#: the executor's cap for the same retries against its own SuperNode (a local call): the SuperNode
+#: is still pulling the arrays from the SuperLink, and a 0.5 s cap made the executor see them up to
+#: 0.5 s after they had arrived
+LOCAL_PULL_BACKOFF_CAP = 0.05
 #: retries per object; with the shorter waits, enough that Flower's own time limit (PULL_MAX_TIME,
 #: 2 h) stays the bound, as it is with Flower's 500 tries of up to 10 s
 PULL_MAX_TRIES = 20000
 _FLOWER_WAITS = {3: "time.sleep(3)", 0.5: "time.sleep(0.5)"}
+#: set to 1 to have the deployed processes print ``trace WALLCLOCK ROLE EVENT`` lines to stderr
+#: (one round's timeline across ServerApp, SuperNodes and executors; docs/federated.md)
+TRACE_ENV = "TRUSTMESH_FL_TRACE"
+
+
+def trace(role: str, event: str) -> None:
+    """Print one ``trace`` line (wall-clock seconds, comparable across processes) when tracing is on."""
+    import os
+
+    if os.environ.get(TRACE_ENV) == "1":
+        print(f"trace {_time.time():.4f} {role} {event}", file=sys.stderr, flush=True)
 
 
 def _check_version() -> str:
@@ -66,11 +81,17 @@ def patch_object_pulls(module: ModuleType, backoff: float = PULL_BACKOFF, cap: f
         raise RuntimeError(f"Flower {version}: {module.__name__}.pull_objects is not inflatable_utils.pull_objects "
                            "with initial_backoff/backoff_cap; update trustmesh._supernode")
 
+    role = module.__name__.rsplit(".", 1)[-1]
+
     def pull_objects(*args: Any, **kwargs: Any) -> Any:
         kwargs.setdefault("initial_backoff", backoff)
         kwargs.setdefault("backoff_cap", cap)
         kwargs.setdefault("max_tries_per_object", PULL_MAX_TRIES)
-        return real(*args, **kwargs)
+        ids = args[0] if args else kwargs.get("object_ids", [])
+        trace(role, f"pull_objects start n={len(ids)}")
+        got = real(*args, **kwargs)
+        trace(role, f"pull_objects done bytes={sum(len(v) for v in got.values())}")
+        return got
 
     pull_objects.__wrapped_by_trustmesh__ = True  # type: ignore[attr-defined]
     setattr(module, "pull_objects", pull_objects)  # noqa: B010 - not an exported name
@@ -116,6 +137,22 @@ def main() -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     from flwr.supernode.cli import flower_supernode
+
+    import os
+
+    if os.environ.get(TRACE_ENV) == "1":
+        import logging
+
+        from flwr.common.logger import FLOWER_LOGGER
+
+        class _Trace(logging.Filter):
+            def filter(self, record: logging.LogRecord) -> bool:
+                text = record.getMessage()
+                if text.strip():
+                    trace("supernode", text[:80])
+                return True
+
+        FLOWER_LOGGER.addFilter(_Trace())
 
     sys.argv[0] = "flower-supernode"
     flower_supernode()

@@ -161,3 +161,55 @@ def test_object_pull_backoff_is_shortened_only_for_the_patched_module(monkeypatc
                      {"initial_backoff": 1.0, "backoff_cap": 10.0, "tries": None}]
     with pytest.raises(RuntimeError, match="update trustmesh._supernode"):
         _supernode.patch_object_pulls(other)
+
+
+def test_trace_lines_only_when_asked(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.delenv(_supernode.TRACE_ENV, raising=False)
+    _supernode.trace("executor", "task acquired")
+    assert capsys.readouterr().err == ""
+
+    monkeypatch.setenv(_supernode.TRACE_ENV, "1")
+    before = time.time()
+    _supernode.trace("executor", "task acquired")
+    line = capsys.readouterr().err.strip()
+
+    word, stamp, role, event = line.split(" ", 3)
+    assert (word, role, event) == ("trace", "executor", "task acquired")
+    assert before - 1 <= float(stamp) <= time.time() + 1  # wall clock: comparable across processes
+
+
+def test_traced_object_pull_reports_count_and_bytes(monkeypatch: pytest.MonkeyPatch,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    from types import ModuleType
+
+    from flwr.supercore.inflatable import inflatable_utils
+
+    def pull(object_ids: list[str], pull_object_fn: Any, *, max_concurrent_pulls: int = 1,
+             max_time: float | None = None, max_tries_per_object: int | None = None,
+             initial_backoff: float = 1.0, backoff_cap: float = 10.0) -> dict[str, bytes]:
+        return {i: pull_object_fn(i) for i in object_ids}
+
+    monkeypatch.setattr(inflatable_utils, "pull_objects", pull)
+    monkeypatch.setenv(_supernode.TRACE_ENV, "1")
+    grid = ModuleType("flwr.superlink.grid.http_grid")
+    grid.pull_objects = pull  # type: ignore[attr-defined]
+    _supernode.patch_object_pulls(grid)
+
+    grid.pull_objects(["a", "bb", "ccc"], lambda i: i.encode() * 2)
+
+    events = [line.split(" ", 3)[2:] for line in capsys.readouterr().err.splitlines()]
+    assert events == [["http_grid", "pull_objects start n=3"], ["http_grid", "pull_objects done bytes=12"]]
+
+
+def test_executor_retries_local_pulls_faster_than_the_supernodes_remote_ones() -> None:
+    # the executor's objects come from its own SuperNode; a long cap only delays seeing them
+    assert 0 < _supernode.PULL_BACKOFF <= _supernode.LOCAL_PULL_BACKOFF_CAP < _supernode.PULL_BACKOFF_CAP
+
+
+def test_coordinator_superlink_keeps_its_state_in_memory() -> None:
+    # `fl serve` passes this name so that no SQLite file (one commit per object) holds the run
+    from flwr.supercore.constant import FLWR_IN_MEMORY_DB_NAME
+
+    from trustmesh.cli.fl import FLWR_IN_MEMORY_DB
+
+    assert FLWR_IN_MEMORY_DB == FLWR_IN_MEMORY_DB_NAME

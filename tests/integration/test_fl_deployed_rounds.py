@@ -14,7 +14,11 @@ from trustmesh.federated._deploy_bench import run_deployed
 pytestmark = [pytest.mark.integration, pytest.mark.slow, pytest.mark.needs_data]
 
 
-def test_deployed_rounds_over_tls_report_their_overhead(tmp_path: Path, data_dir: Path) -> None:
+def test_deployed_rounds_over_tls_report_their_overhead(tmp_path: Path, data_dir: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    # Arrange: every process prints its round timeline (docs/federated.md, "One round's timeline")
+    monkeypatch.setenv("TRUSTMESH_FL_TRACE", "1")
+
     # Act: the coordinator and two enrolled sites, each a separate `trustmesh` process, over HTTPS.
     doc = run_deployed(sites=2, rounds=2, max_rows=1000, max_test=300, work=tmp_path, timeout=400,
                        extra=["--ledger", str(tmp_path / "ledger"), "--local-epochs", "1"], data_dir=data_dir)
@@ -37,6 +41,18 @@ def test_deployed_rounds_over_tls_report_their_overhead(tmp_path: Path, data_dir
         log = (tmp_path / f"site{k}.log").read_text(errors="replace")
         assert log.count("site executor: task completed") == 2
         assert "Start `flwr-clientapp` process" not in log
+        # one train message per round and no federated evaluate message: the server evaluates
+        traced = [line.split(" ", 3)[2:] for line in log.splitlines() if line.startswith("trace ")]
+        received = [event for role, event in traced if role == "supernode" and event.startswith("Receiving:")]
+        assert len(received) == 2 and all(e.startswith("Receiving: train message") for e in received)
+        steps = [event for role, event in traced if role == "executor"]
+        assert steps == ["task acquired", "task input pulled", "app done", "reply and status pushed"] * 2
+    # the SuperLink's state stayed in memory: nothing of the sites' updates was written to disk
+    assert not list((tmp_path / "serve").glob("superlink.db*"))
+    server = (tmp_path / "serve" / "flwr-run.log").read_text(errors="replace")
+    for rnd in (1, 2):
+        assert f"serverapp round {rnd} configure_fit" in server
+        assert f"serverapp round {rnd} aggregated and evaluated" in server
     from trustmesh.ledger import Ledger
 
     ledger = Ledger.open(tmp_path / "ledger", read_only=True)

@@ -16,6 +16,10 @@ from trustmesh.cli._root import app, bench_app
 
 __all__ = ["fl_app"]
 
+#: flower-superlink's ``--database`` value for its Python in-memory state
+#: (``flwr.supercore.constant.FLWR_IN_MEMORY_DB_NAME``; a test keeps them equal)
+FLWR_IN_MEMORY_DB = ":flwr-in-memory:"
+
 fl_app = typer.Typer(help="Federated learning across sites (Flower): simulate, serve, site.", no_args_is_help=True)
 app.add_typer(fl_app, name="fl")
 
@@ -560,8 +564,10 @@ def serve_cmd(
     _write_flwr_config(home, _hostport(connect_host(host), port), None if tls is None else tls.ca)
     env = _venv_env({"FLWR_HOME": str(home)})
     bindir = Path(sys.executable).parent
+    # Flower's in-memory state: a fresh one per run, nothing of the sites' updates on disk, and no
+    # SQLite commit per object (a file database cost ~20 ms per object pushed or pulled; docs/federated.md)
     link_cmd = [str(bindir / "flower-superlink"), "--host", host, "--port", str(port),
-                "--disable-runtime-dependency-installation", "--database", str(work / "superlink.db")]
+                "--disable-runtime-dependency-installation", "--database", FLWR_IN_MEMORY_DB]
     if tls is None:
         link_cmd.append("--insecure")
     else:

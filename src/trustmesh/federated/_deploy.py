@@ -94,7 +94,15 @@ def _server_main(grid: Grid, context: Context) -> None:
     cfg = plan.config
     ledger = open_round_ledger(spec["ledger"]) if spec.get("ledger") else None
     recorder = RoundRecorder(ledger)
-    coord = Coordinator(plan.new_model().get_weights(), plan.aggregator(), dp=cfg.dp, evaluate=plan.evaluate,
+    from trustmesh._supernode import trace
+
+    def evaluate(weights: list[Any]) -> dict[str, Any]:
+        trace("serverapp", "evaluate start")
+        metrics = plan.evaluate(weights)
+        trace("serverapp", "evaluate done")
+        return metrics
+
+    coord = Coordinator(plan.new_model().get_weights(), plan.aggregator(), dp=cfg.dp, evaluate=evaluate,
                         recorder=recorder, secure=cfg.secure, dp_sgd=plan.dp_sgd_accountant(),
                         server_opt=cfg.server_optimizer())
     run = FlowerRun(coordinator=coord, config=cfg)

@@ -170,6 +170,9 @@ def _strategy(run: FlowerRun) -> Any:
                 raise FederatedError(f"only {client_manager.num_available()} of {cfg.n_sites} sites connected")
             clients = client_manager.sample(num_clients=cfg.n_sites, min_num_clients=cfg.n_sites)
             self._started = time.perf_counter()
+            from trustmesh._supernode import trace
+
+            trace("serverapp", f"round {server_round} configure_fit")
             conf: dict[str, Any] = {"round": server_round}
             if cfg.aggregator == "fedprox":
                 conf["proximal_mu"] = cfg.proximal_mu
@@ -183,6 +186,9 @@ def _strategy(run: FlowerRun) -> Any:
             return [(c, FitIns(params, dict(conf))) for c in clients]
 
         def aggregate_fit(self, server_round: int, results: Any, failures: Any) -> Any:
+            from trustmesh._supernode import trace
+
+            trace("serverapp", f"round {server_round} aggregate_fit start")
             sites = [str(int(res.metrics.get("site", -1))) for _, res in results]
             fits = [float(res.metrics["fit_seconds"]) for _, res in results
                     if isinstance(res.metrics.get("fit_seconds"), (int, float))]
@@ -232,6 +238,7 @@ def _strategy(run: FlowerRun) -> Any:
                 subs = [Submission(site, parameters_to_ndarrays(res.parameters), int(res.num_examples))
                         for site, (_, res) in zip(sites, results, strict=True)]
                 coord.aggregate(server_round, subs, started=self._started)
+            trace("serverapp", f"round {server_round} aggregated and evaluated")
             return ndarrays_to_parameters(coord.weights), {}
 
         def configure_evaluate(self, server_round: int, parameters: Parameters, client_manager: Any) -> Any:
@@ -261,11 +268,18 @@ class _PollingGrid:
         return getattr(self._grid, name)
 
     def send_and_receive(self, messages: Any, *, timeout: float | None = None) -> Any:
+        from trustmesh._supernode import trace
+
+        messages = list(messages)
+        trace("serverapp", f"push_messages start n={len(messages)}")
         ids = set(self._grid.push_messages(messages))
+        trace("serverapp", "push_messages done")
         end = time.time() + (timeout if timeout is not None else 0.0)
         replies: list[Any] = []
         while timeout is None or time.time() < end:
             got = list(self._grid.pull_messages(ids))
+            if got:
+                trace("serverapp", f"pulled {len(got)} replies")
             replies.extend(got)
             ids.difference_update({m.metadata.reply_to_message_id for m in got})
             if not ids:
