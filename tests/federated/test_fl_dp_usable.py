@@ -184,3 +184,16 @@ def test_run_inprocess_starts_from_the_given_initial_weights() -> None:
     assert all(np.allclose(a, b, atol=1e-3) for a, b in zip(started.final_weights, good, strict=True))
     with pytest.raises(ValueError, match="expected"):
         run_inprocess(cfg, data, initial_weights=good[:-1])
+
+
+def test_fl_simulate_dp_pretrain_refusals_name_the_reason_before_loading_data(tmp_path: Path) -> None:
+    # an empty --data-dir: each refusal must come before the data would be read
+    args = ["fl", "simulate", "--dataset", "ton-iot-network", "--sites", "3", "--rounds", "1",
+            "--dp-pretrain", "unsw-nb15", "--data-dir", str(tmp_path)]
+
+    flower = CliRunner().invoke(app, args)
+    autoencoder = CliRunner().invoke(app, [*args, "--in-process", "--model", "autoencoder"])
+
+    assert flower.exit_code == 2 and "Flower simulation" in flower.output and "add --in-process" in flower.output
+    assert autoencoder.exit_code == 2 and "--model autoencoder" in autoencoder.output
+    assert "Traceback" not in flower.output + autoencoder.output
