@@ -107,3 +107,19 @@ def test_deployment_grid_returns_what_arrived_by_the_timeout() -> None:
 
     assert list(_PollingGrid(inner).send_and_receive(["a"], timeout=0.3)) == []
     assert inner.polls >= 2
+
+
+def test_plain_rounds_carry_the_model_as_one_vector_and_unpack_it_exactly() -> None:
+    from trustmesh.federated._flower import _pack, _unpack
+
+    like = [np.arange(6, dtype=np.float32).reshape(2, 3) / 7, np.array([0.5, -1.5], dtype=np.float32)]
+
+    packed = _pack(like)
+    back = _unpack(packed, like)
+
+    assert len(packed) == 1 and packed[0].dtype == np.float32 and packed[0].shape == (8,)
+    assert [a.shape for a in back] == [(2, 3), (2,)]
+    assert all(np.array_equal(a, b) for a, b in zip(back, like, strict=True))
+    short = [packed[0][:-1]]
+    assert _unpack(short, like) is short  # another size comes through as sent, for the coordinator to reject
+    assert _unpack(like, like) is like  # an unpacked update is left alone

@@ -46,6 +46,10 @@ def test_deployed_rounds_over_tls_report_their_overhead(tmp_path: Path, data_dir
         received = [event for role, event in traced if role == "supernode" and event.startswith("Receiving:")]
         assert len(received) == 2 and all(e.startswith("Receiving: train message") for e in received)
         steps = [event for role, event in traced if role == "executor"]
+        # the model travels packed: Message, RecordDict, ArrayRecord, ConfigRecord, one Array and its
+        # chunk per instruction (one array per layer would be 2 objects per array: 16 for this MLP)
+        pulls = [event for role, event in traced if role == "start_client_internal" and "start" in event]
+        assert pulls == ["pull_objects start n=6"] * 2
         assert steps == ["task acquired", "task input pulled", "app done", "reply and status pushed"] * 2
     # the SuperLink's state stayed in memory: nothing of the sites' updates was written to disk
     assert not list((tmp_path / "serve").glob("superlink.db*"))
