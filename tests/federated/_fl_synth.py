@@ -24,3 +24,13 @@ def blobs(n_train: int = 1200, n_test: int = 400, n_features: int = 8, n_classes
     classes = ("benign", *[f"attack{i}" for i in range(1, n_classes)])
     digest = hashlib.sha256(X_tr.tobytes()).hexdigest()
     return FederatedData("blobs", X_tr, y_tr, X_te, y_te, classes, tuple(f"f{i}" for i in range(n_features)), g, digest)
+
+
+def rare_classes(n_train: int, n_test: int, n_features: int, n_classes: int, common: int, keep_rare: float,
+                 seed: int = 0) -> FederatedData:
+    """:func:`blobs` with every class from ``common`` on thinned to about ``keep_rare`` of its training rows."""
+    data = blobs(n_train=n_train, n_test=n_test, n_features=n_features, n_classes=n_classes, seed=seed)
+    rng = np.random.default_rng(seed + 1)
+    keep = (data.y_train < common) | (rng.random(len(data.y_train)) < keep_rare)
+    return FederatedData(data.name, data.X_train[keep], data.y_train[keep], data.X_test, data.y_test, data.classes,
+                         data.feature_names, None, data.digest)

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from tests.federated._fl_synth import blobs
+from tests.federated._fl_synth import rare_classes
 from trustmesh.federated import FederatedData, config_from_options, run_inprocess, train_centralized
 from trustmesh.federated._model import MLPModel
 from trustmesh.federated._run import plan_run
@@ -70,11 +70,7 @@ def test_explicit_options_override_the_defaults() -> None:
 
 def _skewed(seed: int = 0) -> FederatedData:
     # 6 overlapping classes, two of them rare: one local epoch per round leaves them unlearnt
-    data = blobs(n_train=2000, n_test=1000, n_features=6, n_classes=6, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    keep = (data.y_train < 4) | (rng.random(len(data.y_train)) < 0.15)
-    return FederatedData(data.name, data.X_train[keep], data.y_train[keep], data.X_test, data.y_test, data.classes,
-                         data.feature_names, None, data.digest)
+    return rare_classes(2000, 1000, 6, 6, common=4, keep_rare=0.15, seed=seed)
 
 
 def test_default_training_converges_in_few_rounds_under_label_skew(one_torch_thread: None) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import numpy as np
 import pytest
-from _fl_synth import blobs
+from _fl_synth import rare_classes
 
 from trustmesh.federated import FederatedData, FLConfig, PartitionSpec, TrainConfig, load_federated_data
 from trustmesh.federated._model import MLPModel, class_weights
@@ -15,11 +15,7 @@ from trustmesh.federated._run import plan_run
 
 
 def _skewed(seed: int = 0) -> FederatedData:
-    data = blobs(n_train=1500, n_test=200, n_features=5, n_classes=4, seed=seed)
-    rng = np.random.default_rng(seed + 1)
-    keep = (data.y_train < 2) | (rng.random(len(data.y_train)) < 0.2)
-    return FederatedData(data.name, data.X_train[keep], data.y_train[keep], data.X_test, data.y_test, data.classes,
-                         data.feature_names, None, data.digest)
+    return rare_classes(1500, 200, 5, 4, common=2, keep_rare=0.2, seed=seed)
 
 
 def _plan(**train: Any) -> Any:
