@@ -130,20 +130,6 @@ def feature_commitments(names: Sequence[str], matrix: np.ndarray) -> tuple[list[
     return digests, blob
 
 
-def _feature_commitments_reference(names: Sequence[str], matrix: np.ndarray) -> tuple[list[str], bytes]:
-    """The plain form of :func:`feature_commitments` (every row and the blob through ``canonical_dumps``)."""
-    names = [str(n) for n in names]
-    mat = np.asarray(matrix, dtype=np.float64)
-    digests: list[str] = []
-    rows: dict[str, list[float | None]] = {}
-    for row in mat:
-        values = _row_values(row)
-        d = _sha(canonical_dumps({"features": names, "values": values})[0])
-        digests.append(d)
-        rows[d] = values
-    return digests, canonical_dumps({"format": FEATURES_FORMAT, "features": names, "rows": rows})[0]
-
-
 @dataclass(frozen=True, slots=True)
 class Circuit:
     """A compiled inference circuit of one MLP and its keys on disk (``directory``)."""
