@@ -67,7 +67,7 @@ def test_fl_simulate_json_reports_rare_class_recall_and_the_accountant_epsilon(d
     train = doc["config"]["train"]
     worst = 0.0
     for site in dp["sites"].values():
-        rate, steps = dp_sgd_sampling(site["rows"], train["batch_size"])
+        rate, steps = dp_sgd_sampling(site["rows"], -(-site["rows"] // train["batches_per_epoch"]))
         assert (site["sample_rate"], site["steps_per_round"]) == (rate, steps * train["local_epochs"])
         assert site["rounds"] == 2
         theirs = RDPAccountant()
@@ -77,17 +77,47 @@ def test_fl_simulate_json_reports_rare_class_recall_and_the_accountant_epsilon(d
 
 
 def test_dp_sgd_defaults_are_few_large_batches_at_a_higher_lr_and_explicit_options_win() -> None:
-    # measured (docs/benchmarks.md, "Usable DP (issue 16 item 3)"): batch 256 x 10 local epochs, Adam lr 0.01
+    # measured (docs/benchmarks.md, "Usable DP" and "DP at larger sites"): 20 batches an epoch (the batch
+    # follows the site) x 10 local epochs, Adam lr 0.01
     cfg = config_from_options(sites=5, rounds=5, dp_sgd="epsilon=8,clip=1.0,delta=1e-5")
     plain = config_from_options(sites=5, rounds=5)
     mine = config_from_options(sites=5, rounds=5, dp_sgd="epsilon=8,clip=1.0", lr=0.002, batch_size=64,
                                local_epochs=1)
 
     t = cfg.train
-    assert (t.local_epochs, t.batch_size, t.lr, t.class_weight, t.lr_decay) == (10, 256, 0.01, "none", 1.0)
+    assert (t.local_epochs, t.batches_per_epoch, t.lr, t.class_weight, t.lr_decay) == (10, 20, 0.01, "none", 1.0)
+    assert (t.site_batch_size(4000), t.site_batch_size(20_000), t.site_batch_size(30_390)) == (200, 1000, 1520)
     assert cfg.server_opt == "none"
-    assert plain.train.lr == 3e-3  # runs without DP-SGD keep their lr
+    assert plain.train.lr == 3e-3 and plain.train.batches_per_epoch is None  # runs without DP-SGD keep theirs
     assert (mine.train.lr, mine.train.batch_size, mine.train.local_epochs) == (0.002, 64, 1)
+    assert mine.train.batches_per_epoch is None and mine.train.site_batch_size(20_000) == 64
+
+
+def test_batches_per_epoch_gives_every_site_the_same_sample_rate_and_the_accountant_agrees() -> None:
+    from trustmesh.privacy import DPSGDAccountant, DPSGDConfig
+
+    sgd = DPSGDConfig.parse("epsilon=8,clip=1.0,delta=1e-5", rounds=5)
+    cfg = config_from_options(sites=3, rounds=5, dp_sgd="epsilon=8,clip=1.0,delta=1e-5")
+    rows = {"0": 4_000, "1": 20_000, "2": 30_391}
+    acc = DPSGDAccountant(sgd, rows, batch_size={s: cfg.train.site_batch_size(n) for s, n in rows.items()},
+                          local_epochs=cfg.train.local_epochs)
+
+    sites = acc.describe()["sites"]
+    assert {s["sample_rate"] for s in sites.values()} == {1 / 20}  # the same q whatever the site's size
+    assert {s["steps_per_round"] for s in sites.values()} == {200}
+    assert len({s["noise_multiplier"] for s in sites.values()}) == 1  # so the same calibrated noise
+    # a fixed batch gives the larger sites more steps, hence more noise per step for the same epsilon
+    fixed = DPSGDAccountant(sgd, rows, batch_size=256, local_epochs=10).describe()["sites"]
+    assert fixed["2"]["steps_per_round"] > fixed["0"]["steps_per_round"]
+    assert fixed["2"]["noise_multiplier"] < sites["2"]["noise_multiplier"]
+    assert acc.check(5) <= 8.0
+
+
+def test_batch_size_and_batches_per_epoch_are_exclusive_and_checked() -> None:
+    with pytest.raises(ConfigError, match="one of --batch-size and --batches-per-epoch"):
+        config_from_options(sites=3, rounds=2, batch_size=64, batches_per_epoch=10)
+    with pytest.raises(ConfigError, match="batches_per_epoch must be >= 1"):
+        config_from_options(sites=3, rounds=2, batches_per_epoch=0)
 
 
 @pytest.fixture(scope="module")

@@ -79,9 +79,12 @@ def simulate_cmd(
     lr_decay: float | None = typer.Option(None, "--lr-decay", help="Local learning-rate schedule across rounds: "
                                           "round r trains with LR * LR_DECAY^(r-1), in (0, 1] (default 0.7; 1, "
                                           "i.e. constant, with --dp-sgd or --model autoencoder)."),
-    batch_size: int | None = typer.Option(None, "--batch-size", help="Local batch size (default 32; 256 with "
-                                          "--dp-sgd, 1024 measured better from ~20,000 rows a site; 64 with "
-                                          "--model autoencoder)."),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="Local batch size (default 32; 64 with "
+                                          "--model autoencoder; with --dp-sgd each site's rows / 20, see "
+                                          "--batches-per-epoch)."),
+    batches_per_epoch: int | None = typer.Option(None, "--batches-per-epoch", help="Instead of --batch-size: each "
+                                                 "site's batch is ceil(rows / K), the same DP-SGD sample rate 1/K "
+                                                 "at every site (default 20 with --dp-sgd)."),
     class_weight: str | None = typer.Option(None, "--class-weight",
                                             help="Cross-entropy class weights from each party's own label counts: "
                                             "none | balanced | sqrt (default sqrt; none with --dp-sgd or the "
@@ -123,7 +126,7 @@ def simulate_cmd(
     cfg = _config(sites=sites, rounds=rounds, partition=partition, aggregator=aggregator, secagg=secagg,
                   secagg_shares=secagg_shares, secagg_threshold=secagg_threshold, dp=dp, he=he, attack=attack,
                   seed=seed, local_epochs=local_epochs, dp_sgd=dp_sgd, lr=lr, batch_size=batch_size,
-                  class_weight=class_weight, model=model, target_fpr=target_fpr, defence=defence,
+                  batches_per_epoch=batches_per_epoch, class_weight=class_weight, model=model, target_fpr=target_fpr, defence=defence,
                   assumed_malicious=assumed_malicious, zk_bound=zk_bound, zk_clip=zk_clip, server_opt=server_opt,
                   lr_decay=lr_decay, weight_counts=weight_counts, hidden=hidden, fedrs=fedrs)
     if in_process and cfg.secagg is not None:

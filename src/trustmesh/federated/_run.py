@@ -144,7 +144,8 @@ class FLConfig:
             "dp_sgd": None if self.train.dp_sgd is None else self.train.dp_sgd.describe(),
             "attack": None if self.attack is None else {"kind": self.attack.kind, "fraction": self.attack.fraction},
             "train": {"hidden": list(self.train.hidden), "local_epochs": self.train.local_epochs,
-                      "batch_size": self.train.batch_size, "lr": self.train.lr,
+                      "batch_size": self.train.batch_size if self.train.batches_per_epoch is None else None,
+                      "batches_per_epoch": self.train.batches_per_epoch, "lr": self.train.lr,
                       "class_weight": self.train.class_weight, "lr_decay": self.train.lr_decay,
                       "dp_sgd": None if self.train.dp_sgd is None
                       else [self.train.dp_sgd.noise_multiplier, self.train.dp_sgd.clip_norm]},
@@ -212,8 +213,9 @@ class Plan:
         rows = dict(site_rows) if site_rows is not None else {
             str(k): self.site(k).num_examples for k in range(self.config.n_sites)}
         try:
-            return DPSGDAccountant(sgd, rows, batch_size=self.config.train.batch_size,
-                                   local_epochs=self.config.train.local_epochs)
+            train = self.config.train
+            return DPSGDAccountant(sgd, rows, batch_size={site: train.site_batch_size(n) for site, n in rows.items()},
+                                   local_epochs=train.local_epochs)
         except ValueError as exc:
             raise ConfigError(f"--dp-sgd: {exc}") from exc
 
@@ -285,8 +287,11 @@ class Plan:
 
     def root_steps(self) -> int:
         """Optimizer steps of FLTrust's root update: the median site's (see :func:`fltrust_root_steps`)."""
-        t = self.config.train
-        return fltrust_root_steps([len(p) for p in self.parts], t.local_epochs, t.batch_size)
+        return fltrust_root_steps([len(p) for p in self.parts], self.config.train.local_epochs, self._site_batch())
+
+    def _site_batch(self) -> int:
+        """The median site's local batch size."""
+        return self.config.train.site_batch_size(int(np.median([len(p) for p in self.parts])))
 
     def root_update(self) -> Callable[[npt.NDArray[np.float64]], npt.NDArray[np.float64]]:
         """FLTrust's server update: as many optimizer steps on the clean root set as a typical site takes.
@@ -300,7 +305,8 @@ class Plan:
             raise ConfigError("fltrust needs a root set; plan_run holds one out when --aggregator fltrust")
         model = self.new_model()
         train = self.config.train
-        rows = self.root_steps() * train.batch_size
+        batch = self._site_batch()
+        rows = self.root_steps() * batch
         weights = class_weights(y, len(self.data.classes), train.class_weight)
         counter = iter(range(1_000_000))
 
@@ -311,7 +317,7 @@ class Plan:
             rng = np.random.default_rng([self.config.seed, 3, k])
             order = np.concatenate([rng.permutation(len(y)) for _ in range(-(-rows // len(y)))])[:rows]
             model.set_weights(unflatten(global_flat, model.get_weights()))
-            model.train_epochs(X[order], y[order], 1, batch_size=train.batch_size, lr=train.lr,
+            model.train_epochs(X[order], y[order], 1, batch_size=batch, lr=train.lr,
                                seed=self.config.seed + k, class_weights=weights)
             return flatten(model.get_weights()) - global_flat
 
@@ -381,7 +387,7 @@ def train_centralized(config: FLConfig, data: FederatedData) -> dict[str, Any]:
     weights = class_weights(data.y_train, len(data.classes), t.class_weight)
     t0 = time.perf_counter()
     for epoch in range(config.rounds * t.local_epochs):
-        model.train_epochs(data.X_train, data.y_train, 1, batch_size=t.batch_size, lr=t.lr,
+        model.train_epochs(data.X_train, data.y_train, 1, batch_size=t.site_batch_size(len(data.y_train)), lr=t.lr,
                            seed=config.seed * 100_003 + epoch, class_weights=weights)
     return {"path": "centralized", "metrics": plan.evaluate(model.get_weights()),
             "epochs": config.rounds * t.local_epochs, "seconds": round(time.perf_counter() - t0, 3)}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any
 
@@ -36,11 +37,13 @@ _CONVERGENT_HIDDEN = (128, 64)
 _CONVERGENT_COUNTS = "local"
 
 # Record-level DP-SGD's local training (chosen by measurement, docs/benchmarks.md, "Usable DP (issue 16
-# item 3)"): batch 256 for 10 local epochs at Adam lr 0.01. Few large Poisson batches and more steps per
-# round at a higher lr gained 12-20 points of macro-F1 over batch 64 x 1 epoch at lr 3e-3 at epsilon 8;
-# the accountant charges every one of those steps. No class weights (label counts are not accounted).
-_DP_SGD: dict[str, Any] = {"local_epochs": 10, "batch_size": 256, "class_weight": "none", "lr_decay": 1.0,
-                           "lr": 0.01}
+# item 3)" and "DP at larger sites"): 20 Poisson batches per epoch (sample rate 1/20 at every site, so
+# the batch grows with the site: 200 rows at 4,000, 1,000 at 20,000) for 10 local epochs at Adam lr
+# 0.01. A fixed batch of 256 took 790 noisy steps a round at 20,000 rows (13.5 points short of the
+# non-private run at epsilon 8); batch ~n/20 keeps 200 (1.8-3.5 short). The accountant charges every
+# step. No class weights (label counts are not accounted).
+_DP_SGD: dict[str, Any] = {"local_epochs": 10, "batch_size": None, "batches_per_epoch": 20,
+                           "class_weight": "none", "lr_decay": 1.0, "lr": 0.01}
 _LR = 3e-3  # the local Adam lr of every other run
 
 
@@ -60,11 +63,14 @@ def default_weight_counts(*, dp_sgd: bool = False, model: str = "mlp") -> str:
 
 
 def default_training(name: str, *, dp_sgd: bool = False, model: str = "mlp") -> Any:
-    """The default of the local-training option ``name`` (local_epochs, batch_size, class_weight, lr_decay)."""
+    """The default of the local-training option ``name`` (local_epochs, batch_size, batches_per_epoch,
+    class_weight, lr_decay, lr)."""
     if dp_sgd and model == "mlp":
         return _DP_SGD[name]
     if name == "lr":
         return _LR
+    if name == "batches_per_epoch":
+        return None
     return (_PLAIN if dp_sgd or model != "mlp" else _CONVERGENT)[name]
 
 
@@ -75,6 +81,9 @@ class TrainConfig:
     hidden: tuple[int, ...] = (64, 32)
     local_epochs: int = 1
     batch_size: int = 64
+    # when set, each site's batch is ceil(rows / batches_per_epoch) instead of batch_size (DP-SGD: the
+    # same sample rate, about 1 / batches_per_epoch, at every site whatever its size)
+    batches_per_epoch: int | None = None
     lr: float = 3e-3
     model_seed: int = 0
     # local record-level DP-SGD; a (noise_multiplier, clip_norm) pair is accepted and converted
@@ -95,6 +104,8 @@ class TrainConfig:
             raise ValueError(f"local_epochs must be >= 1, got {self.local_epochs}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {self.batch_size}")
+        if self.batches_per_epoch is not None and self.batches_per_epoch < 1:
+            raise ValueError(f"batches_per_epoch must be >= 1, got {self.batches_per_epoch}")
         if not self.lr > 0:
             raise ValueError(f"lr must be > 0, got {self.lr}")
         if not 0 < self.lr_decay <= 1:
@@ -112,6 +123,12 @@ class TrainConfig:
             raise ValueError(f"absent_logit_scale must be in (0, 1], got {self.absent_logit_scale}")
         if self.class_weight not in CLASS_WEIGHTINGS:
             raise ValueError(f"class_weight must be one of {', '.join(CLASS_WEIGHTINGS)}, got {self.class_weight!r}")
+
+    def site_batch_size(self, n_rows: int) -> int:
+        """The local batch size of a site with ``n_rows`` rows."""
+        if self.batches_per_epoch is None:
+            return self.batch_size
+        return max(1, math.ceil(n_rows / self.batches_per_epoch))
 
 
 class Site:
@@ -155,7 +172,7 @@ class Site:
         # DP-SGD: this site's (noise multiplier, sample rate, steps per round) from its own row count
         # (with epsilon=E the site calibrates its own noise); the coordinator recomputes the same
         self.dp_sgd_mechanism = None if train.dp_sgd is None or not len(y) else train.dp_sgd.site_mechanism(
-            self.num_examples, train.batch_size, train.local_epochs)
+            self.num_examples, train.site_batch_size(self.num_examples), train.local_epochs)
 
     def label_counts(self) -> npt.NDArray[np.int64]:
         """This site's round-0 message: its row count per class (no row, no feature value)."""
@@ -188,7 +205,7 @@ class Site:
         if self.train.dp_sgd is not None and self.dp_sgd_mechanism is not None:
             dp = {"noise_multiplier": self.dp_sgd_mechanism[0], "max_grad_norm": self.train.dp_sgd.clip_norm}
         loss = self.model.train_epochs(
-            self.X, self.y, self.train.local_epochs, batch_size=self.train.batch_size,
+            self.X, self.y, self.train.local_epochs, batch_size=self.train.site_batch_size(self.num_examples),
             lr=self.train.lr * self.train.lr_decay ** max(0, round_no - 1),
             seed=self.seed * 100_003 + round_no * 101 + self.site_id, proximal_mu=proximal_mu, dp_sgd=dp,
             class_weights=self.class_weights, **({} if self.logit_scale is None else {"logit_scale": self.logit_scale}),

@@ -26,7 +26,7 @@ def config_from_options(
     secagg_shares: int | None = None, secagg_threshold: int | None = None, dp: str | None = None,
     he: str | None = None, attack: str | None = None, seed: int = 0, local_epochs: int | None = None,
     dp_sgd: str | None = None, lr: float | None = None, batch_size: int | None = None,
-    class_weight: str | None = None,
+    batches_per_epoch: int | None = None, class_weight: str | None = None,
     model: str = "mlp", target_fpr: float = 0.01, defence: str | None = None, assumed_malicious: int | None = None,
     zk_bound: int | None = None, zk_clip: float = 1.0, server_opt: str | None = None, lr_decay: float | None = None,
     weight_counts: str | None = None, hidden: str | tuple[int, ...] | None = None, fedrs: float = 1.0,
@@ -52,6 +52,11 @@ def config_from_options(
         elif zk_bound is not None:
             raise ConfigError("--zk-bound proves bounds inside secure aggregation; add --secagg")
         sgd = DPSGDConfig.parse(dp_sgd, rounds=rounds) if dp_sgd else None
+        if batch_size is not None and batches_per_epoch is not None:
+            raise ConfigError("give one of --batch-size and --batches-per-epoch, not both")
+        if batch_size is None and batches_per_epoch is None:
+            batch_size = _default(None, "batch_size", sgd is not None, model)
+            batches_per_epoch = _default(None, "batches_per_epoch", sgd is not None, model)
         dp_cfg = None
         if dp:
             parts = dict(kv.strip().split("=", 1) for kv in dp.split(",") if "=" in kv)
@@ -72,7 +77,7 @@ def config_from_options(
                 local_epochs=_default(local_epochs, "local_epochs", sgd is not None, model), dp_sgd=sgd,
                 lr=_default(lr, "lr", sgd is not None, model),
                 lr_decay=_default(lr_decay, "lr_decay", sgd is not None, model),
-                batch_size=_default(batch_size, "batch_size", sgd is not None, model),
+                **({} if batch_size is None else {"batch_size": batch_size}), batches_per_epoch=batches_per_epoch,
                 class_weight=_default(class_weight, "class_weight", sgd is not None, model)),
         )
     except (ValueError, KeyError) as exc:

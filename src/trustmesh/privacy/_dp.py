@@ -350,14 +350,15 @@ def _calibrate(target: float, delta: float, steps: int, sample_rate: float, meth
 class DPSGDAccountant:
     """Account each site's record-level DP-SGD from public parameters and enforce the per-site budget.
 
-    Site ``k`` with ``n_k`` records runs ``local_epochs * ceil(n_k / batch)`` Poisson-subsampled
-    Gaussian steps per round at rate ``1 / ceil(n_k / batch)`` (:func:`dp_sgd_sampling`), so sites of
-    different sizes spend differently; the run's epsilon is the largest site's. The coordinator runs
+    Site ``k`` with ``n_k`` records runs ``local_epochs * ceil(n_k / b_k)`` Poisson-subsampled
+    Gaussian steps per round at rate ``1 / ceil(n_k / b_k)`` (:func:`dp_sgd_sampling`), where ``b_k``
+    is ``batch_size`` or, given a mapping, the site's own entry; sites of different rates spend
+    differently, and the run's epsilon is the largest site's. The coordinator runs
     this to stop a run before any site would exceed the budget; each site's own accountant over its
     true row count and steps is the authoritative one.
     """
 
-    def __init__(self, config: DPSGDConfig, site_rows: Mapping[str, int], *, batch_size: int,
+    def __init__(self, config: DPSGDConfig, site_rows: Mapping[str, int], *, batch_size: int | Mapping[str, int],
                  local_epochs: int) -> None:
         if any(rows < 0 for rows in site_rows.values()):
             raise ValueError(f"site_rows must be >= 0, got {dict(site_rows)}")
@@ -370,7 +371,8 @@ class DPSGDAccountant:
         self.local_epochs = local_epochs
         self._sites: dict[str, Accountant] = {}
         for site, rows in self.site_rows.items():
-            z, q, steps = config.site_mechanism(rows, batch_size, local_epochs)
+            batch = batch_size if isinstance(batch_size, int) else batch_size[site]
+            z, q, steps = config.site_mechanism(rows, batch, local_epochs)
             mech = DPConfig(noise_multiplier=z, clip_norm=config.clip_norm, delta=config.delta,
                             max_epsilon=config.max_epsilon, sample_rate=q, method=config.method)
             self._sites[site] = Accountant(mech, steps_per_round=steps)
@@ -412,7 +414,8 @@ class DPSGDAccountant:
     def describe(self) -> dict[str, Any]:
         """The settings and each site's mechanism and spend, JSON-ready (for the round record)."""
         return {
-            **self.config.describe(), "batch_size": self.batch_size, "local_epochs": self.local_epochs,
+            **self.config.describe(), "batch_size": self.batch_size if isinstance(self.batch_size, int)
+            else dict(self.batch_size), "local_epochs": self.local_epochs,
             "sampling": "poisson (opacus DPDataLoader)", "epsilon": self.epsilon,
             "sites": {site: {"rows": self.site_rows[site], "noise_multiplier": acc.config.noise_multiplier,
                              "sample_rate": acc.config.sample_rate, "steps_per_round": acc.steps_per_round,
