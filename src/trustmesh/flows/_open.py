@@ -28,9 +28,10 @@ class LazySource:
     """
 
     def __init__(self, spec: str, idle_timeout: int = 1, active_timeout: int = 30,
-                 early_packets: int | None = 1000) -> None:
+                 early_packets: int | None = 1000, early_fanout: int | None = 32) -> None:
         self.spec, self.idle_timeout, self.active_timeout = spec, idle_timeout, active_timeout
         self.early_packets = early_packets  # live capture: packets after which a flow is exported
+        self.early_fanout = early_fanout  # live capture: failed attempts/s after which flows leave at once
         self._inner: FlowSource | None = None
         self.bad_records = BadRecordLog()  # records the source skipped; Pipeline.run drains them
 
@@ -58,7 +59,8 @@ class LazySource:
             source: FlowSource = RedisStreamSource(self.spec, bad_records=self.bad_records)
         elif self.spec.startswith("iface:"):
             source = InterfaceSource(self.spec[len("iface:"):], idle_timeout=self.idle_timeout,
-                                     active_timeout=self.active_timeout, early_packets=self.early_packets)
+                                     active_timeout=self.active_timeout, early_packets=self.early_packets,
+                                     early_fanout=self.early_fanout)
         elif self.spec.startswith("follow:"):
             source = follow_source(self.spec[len("follow:"):], on_bad_record=self.bad_records)
         else:

@@ -21,6 +21,7 @@ import threading
 import time
 import mmap
 import struct
+from collections import OrderedDict, deque
 from collections.abc import Iterable, Generator, Iterator
 from pathlib import Path
 from typing import Any
@@ -176,6 +177,26 @@ def _service(app: pd.Series, guessed: pd.Series) -> pd.Series:
     return master.where(guessed.astype(int) == 0, "-").fillna("-")
 
 
+def _turn_tails(df: pd.DataFrame) -> pd.DataFrame:
+    """Turn round the flows marked as tails (``TAIL_COLUMN``): their first packet was the responder's.
+
+    nfstream makes a flow's first packet's sender its source; a tail (the answer to a flow exported at
+    its first packet, see ``_FanOut``) is the rest of the original conversation, so its directions are
+    swapped back: the originator stays the source, the answer's packets count as the responder's.
+    """
+    tail = pd.to_numeric(df[TAIL_COLUMN], errors="coerce").fillna(0).to_numpy() > 0
+    if not tail.any():
+        return df
+    out = df.copy()
+    pairs = [(c, "dst" + c[3:]) for c in df.columns if c.startswith("src_") and "dst" + c[3:] in df.columns]
+    pairs += [(c, "dst2src" + c[7:]) for c in df.columns
+              if c.startswith("src2dst") and "dst2src" + c[7:] in df.columns]
+    for a, b in pairs:
+        out.loc[tail, a] = df.loc[tail, b].to_numpy()
+        out.loc[tail, b] = df.loc[tail, a].to_numpy()
+    return out
+
+
 def nfstream_to_canonical(df: pd.DataFrame, *, source: str = "nfstream") -> pd.DataFrame:
     """Map an nfstream flow table (``NFStreamer.to_pandas()`` columns) to the canonical schema.
 
@@ -183,6 +204,8 @@ def nfstream_to_canonical(df: pd.DataFrame, *, source: str = "nfstream") -> pd.D
     """
     if df.empty:
         return empty_canonical()
+    if TAIL_COLUMN in df.columns:
+        df = _turn_tails(df)
     need = ("src2dst_syn_packets", "src2dst_min_ps", "src2dst_mean_piat_ms", "bidirectional_first_seen_ms")
     missing = [c for c in need if c not in df.columns]
     if missing:
@@ -441,9 +464,118 @@ def _drained(channel: Any) -> bool:
 
 #: Default packet cap of a live flow (see ``_early_export_plugin``).
 EARLY_PACKETS = 1000
+#: Default fan-out threshold of a live source (see ``_early_export_plugin``; 0: off).
+EARLY_FANOUT = 32
+_FANOUT_WINDOW_MS = 1000  # the sliding window the fan-out rule counts in
+_ANSWER_GRACE_MS = 200  # a flow attempt still unanswered this long after its first packet has failed
+_FANOUT_SOURCES = 4096  # sources whose attempts are tracked at once (least recently active evicted)
+_TAIL_KEYS = 65536  # first-packet exports remembered, so that the answer's flow is known as their tail
+_TAIL_TTL_MS = 5000  # how long an answer may lag its first-packet export and still be a tail
+TAIL_COLUMN = "udps.tm_tail"  # 1: a flow started by the answer to a first-packet export
 
 
-def _early_export_plugin(max_packets: int | None = EARLY_PACKETS) -> Any:
+class _Source:
+    """Fan-out state of one source address: its recent flow attempts and failures."""
+
+    __slots__ = ("pending", "failed", "opened", "early")
+
+    def __init__(self) -> None:
+        self.pending: deque[tuple[float, Any]] = deque()  # (first packet ms, flow) not judged yet
+        self.failed: deque[float] = deque()  # first-packet times of attempts that failed
+        self.opened: deque[float] = deque()  # first-packet times of attempts (any outcome)
+        self.early = False  # its new flows are exported at their first packet
+
+
+class _FanOut:
+    """The per-source rule of ``_early_export_plugin``: which new flows to export at their first packet.
+
+    A source **enters** first-packet mode once ``threshold`` of its flow attempts (flows it started:
+    a TCP SYN, any UDP or ICMP or other first packet) failed within the last second, an attempt
+    having failed when the responder reset it or had not answered at all ``_ANSWER_GRACE_MS`` after
+    its first packet (ICMP errors come as flows of their own, so a UDP probe to a closed port is an
+    unanswered attempt). Answered attempts never count: a busy client, a proxy or a crawler opening
+    hundreds of connections a second that are answered never enters. A source **stays** in the mode
+    while it keeps starting ``threshold`` attempts a second (its first-packet exports cannot show
+    whether they were answered), and leaves it when it slows down.
+
+    A first-packet export leaves the rest of that conversation to a new flow; one whose first packet
+    comes from the responder (a SYN/ACK, a RST, a DNS answer) is marked a *tail* (``TAIL_COLUMN``),
+    and the reader turns it round so that its originator is the original one (``_turn_tails``):
+    otherwise a scanned host's RSTs would read as that host probing the scanner's ports.
+
+    Memory is bounded: at most ``_FANOUT_SOURCES`` sources (least recently active evicted), each
+    with at most ``2 * threshold`` attempts kept per deque, and ``_TAIL_KEYS`` remembered exports
+    (each kept ``_TAIL_TTL_MS``). Times are packet times (ms), so a replayed capture behaves the same.
+    """
+
+    def __init__(self, threshold: int) -> None:
+        self.threshold = threshold
+        self.cap = 2 * threshold
+        self.sources: OrderedDict[str, _Source] = OrderedDict()
+        self.exported: OrderedDict[tuple[Any, ...], float] = OrderedDict()
+
+    def _judge(self, src: _Source, now: float) -> None:
+        pending, failed = src.pending, src.failed
+        while pending and now - pending[0][0] >= _ANSWER_GRACE_MS:
+            at, flow = pending.popleft()
+            if flow.dst2src_packets == 0 or flow.dst2src_rst_packets > 0:
+                failed.append(at)
+                if len(failed) > self.cap:
+                    failed.popleft()
+        while failed and failed[0] < now - _FANOUT_WINDOW_MS:
+            failed.popleft()
+
+    def on_new(self, packet: Any, flow: Any) -> bool:
+        """Account a flow's first packet; return True to export it at once."""
+        now = float(packet.time)
+        key = (packet.protocol, packet.src_ip, packet.src_port, packet.dst_ip, packet.dst_port)
+        exported = self.exported
+        while exported:  # forget exports too old to have a tail
+            first = next(iter(exported.values()))
+            if first >= now - _TAIL_TTL_MS:
+                break
+            exported.popitem(last=False)
+        back = (key[0], key[3], key[4], key[1], key[2])
+        if back in exported:  # the responder's answer to a first-packet export
+            del exported[back]
+            flow.udps.tm_tail = 1
+            return False
+        flow.udps.tm_tail = 0
+        if packet.protocol == 6 and (not packet.syn or packet.ack):
+            return False  # mid-stream or a SYN/ACK: not an attempt
+        sources = self.sources
+        src = sources.get(packet.src_ip)
+        if src is None:
+            src = sources[packet.src_ip] = _Source()
+            if len(sources) > _FANOUT_SOURCES:
+                sources.popitem(last=False)
+        else:
+            sources.move_to_end(packet.src_ip)
+        opened = src.opened
+        opened.append(now)
+        if len(opened) > self.cap:
+            opened.popleft()
+        while opened and opened[0] < now - _FANOUT_WINDOW_MS:
+            opened.popleft()
+        if src.early:
+            src.early = len(opened) >= self.threshold
+        else:
+            self._judge(src, now)
+            src.early = len(src.failed) >= self.threshold
+            if src.early:
+                src.pending.clear()
+        if not src.early:
+            if len(src.pending) < self.cap:  # full: a sample is judged, the rest is not
+                src.pending.append((now, flow))
+            return False
+        exported[key] = now
+        exported.move_to_end(key)
+        if len(exported) > _TAIL_KEYS:
+            exported.popitem(last=False)
+        return True
+
+
+def _early_export_plugin(max_packets: int | None = EARLY_PACKETS, fanout: int | None = EARLY_FANOUT) -> Any:
     """An nfstream plugin that exports a live flow as soon as it is over or long enough to judge.
 
     * **RST**: a scan probe (SYN -> RST from a closed port, or SYN -> SYN/ACK -> RST from the
@@ -460,14 +592,21 @@ def _early_export_plugin(max_packets: int | None = EARLY_PACKETS) -> Any:
     flow with the same 5-tuple and a later first-seen time (so a new uid): its packets and bytes are
     not counted twice, the parts add up to the whole (the behaviour detectors sum packets per victim,
     so floods read the same), and the continuation has no handshake, so its ``conn_state`` reads
-    mid-stream (``OTH``), as Zeek labels a connection it joined late. docs/pipeline.md says more.
+    mid-stream (``OTH``), as Zeek labels a connection it joined late;
+    * **fan-out** (``fanout`` attempts; None or 0: off): once a source's flow attempts fail at a
+      scan's or a flood's rate, each further flow it starts is exported at its first packet
+      (``_FanOut``): a probe that gets no answer at all (a filtered port, an open or filtered UDP
+      port, a SYN flood's spoofed-port SYNs) would otherwise wait for the idle timeout.
+      docs/pipeline.md says more.
     """
     nfs = _nfstream()
     cap = max_packets if max_packets is not None and max_packets > 0 else None
+    fan = _FanOut(fanout) if fanout is not None and fanout > 0 else None
 
     class EarlyExport(nfs.NFPlugin):  # type: ignore[misc,name-defined]
         def on_init(self, packet: Any, flow: Any) -> None:
-            if packet.rst:
+            first = fan is not None and fan.on_new(packet, flow)
+            if packet.rst or first:
                 flow.expiration_id = -1
 
         def on_update(self, packet: Any, flow: Any) -> None:
@@ -530,6 +669,7 @@ def iter_interface(
     max_delay_s: float | None = 0.0,
     early_export: bool = True,
     early_packets: int | None = EARLY_PACKETS,
+    early_fanout: int | None = EARLY_FANOUT,
 ) -> Generator[pd.DataFrame, None, None]:
     """Yield canonical flow batches metered live from a network interface (needs capture rights).
 
@@ -540,15 +680,17 @@ def iter_interface(
     oldest flow has waited ``max_delay_s`` (0: 50 ms) while flows kept coming (None: only full
     batches). So a lone flow is never held back and a burst is converted in one batch.
     ``early_export`` (default) also emits a TCP flow the moment a RST or a two-sided FIN close ends
-    it, and any flow once it has ``early_packets`` packets (``_early_export_plugin``), without waiting
-    for the timeouts.
+    it, any flow once it has ``early_packets`` packets, and each new flow of a source whose attempts
+    fail at ``early_fanout`` a second at its first packet (``_early_export_plugin``; None or 0: no
+    fan-out rule), without waiting for the timeouts.
     """
     _check_batch(batch_size)
     if not interface or "/" in interface:
         raise ValueError(f"interface must be an interface name, got {interface!r}")
     _install_short_read_timeout()
     try:
-        extra: dict[str, Any] = {"udps": [_early_export_plugin(early_packets)]} if early_export else {}
+        plugin = _early_export_plugin(early_packets, early_fanout) if early_export else None
+        extra: dict[str, Any] = {"udps": [plugin]} if plugin is not None else {}
         streamer = _streamer(
             interface, bpf_filter=bpf_filter, idle_timeout=idle_timeout, active_timeout=active_timeout, **extra
         )

@@ -82,6 +82,7 @@ class InterfaceSource:
     active_timeout: int = 1800
     max_delay_s: float | None = 0.0
     early_packets: int | None = 1000  # a live flow is exported once it has this many packets (None: never)
+    early_fanout: int | None = 32  # a source whose attempts fail this often a second: first-packet export
 
     @property
     def name(self) -> str:
@@ -92,7 +93,8 @@ class InterfaceSource:
         """Yield canonical flow batches as flows expire; never ends on its own."""
         return iter_interface(self.interface, batch_size, bpf_filter=self.bpf_filter,
                               idle_timeout=self.idle_timeout, active_timeout=self.active_timeout,
-                              max_delay_s=self.max_delay_s, early_packets=self.early_packets)
+                              max_delay_s=self.max_delay_s, early_packets=self.early_packets,
+                              early_fanout=self.early_fanout)
 
 
 @dataclass(frozen=True, slots=True)

@@ -45,6 +45,9 @@ class PipelineConfig:
     live_idle_timeout: int = 1  # s; live flows are emitted after this much silence (fast containment)
     live_active_timeout: int = 30  # s; long-lived live flows are emitted at least this often
     early_packets: int = 1000  # live flows are also emitted once they have this many packets (both directions)
+    # live: a source whose flow attempts fail (unanswered or reset) this often within 1 s has its further new
+    # flows emitted at their first packet while it keeps this rate (scans, floods; 0: off; docs/pipeline.md)
+    early_fanout: int = 32
     nft_table: str = "trustmesh"
     nft_set: str = "blocklist"
     nft_netns: str | None = None
@@ -82,6 +85,8 @@ class PipelineConfig:
             raise ConfigError(f"micro_batch_s must be in [0, 5] seconds, got {self.micro_batch_s!r}")
         if isinstance(self.early_packets, bool) or not 2 <= self.early_packets <= 1_000_000:
             raise ConfigError(f"early_packets must be in [2, 1000000] packets, got {self.early_packets!r}")
+        if isinstance(self.early_fanout, bool) or not (self.early_fanout == 0 or 2 <= self.early_fanout <= 100_000):
+            raise ConfigError(f"early_fanout must be 0 (off) or in [2, 100000] attempts, got {self.early_fanout!r}")
         if (self.ledger_url is None) != (self.ledger_key is None):
             raise ConfigError("pipeline.ledger_url and pipeline.ledger_key must be given together")
         if self.ledger_url is not None and not str(self.ledger_url).startswith("http://"):
@@ -125,7 +130,8 @@ class PipelineConfig:
 
         simple = {"origin", "replay", "replay_speed", "batch_size", "checkpoint_every", "correlation_window_s",
                   "live_idle_timeout", "live_active_timeout", "checkpoint_interval_s", "micro_batch_s", "ledger_url",
-                  "prove_sample_rate", "require_passport", "early_packets"}
+                  "prove_sample_rate", "require_passport", "early_packets",
+                  "early_fanout"}
         for key, raw in pipe.items():
             if key in {"ledger_dir", "state_dir", "model", "data_dir", "ledger_key"}:
                 values[key] = rel(str(raw))

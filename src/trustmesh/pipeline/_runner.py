@@ -952,4 +952,5 @@ def open_sources(specs: Sequence[str], config: PipelineConfig | None = None) -> 
     idle = config.live_idle_timeout if config else 1
     active = config.live_active_timeout if config else 30
     early = config.early_packets if config else 1000
-    return [LazySource(spec, idle, active, early) for spec in specs]
+    fanout = config.early_fanout if config else 32
+    return [LazySource(spec, idle, active, early, fanout) for spec in specs]
