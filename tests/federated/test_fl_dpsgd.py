@@ -73,7 +73,7 @@ def test_inprocess_run_reports_epsilon_per_round_within_the_calibrated_target() 
         ("dp-sgd", 1.0, 1e-5, 4.0, "rdp")
     assert set(dp["sites"]) == {"0", "1", "2"}
     site0 = dp["sites"]["0"]
-    rate, steps = dp_sgd_sampling(300, cfg.train.batch_size)
+    rate, steps = dp_sgd_sampling(300, cfg.train.site_batch_size(300))
     assert site0["sample_rate"] == pytest.approx(rate) and site0["rounds"] == 3
     assert site0["steps_per_round"] == steps * cfg.train.local_epochs  # every local step is charged
     assert site0["noise_multiplier"] > 0
@@ -86,8 +86,8 @@ def test_inprocess_run_reports_epsilon_per_round_within_the_calibrated_target() 
 def test_budget_stops_the_run_before_any_site_overspends() -> None:
     rows = {"0": 300, "1": 300, "2": 300}
     train = config_from_options(sites=3, rounds=5, dp_sgd="noise=1.0,clip=1.0").train  # the DP-SGD defaults
-    probe = DPSGDAccountant(DPSGDConfig(noise_multiplier=1.0, clip_norm=1.0), rows, batch_size=train.batch_size,
-                            local_epochs=train.local_epochs)
+    probe = DPSGDAccountant(DPSGDConfig(noise_multiplier=1.0, clip_norm=1.0), rows,
+                            batch_size=train.site_batch_size(300), local_epochs=train.local_epochs)
     e2, e3 = probe.site("0").epsilon_after(2), probe.site("0").epsilon_after(3)
     budget = (e2 + e3) / 2
     cfg = config_from_options(sites=3, rounds=5, dp_sgd=f"noise=1.0,clip=1.0,budget={budget}", seed=1)
