@@ -221,8 +221,33 @@ subprocess.run(["nmap", "-sS", "-Pn", "-n", "-T4", "--top-ports", "1000", "-S", 
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
 """
 
-#: The attacks ``measure_containment`` can run (``connect``: the default; ``nmap-syn`` needs nmap).
-ATTACKS = ("connect", "nmap-syn")
+_NMAP_UDP_ATTACK = r"""
+import subprocess, sys, time
+src, dst = sys.argv[1], sys.argv[2]
+print(f"{time.monotonic():.6f}", flush=True)
+# a UDP scan of the 100 most common UDP ports (bounded: one retry, 40 s at most)
+subprocess.run(["nmap", "-sU", "-Pn", "-n", "-T4", "--top-ports", "100", "--max-retries", "1",
+                "--host-timeout", "40s", "-S", src, "-e", "eth0", dst],
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+"""
+
+_SYN_FLOOD_ATTACK = r"""
+import subprocess, sys, time
+src, dst = sys.argv[1], sys.argv[2]
+print(f"{time.monotonic():.6f}", flush=True)
+# 2,000 SYNs to the device's open service, one every 0.5 ms, each from the next source port (a new flow)
+subprocess.run(["hping3", "-S", "-p", "8080", "-c", "2000", "-i", "u500", "-a", src, "-I", "eth0", dst],
+               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
+"""
+
+#: The attacks ``measure_containment`` can run (``connect``: the default; ``nmap-syn``, ``nmap-udp`` and
+#: ``filtered`` need nmap, ``syn-flood`` hping3).
+ATTACKS = ("connect", "nmap-syn", "nmap-udp", "syn-flood", "filtered")
+_ATTACK_TOOLS = {"nmap-syn": "nmap", "nmap-udp": "nmap", "filtered": "nmap", "syn-flood": "hping3"}
+# the victim's own firewall for ``filtered``: every TCP port but its service is dropped unanswered
+_FILTER_RULES = ("add table inet tmvictim\n"
+                 "add chain inet tmvictim input { type filter hook input priority 0; policy accept; }\n"
+                 "add rule inet tmvictim input tcp dport != 8080 drop\n")
 
 _BURN = "import time\nend = time.monotonic() + float(__import__('sys').argv[1])\nwhile time.monotonic() < end: pass\n"
 
@@ -334,12 +359,18 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
 
     ``attack="nmap-syn"`` replaces the TCP connect scan with nmap's SYN scan of its 1,000 most
     common ports (other tool, timing and port set than the scan the gateway was tuned on); it does not
-    probe afterwards, so only the drop time is taken.
+    probe afterwards, so only the drop time is taken. So do the attacks whose probes end without a RST
+    or FIN: ``nmap-udp`` (nmap's UDP scan of its 100 most common UDP ports: closed ports answer with
+    ICMP port unreachable, open or filtered ones not at all), ``syn-flood`` (hping3: 2,000 SYNs to the
+    device's open service 0.5 ms apart, each from the next source port, so each is a new flow) and
+    ``filtered`` (nmap's SYN scan against a device whose own nftables drops every TCP port but its
+    service, so no probe is answered).
     """
     if attack not in ATTACKS:
         raise ValueError(f"attack must be one of {', '.join(ATTACKS)}, got {attack!r}")
-    if attack == "nmap-syn" and shutil.which("nmap") is None:
-        raise RuntimeError("attack nmap-syn needs nmap (apt-get install -y nmap)")
+    tool = _ATTACK_TOOLS.get(attack)
+    if tool is not None and shutil.which(tool) is None:
+        raise RuntimeError(f"attack {attack} needs {tool} (apt-get install -y {tool})")
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
     if not 0 <= load <= 64:
@@ -368,6 +399,10 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
     with Testbed(prefix="tmb") as bed:
         bed._sh("ip", "-n", bed.atk, "addr", "add", f"{BENIGN_IP}/24", "dev", "eth0")
         bed.serve(bed.dev, DEV_IP, 8080)
+        if attack == "filtered":
+            filt = work / "victim.nft"
+            filt.write_text(_FILTER_RULES, encoding="utf-8")
+            bed.exec(bed.dev, "nft", "-f", str(filt))
         for script, args in ((_HEARTBEAT, (PEER_IP,)), (_BENIGN_CLIENT, (BENIGN_IP, DEV_IP, "8080"))):
             ns = bed.dev if script is _HEARTBEAT else bed.atk
             bed._procs.append(subprocess.Popen(  # type: ignore[arg-type]
@@ -385,7 +420,8 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
             for r in range(runs):
                 attacker = f"10.203.2.{100 + r}"
                 bed._sh("ip", "-n", bed.atk, "addr", "add", f"{attacker}/24", "dev", "eth0")
-                script = _PROBE_ATTACK if attack == "connect" else _NMAP_ATTACK
+                script = {"connect": _PROBE_ATTACK, "nmap-udp": _NMAP_UDP_ATTACK,
+                          "syn-flood": _SYN_FLOOD_ATTACK}.get(attack, _NMAP_ATTACK)
                 proc = subprocess.Popen(["ip", "netns", "exec", bed.atk, sys.executable, "-c", script,
                                          attacker, DEV_IP], stdout=subprocess.PIPE, text=True,
                                         start_new_session=True)  # its own group: nmap dies with it
@@ -425,7 +461,8 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
         "active_timeout_s": active_timeout,
         "seconds": [round(s, 4) for s in samples],
         "per_run": per_run,
-        "bound": "scan probes to closed ports end with a RST and are exported at once (early export); "
+        "bound": "scan probes to closed ports end with a RST and are exported at once (early export), "
+                 "a failing source's further probes at their first packet (fan-out rule); "
                  "the rest is conversion + score + behaviour + decide + nft",
     }
     if samples:

@@ -16,7 +16,7 @@ import pytest
 
 from trustmesh.detect import BehaviourEngine
 from trustmesh.flows import iter_pcap
-from trustmesh.flows._pcap import _early_export_plugin, _iter_streamer, _streamer
+from trustmesh.flows._pcap import _early_export_plugin, _install_meter_hooks, _iter_streamer, _streamer
 
 SCANNER, UDP_PROBER, CLIENT = "192.0.2.66", "192.0.2.77", "192.0.2.10"
 VICTIM, SERVER = "198.51.100.5", "198.51.100.80"
@@ -78,6 +78,7 @@ def _capture(tmp_path: Path) -> Path:
 
 
 def _meter(path: Path, fanout: int | None) -> pd.DataFrame:
+    _install_meter_hooks()  # as iter_interface does: the meter's cache order and answer deadlines
     streamer = _streamer(str(path), udps=[_early_export_plugin(1000, fanout)], idle_timeout=120)
     batches = _iter_streamer(streamer, 10_000, str(path))
     try:
@@ -112,6 +113,10 @@ def test_failing_sources_get_first_packet_exports_and_answered_ones_never(tmp_pa
     client = flows[flows["src_ip"] == CLIENT]
     assert len(client) == 200 and (client["src_pkts"] + client["dst_pkts"] == 5).all()
     assert not ((flows["src_ip"] == SERVER) | (flows["src_ip"] == VICTIM)).any()
+    # the filtered probes left at their answer deadline (or first packet), not at the end of the
+    # capture with the client's idle connections (the flows come in export order)
+    before_client = heads.index < client.index.min()
+    assert ((heads["conn_state"] == "S0") & before_client).sum() >= 140, heads[~before_client]
 
 
 def test_first_packet_flows_are_detected_as_a_scan_and_the_victim_is_not_an_actor(tmp_path: Path) -> None:

@@ -242,7 +242,10 @@ def bench_respond(
     load: int = typer.Option(0, "--load", help="With --containment-runs: run K CPU burner processes meanwhile."),
     containment_attack: str = typer.Option(
         "connect", "--containment-attack", help="With --containment-runs: connect (a TCP connect scan, then "
-                                                "probes) or nmap-syn (nmap -sS of the top 1,000 ports)."),
+                                                "probes), nmap-syn (nmap -sS of the top 1,000 ports), "
+                                                "nmap-udp (nmap -sU of the top 100 UDP ports), syn-flood "
+                                                "(hping3 -S, 2,000 SYNs to one port) or filtered (nmap -sS "
+                                                "against a device that drops the probes)."),
     pipeline_pcaps: bool = typer.Option(
         False, "--pipeline", help="Also replay the attack pcaps through the whole pipeline (ledger on) "
                                   "and report alerts/s end to end."),

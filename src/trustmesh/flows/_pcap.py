@@ -369,6 +369,58 @@ def _install_short_read_timeout() -> None:
     meter.setup_capture = setup_capture
 
 
+_METER_HOOKS: list[bool] = []  # installed once per process
+
+
+def _install_meter_hooks() -> None:
+    """Wrap two functions of nfstream's meter for the live path (only a meter running our plugin).
+
+    * ``consume`` (per packet): notes the packet's flow key for the plugin (``_MeterHooks.key``), and
+      moves an updated flow to the end of the meter's flow cache. nfstream's cache is ordered by
+      flow *creation* (its ``__getitem__`` does not refresh the order) and its idle scan stops at the
+      first flow that is not idle, so one long-lived flow at the head held every idle flow behind it
+      until that flow's ``active_timeout``: on a link with one steady stream (the testbed's
+      telemetry), unanswered probes waited up to ``live_active_timeout`` instead of
+      ``live_idle_timeout``. With the order refreshed the head is the least recently *updated* flow,
+      as the idle scan assumes.
+    * ``meter_scan`` (every 10 ms): after nfstream's idle scan, exports the attempts that are still
+      unanswered at their deadline and whose source is failing (``_FanOut.expire_due``).
+
+    Installed before the meter forks; a meter that never runs the plugin (files) is unaffected,
+    because ``_MeterHooks.live`` is only set by the plugin inside the meter process.
+    """
+    if _METER_HOOKS:
+        return
+    _METER_HOOKS.append(True)
+    try:
+        import nfstream.meter as meter
+    except ImportError:  # pragma: no cover - nfstream is part of the pcap extra
+        return
+    consume, scan, flow_key = meter.consume, meter.meter_scan, meter.get_flow_key_from_pkt
+    if not (callable(consume) and callable(scan) and callable(flow_key)):  # pragma: no cover - other nfstream
+        log.warning("live capture: nfstream's meter differs from the one expected; no answer deadlines")
+        return
+
+    def consume_hooked(packet: Any, cache: Any, *rest: Any) -> Any:
+        if not _HOOKS.live:  # a meter without the plugin, or before the plugin's first callback
+            return consume(packet, cache, *rest)
+        key = _HOOKS.key = flow_key(packet)
+        state = consume(packet, cache, *rest)
+        if key in cache:
+            cache.move_to_end(key)
+        return state
+
+    def scan_hooked(tick: Any, cache: Any, idle_timeout: Any, channel: Any, *rest: Any) -> int:
+        done = int(scan(tick, cache, idle_timeout, channel, *rest))
+        fan = _HOOKS.fan
+        if fan is not None and fan.due:
+            done += fan.expire_due(float(tick), cache, channel, rest)
+        return done
+
+    meter.consume = consume_hooked
+    meter.meter_scan = scan_hooked
+
+
 def _streamer(source: str, **extra: Any) -> Any:
     nfs = _nfstream()
     streamer = nfs.NFStreamer(
@@ -471,7 +523,24 @@ _ANSWER_GRACE_MS = 200  # a flow attempt still unanswered this long after its fi
 _FANOUT_SOURCES = 4096  # sources whose attempts are tracked at once (least recently active evicted)
 _TAIL_KEYS = 65536  # first-packet exports remembered, so that the answer's flow is known as their tail
 _TAIL_TTL_MS = 5000  # how long an answer may lag its first-packet export and still be a tail
-TAIL_COLUMN = "udps.tm_tail"  # 1: a flow started by the answer to a first-packet export
+_DUE_KEYS = 65536  # attempts waiting for their answer deadline (oldest dropped: they wait for the idle timeout)
+TAIL_COLUMN = "udps.tm_tail"  # 1: a flow started by the answer to a flow exported before it was answered
+
+
+class _MeterHooks:
+    """State shared by the plugin and the meter hooks inside one live meter process.
+
+    ``live`` is set by the plugin's first callback, so only a meter running ``_early_export_plugin``
+    (live capture; files never use it) changes behaviour; ``key`` is the flow key of the packet being
+    consumed (for the plugin to find its flow in the meter's cache again); ``fan`` the plugin's rule.
+    """
+
+    live = False
+    key: Any = None
+    fan: _FanOut | None = None
+
+
+_HOOKS = _MeterHooks()
 
 
 class _Source:
@@ -510,9 +579,43 @@ class _FanOut:
 
     def __init__(self, threshold: int) -> None:
         self.threshold = threshold
+        self.quick = max(2, threshold // 4)  # failed attempts/s after which unanswered ones leave at the deadline
         self.cap = 2 * threshold
         self.sources: OrderedDict[str, _Source] = OrderedDict()
         self.exported: OrderedDict[tuple[Any, ...], float] = OrderedDict()
+        self.due: deque[tuple[float, Any, Any]] = deque()  # (answer deadline ms, cache key, flow)
+
+    def _remember(self, key: tuple[Any, ...], now: float) -> None:
+        exported = self.exported
+        exported[key] = now
+        exported.move_to_end(key)
+        if len(exported) > _TAIL_KEYS:
+            exported.popitem(last=False)
+
+    def expire_due(self, tick: float, cache: Any, channel: Any, expire_args: tuple[Any, ...]) -> int:
+        """Export the attempts still unanswered at their deadline whose source is failing; return how many.
+
+        Called by the meter's idle scan (every 10 ms of packet time). An unanswered attempt exported
+        now holds what it would hold at the idle timeout, unless an answer comes later (that answer
+        starts a tail).
+        """
+        due, n = self.due, 0
+        while due and due[0][0] <= tick:
+            _, key, flow = due.popleft()
+            if flow.dst2src_packets or cache.get(key) is not flow:
+                continue  # answered, or already exported
+            src = self.sources.get(flow.src_ip)
+            if src is None:
+                continue
+            if not src.early:
+                self._judge(src, tick)
+                if len(src.failed) < self.quick:
+                    continue
+            del cache[key]
+            channel.put(flow.expire(*expire_args))
+            self._remember((flow.protocol, flow.src_ip, flow.src_port, flow.dst_ip, flow.dst_port), tick)
+            n += 1
+        return n
 
     def _judge(self, src: _Source, now: float) -> None:
         pending, failed = src.pending, src.failed
@@ -527,6 +630,8 @@ class _FanOut:
 
     def on_new(self, packet: Any, flow: Any) -> bool:
         """Account a flow's first packet; return True to export it at once."""
+        if _HOOKS.fan is not self:  # the first packet in this meter process: the meter hooks act from now
+            _HOOKS.fan, _HOOKS.live = self, True
         now = float(packet.time)
         key = (packet.protocol, packet.src_ip, packet.src_port, packet.dst_ip, packet.dst_port)
         exported = self.exported
@@ -536,7 +641,7 @@ class _FanOut:
                 break
             exported.popitem(last=False)
         back = (key[0], key[3], key[4], key[1], key[2])
-        if back in exported:  # the responder's answer to a first-packet export
+        if back in exported:  # the responder's answer to a flow exported before it was answered
             del exported[back]
             flow.udps.tm_tail = 1
             return False
@@ -567,11 +672,10 @@ class _FanOut:
         if not src.early:
             if len(src.pending) < self.cap:  # full: a sample is judged, the rest is not
                 src.pending.append((now, flow))
+            if _HOOKS.key is not None and len(self.due) < _DUE_KEYS:
+                self.due.append((now + _ANSWER_GRACE_MS, _HOOKS.key, flow))
             return False
-        exported[key] = now
-        exported.move_to_end(key)
-        if len(exported) > _TAIL_KEYS:
-            exported.popitem(last=False)
+        self._remember(key, now)
         return True
 
 
@@ -688,6 +792,8 @@ def iter_interface(
     if not interface or "/" in interface:
         raise ValueError(f"interface must be an interface name, got {interface!r}")
     _install_short_read_timeout()
+    if early_export:
+        _install_meter_hooks()
     try:
         plugin = _early_export_plugin(early_packets, early_fanout) if early_export else None
         extra: dict[str, Any] = {"udps": [plugin]} if plugin is not None else {}
