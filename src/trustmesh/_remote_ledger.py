@@ -81,6 +81,7 @@ class RemoteLedger:
         self._seq_lock = threading.Lock()
         self._size = 0
         self._checkpoint: Checkpoint | None = None
+        self._note: tuple[int, str] | None = None  # (size, note) of the newest answer's checkpoint, not parsed yet
         self.requests = 0
         self.retried = 0
 
@@ -108,7 +109,7 @@ class RemoteLedger:
         chunks: list[list[bytes]] = [[]]
         size = 0
         for e in entries:
-            raw = json.dumps(e.to_dict(), separators=(",", ":")).encode()
+            raw = e.to_bytes()  # its canonical JSON is the {"kind", "payload", "refs", "time"} object sent
             if chunks[-1] and (size + len(raw) > _MAX_BODY or len(chunks[-1]) >= _MAX_ENTRIES):
                 chunks.append([])
                 size = 0
@@ -126,9 +127,13 @@ class RemoteLedger:
         self._size = max(self._size, indices[-1] + 1)
         note = doc.get("checkpoint")
         if isinstance(note, str):
-            cp = Checkpoint.from_bytes(note.encode("utf-8"))
-            if self._checkpoint is None or cp.size >= self._checkpoint.size:
-                self._checkpoint = cp
+            # kept as text and parsed only when asked for: parsing a note costs a worker more CPU
+            # than signing its request, and most answers' checkpoints are never looked at
+            size_line = note.split("\n", 2)[1] if note.count("\n") >= 2 else ""
+            if size_line.isdigit() and len(size_line) <= 20:
+                with self._seq_lock:
+                    if self._note is None or int(size_line) >= self._note[0]:
+                        self._note = (int(size_line), note)
         return indices
 
     def checkpoint(self) -> Checkpoint:
@@ -142,15 +147,28 @@ class RemoteLedger:
         """Fetch ``GET /checkpoint``; None when the log has none yet."""
         status, data = self._request("GET", "/checkpoint", b"", {})
         if status == 404:
-            return self._checkpoint
+            return self._answered_checkpoint()
         if status != 200:
             raise TrustmeshError(f"{self.url}/checkpoint: HTTP {status}")
         cp = Checkpoint.from_bytes(data)
         if cp.origin != self._origin:
             raise InputError(f"{self.url}: serves the log {cp.origin!r}, the configuration says {self._origin!r}")
         self._size = max(self._size, cp.size)
-        self._checkpoint = cp
+        with self._seq_lock:
+            self._checkpoint = cp
+            if self._note is not None and self._note[0] <= cp.size:
+                self._note = None
         return cp
+
+    def _answered_checkpoint(self) -> Checkpoint | None:
+        """The newest checkpoint seen (fetched, or the last append's answer, parsed now)."""
+        with self._seq_lock:
+            note, self._note = self._note, None
+            if note is not None:
+                cp = Checkpoint.from_bytes(note[1].encode("utf-8"))
+                if self._checkpoint is None or cp.size >= self._checkpoint.size:
+                    self._checkpoint = cp
+            return self._checkpoint
 
     def put_blob(self, data: bytes) -> BlobId:
         """Keep a large document next to this worker (its sha256 goes into the entry)."""

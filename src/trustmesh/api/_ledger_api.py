@@ -29,7 +29,7 @@ import queue
 import sqlite3
 import threading
 from concurrent.futures import ThreadPoolExecutor
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
@@ -99,8 +99,7 @@ class _SubmitFastPath:
         for k, v in scope["headers"]:
             headers.setdefault(k.decode("latin-1").lower(), v.decode("latin-1"))
         body = await self._body(headers, receive)
-        status, out, extra = await self.submit(scope.get("root_path", "") + scope["path"], headers, body)
-        data = json.dumps(out, separators=(",", ":")).encode()
+        status, data, extra = await self.submit(scope.get("root_path", "") + scope["path"], headers, body)
         raw = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
         raw += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in extra.items()]
         await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -126,6 +125,27 @@ class _SubmitFastPath:
         return b"".join(chunks)
 
 
+Reply = tuple[int, bytes, dict[str, str]]  # an answer to add-entries: status, JSON body, extra headers
+
+
+def _reply(status: int, doc: dict[str, Any], extra: dict[str, str] | None = None) -> Reply:
+    return status, json.dumps(doc, separators=(",", ":")).encode(), extra or {}
+
+
+def _failure(exc: BaseException) -> Reply:
+    """The answer to a request whose group commit raised ``exc``."""
+    if isinstance(exc, VerificationError):
+        log.error("ledger verification failed while serving: %s", exc)
+        return _reply(409 if not isinstance(exc, LogIntegrityError) else 500, {"error": f"{type(exc).__name__}: {exc}"})
+    if isinstance(exc, sqlite3.Error):
+        log.error("ledger database error while serving: %s", exc)
+        return _reply(500, {"error": "the ledger database is damaged or unavailable"})
+    if isinstance(exc, TrustmeshError):
+        return _reply(400, {"error": str(exc)})
+    log.error("add-entries failed: %s: %s", type(exc).__name__, exc)
+    return _reply(500, {"error": "internal error"})
+
+
 @dataclass(slots=True)
 class _Request:
     entries: list[Entry]
@@ -133,18 +153,16 @@ class _Request:
     idem: str | None  # the header as sent, for messages
     caller: Caller
     loop: asyncio.AbstractEventLoop  # the event loop waiting for the answer
-    done: asyncio.Future[dict[str, Any] | JSONResponse]
+    reply: Callable[[Reply], None]  # called on that loop with the answer, once it is durable
 
 
-def _deliver(answers: list[tuple[_Request, Any, BaseException | None]]) -> None:
-    """Resolve a group's waiting requests (runs on their event loop: one wake-up for the whole group)."""
-    for r, value, exc in answers:
-        if r.done.done():  # the request's task was cancelled (client gone)
-            continue
-        if exc is not None:
-            r.done.set_exception(exc)
-        else:
-            r.done.set_result(value)
+def _deliver(answers: list[tuple[_Request, Reply]]) -> None:
+    """Hand a group's answers to their requests (runs on their event loop: one wake-up for the whole group)."""
+    for r, answer in answers:
+        try:
+            r.reply(answer)
+        except Exception:  # noqa: BLE001 - one connection's failure must not cost the others their answers
+            log.exception("delivering an add-entries answer failed")
 
 
 class _GroupCommit:
@@ -162,26 +180,25 @@ class _GroupCommit:
         self.queue: queue.Queue[_Request | None] = queue.Queue()
         self.groups = 0
         self.requests = 0  # requests answered through groups (groups / requests = mean group size)
-        self._answers: list[tuple[_Request, Any, BaseException | None]] = []
+        self._answers: list[tuple[_Request, Reply]] = []
         self._flusher = ThreadPoolExecutor(max_workers=1, thread_name_prefix="trustmesh-nonce-flush")
         self._thread = threading.Thread(target=self._run, name="trustmesh-ledger-writer", daemon=True)
         self._thread.start()
 
-    def submit(self, request: _Request) -> asyncio.Future[dict[str, Any] | JSONResponse]:
+    def submit(self, request: _Request) -> None:
         self.queue.put(request)
-        return request.done
 
     def close(self) -> None:
         self.queue.put(None)
         self._thread.join(timeout=10)
         self._flusher.shutdown(wait=True)
 
-    def _answer(self, r: _Request, value: Any = None, exc: BaseException | None = None) -> None:
-        self._answers.append((r, value, exc))
+    def _answer(self, r: _Request, answer: Reply) -> None:
+        self._answers.append((r, answer))
 
     def _send_answers(self) -> None:
         answers, self._answers = self._answers, []
-        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Any, BaseException | None]]] = {}
+        by_loop: dict[asyncio.AbstractEventLoop, list[tuple[_Request, Reply]]] = {}
         for a in answers:
             by_loop.setdefault(a[0].loop, []).append(a)
         for loop, items in by_loop.items():
@@ -211,9 +228,10 @@ class _GroupCommit:
                 self._commit(group)
             except BaseException as exc:  # noqa: BLE001 - every waiting request must get an answer
                 answered = {id(a[0]) for a in self._answers}
+                failed = _failure(exc)
                 for r in group:
                     if id(r) not in answered:
-                        self._answer(r, exc=exc)
+                        self._answer(r, failed)
             finally:
                 self._send_answers()
 
@@ -240,30 +258,32 @@ class _GroupCommit:
                 flushed.result()
             self._finish(plain, results, note)
 
-    def _append(self, requests: list[_Request]) -> tuple[list[list[int] | InputError], str | None]:
-        """Append the requests in one transaction; with checkpoints on, their checkpoint is in the same one."""
+    def _append(self, requests: list[_Request]) -> tuple[list[list[int] | InputError], bytes | None]:
+        """Append the requests in one transaction; with checkpoints on, their checkpoint is in the same one.
+
+        Returns each request's result and the checkpoint note as a JSON string (encoded once per group).
+        """
         batch = [(r.entries, r.key) for r in requests]
         if not self.checkpoint_each_batch:
             return self.ledger.append_group(batch), None
         results, cp = self.ledger.append_group_signed(batch)
-        return results, cp.to_bytes().decode("utf-8")
+        return results, json.dumps(cp.to_bytes().decode("utf-8")).encode()
 
-    def _finish(self, requests: list[_Request], results: list[list[int] | InputError], note: str | None = None
+    def _finish(self, requests: list[_Request], results: list[list[int] | InputError], note: bytes | None = None
                 ) -> None:
         if note is not None and all(isinstance(x, InputError) for x in results):
             note = None
+        tail = b"]}" if note is None else b'],"checkpoint":' + note + b"}"
         for r, result in zip(requests, results, strict=True):
             if isinstance(result, InputError):
                 if "already used" in str(result):
-                    self._answer(r, _error(409, f"Idempotency-Key {r.idem!r} was already used for a "
-                                                "different request"))
+                    self._answer(r, _reply(409, {"error": f"Idempotency-Key {r.idem!r} was already used for a "
+                                                          "different request"}))
                 else:
-                    self._answer(r, _error(400, str(result)))
+                    self._answer(r, _reply(400, {"error": str(result)}))
                 continue
-            out: dict[str, Any] = {"indices": result}
-            if note is not None:
-                out["checkpoint"] = note
-            self._answer(r, out)
+            # {"indices": [...], "checkpoint": note}, built from the group's one encoding of the note
+            self._answer(r, (200, b'{"indices":[' + ",".join(map(str, result)).encode() + tail, {}))
 
 
 def create_ledger_app(
@@ -334,14 +354,14 @@ def create_ledger_app(
     def consistency(size1: int = Query(..., alias="from", ge=0), size2: int | None = Query(None, alias="to", ge=0)) -> dict[str, Any]:
         return ledger.prove_consistency(size1, size2).to_json()
 
-    def _check_identity_entries(entries: list[Entry], caller: Caller) -> JSONResponse | None:
+    def _check_identity_entries(entries: list[Entry], caller: Caller) -> Reply | None:
         """Refuse identity kinds from plain writers; check the others' signatures against the registry."""
         wanted = [(i, e) for i, e in enumerate(entries) if e.kind in IDENTITY_KINDS or e.kind.startswith("identity.")]
         if not wanted:
             return None
         if not caller.identity_writer:
-            return _error(403, f"entries[{wanted[0][0]}]: kind {wanted[0][1].kind!r} may only be submitted by an "
-                               "identity-writer key (signed request)")
+            return _reply(403, {"error": f"entries[{wanted[0][0]}]: kind {wanted[0][1].kind!r} may only be "
+                                         "submitted by an identity-writer key (signed request)"})
         if not identities:
             identities.append(IdentityRegistry.from_ledger(ledger))
         reg = identities[0]
@@ -351,66 +371,69 @@ def create_ledger_app(
         for i, e in enumerate(entries):
             if e.kind not in IDENTITY_KINDS:
                 if e.kind.startswith("identity."):
-                    return _error(400, f"entries[{i}]: unknown identity kind {e.kind!r}")
+                    return _reply(400, {"error": f"entries[{i}]: unknown identity kind {e.kind!r}"})
                 continue
             reason = trial.try_apply(base + i, e.kind, e.payload)
             if reason is not None:
-                return _error(400, f"entries[{i}] ({e.kind}) does not verify: {reason}")
+                return _reply(400, {"error": f"entries[{i}] ({e.kind}) does not verify: {reason}"})
         return None
 
-    async def submit(path: str, headers: Mapping[str, str], body: bytes | None
-                     ) -> tuple[int, dict[str, Any], dict[str, str]]:
-        """Authenticate, check and group-commit one ``POST /add-entries``; return (status, JSON body, headers).
+    def begin(path: str, headers: Mapping[str, str], body: bytes | None, reply: Callable[[Reply], None]
+              ) -> Reply | None:
+        """Authenticate and check one ``POST /add-entries``; return its answer if it is refused at once.
 
-        ``body`` None: it was larger than ``max_body_bytes`` (refused before parsing or authenticating).
+        Otherwise queue it for the group-commit writer and return None: ``reply`` is then called on
+        this event loop with the answer, once the request's entries, their checkpoint and its nonce
+        are durable. No task or future per request (at thousands a second they cost more than the
+        checks). ``body`` None: it was larger than ``max_body_bytes`` (refused before parsing or
+        authenticating).
         """
         if body is None:
-            return 413, {"error": f"request body must be at most {max_body_bytes} bytes"}, {}
+            return _reply(413, {"error": f"request body must be at most {max_body_bytes} bytes"})
         try:
             caller = guard.authenticate("POST", path, headers, body, origin=ledger.origin)
         except AuthError as exc:
-            return 401, {"error": str(exc)}, {"WWW-Authenticate": "Bearer"}
+            return _reply(401, {"error": str(exc)}, {"WWW-Authenticate": "Bearer"})
         idem = headers.get("idempotency-key")
         if idem is not None:
             try:
                 check_idempotency_key(idem)
             except InputError as exc:
-                return 400, {"error": f"Idempotency-Key: {exc}"}, {}
+                return _reply(400, {"error": f"Idempotency-Key: {exc}"})
             if len(idem) > 190:
-                return 400, {"error": "Idempotency-Key must be at most 190 characters"}, {}
+                return _reply(400, {"error": "Idempotency-Key must be at most 190 characters"})
         if json_too_deep(body.decode("utf-8", "replace"), _MAX_BODY_DEPTH):
-            return 400, {"error": f"body is not valid JSON: nested deeper than {_MAX_BODY_DEPTH} levels"}, {}
+            return _reply(400, {"error": f"body is not valid JSON: nested deeper than {_MAX_BODY_DEPTH} levels"})
         try:
             doc = json.loads(body)
         except (json.JSONDecodeError, UnicodeDecodeError, RecursionError) as exc:
-            return 400, {"error": f"body is not valid JSON: {exc}"}, {}
+            return _reply(400, {"error": f"body is not valid JSON: {exc}"})
         if not isinstance(doc, dict) or set(doc) != {"entries"} or not isinstance(doc["entries"], list):
-            return 400, {"error": 'body must be {"entries": [ ... ]}'}, {}
+            return _reply(400, {"error": 'body must be {"entries": [ ... ]}'})
         items = doc["entries"]
         if not 1 <= len(items) <= MAX_BATCH_ENTRIES:
-            return 400, {"error": f"entries must hold 1..{MAX_BATCH_ENTRIES} items, got {len(items)}"}, {}
+            return _reply(400, {"error": f"entries must hold 1..{MAX_BATCH_ENTRIES} items, got {len(items)}"})
         entries = []
         for i, item in enumerate(items):
             try:
                 entries.append(Entry.from_dict(item))
             except InputError as exc:
-                return 400, {"error": f"entries[{i}]: {exc}"}, {}
+                return _reply(400, {"error": f"entries[{i}]: {exc}"})
         key = None if idem is None else f"api:{idem}"
-        try:
-            loop = asyncio.get_running_loop()
-            result = await writer.submit(_Request(entries, key, idem, caller, loop, loop.create_future()))
-        except VerificationError as exc:
-            log.error("ledger verification failed while serving: %s", exc)
-            return (409 if not isinstance(exc, LogIntegrityError) else 500), {"error": f"{type(exc).__name__}: {exc}"}, {}
-        except sqlite3.Error as exc:
-            log.error("ledger database error while serving: %s", exc)
-            return 500, {"error": "the ledger database is damaged or unavailable"}, {}
-        except TrustmeshError as exc:
-            return 400, {"error": str(exc)}, {}
-        if isinstance(result, JSONResponse):
-            return result.status_code, json.loads(bytes(result.body)), {}
-        log.debug("appended %d entries for %s", len(entries), caller.name)
-        return 200, result, {}
+        writer.submit(_Request(entries, key, idem, caller, asyncio.get_running_loop(), reply))
+        return None
+
+    async def submit(path: str, headers: Mapping[str, str], body: bytes | None) -> Reply:
+        """:func:`begin` for an ASGI caller: return (status, JSON body, extra headers) once answered."""
+        loop = asyncio.get_running_loop()
+        answered: asyncio.Future[Reply] = loop.create_future()
+
+        def reply(answer: Reply) -> None:
+            if not answered.done():  # not when the waiting task was cancelled (client gone)
+                answered.set_result(answer)
+
+        now = begin(path, headers, body, reply)
+        return now if now is not None else await answered
 
     @app.post("/add-entries")
     async def add_entries(request: Request) -> Response:
@@ -420,7 +443,7 @@ def create_ledger_app(
         except _BodyTooLarge:
             body = None
         status, out, extra = await submit(request.url.path, request.headers, body)
-        return JSONResponse(out, status_code=status, headers=extra or None)
+        return Response(out, status_code=status, headers=extra or None, media_type="application/json")
 
     app.add_middleware(_SubmitFastPath, submit=submit, limit=max_body_bytes)  # outermost: skips routing and gzip
     writer = _GroupCommit(ledger, guard, checkpoint_each_batch, _check_identity_entries)
@@ -429,4 +452,5 @@ def create_ledger_app(
     # error middleware cost more per request than the checks); every other request goes to the app
     app.state.asgi = _SubmitFastPath(app, submit, max_body_bytes)
     app.state.submit, app.state.max_body_bytes = submit, max_body_bytes  # for api._ledger_http.serve_ledger
+    app.state.begin_submit = begin  # the same checks without a task per request (api._ledger_http)
     return app  # the caller owns app.state.ledger (and app.state.writer) and closes them when the server stops

@@ -47,7 +47,15 @@ def _response(status: int, headers: list[tuple[bytes, bytes]], body: bytes, clos
 
 
 def _json(status: int, doc: dict[str, Any], extra: dict[str, str] | None = None, close: bool = False) -> bytes:
-    data = json.dumps(doc, separators=(",", ":")).encode()
+    return _json_bytes(status, json.dumps(doc, separators=(",", ":")).encode(), extra, close)
+
+
+_OK_JSON: Final = b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+
+
+def _json_bytes(status: int, data: bytes, extra: dict[str, str] | None = None, close: bool = False) -> bytes:
+    if status == 200 and not extra and not close:  # the answer to nearly every add-entries request
+        return b"".join((_OK_JSON, str(len(data)).encode(), b"\r\n\r\n", data))
     headers = [(b"content-type", b"application/json"), (b"content-length", str(len(data)).encode())]
     headers += [(k.lower().encode("latin-1"), v.encode("latin-1")) for k, v in (extra or {}).items()]
     return _response(status, headers, data, close)
@@ -129,19 +137,23 @@ class _Connection(asyncio.Protocol):
             self._fail(400, "malformed request line")
             return
         method, target, version = parts
+        submit = method == "POST" and target == "/add-entries"  # answered here; the rest goes to ASGI
         headers: dict[str, str] = {}
         raw: list[tuple[bytes, bytes]] = []
         for line in lines:
             name, sep, value = line.partition(":")
-            if not sep or not name or name != name.strip() or any(c in name for c in " \t"):
+            if not sep or not name or name != name.strip() or " " in name or "\t" in name:
                 self._fail(400, "malformed request header")
                 return
             key, value = name.lower(), value.strip()
-            if key in ("content-length", "host") and key in headers and headers[key] != value:
-                self._fail(400, f"conflicting {name} headers")
-                return
-            headers.setdefault(key, value)
-            raw.append((key.encode("latin-1"), value.encode("latin-1")))
+            if key in headers:
+                if key in ("content-length", "host") and headers[key] != value:
+                    self._fail(400, f"conflicting {name} headers")
+                    return
+            else:
+                headers[key] = value
+            if not submit:
+                raw.append((key.encode("latin-1"), value.encode("latin-1")))
         coding = headers.get("transfer-encoding")
         if coding is not None:
             if coding.lower() != "chunked" or "content-length" in headers:
@@ -170,11 +182,10 @@ class _Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        if method == "POST" and target == "/add-entries":
-            work: Any = self._submit(headers, body, keep)
-        else:
-            work = self._asgi(method, target, raw, body, keep)
-        task = self.server.loop.create_task(work)
+        if submit:
+            self._submit(headers, body, keep)
+            return
+        task = self.server.loop.create_task(self._asgi(method, target, raw, body, keep))
         self.server.tasks.add(task)
         task.add_done_callback(self.server.tasks.discard)
 
@@ -222,6 +233,7 @@ class _Connection(asyncio.Protocol):
             self.chunk_state = (pos, total, parts)
 
     def _done(self, data: bytes, keep: bool) -> None:
+        self.server.answered()
         if self.transport is None or self.closing:
             return
         self.transport.write(data)
@@ -231,17 +243,23 @@ class _Connection(asyncio.Protocol):
             return
         self.busy = False
         self._arm()
-        if self.buf:
-            self._next()
+        if self.buf:  # a pipelined request: its turn comes in the next loop pass (no recursion)
+            self.server.loop.call_soon(self._next)
 
-    async def _submit(self, headers: dict[str, str], body: bytes, keep: bool) -> None:
+    def _submit(self, headers: dict[str, str], body: bytes, keep: bool) -> None:
+        """Check and queue an add-entries request; the writer's answer (or a refusal now) is written by _done."""
+        def reply(answer: tuple[int, bytes, dict[str, str]]) -> None:
+            self._done(_json_bytes(answer[0], answer[1], answer[2], close=not keep), keep)
+
+        self.server.pending += 1
         try:
-            status, out, extra = await self.server.submit("/add-entries", headers, body)
-            data = _json(status, out, extra, close=not keep)
+            now = self.server.begin("/add-entries", headers, body, reply)
         except Exception:  # noqa: BLE001 - one broken request must not take the server down
             log.exception("add-entries failed")
-            data, keep = _json(500, {"error": "internal error"}, close=True), False
-        self._done(data, keep)
+            self._done(_json(500, {"error": "internal error"}, close=True), False)
+            return
+        if now is not None:
+            reply(now)
 
     async def _asgi(self, method: str, target: str, raw: list[tuple[bytes, bytes]], body: bytes, keep: bool) -> None:
         path, _, query = target.partition("?")
@@ -271,6 +289,7 @@ class _Connection(asyncio.Protocol):
             elif message["type"] == "http.response.body":
                 chunks.append(bytes(message.get("body", b"")))
 
+        self.server.pending += 1
         try:
             await self.server.app(scope, receive, send)
             if not start:
@@ -287,13 +306,20 @@ class _Connection(asyncio.Protocol):
 
 
 class _Server:
-    def __init__(self, app: Any, submit: Any, max_body: int, loop: asyncio.AbstractEventLoop,
+    def __init__(self, app: Any, begin: Any, max_body: int, loop: asyncio.AbstractEventLoop,
                  request_timeout_s: float) -> None:
-        self.app, self.submit, self.max_body, self.loop = app, submit, max_body, loop
+        self.app, self.begin, self.max_body, self.loop = app, begin, max_body, loop
         self.request_timeout_s = request_timeout_s
         self.connections: set[_Connection] = set()
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
+        self.pending = 0  # requests being answered (an add-entries one waits for its group commit)
+        self.idle: asyncio.Event | None = None  # set when pending drops to 0 while stopping
+
+    def answered(self) -> None:
+        self.pending -= 1
+        if self.pending <= 0 and self.idle is not None:
+            self.idle.set()
 
 
 def serve_ledger(app: Any, host: str, port: int, *, request_timeout_s: float = 30.0,
@@ -315,7 +341,7 @@ def serve_ledger(app: Any, host: str, port: int, *, request_timeout_s: float = 3
 async def _serve(app: Any, host: str, port: int, request_timeout_s: float,
                  on_ready: Callable[[], None] | None, external: threading.Event | None) -> None:
     loop = asyncio.get_running_loop()
-    state = _Server(app, app.state.submit, app.state.max_body_bytes, loop, request_timeout_s)
+    state = _Server(app, app.state.begin_submit, app.state.max_body_bytes, loop, request_timeout_s)
     stop = asyncio.Event()
     signals = threading.current_thread() is threading.main_thread()
     if signals:
@@ -339,8 +365,14 @@ async def _serve(app: Any, host: str, port: int, request_timeout_s: float,
         for conn in list(state.connections):  # idle connections close now; busy ones after their answer
             if not conn.busy and conn.transport is not None:
                 conn.transport.close()
+        if state.pending > 0:  # requests in flight get their answers (at most 10 s)
+            state.idle = asyncio.Event()
+            try:
+                await asyncio.wait_for(state.idle.wait(), timeout=10)
+            except TimeoutError:
+                log.warning("stopping with %d requests unanswered after 10 s", state.pending)
         if state.tasks:
-            await asyncio.wait(list(state.tasks), timeout=10)
+            await asyncio.wait(list(state.tasks), timeout=1)
         for conn in list(state.connections):
             if conn.transport is not None:
                 conn.transport.abort()

@@ -294,12 +294,17 @@ class Ledger:
             base = self._store.size
             offset = 0
             keys: set[str] = set()  # a key repeated within the group is appended once
+            # which requests are retries matters only to check refs (a retry appends nothing, so the
+            # entries after it get lower indices): one lookup for the group, and none without refs
+            known: dict[str, tuple[int, int]] = {}
+            if any(e.refs for entries, _ in requests for e in entries if isinstance(e, Entry)):
+                known = self._store.lookup_idempotency_many([k for _, k in requests if isinstance(k, str)])
             for r, (entries, key) in enumerate(requests):
                 try:
                     if not entries or len(entries) > MAX_BATCH or not all(isinstance(e, Entry) for e in entries):
                         raise InputError(f"a request needs 1..{MAX_BATCH} Entry objects")
                     idem = None if key is None else (check_idempotency_key(key), request_digest(entries))
-                    earlier = None if idem is None else self._store.lookup_idempotency(idem[0])
+                    earlier = None if idem is None else known.get(idem[0])
                     if earlier is None and key in keys:
                         earlier = (0, 0)
                     if earlier is None:
@@ -326,7 +331,10 @@ class Ledger:
                                                  seal if sign else None)
         for (r, raws, _, _), first in zip(staged, firsts, strict=True):
             out[r] = first if isinstance(first, InputError) else list(range(first, first + len(raws)))
-        cp = Checkpoint.from_bytes(notes[-1]) if notes else None
+        cp = None
+        if notes:  # the checkpoint _seal signed (not parsed again from its bytes)
+            known_note = self._verified_note
+            cp = known_note[1] if known_note is not None and known_note[0] == notes[-1] else Checkpoint.from_bytes(notes[-1])
         return [x if x is not None else InputError("not appended") for x in out], cp
 
     def sequence(self, entries: Sequence[Entry], *, idempotency_key: str | None = None) -> tuple[list[int], Checkpoint]:

@@ -29,7 +29,7 @@ import struct
 import sqlite3
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
@@ -229,6 +229,7 @@ class TileStore:
         self._bundle_edge: list[bytes] = []
         self._edge_loaded = False
         self._partial_nodes: dict[int, list[list[bytes]]] = {}  # tile id -> node levels of its partial row
+        self._idempotency_table = False  # known to exist (it is created on first use and never dropped)
         try:
             self._check_schema()
             self.refresh()
@@ -440,14 +441,37 @@ class TileStore:
 
     # ----------------------------------------------------------------------------- idempotency
     def _has_idempotency_table(self) -> bool:
+        if self._idempotency_table:  # created once, never dropped: no catalogue query per request
+            return True
         row = self._db.execute("SELECT 1 FROM sqlite_master WHERE type='table' AND name='idempotency'").fetchone()
-        return row is not None
+        self._idempotency_table = row is not None
+        return self._idempotency_table
 
-    def _idempotent(self, key: str, digest: bytes, count: int) -> int | None:
-        """Return the first index a request with ``key`` got, None if the key is new; refuse a reuse."""
-        if not self._has_idempotency_table():
+    def _idempotency_rows(self, keys: Sequence[str]) -> dict[str, tuple[object, object, object]]:
+        """Return the stored (first, count, digest) of those of ``keys`` that are recorded (one query per 500)."""
+        if not keys or not self._has_idempotency_table():
+            return {}
+        found: dict[str, tuple[object, object, object]] = {}
+        for i in range(0, len(keys), 500):
+            part = keys[i:i + 500]
+            marks = ",".join("?" * len(part))
+            for key, first, n, digest in self._db.execute(
+                    f"SELECT key, first, count, digest FROM idempotency WHERE key IN ({marks})", part):
+                found[str(key)] = (first, n, digest)
+        return found
+
+    def _idempotent(self, key: str, digest: bytes, count: int,
+                    rows: Mapping[str, tuple[object, object, object]] | None = None) -> int | None:
+        """Return the first index a request with ``key`` got, None if the key is new; refuse a reuse.
+
+        ``rows``: the group's keys looked up already (:meth:`_idempotency_rows`), instead of one query.
+        """
+        if rows is not None:
+            row: tuple[object, ...] | None = rows.get(key)
+        elif not self._has_idempotency_table():
             return None
-        row = self._db.execute("SELECT first, count, digest FROM idempotency WHERE key=?", (key,)).fetchone()
+        else:
+            row = self._db.execute("SELECT first, count, digest FROM idempotency WHERE key=?", (key,)).fetchone()
         if row is None:
             return None
         first, n, stored = _as_int(row[0]), _as_int(row[1]), _as_bytes(row[2])
@@ -457,6 +481,12 @@ class TileStore:
         if first + n > self._size:
             raise LogIntegrityError(f"idempotency key {key!r} names leaves {first}..{first + n - 1} beyond the log")
         return first
+
+    def lookup_idempotency_many(self, keys: Sequence[str]) -> dict[str, tuple[int, int]]:
+        """Return (first index, count) for those of ``keys`` that are recorded (one query per 500 keys)."""
+        with self._lock:
+            rows = self._idempotency_rows(keys)
+        return {k: (_as_int(r[0]), _as_int(r[1])) for k, r in rows.items()}
 
     def lookup_idempotency(self, key: str) -> tuple[int, int] | None:
         """Return (first index, count) recorded for ``key``, or None."""
@@ -540,6 +570,7 @@ class TileStore:
                 hashes: list[bytes] = []
                 keyed: list[tuple[str, int, int, bytes]] = []
                 in_group: dict[str, tuple[bytes, int, int]] = {}
+                stored = self._idempotency_rows([idem[0] for _, _, idem in requests if idem is not None])
                 for entries, leaf_hashes, idem in requests:
                     if idem is not None:
                         seen = in_group.get(idem[0])
@@ -550,7 +581,7 @@ class TileStore:
                                                      "request; use a new key")
                                 results.append(seen[1])
                                 continue
-                            earlier = self._idempotent(idem[0], idem[1], len(entries))
+                            earlier = self._idempotent(idem[0], idem[1], len(entries), stored)
                         except InputError as exc:
                             results.append(exc)
                             continue
@@ -568,8 +599,9 @@ class TileStore:
                 new_size = first + len(raws)
                 self._db.execute("INSERT OR REPLACE INTO meta(key, value) VALUES('size', ?)", (str(new_size),))
                 if keyed:
-                    self._db.execute("CREATE TABLE IF NOT EXISTS idempotency(key TEXT PRIMARY KEY, "
-                                     "first INTEGER NOT NULL, count INTEGER NOT NULL, digest BLOB NOT NULL)")
+                    if not self._idempotency_table:
+                        self._db.execute("CREATE TABLE IF NOT EXISTS idempotency(key TEXT PRIMARY KEY, "
+                                         "first INTEGER NOT NULL, count INTEGER NOT NULL, digest BLOB NOT NULL)")
                     self._db.executemany("INSERT INTO idempotency(key, first, count, digest) VALUES(?,?,?,?)", keyed)
                 if seal is not None and raws:
                     # the new tree as this connection sees it (uncommitted): size and the staged tiles
