@@ -17,12 +17,13 @@ beyond +-(2^53-1), a non-JSON type, NaN, deep nesting) is handed to the referenc
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from typing import Any, Final
 
 import rfc8785
 
-__all__ = ["canonical_dumps"]
+__all__ = ["canonical_dumps", "canonical_dumps_owned"]
 
 _MAX_SAFE: Final = 2**53 - 1
 _INF: Final = float("inf")
@@ -30,6 +31,20 @@ _MAX_DEPTH: Final = 200  # deeper values go to the reference implementation (the
 _encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), sort_keys=True, allow_nan=False,
                            check_circular=False).encode
 
+
+# Owned values (canonical_dumps_owned): what in the C encoder's output may differ from JCS. A float
+# repr writes with an exponent ("1e-05", "1e+16") or as an integer ("1.0") always shows one of the
+# first two patterns; an integer token of 16 or more digits may lie beyond +-(2^53-1) (third check).
+# Inside strings these are false alarms, which only send the value the general way.
+_EXPONENT: Final = re.compile(rb"e[-+][0-9]")  # a float's when a digit precedes it (base64 text has "e+" too)
+_DIGITS: Final = frozenset(b"0123456789")
+_INTEGRAL: Final = re.compile(rb"\.0[,}\]]")
+# integers: digits -> "0", the bytes that may precede a number (":", ",", "[") -> ":", "-" kept, the rest "x";
+# a number token of 16+ digits then shows as ":" or ":-" and 16 zeros
+_SHAPES: Final = bytes(ord("0") if 48 <= b <= 57 else ord(":") if b in b":,[" else
+                       ord("-") if b == ord("-") else ord("x") for b in range(256))
+_LONG_INT: Final = (b":" + b"0" * 16, b":-" + b"0" * 16)
+_ASTRAL: Final = re.compile("[\U00010000-\U0010ffff]")  # keys there sort otherwise (UTF-16 order)
 
 _TAG: Final = "\x00tm" + secrets.token_hex(8) + ":"  # never written by the encoder for a caller's string
 _TAG_OUT: Final = json.dumps(_TAG).encode()[:-1]  # its encoded form, without the closing quote
@@ -141,3 +156,33 @@ def canonical_dumps(value: Any) -> tuple[bytes, Any]:
     except (_Slow, UnicodeEncodeError, RecursionError, ValueError):
         raw = rfc8785.dumps(value)
         return raw, json.loads(raw)
+
+
+def canonical_dumps_owned(value: Any) -> tuple[bytes, Any]:
+    """Return what :func:`canonical_dumps` returns, without copying a value the caller owns.
+
+    For values built only of exact ``dict`` (``str`` keys), ``list``, ``str``, ``int``, ``float``,
+    ``bool`` and ``None`` (what the pipeline's own builders make: ECS documents, incidents, records
+    read back from JSON). The C encoder writes such a value straight away; its output is RFC 8785 as
+    it stands unless it holds a float written with an exponent or as an integer (``1.0``), a long
+    integer, or a character outside the Basic Multilingual Plane, which a scan of the bytes finds
+    (texts inside strings that look like these are false alarms: the value then takes the general
+    path). When the output stands, the second item is ``value`` itself (no copy: the caller must not
+    change it afterwards); otherwise both come from :func:`canonical_dumps`. Tuples, subclasses and
+    non-``str`` keys are outside the contract: the C encoder would write a tuple as a list (right
+    bytes, but the value is then not what ``json.loads`` gives) and a key ``1`` as ``"1"``, which the
+    reference refuses. Untrusted input takes :func:`canonical_dumps`.
+    """
+    try:
+        text = _encode(value)
+        if not text.isascii() and _ASTRAL.search(text):
+            raise _Slow
+        raw = text.encode("utf-8")
+    except (_Slow, TypeError, ValueError, RecursionError):  # UnicodeEncodeError is a ValueError
+        return canonical_dumps(value)
+    if _INTEGRAL.search(raw) or any(raw[m.start() - 1] in _DIGITS for m in _EXPONENT.finditer(raw)):
+        return canonical_dumps(value)
+    shapes = raw.translate(_SHAPES)
+    if _LONG_INT[0] in shapes or _LONG_INT[1] in shapes:
+        return canonical_dumps(value)
+    return raw, value

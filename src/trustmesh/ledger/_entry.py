@@ -12,7 +12,7 @@ from typing import Any, Final
 import rfc8785
 
 from trustmesh.errors import InputError
-from trustmesh.ledger._canonical import canonical_dumps
+from trustmesh.ledger._canonical import canonical_dumps, canonical_dumps_owned
 
 __all__ = ["MAX_ENTRY_BYTES", "Entry"]
 
@@ -24,12 +24,19 @@ MAX_REFS: Final = 1024
 _FIELDS: Final = frozenset({"kind", "payload", "refs", "time"})
 
 
+_KINDS_SEEN: set[str] = set()  # kinds already checked (a run uses a handful)
+
+
 def _check_kind(kind: Any) -> str:
+    if type(kind) is str and kind in _KINDS_SEEN:
+        return kind
     if not isinstance(kind, str) or not kind:
         raise InputError(f"entry.kind must be a non-empty string, got {kind!r}")
     if len(kind) > MAX_KIND_CHARS or any(ord(c) < 0x20 or c.isspace() for c in kind):
         raise InputError(f"entry.kind must be at most {MAX_KIND_CHARS} characters without spaces or "
                          f"control characters, got {kind[:40]!r}")
+    if type(kind) is str and len(_KINDS_SEEN) < 256:
+        _KINDS_SEEN.add(kind)
     return kind
 
 
@@ -99,6 +106,40 @@ class Entry:
     def to_dict(self) -> dict[str, Any]:
         """Return the JSON-ready form (what to_bytes encodes)."""
         return {"kind": self.kind, "payload": self.payload, "refs": list(self.refs), "time": self.time}
+
+    @classmethod
+    def owned(cls, kind: str, payload: dict[str, Any], *, time: float, refs: Iterable[int] = ()) -> Entry:
+        """Build an entry from a payload the caller made and hands over (no private copy is taken).
+
+        The same entry as ``Entry(kind, payload, time, refs)``, byte for byte, for payloads built only
+        of exact ``dict`` (``str`` keys), ``list``, ``str``, ``int``, ``float``, ``bool`` and ``None``:
+        what the pipeline's builders make (ECS alert documents, incidents, response records read back
+        from JSON). Such a payload is encoded once by the C encoder and the bytes are checked for what
+        could differ from RFC 8785 (:func:`~trustmesh.ledger._canonical.canonical_dumps_owned`); when
+        nothing does, the entry keeps ``payload`` itself, so the caller must not change it afterwards.
+        Anything else (an integral or tiny float, a long integer, a key outside the Basic Multilingual
+        Plane) takes the general path and the entry keeps a normalised copy, as the constructor does.
+        Untrusted input (``ledger serve``, :meth:`from_dict`) goes through the constructor.
+        """
+        _check_kind(kind)
+        if type(payload) is not dict:
+            raise InputError(f"entry.payload must be a JSON object, got {type(payload).__name__}")
+        when = _check_time(time)
+        refs_t = _check_refs(refs)
+        try:
+            raw, plain = canonical_dumps_owned({"kind": kind, "payload": payload, "refs": list(refs_t), "time": when})
+        except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+            raise InputError(f"entry.payload is not canonical-JSON representable: {exc}") from None
+        if len(raw) > MAX_ENTRY_BYTES:
+            raise InputError(
+                f"entry is {len(raw)} bytes, more than {MAX_ENTRY_BYTES}; store large data with "
+                "Ledger.put_blob() and put its sha256 in the payload"
+            )
+        entry = object.__new__(cls)
+        for name, value in (("kind", kind), ("payload", plain["payload"]), ("time", when), ("refs", refs_t),
+                            ("_bytes", raw)):
+            object.__setattr__(entry, name, value)
+        return entry
 
     @classmethod
     def from_dict(cls, doc: Any, *, default_time: float | None = None) -> Entry:

@@ -15,7 +15,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -52,6 +52,10 @@ _INLINE_LIMIT = 48_000  # bytes of JSON kept inline in an entry (the ledger refu
 _APPEND_CHUNK = 5_000  # entries per durable transaction
 _MAX_REFS = 1024  # the ledger's limit on the leaf indices one entry may cite
 _FLOW_SCORE_MEMORY = 200_000  # flows whose model score is kept for fusing Suricata alerts
+# entries whose payloads the pipeline builds itself from plain types and does not change once appended
+# (ECS alert documents, incident dicts, response records read back from the queue's JSON): built with
+# Entry.owned, the same bytes without a normalising copy of each payload
+_OWNED_KINDS = frozenset({"alert", "incident", "decision", "action_result", "triage_proposal"})
 
 # --------------------------------------------------------------------------------------------------
 # the pipeline
@@ -222,7 +226,11 @@ class Pipeline:
         """
         refs_t = tuple(sorted(set(refs)))
         try:
-            entry = Entry(kind=kind, payload=payload if type(payload) is dict else dict(payload), time=now, refs=refs_t)
+            if kind in _OWNED_KINDS and type(payload) is dict:  # built here, never changed after: no private copy
+                entry = Entry.owned(kind, payload, time=now, refs=refs_t)
+            else:
+                entry = Entry(kind=kind, payload=payload if type(payload) is dict else dict(payload), time=now,
+                              refs=refs_t)
         except InputError:  # over the entry size limit (or not JSON): _fit slims it, Entry says what is wrong
             return Entry(kind=kind, payload=self._fit(payload), time=now, refs=refs_t)
         if len(entry.to_bytes()) <= _INLINE_LIMIT:
@@ -449,8 +457,9 @@ class Pipeline:
 
     def expire_actions(self) -> None:
         """Record (and, for user-space actions, perform) the end of actions whose TTL passed."""
-        expire(self.responder.queue, actions=self.responder.actions, clock=self.clock)
-        self._drain_responses(BatchOutcome())
+        with self._response_batch():
+            expire(self.responder.queue, actions=self.responder.actions, clock=self.clock)
+            self._drain_responses(BatchOutcome())
 
     def _correlate_and_respond(self, alerts: Sequence[Alert], indices: Sequence[int], outcome: BatchOutcome,
                                created: float, alert_docs: Sequence[Mapping[str, Any]] | None = None) -> None:
@@ -494,12 +503,18 @@ class Pipeline:
                 self._incident_index[incident_id] = self._append("incident", docs[incident_id], refs)
             outcome.incidents.append((self._incident_index[incident_id], incident))
         self._publish(outcome, created, alert_docs)
-        for index, incident in outcome.incidents:
-            try:
-                self.responder.handle(incident)
-            except TrustmeshError as exc:  # a response problem must not lose the alerts already recorded
-                self._record_error(f"response to {incident.incident_id} failed: {exc}", refs=[index])
-        self._drain_responses(outcome)
+        with self._response_batch():  # the batch's response state in one transaction, not one per call
+            for index, incident in outcome.incidents:
+                try:
+                    self.responder.handle(incident)
+                except TrustmeshError as exc:  # a response problem must not lose the alerts already recorded
+                    self._record_error(f"response to {incident.incident_id} failed: {exc}", refs=[index])
+            self._drain_responses(outcome)
+
+    def _response_batch(self) -> Any:
+        """The responder queue's one-transaction block (``ApprovalQueue.batch``), or a no-op without one."""
+        batch = getattr(self.responder.queue, "batch", None)
+        return batch() if callable(batch) else nullcontext()
 
     def _remember_scores(self, flows: pd.DataFrame, scores: np.ndarray) -> None:
         """Keep the model's score of recent flows (bounded) so Suricata alerts on them can be fused."""

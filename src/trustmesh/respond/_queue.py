@@ -112,6 +112,7 @@ class ApprovalQueue:
         self.path = self.state_dir / "respond.sqlite3"
         self._lock = threading.RLock()
         self._conn: sqlite3.Connection | None = None
+        self._batch_depth = 0  # > 0 inside batch()
         if not self.path.exists():
             # create the file 0600 before SQLite does: its -wal/-shm files copy the database's mode
             os.close(os.open(self.path, os.O_CREAT | os.O_WRONLY, 0o600))
@@ -132,8 +133,41 @@ class ApprovalQueue:
                 self._conn = sqlite3.connect(self.path, timeout=30.0, check_same_thread=False)
                 self._conn.row_factory = sqlite3.Row
                 self._conn.execute("PRAGMA synchronous=NORMAL")
+            if self._batch_depth:  # inside batch(): one commit at its end
+                yield self._conn
+                return
             with self._conn:
                 yield self._conn
+
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """Make the calls inside one transaction: the same rows as call by call, one commit for all.
+
+        Each call stays all-or-nothing: every call but :meth:`add_records` is one statement (SQLite
+        undoes a failed statement), and that one prepares every row before it writes the first. The
+        transaction commits when the block ends, also when it ends with an exception (what earlier
+        calls wrote stays, as it would call by call).
+        Other threads using this queue wait for the block; other processes see its writes at the end.
+        The pipeline responds to a batch's incidents in one such block (not one commit per call).
+        """
+        with self._lock:
+            with self._db():  # opens the connection
+                pass
+            assert self._conn is not None
+            conn = self._conn
+            if self._batch_depth == 0:
+                if conn.in_transaction:
+                    conn.commit()
+                # IMMEDIATE takes the write lock now: a deferred transaction that read first could not
+                # upgrade after another process wrote (SQLITE_BUSY_SNAPSHOT, not retried)
+                conn.execute("BEGIN IMMEDIATE")
+            self._batch_depth += 1
+            try:
+                yield
+            finally:
+                self._batch_depth -= 1
+                if self._batch_depth == 0:
+                    conn.commit()
 
     def close(self) -> None:
         """Close the database connection (it reopens on the next call)."""
@@ -180,11 +214,13 @@ class ApprovalQueue:
         well.
         """
         seqs: list[int] = []
+        if not records:
+            return seqs
+        rows = [(r.record_type, getattr(r, "incident_id", None), json.dumps(r.to_dict())) for r in records]
         with self._db() as db:
-            for r in records:
-                cur = db.execute(
-                    "INSERT INTO records (record_type, incident_id, doc, created) VALUES (?,?,?,?)",
-                    (r.record_type, getattr(r, "incident_id", None), json.dumps(r.to_dict()), time.time()))
+            for record_type, incident_id, doc in rows:
+                cur = db.execute("INSERT INTO records (record_type, incident_id, doc, created) VALUES (?,?,?,?)",
+                                 (record_type, incident_id, doc, time.time()))
                 seqs.append(int(cur.lastrowid or 0))
             if claimed:
                 db.executemany("INSERT INTO logged (seq, leaf) VALUES (?, NULL)", [(s,) for s in seqs])
@@ -301,15 +337,21 @@ class ApprovalQueue:
     def actions(self, incident_id: str | None = None, status: str | None = None) -> list[StoredAction]:
         """Return stored actions, oldest first."""
         rows = self._select("actions", "applied_at", incident_id=incident_id, status=status)
-        return [StoredAction(r["action_id"], r["incident_id"], r["decision_id"], r["kind"], bool(r["blocks"]),
-                             r["status"], json.loads(r["spec"]), json.loads(r["state"]),
-                             tuple(json.loads(r["targets"])), bool(r["enforce"]), r["applied_at"],
-                             r["expires_at"]) for r in rows]
+        return [self._action(r) for r in rows]
+
+    @staticmethod
+    def _action(r: sqlite3.Row) -> StoredAction:
+        return StoredAction(r["action_id"], r["incident_id"], r["decision_id"], r["kind"], bool(r["blocks"]),
+                            r["status"], json.loads(r["spec"]), json.loads(r["state"]),
+                            tuple(json.loads(r["targets"])), bool(r["enforce"]), r["applied_at"],
+                            r["expires_at"])
 
     def due(self, now: float) -> list[StoredAction]:
-        """Return applied (or dry-run) actions whose TTL ended at or before ``now``."""
-        return [a for a in self.actions() if a.status in {"applied", "dry_run"}
-                and a.expires_at is not None and a.expires_at <= now]
+        """Return applied (or dry-run) actions whose TTL ended at or before ``now``, oldest first."""
+        with self._db() as db:  # filtered in SQL: the pipeline asks after every batch, the table grows
+            rows = db.execute("SELECT * FROM actions WHERE status IN ('applied', 'dry_run') AND expires_at IS NOT NULL "
+                              "AND expires_at <= ? ORDER BY applied_at", (now,)).fetchall()
+        return [self._action(r) for r in rows]
 
     # -- guard state -------------------------------------------------------------------------
     def blocking_since(self, since: float) -> int:
