@@ -29,7 +29,9 @@ def _capture_live(interface: str, duration: float) -> list[Any]:
 
     from trustmesh.flows import InterfaceSource
 
-    source = InterfaceSource(interface, idle_timeout=1, active_timeout=max(1, int(duration)))
+    # whole flows, as an offline capture gives them: no fan-out cut (a failing source's flows exported
+    # at their first packet serve containment, not a baseline of normal traffic)
+    source = InterfaceSource(interface, idle_timeout=1, active_timeout=max(1, int(duration)), early_fanout=None)
     q: queue.Queue[object] = queue.Queue()
     stop = threading.Event()
 
