@@ -209,3 +209,45 @@ def test_group_lookups_of_many_keys_hold_retries_and_refs(tmp_path: Path) -> Non
         assert mixed[601] == [701]
         assert led.size == 702
     assert audit(tmp_path / "log").size == 702
+
+
+def test_signature_checker_process_answers_in_order_and_survives_its_child_dying() -> None:
+    import asyncio
+
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    from trustmesh.api._verifier import SignatureChecker
+
+    key = Ed25519PrivateKey.generate()
+    public = key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    messages = [f"request {i}".encode() for i in range(40)]
+    sigs = [key.sign(m) for m in messages]
+    sigs[7] = sigs[8]  # another message's signature
+    sigs[9] = bytes(64)
+
+    async def run() -> tuple[list[tuple[int, bool]], list[tuple[int, bool]], bool]:
+        loop = asyncio.get_running_loop()
+        checker = SignatureChecker(loop)
+        got: list[tuple[int, bool]] = []
+        done = asyncio.Event()
+        for i, (m, s) in enumerate(zip(messages, sigs, strict=True)):
+            checker.check(public, s, m, lambda ok, i=i: (got.append((i, ok)), len(got) == 40 and done.set()))
+        await asyncio.wait_for(done.wait(), 30)
+        assert checker.proc is not None
+        checker.proc.kill()  # the child dies: what follows is checked in this process, still refusing forgeries
+        checker.proc.wait()
+        after: list[tuple[int, bool]] = []
+        more = asyncio.Event()
+        for i in (0, 7):
+            checker.check(public, sigs[i], messages[i], lambda ok, i=i: (after.append((i, ok)), len(after) == 2 and more.set()))
+        await asyncio.wait_for(more.wait(), 30)
+        alive = checker.alive
+        checker.close()
+        return got, after, alive
+
+    got, after, alive = asyncio.run(run())
+    assert [i for i, _ in got] == list(range(40))  # in order
+    assert [i for i, ok in got if not ok] == [7, 9]
+    assert sorted(after) == [(0, True), (7, False)]
+    assert not alive

@@ -39,10 +39,11 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 from trustmesh.errors import InputError
 from trustmesh.ledger import NoteSigner, NoteVerifier
 
-__all__ = ["AuthError", "Caller", "NonceStore", "RequestAuth", "canonical_request", "sign_request"]
+__all__ = ["AuthError", "Caller", "NonceStore", "RequestAuth", "SignedParts", "canonical_request", "sign_request"]
 
 _NONCE = re.compile(r"[A-Za-z0-9_-]{16,64}")
 _SIGNED_VERSION = "trustmesh-submit/v2"
+_BAD_SIGNATURE = "request signature does not verify (for this log origin and host)"
 
 
 class AuthError(Exception):
@@ -290,7 +291,18 @@ class RequestAuth:
             raise AuthError("bearer token not accepted")
         return "token"
 
-    def _check_signature(self, method: str, path: str, headers: Mapping[str, str], body: bytes, origin: str) -> str:
+    @property
+    def signatures_only(self) -> bool:
+        """Whether signed requests are the only credential (then the signature check may run elsewhere)."""
+        return bool(self.client_keys) and not self.token_digests
+
+    def signed_parts(self, method: str, path: str, headers: Mapping[str, str], body: bytes, *, origin: str
+                     ) -> SignedParts:
+        """Check a signed request up to its signature; return what to verify; raise AuthError.
+
+        Then verify ``signature`` over ``message`` with the Ed25519 key ``public`` and pass the
+        outcome to :meth:`accept_signed` (which also refuses a replayed nonce).
+        """
         name = headers.get("x-trustmesh-key", "")
         ts = headers.get("x-trustmesh-timestamp", "")
         nonce = headers.get("x-trustmesh-nonce", "")
@@ -317,18 +329,50 @@ class RequestAuth:
             raise AuthError("X-Trustmesh-Signature is not base64") from None
         try:
             message = canonical_request(origin, host, method, path, ts, nonce, body, idem)
-            public = self._public.get(name)
-            if public is None or public[0] is not key:  # the key object, parsed once per client key
-                public = (key, Ed25519PublicKey.from_public_bytes(key.public_key))
-                self._public[name] = public
-            public[1].verify(sig, message)
-        except (InvalidSignature, InputError, ValueError):
-            raise AuthError("request signature does not verify (for this log origin and host)") from None
+        except InputError:
+            raise AuthError(_BAD_SIGNATURE) from None
+        if len(sig) != 64:
+            raise AuthError(_BAD_SIGNATURE)
+        return SignedParts(name, key, sig, message, nonce, int(ts), now)
+
+    def accept_signed(self, parts: SignedParts, verified: bool) -> Caller:
+        """Finish a signed request's check: refuse it unless ``verified``, or when its nonce was used."""
+        if not verified:
+            raise AuthError(_BAD_SIGNATURE)
         with self._lock:
             if self.nonces is None:
                 self.nonces = NonceStore(None)
             store = self.nonces
         # a nonce older than the window is refused by the timestamp check, so it may be forgotten then
-        if not store.claim(f"{name}\n{nonce}", int(ts) + self.window_s + 1, now):
+        if not store.claim(f"{parts.name}\n{parts.nonce}", parts.timestamp + self.window_s + 1, parts.now):
             raise AuthError("replayed request (nonce already used)")
-        return name
+        return Caller(f"key:{parts.name}", parts.name in self.identity_keys)
+
+    def _check_signature(self, method: str, path: str, headers: Mapping[str, str], body: bytes, origin: str) -> str:
+        parts = self.signed_parts(method, path, headers, body, origin=origin)
+        public = self._public.get(parts.name)
+        if public is None or public[0] is not parts.key:  # the key object, parsed once per client key
+            try:
+                public = (parts.key, Ed25519PublicKey.from_public_bytes(parts.key.public_key))
+            except ValueError:
+                raise AuthError(_BAD_SIGNATURE) from None
+            self._public[parts.name] = public
+        try:
+            public[1].verify(parts.signature, parts.message)
+            verified = True
+        except InvalidSignature:
+            verified = False
+        return self.accept_signed(parts, verified).name[len("key:"):]
+
+
+@dataclass(frozen=True, slots=True)
+class SignedParts:
+    """A signed request checked up to its signature (:meth:`RequestAuth.signed_parts`)."""
+
+    name: str
+    key: NoteVerifier
+    signature: bytes
+    message: bytes
+    nonce: str
+    timestamp: int
+    now: float

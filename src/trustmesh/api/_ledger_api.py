@@ -40,6 +40,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 
 from trustmesh._safeload import json_too_deep
 from trustmesh.api._auth import AuthError, Caller, RequestAuth
+from trustmesh.api._verifier import SignatureChecker
 from trustmesh.errors import InputError, LogIntegrityError, TrustmeshError, VerificationError
 from trustmesh.identity import IDENTITY_KINDS, IdentityRegistry
 from trustmesh.ledger import Entry, Ledger, parse_tile_path
@@ -378,22 +379,48 @@ def create_ledger_app(
                 return _reply(400, {"error": f"entries[{i}] ({e.kind}) does not verify: {reason}"})
         return None
 
-    def begin(path: str, headers: Mapping[str, str], body: bytes | None, reply: Callable[[Reply], None]
-              ) -> Reply | None:
+    def begin(path: str, headers: Mapping[str, str], body: bytes | None, reply: Callable[[Reply], None],
+              checker: SignatureChecker | None = None) -> Reply | None:
         """Authenticate and check one ``POST /add-entries``; return its answer if it is refused at once.
 
         Otherwise queue it for the group-commit writer and return None: ``reply`` is then called on
         this event loop with the answer, once the request's entries, their checkpoint and its nonce
         are durable. No task or future per request (at thousands a second they cost more than the
         checks). ``body`` None: it was larger than ``max_body_bytes`` (refused before parsing or
-        authenticating).
+        authenticating). With ``checker`` (and signatures the only credential), the Ed25519 check
+        runs in its process and the rest follows when its answer is back (refusals then come
+        through ``reply`` too).
         """
         if body is None:
             return _reply(413, {"error": f"request body must be at most {max_body_bytes} bytes"})
+        if checker is not None and guard.signatures_only:
+            try:
+                parts = guard.signed_parts("POST", path, headers, body, origin=ledger.origin)
+            except AuthError as exc:
+                return _reply(401, {"error": str(exc)}, {"WWW-Authenticate": "Bearer"})
+            signed = body
+
+            def verified(ok: bool) -> None:
+                try:
+                    caller = guard.accept_signed(parts, ok)
+                except AuthError as exc:
+                    reply(_reply(401, {"error": str(exc)}, {"WWW-Authenticate": "Bearer"}))
+                    return
+                now = _authenticated(headers, signed, caller, reply)
+                if now is not None:
+                    reply(now)
+
+            checker.check(parts.key.public_key, parts.signature, parts.message, verified)
+            return None
         try:
             caller = guard.authenticate("POST", path, headers, body, origin=ledger.origin)
         except AuthError as exc:
             return _reply(401, {"error": str(exc)}, {"WWW-Authenticate": "Bearer"})
+        return _authenticated(headers, body, caller, reply)
+
+    def _authenticated(headers: Mapping[str, str], body: bytes, caller: Caller, reply: Callable[[Reply], None]
+                       ) -> Reply | None:
+        """The checks of an authenticated request; queue it for the writer (None) or return its refusal."""
         idem = headers.get("idempotency-key")
         if idem is not None:
             try:
@@ -453,4 +480,5 @@ def create_ledger_app(
     app.state.asgi = _SubmitFastPath(app, submit, max_body_bytes)
     app.state.submit, app.state.max_body_bytes = submit, max_body_bytes  # for api._ledger_http.serve_ledger
     app.state.begin_submit = begin  # the same checks without a task per request (api._ledger_http)
+    app.state.auth = guard
     return app  # the caller owns app.state.ledger (and app.state.writer) and closes them when the server stops

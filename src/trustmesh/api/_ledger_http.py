@@ -22,6 +22,7 @@ import asyncio
 import http
 import json
 import logging
+import os
 import signal
 import threading
 from collections.abc import Callable
@@ -253,7 +254,7 @@ class _Connection(asyncio.Protocol):
 
         self.server.pending += 1
         try:
-            now = self.server.begin("/add-entries", headers, body, reply)
+            now = self.server.begin("/add-entries", headers, body, reply, self.server.checker)
         except Exception:  # noqa: BLE001 - one broken request must not take the server down
             log.exception("add-entries failed")
             self._done(_json(500, {"error": "internal error"}, close=True), False)
@@ -314,12 +315,28 @@ class _Server:
         self.tasks: set[asyncio.Task[None]] = set()
         self.stopping = False
         self.pending = 0  # requests being answered (an add-entries one waits for its group commit)
+        self.checker: Any = None  # api._verifier.SignatureChecker, when signatures are checked in a child
         self.idle: asyncio.Event | None = None  # set when pending drops to 0 while stopping
 
     def answered(self) -> None:
         self.pending -= 1
         if self.pending <= 0 and self.idle is not None:
             self.idle.set()
+
+
+def _check_in_child(app: Any) -> bool:
+    """Whether request signatures are checked in a second process (see api/_verifier.py).
+
+    Yes when signatures are the only credential and the machine has two cores or more (one core: the
+    hand-over would only add work); ``TRUSTMESH_LEDGER_VERIFY_PROCESS=0`` or ``1`` decides otherwise.
+    """
+    auth = getattr(app.state, "auth", None)
+    if auth is None or not auth.signatures_only:
+        return False
+    chosen = os.environ.get("TRUSTMESH_LEDGER_VERIFY_PROCESS", "")
+    if chosen in ("0", "1"):
+        return chosen == "1"
+    return (os.cpu_count() or 1) >= 2
 
 
 def serve_ledger(app: Any, host: str, port: int, *, request_timeout_s: float = 30.0,
@@ -342,6 +359,10 @@ async def _serve(app: Any, host: str, port: int, request_timeout_s: float,
                  on_ready: Callable[[], None] | None, external: threading.Event | None) -> None:
     loop = asyncio.get_running_loop()
     state = _Server(app, app.state.begin_submit, app.state.max_body_bytes, loop, request_timeout_s)
+    if _check_in_child(app):
+        from trustmesh.api._verifier import SignatureChecker
+
+        state.checker = SignatureChecker(loop)
     stop = asyncio.Event()
     signals = threading.current_thread() is threading.main_thread()
     if signals:
@@ -377,6 +398,8 @@ async def _serve(app: Any, host: str, port: int, request_timeout_s: float,
             if conn.transport is not None:
                 conn.transport.abort()
         await server.wait_closed()
+        if state.checker is not None:
+            state.checker.close()
         if watcher is not None:
             watcher.cancel()
         if signals:

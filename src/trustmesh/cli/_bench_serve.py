@@ -47,13 +47,21 @@ def _wait_up(port: int, proc: subprocess.Popen[bytes], timeout_s: float = 60.0) 
     raise TrustmeshError(f"ledger serve did not answer on port {port} within {timeout_s} s")
 
 
-def _cpu_s(pid: int) -> float:
-    """Return the CPU seconds (user + system, all threads) process ``pid`` has used so far (Linux /proc)."""
+def _cpu_s(pid: int, children: bool = True) -> float:
+    """Return the CPU seconds (user + system, all threads) process ``pid`` has used so far (Linux /proc),
+    with its live child processes' (the server's signature-checking process) unless ``children`` is False."""
     try:
         fields = Path(f"/proc/{pid}/stat").read_text(encoding="ascii").rpartition(")")[2].split()
     except OSError:
         return float("nan")
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    total = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+    if children:
+        try:
+            kids = Path(f"/proc/{pid}/task/{pid}/children").read_text(encoding="ascii").split()
+        except OSError:
+            kids = []
+        total += sum(_cpu_s(int(k), children=False) for k in kids)
+    return total
 
 
 def bench_serve(clients: int, seconds: float, directory: Path | None = None) -> dict[str, Any]:
