@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 import time as _time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Final
 
@@ -61,6 +61,20 @@ def _check_refs(refs: Any) -> tuple[int, ...]:
     return out
 
 
+def _encode(dumps: Callable[[Any], tuple[bytes, Any]], doc: dict[str, Any]) -> tuple[bytes, Any]:
+    """Canonical bytes and plain copy of an entry document; one clear error if it cannot be an entry."""
+    try:
+        raw, plain = dumps(doc)
+    except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
+        raise InputError(f"entry.payload is not canonical-JSON representable: {exc}") from None
+    if len(raw) > MAX_ENTRY_BYTES:
+        raise InputError(
+            f"entry is {len(raw)} bytes, more than {MAX_ENTRY_BYTES}; store large data with "
+            "Ledger.put_blob() and put its sha256 in the payload"
+        )
+    return raw, plain
+
+
 @dataclass(frozen=True, slots=True)
 class Entry:
     """One log entry: a typed record with optional references to earlier leaf indices.
@@ -83,15 +97,7 @@ class Entry:
         object.__setattr__(self, "time", _check_time(self.time))
         object.__setattr__(self, "refs", _check_refs(self.refs))
         doc: dict[str, Any] = {"kind": self.kind, "payload": self.payload, "refs": list(self.refs), "time": self.time}
-        try:
-            raw, plain = canonical_dumps(doc)
-        except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
-            raise InputError(f"entry.payload is not canonical-JSON representable: {exc}") from None
-        if len(raw) > MAX_ENTRY_BYTES:
-            raise InputError(
-                f"entry is {len(raw)} bytes, more than {MAX_ENTRY_BYTES}; store large data with "
-                "Ledger.put_blob() and put its sha256 in the payload"
-            )
+        raw, plain = _encode(canonical_dumps, doc)
         object.__setattr__(self, "_bytes", raw)
         # Keep a private copy so later mutation of the caller's dict cannot desynchronise the bytes.
         object.__setattr__(self, "payload", plain["payload"])
@@ -126,15 +132,8 @@ class Entry:
             raise InputError(f"entry.payload must be a JSON object, got {type(payload).__name__}")
         when = _check_time(time)
         refs_t = _check_refs(refs)
-        try:
-            raw, plain = canonical_dumps_owned({"kind": kind, "payload": payload, "refs": list(refs_t), "time": when})
-        except (rfc8785.CanonicalizationError, TypeError, ValueError, RecursionError) as exc:
-            raise InputError(f"entry.payload is not canonical-JSON representable: {exc}") from None
-        if len(raw) > MAX_ENTRY_BYTES:
-            raise InputError(
-                f"entry is {len(raw)} bytes, more than {MAX_ENTRY_BYTES}; store large data with "
-                "Ledger.put_blob() and put its sha256 in the payload"
-            )
+        raw, plain = _encode(canonical_dumps_owned,
+                             {"kind": kind, "payload": payload, "refs": list(refs_t), "time": when})
         entry = object.__new__(cls)
         for name, value in (("kind", kind), ("payload", plain["payload"]), ("time", when), ("refs", refs_t),
                             ("_bytes", raw)):
