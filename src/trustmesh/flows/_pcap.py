@@ -467,6 +467,7 @@ def _iter_streamer(
     """
     keys: list[str] | None = None
     rows: list[list[Any]] = []
+    seen: dict[str, int] = {}  # uids issued so far (``_distinct``)
     flows = iter(streamer)
     finished = False
     first_at = 0.0
@@ -485,7 +486,7 @@ def _iter_streamer(
                 max_delay_s is not None
                 and (time.monotonic() - first_at >= cap or channel is None or _drained(channel))
             ):
-                yield nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source)
+                yield _distinct(nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source), seen)
                 rows = []
         finished = True
     except ValueError as exc:  # nfstream: "unknown file format" and similar
@@ -495,7 +496,35 @@ def _iter_streamer(
         if not finished:
             _stop(flows, getattr(streamer, "_mp_context", None))
     if rows and keys is not None:
-        yield nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source)
+        yield _distinct(nfstream_to_canonical(pd.DataFrame(rows, columns=keys), source=source), seen)
+
+
+_SEEN_UIDS = 200_000  # uids a stream remembers to keep its flows' uids distinct
+
+
+def _distinct(df: pd.DataFrame, seen: dict[str, int]) -> pd.DataFrame:
+    """Give a flow whose uid a stream already issued a new one, derived from it and a part number.
+
+    A uid names the first-seen millisecond and the 5-tuple; two flows of one stream share that when
+    a long flow is cut by the packet cap within the millisecond it began (its parts, ``_early_export_plugin``)
+    or a port pair is reused at once. The n-th repeat becomes ``N`` + sha256(uid|n), so the same capture
+    still gives the same uids. ``seen`` keeps the last ``_SEEN_UIDS`` uids (insertion order).
+    """
+    uids = df["uid"].tolist()
+    changed = False
+    for i, uid in enumerate(uids):
+        n = seen.get(uid, 0)
+        if n:
+            uids[i] = "N" + hashlib.sha256(f"{uid}|{n}".encode()).hexdigest()[:17]
+            changed = True
+        seen[uid] = n + 1
+    if len(seen) > _SEEN_UIDS:
+        for old in list(itertools.islice(seen, len(seen) - _SEEN_UIDS // 2)):
+            del seen[old]
+    if changed:
+        df = df.copy()
+        df["uid"] = uids
+    return df
 
 
 _DRAIN_CAP_S = 0.05  # longest a live batch keeps collecting flows that are already waiting
