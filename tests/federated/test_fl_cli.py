@@ -62,7 +62,11 @@ def test_bad_options_give_one_line_and_exit_2(args: list[str], message: str) -> 
 @pytest.mark.slow
 def test_simulate_runs_a_real_flower_simulation_with_ckks(tmp_path: Path, data_dir: Path) -> None:
     args = ["fl", "simulate", "--dataset", "ton-iot-network", "--sites", "3", "--rounds", "2", "--max-rows", "1500",
-            "--max-test", "500", "--he", "ckks", "--data-dir", str(data_dir), "--json"]
+            "--max-test", "500", "--he", "ckks", "--data-dir", str(data_dir), "--json",
+            # the Flower CKKS path cannot run a server optimiser per round (the sites decrypt the plain
+            # mean; the coordinator applies --server-opt once, to the last one), the in-process driver
+            # does: compare the two without it (with the default lr 1.5 they differ by 7 accuracy points)
+            "--server-opt", "none"]
     result = runner.invoke(app, [*args, "--ledger", str(tmp_path / "l")])
 
     assert result.exit_code == 0, result.output

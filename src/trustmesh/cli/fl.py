@@ -96,6 +96,11 @@ def simulate_cmd(
                                       "128,64; 64,32 with --dp-sgd or --model autoencoder)."),
     fedrs: float = typer.Option(1.0, "--fedrs", help="FedRS: scale the logits of classes a site has no row of by "
                                 "ALPHA in its local loss, in (0, 1] (default 1: plain softmax)."),
+    head_weights: str | None = typer.Option(None, "--head-weights", help="How the output layer is averaged: rows "
+                                            "(FedAvg's row-count weights) | classes (row c weighted by each "
+                                            "site's rows of class c, from round 0's counts); default classes, "
+                                            "rows with --dp, --dp-sgd, a robust --aggregator, --defence or "
+                                            "--model autoencoder (which refuse classes)."),
     max_rows: int | None = typer.Option(20000, "--max-rows", help="Subsample the training split (0 = all)."),
     max_test: int | None = typer.Option(5000, "--max-test", help="Subsample the test split (0 = all)."),
     holdout: bool = typer.Option(False, "--holdout",
@@ -128,7 +133,8 @@ def simulate_cmd(
                   seed=seed, local_epochs=local_epochs, dp_sgd=dp_sgd, lr=lr, batch_size=batch_size,
                   batches_per_epoch=batches_per_epoch, class_weight=class_weight, model=model, target_fpr=target_fpr, defence=defence,
                   assumed_malicious=assumed_malicious, zk_bound=zk_bound, zk_clip=zk_clip, server_opt=server_opt,
-                  lr_decay=lr_decay, weight_counts=weight_counts, hidden=hidden, fedrs=fedrs)
+                  lr_decay=lr_decay, weight_counts=weight_counts, hidden=hidden, fedrs=fedrs,
+                  head_weights=head_weights)
     if in_process and cfg.secagg is not None:
         raise ConfigError("--in-process cannot run SecAgg+ (it is Flower's protocol); drop one of them")
     if dp_pretrain is not None and cfg.model != "mlp":

@@ -116,9 +116,26 @@ class FLConfig:
         # aggregator, SecAgg+ and CKKS; only these combinations are refused
         if self.train.dp_sgd is not None and self.dp is not None:
             raise ConfigError("--dp (client-level) and --dp-sgd (record-level) are alternatives here; pick one")
+        if self.train.head_weights == "classes":
+            self._check_class_head(secure)
         if self.train.dp_sgd is not None and self.train.class_weight != "none":
             raise ConfigError("--class-weight with --dp-sgd: the weights come from the site's label counts, which "
                               "the DP-SGD accountant does not cover; use --class-weight none")
+
+    def _check_class_head(self, secure: bool) -> None:
+        """Refuse ``--head-weights classes`` where the scaled updates are unsound (one line each)."""
+        why = None
+        if self.model != "mlp":
+            why = f"--model {self.model} has no class output layer"
+        elif self.dp is not None or self.train.dp_sgd is not None:
+            why = ("a site scales its output rows by up to N/n_k, which changes the sensitivity that "
+                   f"{'--dp' if self.dp is not None else '--dp-sgd'} is accounted for")
+        elif self.aggregator not in ("fedavg", "fedprox"):
+            why = f"--aggregator {self.aggregator} is not an example-weighted mean of the updates"
+        elif self.defence is not None:
+            why = f"--defence {self.defence} bounds or filters the updates, and the scaled ones are not comparable"
+        if why is not None:
+            raise ConfigError(f"--head-weights classes: {why}; use --head-weights rows")
 
     @property
     def secure(self) -> str:
@@ -147,6 +164,7 @@ class FLConfig:
                       "batch_size": self.train.batch_size if self.train.batches_per_epoch is None else None,
                       "batches_per_epoch": self.train.batches_per_epoch, "lr": self.train.lr,
                       "class_weight": self.train.class_weight, "lr_decay": self.train.lr_decay,
+                      "head_weights": self.train.head_weights,
                       "dp_sgd": None if self.train.dp_sgd is None
                       else [self.train.dp_sgd.noise_multiplier, self.train.dp_sgd.clip_norm]},
         }
@@ -222,11 +240,14 @@ class Plan:
     def site(self, k: int) -> Site:
         """Build site ``k`` with its partition and (if malicious) its attack.
 
-        With ``weight_counts="global"`` the site's class weights come from :meth:`round_zero`.
+        With ``weight_counts="global"`` the site's class weights come from :meth:`round_zero`, and with
+        ``head_weights="classes"`` the factors by which it scales its output rows' update.
         """
         site = self._bare_site(k)
         if self.config.train.weight_counts == "global" and self.config.train.class_weight != "none":
             site.use_global_counts(self.round_zero())
+        if self.config.train.head_weights == "classes":
+            site.use_head_counts(self.round_zero())
         return site
 
     def _bare_site(self, k: int) -> Site:

@@ -15,7 +15,8 @@ from trustmesh.federated._model import CLASS_WEIGHTINGS, MLPModel, class_weights
 from trustmesh.privacy import DPSGDConfig
 from trustmesh.privacy.hazmat import clip_by_l2_norm
 
-__all__ = ["Site", "TrainConfig", "default_hidden", "default_server_opt", "default_training", "default_weight_counts"]
+__all__ = ["HEAD_WEIGHTS", "Site", "TrainConfig", "default_head_weights", "default_hidden", "default_server_opt",
+           "default_training", "default_weight_counts", "head_row_scales", "scale_head_rows"]
 
 # The classifier's local training for few-round runs (chosen by measurement on TON_IoT, docs/benchmarks.md,
 # "Federated defaults"): many local steps per round, sqrt class weights from each site's own counts, and
@@ -25,6 +26,9 @@ __all__ = ["Site", "TrainConfig", "default_hidden", "default_server_opt", "defau
 _CONVERGENT: dict[str, Any] = {"local_epochs": 10, "batch_size": 32, "class_weight": "sqrt", "lr_decay": 0.7}
 _PLAIN: dict[str, Any] = {"local_epochs": 1, "batch_size": 64, "class_weight": "none", "lr_decay": 1.0}
 WEIGHT_COUNTS = ("local", "global")
+# How the output layer's rows are averaged: rows (FedAvg's n_k/N for every parameter) | classes (row c
+# with n_kc/N_c, see head_row_scales)
+HEAD_WEIGHTS = ("rows", "classes")
 
 # The server optimiser on each round's aggregate (see ServerOptimizer) for the same runs: server lr 1.5
 # (the mean update extrapolated by half; measured with the lr decay above); "none" alone is plain FedAvg.
@@ -35,6 +39,10 @@ _SERVER_OPT = "none:lr=1.5"
 _CONVERGENT_HIDDEN = (128, 64)
 # Their class weights' counts: "local" (each site's own) or "global" (round 0's sum, Plan.round_zero)
 _CONVERGENT_COUNTS = "local"
+# Their output layer's averaging: "classes", the class-count head (docs/benchmarks.md, "round 4"). Where a
+# run cannot use it (DP, robust rules, defences, the autoencoder; FLConfig refuses those) it is "rows".
+_CONVERGENT_HEAD = "classes"
+_WEIGHTED_MEAN_RULES = ("fedavg", "fedprox")
 
 # Record-level DP-SGD's local training (chosen by measurement, docs/benchmarks.md, "Usable DP (issue 16
 # item 3)" and "DP at larger sites"): 20 Poisson batches per epoch (sample rate 1/20 at every site, so
@@ -60,6 +68,55 @@ def default_hidden(*, dp_sgd: bool = False, model: str = "mlp") -> tuple[int, ..
 def default_weight_counts(*, dp_sgd: bool = False, model: str = "mlp") -> str:
     """The default source of the class weights' label counts (``TrainConfig.weight_counts``)."""
     return _CONVERGENT_COUNTS if model == "mlp" and not dp_sgd else "local"
+
+
+def default_head_weights(*, dp_sgd: bool = False, model: str = "mlp", dp: bool = False,
+                         aggregator: str = "fedavg", defence: str | None = None) -> str:
+    """The default ``--head-weights`` for this kind of run: ``classes`` where it is sound, else ``rows``."""
+    plain = model == "mlp" and not dp_sgd and not dp and aggregator in _WEIGHTED_MEAN_RULES and defence is None
+    return _CONVERGENT_HEAD if plain else "rows"
+
+
+def head_row_scales(site_counts: npt.ArrayLike, global_counts: npt.ArrayLike) -> npt.NDArray[np.float64]:
+    """Return site k's factor per output row, ``(n_kc / N_c) / (n_k / N)`` (1 where ``N_c = 0``).
+
+    FedAvg weights every parameter of site k by ``n_k / N``; a site that multiplies row c of its output
+    layer's update by this factor turns that into ``n_kc / N_c`` for the row, so the server's ordinary
+    weighted sum (plain, SecAgg+ or CKKS: it only sums) is the class-count-weighted mean: the sites
+    that saw class c decide its output row. ``site_counts`` is the site's label counts
+    (:meth:`Site.label_counts`), ``global_counts`` round 0's sum of every site's
+    (:meth:`~trustmesh.federated.Plan.round_zero`). A class no site has keeps the plain weight, and
+    so does every row of a site without rows (its update is refused anyway).
+    """
+    own = np.asarray(site_counts, dtype=np.int64)
+    total = np.asarray(global_counts, dtype=np.int64)
+    if own.ndim != 1 or own.shape != total.shape:
+        raise ValueError(f"site and global counts must be vectors of one length, got {own.shape} and {total.shape}")
+    if (own < 0).any() or (own > total).any():
+        raise ValueError("site counts must be non-negative and at most the global counts")
+    n_k, n = int(own.sum()), int(total.sum())
+    scale = np.ones(len(own), dtype=np.float64)
+    if n_k == 0:
+        return scale
+    seen = total > 0
+    scale[seen] = (own[seen] / total[seen]) / (n_k / n)
+    return scale
+
+
+def scale_head_rows(arrays: list[npt.NDArray[Any]], scale: npt.ArrayLike) -> list[npt.NDArray[np.float64]]:
+    """Return ``arrays`` (a model's update, layer by layer) with the output layer's row c times ``scale[c]``.
+
+    The output layer is the last two arrays: the last Linear's weight ``(classes, width)`` and bias
+    ``(classes,)``; every other array is returned unchanged.
+    """
+    factors = np.asarray(scale, dtype=np.float64)
+    if len(arrays) < 2:
+        raise ValueError(f"a model with an output layer has >= 2 arrays, got {len(arrays)}")
+    weight, bias = np.asarray(arrays[-2], dtype=np.float64), np.asarray(arrays[-1], dtype=np.float64)
+    if weight.ndim != 2 or bias.shape != (weight.shape[0],) or factors.shape != bias.shape:
+        raise ValueError(f"output layer {weight.shape}/{bias.shape} does not match {factors.shape[0]} class scales")
+    head = [weight * factors[:, None], bias * factors]
+    return [np.asarray(a, dtype=np.float64) for a in arrays[:-2]] + head
 
 
 def default_training(name: str, *, dp_sgd: bool = False, model: str = "mlp") -> Any:
@@ -98,6 +155,9 @@ class TrainConfig:
     # FedRS (Li & Zhan, KDD 2021): the local loss scales the logits of classes the site has no row of
     # by this factor; 1.0 is the plain softmax
     absent_logit_scale: float = 1.0
+    # the output layer's averaging: rows (FedAvg's n_k/N) | classes (row c by n_kc/N_c from round 0's
+    # counts; each site scales its own update, see head_row_scales)
+    head_weights: str = "rows"
 
     def __post_init__(self) -> None:
         if self.local_epochs < 1:
@@ -123,6 +183,8 @@ class TrainConfig:
             raise ValueError(f"absent_logit_scale must be in (0, 1], got {self.absent_logit_scale}")
         if self.class_weight not in CLASS_WEIGHTINGS:
             raise ValueError(f"class_weight must be one of {', '.join(CLASS_WEIGHTINGS)}, got {self.class_weight!r}")
+        if self.head_weights not in HEAD_WEIGHTS:
+            raise ValueError(f"head_weights must be one of {', '.join(HEAD_WEIGHTS)}, got {self.head_weights!r}")
 
     def site_batch_size(self, n_rows: int) -> int:
         """The local batch size of a site with ``n_rows`` rows."""
@@ -164,6 +226,8 @@ class Site:
         if global_counts is not None:
             self.use_global_counts(global_counts)
         present = self.label_counts() > 0
+        # --head-weights classes: the factor per output row from round 0's counts (use_head_counts)
+        self.head_scale: npt.NDArray[np.float64] | None = None
         self.logit_scale = None
         if train.absent_logit_scale < 1 and not present.all() and not getattr(model, "benign_only", False):
             self.logit_scale = np.where(present, 1.0, train.absent_logit_scale).astype(np.float32)
@@ -185,6 +249,13 @@ class Site:
             raise ValueError(f"site {self.site_id}: global counts must be {self.n_classes} non-negative integers")
         self.class_weights = class_weights(np.repeat(np.arange(self.n_classes), total), self.n_classes,
                                            self.train.class_weight)
+
+    def use_head_counts(self, counts: npt.ArrayLike) -> None:
+        """Scale this site's output-row updates by :func:`head_row_scales` of round 0's summed counts."""
+        try:
+            self.head_scale = head_row_scales(self.label_counts(), counts)
+        except ValueError as exc:
+            raise ValueError(f"site {self.site_id}: {exc}") from None
 
     @property
     def num_examples(self) -> int:
@@ -212,6 +283,11 @@ class Site:
         )
         new = flatten(self.model.get_weights())
         base = flatten(global_weights)
+        if self.head_scale is not None:
+            # before the attack and any clip: what a site sends (and SecAgg+ clips, bounds and masks)
+            # is the scaled update; the server's n_k-weighted sum then weighs output row c by n_kc
+            ones = [np.ones(np.shape(w)) for w in global_weights]
+            new = base + flatten(scale_head_rows(ones, self.head_scale)) * (new - base)
         if self.attack is not None:
             new = self.attack.poison_update(new, base, self.n_sites, self._rng)
         elif clip_norm is not None:

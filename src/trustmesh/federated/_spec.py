@@ -11,6 +11,7 @@ from trustmesh.federated._partition import PartitionSpec
 from trustmesh.federated._run import FLConfig
 from trustmesh.federated._site import (
     TrainConfig,
+    default_head_weights,
     default_hidden,
     default_server_opt,
     default_training,
@@ -30,7 +31,7 @@ def config_from_options(
     model: str = "mlp", target_fpr: float = 0.01, defence: str | None = None, assumed_malicious: int | None = None,
     zk_bound: int | None = None, zk_clip: float = 1.0, server_opt: str | None = None, lr_decay: float | None = None,
     weight_counts: str | None = None, hidden: str | tuple[int, ...] | None = None, fedrs: float = 1.0,
-    **_: Any,
+    head_weights: str | None = None, **_: Any,
 ) -> FLConfig:
     """Parse option strings (``--partition dirichlet:0.5``, ``--dp epsilon=3,clip=1``, ...) into a config.
 
@@ -39,6 +40,8 @@ def config_from_options(
     ``--dp-sgd`` takes ``noise=Z,clip=C[,delta=D][,budget=E][,method=pld]`` or ``epsilon=E,clip=C[,delta=D]``
     (record-level; each site calibrates its noise to its own sample rate, see :class:`DPSGDConfig`).
     ``--defence`` (normbound | centered-clip | bulyan) wraps the aggregator and needs updates in the clear.
+    ``--head-weights`` defaults to ``classes`` where that is sound and ``rows`` elsewhere
+    (:func:`~trustmesh.federated._site.default_head_weights`).
     """
     try:
         sa = None
@@ -74,6 +77,9 @@ def config_from_options(
                 hidden=_hidden(hidden) or default_hidden(dp_sgd=sgd is not None, model=model),
                 weight_counts=weight_counts or default_weight_counts(dp_sgd=sgd is not None, model=model),
                 absent_logit_scale=fedrs,
+                head_weights=head_weights or default_head_weights(
+                    dp_sgd=sgd is not None, model=model, dp=dp_cfg is not None, aggregator=aggregator,
+                    defence=defence or None),
                 local_epochs=_default(local_epochs, "local_epochs", sgd is not None, model), dp_sgd=sgd,
                 lr=_default(lr, "lr", sgd is not None, model),
                 lr_decay=_default(lr_decay, "lr_decay", sgd is not None, model),
