@@ -221,24 +221,58 @@ subprocess.run(["nmap", "-sS", "-Pn", "-n", "-T4", "--top-ports", "1000", "-S", 
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
 """
 
+# Probes for the attacks that do not probe themselves (nmap-udp, syn-flood, filtered): a thread of the
+# attack script connects from the attacker's address to the device's open service every 50 ms and
+# prints the send time of the first connect that got no answer within 0.25 s (the attacker is cut
+# off), or "-" after 15 s without one, so the bench's read of that line is bounded. Its connections
+# are answered, so they never count as failed attempts of the attacker (``_FanOut``).
+_PROBER = r"""
+import socket, threading
+def _probe(src, dst):
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        s = socket.socket(); s.settimeout(0.25); s.bind((src, 0))
+        sent = time.monotonic()
+        try:
+            s.connect((dst, 8080))
+        except socket.timeout:
+            print(f"{sent:.6f}", flush=True)
+            return
+        except OSError:
+            pass
+        finally:
+            s.close()
+        time.sleep(0.05)
+    print("-", flush=True)
+_prober = threading.Thread(target=_probe, args=(src, dst), daemon=True)
+_prober.start()
+"""
+_PROBER_END = "\n_prober.join()  # the attack tool may end first (hping3 after ~1 s): the probes go on\n"
+
+_FILTERED_ATTACK = _NMAP_ATTACK.replace(
+    'print(f"{time.monotonic():.6f}", flush=True)  # nmap\'s first probe follows within its start-up\n',
+    'print(f"{time.monotonic():.6f}", flush=True)\n' + _PROBER) + _PROBER_END
+
 _NMAP_UDP_ATTACK = r"""
 import subprocess, sys, time
 src, dst = sys.argv[1], sys.argv[2]
 print(f"{time.monotonic():.6f}", flush=True)
+""" + _PROBER + r"""
 # a UDP scan of the 100 most common UDP ports (bounded: one retry, 40 s at most)
 subprocess.run(["nmap", "-sU", "-Pn", "-n", "-T4", "--top-ports", "100", "--max-retries", "1",
                 "--host-timeout", "40s", "-S", src, "-e", "eth0", dst],
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
-"""
+""" + _PROBER_END
 
 _SYN_FLOOD_ATTACK = r"""
 import subprocess, sys, time
 src, dst = sys.argv[1], sys.argv[2]
 print(f"{time.monotonic():.6f}", flush=True)
+""" + _PROBER + r"""
 # 2,000 SYNs to the device's open service, one every 0.5 ms, each from the next source port (a new flow)
 subprocess.run(["hping3", "-S", "-p", "8080", "-c", "2000", "-i", "u500", "-a", src, "-I", "eth0", dst],
                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=60, check=False)
-"""
+""" + _PROBER_END
 
 #: The attacks ``measure_containment`` can run (``connect``: the default; ``nmap-syn``, ``nmap-udp`` and
 #: ``filtered`` need nmap, ``syn-flood`` hping3).
@@ -359,8 +393,10 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
 
     ``attack="nmap-syn"`` replaces the TCP connect scan with nmap's SYN scan of its 1,000 most
     common ports (other tool, timing and port set than the scan the gateway was tuned on); it does not
-    probe afterwards, so only the drop time is taken. So do the attacks whose probes end without a RST
-    or FIN: ``nmap-udp`` (nmap's UDP scan of its 100 most common UDP ports: closed ports answer with
+    probe afterwards, so only the drop time is taken. The attacks whose probes end without a RST or
+    FIN are timed both ways (a thread of the attack connects to the device's open service every 50 ms
+    from the attacker's address; the first connect unanswered within 0.25 s marks the probes failing):
+    ``nmap-udp`` (nmap's UDP scan of its 100 most common UDP ports: closed ports answer with
     ICMP port unreachable, open or filtered ones not at all), ``syn-flood`` (hping3: 2,000 SYNs to the
     device's open service 0.5 ms apart, each from the next source port, so each is a new flow) and
     ``filtered`` (nmap's SYN scan against a device whose own nftables drops every TCP port but its
@@ -421,6 +457,7 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
                 attacker = f"10.203.2.{100 + r}"
                 bed._sh("ip", "-n", bed.atk, "addr", "add", f"{attacker}/24", "dev", "eth0")
                 script = {"connect": _PROBE_ATTACK, "nmap-udp": _NMAP_UDP_ATTACK,
+                          "filtered": _FILTERED_ATTACK,
                           "syn-flood": _SYN_FLOOD_ATTACK}.get(attack, _NMAP_ATTACK)
                 proc = subprocess.Popen(["ip", "netns", "exec", bed.atk, sys.executable, "-c", script,
                                          attacker, DEV_IP], stdout=subprocess.PIPE, text=True,
@@ -432,8 +469,9 @@ def measure_containment(model: str, runs: int, workdir: str, *, ttl_s: int = 120
                 if blocked is not None:
                     samples.append(blocked - started)
                     row["drop_active_s"] = round(blocked - started, 4)
-                    line = proc.stdout.readline().strip() if attack == "connect" else ""  # first failing probe
-                    if line:
+                    # the first failing probe ("-": none within the prober's 15 s; nmap-syn does not probe)
+                    line = proc.stdout.readline().strip() if attack != "nmap-syn" else ""
+                    if line and line != "-":
                         failing.append(float(line) - started)
                         row["probes_failing_s"] = round(float(line) - started, 4)
                 per_run.append(row)
