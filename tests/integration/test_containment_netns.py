@@ -164,17 +164,6 @@ def test_quarantine_isolates_device_even_when_mqtt_is_down(testbed: Testbed, tmp
     assert bed.connect(bed.dev, PEER_IP, 8080) == "OK"
 
 
-@pytest.fixture(scope="module")
-def policy_model(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default pcap model saved with its training record (its corroborated alert policy)."""
-    from trustmesh.detect import default_pcap_model, save_model
-
-    detector, manifest = default_pcap_model(data_dir)
-    path = tmp_path_factory.mktemp("ttc-model") / "default.model"
-    save_model(detector, path, data_digest=manifest.data_digest, training=dict(manifest.training))
-    return path
-
-
 @pytest.mark.slow
 def test_live_gateway_blocks_every_attacker_in_sequence_and_no_benign_host(policy_model: Path,
                                                                             tmp_path: Path) -> None:

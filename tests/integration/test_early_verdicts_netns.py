@@ -35,17 +35,6 @@ BOUND_S = 10.0  # a sane floor for "contained", not a timing target (the bench m
 TOOLS = {"nmap-udp": "nmap", "syn-flood": "hping3", "filtered": "nmap"}
 
 
-@pytest.fixture(scope="module")
-def policy_model(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default pcap model saved with its training record, so its alert policy comes along."""
-    from trustmesh.detect import default_pcap_model, save_model
-
-    detector, manifest = default_pcap_model(data_dir)
-    path = tmp_path_factory.mktemp("early-model") / "default.model"
-    save_model(detector, path, data_digest=manifest.data_digest, training=dict(manifest.training))
-    return path
-
-
 @pytest.mark.parametrize("attack", ["nmap-udp", "syn-flood", "filtered"])
 def test_each_attacker_is_in_the_drop_set_within_the_bound_and_no_benign_host(
         attack: str, policy_model: Path, tmp_path: Path) -> None:
