@@ -189,8 +189,8 @@ def test_secagg_with_a_zk_bound_sums_the_scaled_updates_clipped_after_scaling() 
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"dp": "noise=1.0,clip=1.0,delta=1e-5"}, "changes the sensitivity that --dp"),
-        ({"dp_sgd": "noise=1.0,clip=1.0"}, "changes the sensitivity that --dp-sgd"),
+        ({"dp": "noise=1.0,clip=1.0,delta=1e-5"}, "--dp averages clipped updates with equal weights"),
+        ({"dp_sgd": "noise=1.0,clip=1.0"}, "the --dp-sgd accountant does not cover"),
         ({"aggregator": "median"}, "--aggregator median is not an example-weighted mean"),
         ({"aggregator": "trimmed-mean"}, "--aggregator trimmed-mean"),
         ({"aggregator": "multikrum"}, "--aggregator multikrum"),

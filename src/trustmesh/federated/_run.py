@@ -127,9 +127,11 @@ class FLConfig:
         why = None
         if self.model != "mlp":
             why = f"--model {self.model} has no class output layer"
-        elif self.dp is not None or self.train.dp_sgd is not None:
-            why = ("a site scales its output rows by up to N/n_k, which changes the sensitivity that "
-                   f"{'--dp' if self.dp is not None else '--dp-sgd'} is accounted for")
+        elif self.dp is not None:
+            why = ("--dp averages clipped updates with equal weights (sensitivity C per site), so the row "
+                   "factors (up to N/n_k) would not cancel and would change the sensitivity")
+        elif self.train.dp_sgd is not None:
+            why = "the row factors come from label counts, which the --dp-sgd accountant does not cover"
         elif self.aggregator not in ("fedavg", "fedprox"):
             why = f"--aggregator {self.aggregator} is not an example-weighted mean of the updates"
         elif self.defence is not None:
