@@ -62,11 +62,8 @@ def test_bad_options_give_one_line_and_exit_2(args: list[str], message: str) -> 
 @pytest.mark.slow
 def test_simulate_runs_a_real_flower_simulation_with_ckks(tmp_path: Path, data_dir: Path) -> None:
     args = ["fl", "simulate", "--dataset", "ton-iot-network", "--sites", "3", "--rounds", "2", "--max-rows", "1500",
-            "--max-test", "500", "--he", "ckks", "--data-dir", str(data_dir), "--json",
-            # the Flower CKKS path cannot run a server optimiser per round (the sites decrypt the plain
-            # mean; the coordinator applies --server-opt once, to the last one), the in-process driver
-            # does: compare the two without it (with the default lr 1.5 they differ by 7 accuracy points)
-            "--server-opt", "none"]
+            "--max-test", "500", "--he", "ckks", "--data-dir", str(data_dir), "--json"]
+    # (no --server-opt: under CKKS the default is plain FedAvg on both paths; see the next test)
     result = runner.invoke(app, [*args, "--ledger", str(tmp_path / "l")])
 
     assert result.exit_code == 0, result.output
@@ -81,6 +78,17 @@ def test_simulate_runs_a_real_flower_simulation_with_ckks(tmp_path: Path, data_d
     again = runner.invoke(app, [*args, "--in-process"])
     assert again.exit_code == 0, again.output
     assert abs(_json(again)["metrics"]["accuracy"] - doc["metrics"]["accuracy"]) < 0.01
+
+
+def test_flower_ckks_refuses_a_server_optimiser_in_one_line(data_dir: Path) -> None:
+    # the sites decrypt each round's mean and train from it; the server never reads one, so a server
+    # optimiser could act only on the last round and the run would differ from the in-process one
+    result = runner.invoke(app, ["fl", "simulate", "--dataset", "ton-iot-network", "--sites", "3", "--rounds", "2",
+                                 "--max-rows", "600", "--max-test", "200", "--he", "ckks",
+                                 "--server-opt", "none:lr=1.5", "--data-dir", str(data_dir)])
+    assert result.exit_code == 2, result.output
+    assert "--he ckks on Flower takes no server optimiser" in result.output
+    assert "Traceback" not in result.output
 
 
 def test_bench_fl_in_process_reports_each_mode(data_dir: Path) -> None:

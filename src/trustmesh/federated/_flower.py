@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from trustmesh.errors import FederatedError, PrivacyBudgetExceeded
+from trustmesh.errors import ConfigError, FederatedError, PrivacyBudgetExceeded
 from trustmesh.federated._aggregate import flatten, unflatten
 from trustmesh.federated._bounded import BoundSpec
 from trustmesh.federated._coordinator import Coordinator, Submission
@@ -366,6 +366,12 @@ def simulate(
     os.environ.setdefault("RAY_DEDUP_LOGS", "0")
     from flwr.simulation import run_simulation
 
+    opt = config.server_optimizer()
+    if config.he == "ckks" and (opt.kind != "none" or opt.lr != 1.0):
+        # the sites decrypt each round's mean and train from it; the server never reads a mean, so a
+        # server optimiser could only be applied to the last one and the run would differ from in-process
+        raise ConfigError(f"--he ckks on Flower takes no server optimiser (got --server-opt {config.server_opt}); "
+                          "drop --server-opt or use --in-process")
     limit_torch_threads()
     plan = plan_run(config, data)
     coord = Coordinator(plan.new_model().get_weights(), plan.aggregator(), dp=config.dp, evaluate=plan.evaluate,

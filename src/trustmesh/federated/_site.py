@@ -55,9 +55,9 @@ _DP_SGD: dict[str, Any] = {"local_epochs": 10, "batch_size": None, "batches_per_
 _LR = 3e-3  # the local Adam lr of every other run
 
 
-def default_server_opt(*, dp_sgd: bool = False, model: str = "mlp") -> str:
-    """The default ``--server-opt`` for this kind of run."""
-    return _SERVER_OPT if model == "mlp" and not dp_sgd else "none"
+def default_server_opt(*, dp_sgd: bool = False, model: str = "mlp", he: str | None = None) -> str:
+    """The default ``--server-opt`` for this kind of run (plain FedAvg under CKKS: see ``_flower.simulate``)."""
+    return _SERVER_OPT if model == "mlp" and not dp_sgd and he != "ckks" else "none"
 
 
 def default_hidden(*, dp_sgd: bool = False, model: str = "mlp") -> tuple[int, ...]:

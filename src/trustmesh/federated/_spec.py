@@ -72,7 +72,7 @@ def config_from_options(
             n_sites=sites, rounds=rounds, partition=PartitionSpec.parse(partition), aggregator=aggregator,
             secagg=sa, dp=dp_cfg, he=he or None, attack=AttackSpec.parse(attack) if attack else None, seed=seed,
             model=model, target_fpr=target_fpr, defence=defence or None, assumed_malicious=assumed_malicious,
-            server_opt=server_opt or default_server_opt(dp_sgd=sgd is not None, model=model),
+            server_opt=server_opt or default_server_opt(dp_sgd=sgd is not None, model=model, he=he or None),
             train=TrainConfig(
                 hidden=_hidden(hidden) or default_hidden(dp_sgd=sgd is not None, model=model),
                 weight_counts=weight_counts or default_weight_counts(dp_sgd=sgd is not None, model=model),
