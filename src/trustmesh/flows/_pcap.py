@@ -729,7 +729,8 @@ def _early_export_plugin(max_packets: int | None = EARLY_PACKETS, fanout: int | 
     * **fan-out** (``fanout`` attempts; None or 0: off): once a source's flow attempts fail at a
       scan's or a flood's rate, each further flow it starts is exported at its first packet
       (``_FanOut``): a probe that gets no answer at all (a filtered port, an open or filtered UDP
-      port, a SYN flood's spoofed-port SYNs) would otherwise wait for the idle timeout.
+      port, a SYN flood's SYNs to a victim that no longer answers) would otherwise wait for the
+      idle timeout. (A flood a victim still answers ends each flow at the flooder's RST: RST rule.)
       docs/pipeline.md says more.
     """
     nfs = _nfstream()
