@@ -77,9 +77,9 @@ def _capture(tmp_path: Path) -> Path:
     return _write(tmp_path / "fanout.pcap", pk)
 
 
-def _meter(path: Path, fanout: int | None) -> pd.DataFrame:
+def _meter(path: Path, fanout: int | None, cap: int = 1000) -> pd.DataFrame:
     _install_meter_hooks()  # as iter_interface does: the meter's cache order and answer deadlines
-    streamer = _streamer(str(path), udps=[_early_export_plugin(1000, fanout)], idle_timeout=120)
+    streamer = _streamer(str(path), udps=[_early_export_plugin(cap, fanout)], idle_timeout=120)
     batches = _iter_streamer(streamer, 10_000, str(path))
     try:
         return pd.concat(list(batches), ignore_index=True)
@@ -160,16 +160,6 @@ def test_a_negative_fanout_is_off(tmp_path: Path, bad: int) -> None:
     assert (flows[flows["src_ip"] == SCANNER]["conn_state"].isin(["REJ", "S0"])).all()
 
 
-def _meter_capped(path: Path, cap: int) -> pd.DataFrame:
-    _install_meter_hooks()
-    streamer = _streamer(str(path), udps=[_early_export_plugin(cap, None)], idle_timeout=120)
-    batches = _iter_streamer(streamer, 10_000, str(path))
-    try:
-        return pd.concat(list(batches), ignore_index=True)
-    finally:
-        batches.close()
-
-
 def test_parts_of_a_capped_flow_begun_in_one_millisecond_get_distinct_stable_uids(tmp_path: Path) -> None:
     # Arrange: 1,200 datagrams of one port pair, 0.5 us apart (all in the same millisecond), as a
     # fast sender on loopback makes them; the packet cap is 500
@@ -178,7 +168,7 @@ def test_parts_of_a_capped_flow_begun_in_one_millisecond_get_distinct_stable_uid
                   [(t0 + 0.0000005 * i, _udp(CLIENT, 5000, SERVER, 6000)) for i in range(1200)])
 
     # Act: meter it twice
-    first, again = _meter_capped(path, 500), _meter_capped(path, 500)
+    first, again = _meter(path, None, 500), _meter(path, None, 500)
 
     # Assert: parts of 500, 500 and 200 packets, one first-seen millisecond, three distinct uids, and
     # the same uids on the second run (a uid still names the same flow of the same capture)

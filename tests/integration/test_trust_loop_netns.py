@@ -76,27 +76,15 @@ def _explain(bed: Testbed, ledger_dir: Path, tmp_path: Path) -> str:
     return "\n".join(lines)
 
 
-@pytest.fixture(scope="module")
-def gateway_model(data_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The default pcap model (TON_IoT flows on canonical features), saved where the gateway can load it."""
-    from trustmesh.detect import default_pcap_model, save_model
-
-    detector, manifest = default_pcap_model(data_dir)
-    path = tmp_path_factory.mktemp("gw-model") / "default.model"
-    # keep the manifest's training record: it carries the model's alert policy (docs/detectors.md)
-    save_model(detector, path, data_digest=manifest.data_digest, training=dict(manifest.training))
-    return path
-
-
 def test_gateway_contains_scanner_and_keeps_benign_traffic(testbed: Testbed, tmp_path: Path,  # noqa: F811
-                                                           gateway_model: Path, data_dir: Path) -> None:
+                                                           policy_model: Path, data_dir: Path) -> None:
     bed = testbed
     bed.serve(bed.dev, DEV_IP, 8080)  # the IoT device's service
     bed.serve(bed.atk, PEER_IP, 9000)  # a benign server the device talks to, on the attacker's segment
     assert bed.connect(bed.dev, PEER_IP, 9000, source=DEV_IP) == "OK"
     assert bed.connect(bed.atk, DEV_IP, 8080, source=ATK_IP) == "OK"
 
-    cfg = _config(tmp_path, gateway_model, data_dir)
+    cfg = _config(tmp_path, policy_model, data_dir)
     exe = Path(sys.executable).with_name("trustmesh")
     log = (tmp_path / "gw.log").open("w")
     gw = subprocess.Popen(["ip", "netns", "exec", bed.gw, str(exe), "run", "--config", str(cfg), "--json"],
